@@ -1,0 +1,655 @@
+//! The plugin configuration: parsed, expanded from the environment and validated once, in
+//! `on_configure`. Requests only ever see a `Config` that passed every check here.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::target_match::HostPattern;
+
+pub const ENV_TOKEN_ENDPOINT: &str = "AZURE_OPENID_CONFIG_TOKEN_ENDPOINT";
+pub const ENV_CLIENT_ID: &str = "AZURE_APP_CLIENT_ID";
+pub const ENV_CLIENT_SECRET: &str = "AZURE_APP_CLIENT_SECRET";
+
+const DEFAULT_TOKEN_TIMEOUT_MS: u64 = 5_000;
+const MAX_TOKEN_TIMEOUT_MS: u64 = 300_000;
+const DEFAULT_MAX_ENTRIES: u32 = 10_000;
+const MAX_MAX_ENTRIES: u32 = 1_000_000;
+const DEFAULT_EXPIRY_SKEW_S: u64 = 60;
+const MAX_EXPIRY_SKEW_S: u64 = 3_600;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub token_cluster: String,
+    pub token_endpoint: TokenEndpoint,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub token_timeout: Duration,
+    pub targets: Vec<Target>,
+    pub unmatched: Unmatched,
+    pub cache: CacheSettings,
+}
+
+/// The token endpoint, split the way a callout needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenEndpoint {
+    pub url: String,
+    pub authority: String,
+    /// Path and query.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: HostPattern,
+    pub path_prefix: Option<String>,
+    pub scope: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unmatched {
+    #[default]
+    Passthrough,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    pub max_entries: u32,
+    pub expiry_skew_s: u64,
+}
+
+/// A string that never shows in `Debug` output, so a logged config cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// What is wrong with a configuration, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    token_cluster: String,
+    token_endpoint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    #[serde(default = "default_token_timeout_ms")]
+    token_timeout_ms: u64,
+    targets: Vec<RawTarget>,
+    #[serde(default)]
+    unmatched: Unmatched,
+    #[serde(default)]
+    cache: RawCache,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    host: String,
+    path_prefix: Option<String>,
+    scope: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    #[serde(default = "default_max_entries")]
+    max_entries: u32,
+    #[serde(default = "default_expiry_skew_s")]
+    expiry_skew_s: u64,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            max_entries: DEFAULT_MAX_ENTRIES,
+            expiry_skew_s: DEFAULT_EXPIRY_SKEW_S,
+        }
+    }
+}
+
+fn default_token_timeout_ms() -> u64 {
+    DEFAULT_TOKEN_TIMEOUT_MS
+}
+fn default_max_entries() -> u32 {
+    DEFAULT_MAX_ENTRIES
+}
+fn default_expiry_skew_s() -> u64 {
+    DEFAULT_EXPIRY_SKEW_S
+}
+
+/// Parses the plugin configuration. `env` reads the VM's environment (`${NAME}` values and the
+/// `AZURE_*` defaults).
+pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ConfigError::new(
+            "configuration",
+            "is empty: the filter needs at least token_cluster and targets",
+        ));
+    }
+    let mut tree: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ConfigError::new("configuration", format!("is not valid JSON: {e}")))?;
+    expand_env(&mut tree, &mut String::new(), env)?;
+    let raw: RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "configuration".to_string()
+        } else {
+            path
+        };
+        ConfigError::new(field, e.into_inner().to_string())
+    })?;
+    validate(raw, env)
+}
+
+/// Replaces every string value of the form `${NAME}` with the environment variable NAME.
+fn expand_env(
+    value: &mut Value,
+    path: &mut String,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match value {
+        Value::String(s) => {
+            if let Some(name) = env_reference(s) {
+                match env(name).filter(|v| !v.is_empty()) {
+                    Some(v) => *s = v,
+                    None => {
+                        return Err(ConfigError::new(
+                            path.clone(),
+                            format!("environment variable {name} is not set or is empty"),
+                        ))
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                expand_env(item, path, env)?;
+                path.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                expand_env(item, path, env)?;
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `${NAME}` → `NAME`, for names made of letters, digits and underscores.
+fn env_reference(s: &str) -> Option<&str> {
+    let name = s.strip_prefix("${")?.strip_suffix('}')?;
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    valid.then_some(name)
+}
+
+fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let token_cluster = non_empty("token_cluster", raw.token_cluster)?;
+    let endpoint = or_env(
+        "token_endpoint",
+        raw.token_endpoint,
+        ENV_TOKEN_ENDPOINT,
+        env,
+    )?;
+    let token_endpoint = parse_endpoint(&endpoint)?;
+    let client_id = or_env("client_id", raw.client_id, ENV_CLIENT_ID, env)?;
+    let client_secret = Secret(or_env(
+        "client_secret",
+        raw.client_secret,
+        ENV_CLIENT_SECRET,
+        env,
+    )?);
+    if !(1..=MAX_TOKEN_TIMEOUT_MS).contains(&raw.token_timeout_ms) {
+        return Err(ConfigError::new(
+            "token_timeout_ms",
+            format!("must be between 1 and {MAX_TOKEN_TIMEOUT_MS}"),
+        ));
+    }
+    if raw.targets.is_empty() {
+        return Err(ConfigError::new("targets", "must list at least one target"));
+    }
+    let targets = raw
+        .targets
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| validate_target(i, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !(1..=MAX_MAX_ENTRIES).contains(&raw.cache.max_entries) {
+        return Err(ConfigError::new(
+            "cache.max_entries",
+            format!("must be between 1 and {MAX_MAX_ENTRIES}"),
+        ));
+    }
+    if raw.cache.expiry_skew_s > MAX_EXPIRY_SKEW_S {
+        return Err(ConfigError::new(
+            "cache.expiry_skew_s",
+            format!("must be at most {MAX_EXPIRY_SKEW_S}"),
+        ));
+    }
+    Ok(Config {
+        token_cluster,
+        token_endpoint,
+        client_id,
+        client_secret,
+        token_timeout: Duration::from_millis(raw.token_timeout_ms),
+        targets,
+        unmatched: raw.unmatched,
+        cache: CacheSettings {
+            max_entries: raw.cache.max_entries,
+            expiry_skew_s: raw.cache.expiry_skew_s,
+        },
+    })
+}
+
+fn non_empty(field: &str, value: String) -> Result<String, ConfigError> {
+    if value.trim().is_empty() {
+        Err(ConfigError::new(field, "must not be empty"))
+    } else if value.chars().any(char::is_control) {
+        Err(ConfigError::new(
+            field,
+            "must not contain control characters",
+        ))
+    } else {
+        Ok(value)
+    }
+}
+
+fn or_env(
+    field: &str,
+    configured: Option<String>,
+    env_name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    match configured {
+        Some(v) => non_empty(field, v),
+        None => match env(env_name).filter(|v| !v.is_empty()) {
+            Some(v) => non_empty(field, v),
+            None => Err(ConfigError::new(
+                field,
+                format!("is not configured and the environment variable {env_name} is not set"),
+            )),
+        },
+    }
+}
+
+fn parse_endpoint(raw: &str) -> Result<TokenEndpoint, ConfigError> {
+    const FIELD: &str = "token_endpoint";
+    let url = url::Url::parse(raw)
+        .map_err(|e| ConfigError::new(FIELD, format!("is not a valid URL: {e}")))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(ConfigError::new(
+            FIELD,
+            "must be an https:// (or http://) URL",
+        ));
+    }
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+        return Err(ConfigError::new(FIELD, "has no host"));
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::new(FIELD, "must not carry credentials"));
+    }
+    if url.fragment().is_some() {
+        return Err(ConfigError::new(FIELD, "must not have a #fragment"));
+    }
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    Ok(TokenEndpoint {
+        url: url.to_string(),
+        authority,
+        path,
+    })
+}
+
+fn validate_target(index: usize, raw: RawTarget) -> Result<Target, ConfigError> {
+    let field = |name: &str| format!("targets[{index}].{name}");
+    let host = HostPattern::parse(&raw.host).map_err(|p| ConfigError::new(field("host"), p))?;
+    let path_prefix = match raw.path_prefix {
+        None => None,
+        Some(p) if !p.starts_with('/') => {
+            return Err(ConfigError::new(
+                field("path_prefix"),
+                "must start with '/'",
+            ))
+        }
+        Some(p) if p.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            return Err(ConfigError::new(
+                field("path_prefix"),
+                "must not contain spaces or control characters",
+            ))
+        }
+        Some(p) => Some(p),
+    };
+    let scope = non_empty(&field("scope"), raw.scope)?;
+    Ok(Target {
+        host,
+        path_prefix,
+        scope,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env_with(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    const ENV: &[(&str, &str)] = &[
+        (
+            ENV_TOKEN_ENDPOINT,
+            "https://login.example/tenant/oauth2/v2.0/token",
+        ),
+        (ENV_CLIENT_ID, "client-from-env"),
+        (ENV_CLIENT_SECRET, "secret-from-env"),
+        ("OTHER_SECRET", "other-secret"),
+    ];
+
+    fn minimal() -> Value {
+        json!({
+            "token_cluster": "entra_id",
+            "targets": [{"host": "api.example.com", "scope": "api://prod.team.api/.default"}]
+        })
+    }
+
+    fn parse_value(v: &Value, env: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+        let vars: &'static [(&'static str, &'static str)] =
+            Box::leak(env.to_vec().into_boxed_slice());
+        parse(v.to_string().as_bytes(), &env_with(vars))
+    }
+
+    fn error_of(v: Value) -> ConfigError {
+        parse_value(&v, ENV).expect_err("configuration should be refused")
+    }
+
+    #[test]
+    fn issue_example_parses_with_every_value() {
+        let cfg = parse_value(
+            &json!({
+              "token_cluster": "entra_id",
+              "token_endpoint": "https://login.microsoftonline.com/tenant/oauth2/v2.0/token",
+              "client_id": "${AZURE_APP_CLIENT_ID}",
+              "client_secret": "${AZURE_APP_CLIENT_SECRET}",
+              "token_timeout_ms": 2500,
+              "targets": [
+                {"host": "api.example.com", "scope": "api://prod.team.api/.default"},
+                {"host": "*.team.svc.cluster.local", "path_prefix": "/v2/", "scope": "api://prod.team.other/.default"}
+              ],
+              "unmatched": "deny",
+              "cache": {"max_entries": 500, "expiry_skew_s": 30}
+            }),
+            ENV,
+        )
+        .unwrap();
+        assert_eq!(cfg.token_cluster, "entra_id");
+        assert_eq!(cfg.token_endpoint.authority, "login.microsoftonline.com");
+        assert_eq!(cfg.token_endpoint.path, "/tenant/oauth2/v2.0/token");
+        assert_eq!(cfg.client_id, "client-from-env");
+        assert_eq!(cfg.client_secret.expose(), "secret-from-env");
+        assert_eq!(cfg.token_timeout, Duration::from_millis(2500));
+        assert_eq!(cfg.targets.len(), 2);
+        assert_eq!(cfg.targets[1].path_prefix.as_deref(), Some("/v2/"));
+        assert_eq!(cfg.unmatched, Unmatched::Deny);
+        assert_eq!(cfg.cache.max_entries, 500);
+        assert_eq!(cfg.cache.expiry_skew_s, 30);
+    }
+
+    #[test]
+    fn absent_fields_take_documented_defaults_and_environment() {
+        let cfg = parse_value(&minimal(), ENV).unwrap();
+        assert_eq!(
+            cfg.token_endpoint.url,
+            "https://login.example/tenant/oauth2/v2.0/token"
+        );
+        assert_eq!(cfg.client_id, "client-from-env");
+        assert_eq!(cfg.client_secret.expose(), "secret-from-env");
+        assert_eq!(cfg.token_timeout, Duration::from_millis(5000));
+        assert_eq!(cfg.unmatched, Unmatched::Passthrough);
+        assert_eq!(cfg.cache.max_entries, 10_000);
+        assert_eq!(cfg.cache.expiry_skew_s, 60);
+    }
+
+    #[test]
+    fn explicit_values_win_over_environment() {
+        let mut v = minimal();
+        v["client_id"] = json!("explicit-client");
+        v["client_secret"] = json!("${OTHER_SECRET}");
+        let cfg = parse_value(&v, ENV).unwrap();
+        assert_eq!(cfg.client_id, "explicit-client");
+        assert_eq!(cfg.client_secret.expose(), "other-secret");
+    }
+
+    #[test]
+    fn endpoint_with_port_and_query_keeps_both() {
+        let mut v = minimal();
+        v["token_endpoint"] = json!("http://127.0.0.1:8080/t/oauth2/v2.0/token?x=1");
+        let cfg = parse_value(&v, ENV).unwrap();
+        assert_eq!(cfg.token_endpoint.authority, "127.0.0.1:8080");
+        assert_eq!(cfg.token_endpoint.path, "/t/oauth2/v2.0/token?x=1");
+    }
+
+    #[test]
+    fn bad_json_is_refused() {
+        let e = parse(b"{\"token_cluster\": ", &env_with(ENV_STATIC)).unwrap_err();
+        assert_eq!(e.field, "configuration");
+        assert!(e.problem.contains("not valid JSON"), "{e}");
+    }
+
+    const ENV_STATIC: &[(&str, &str)] = ENV;
+
+    #[test]
+    fn empty_configuration_is_refused() {
+        let e = parse(b"  ", &env_with(ENV_STATIC)).unwrap_err();
+        assert_eq!(e.field, "configuration");
+    }
+
+    #[test]
+    fn unknown_top_level_field_is_named() {
+        let mut v = minimal();
+        v["token_clustr"] = json!("typo");
+        let e = error_of(v);
+        assert!(e.to_string().contains("token_clustr"), "{e}");
+    }
+
+    #[test]
+    fn unknown_target_field_is_named_with_its_index() {
+        let mut v = minimal();
+        v["targets"][0]["path_prefx"] = json!("/v1");
+        let e = error_of(v);
+        assert!(e.field.starts_with("targets[0]"), "{e}");
+        assert!(e.to_string().contains("path_prefx"), "{e}");
+    }
+
+    #[test]
+    fn missing_token_cluster_is_named() {
+        let mut v = minimal();
+        v.as_object_mut().unwrap().remove("token_cluster");
+        assert!(error_of(v).to_string().contains("token_cluster"));
+    }
+
+    #[test]
+    fn missing_targets_and_empty_targets_are_refused() {
+        let mut v = minimal();
+        v.as_object_mut().unwrap().remove("targets");
+        assert!(error_of(v).to_string().contains("targets"));
+        let mut v = minimal();
+        v["targets"] = json!([]);
+        assert_eq!(error_of(v).field, "targets");
+    }
+
+    #[test]
+    fn missing_scope_is_named_with_its_target() {
+        let mut v = minimal();
+        v["targets"] = json!([{"host": "a.example"}, {"host": "b.example"}]);
+        let e = error_of(v);
+        assert_eq!(e.field, "targets[0]");
+        assert!(e.problem.contains("scope"), "{e}");
+    }
+
+    #[test]
+    fn unset_environment_reference_names_field_and_variable() {
+        let mut v = minimal();
+        v["client_secret"] = json!("${NOT_SET_ANYWHERE}");
+        let e = error_of(v);
+        assert_eq!(e.field, "client_secret");
+        assert!(e.problem.contains("NOT_SET_ANYWHERE"), "{e}");
+    }
+
+    #[test]
+    fn environment_reference_works_inside_targets() {
+        let mut v = minimal();
+        v["targets"][0]["scope"] = json!("${AZURE_APP_CLIENT_ID}");
+        let cfg = parse_value(&v, ENV).unwrap();
+        assert_eq!(cfg.targets[0].scope, "client-from-env");
+        v["targets"][0]["scope"] = json!("${MISSING_SCOPE}");
+        assert_eq!(error_of(v).field, "targets[0].scope");
+    }
+
+    #[test]
+    fn missing_defaults_name_field_and_variable() {
+        let e = parse_value(&minimal(), &[]).unwrap_err();
+        assert_eq!(e.field, "token_endpoint");
+        assert!(e.problem.contains(ENV_TOKEN_ENDPOINT), "{e}");
+        let e = parse_value(&minimal(), &ENV[..1]).unwrap_err();
+        assert_eq!(e.field, "client_id");
+        let e = parse_value(&minimal(), &ENV[..2]).unwrap_err();
+        assert_eq!(e.field, "client_secret");
+        assert!(e.problem.contains(ENV_CLIENT_SECRET), "{e}");
+    }
+
+    #[test]
+    fn malformed_endpoints_are_refused() {
+        for bad in [
+            "not a url",
+            "ftp://login.example/token",
+            "https://user:pw@login.example/token",
+            "https://login.example/token#frag",
+            "login.example/token",
+        ] {
+            let mut v = minimal();
+            v["token_endpoint"] = json!(bad);
+            assert_eq!(error_of(v).field, "token_endpoint", "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_hosts_are_refused() {
+        for bad in [
+            "",
+            "api.example.com:443",
+            "https://api.example.com",
+            "a.*.example",
+            "*",
+            "*.",
+            "api/x",
+            "a b",
+        ] {
+            let mut v = minimal();
+            v["targets"][0]["host"] = json!(bad);
+            assert_eq!(error_of(v).field, "targets[0].host", "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_path_prefix_and_scope_are_refused() {
+        let mut v = minimal();
+        v["targets"][0]["path_prefix"] = json!("v2/");
+        assert_eq!(error_of(v).field, "targets[0].path_prefix");
+        let mut v = minimal();
+        v["targets"][0]["scope"] = json!(" ");
+        assert_eq!(error_of(v).field, "targets[0].scope");
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_refused() {
+        let mut v = minimal();
+        v["token_timeout_ms"] = json!(0);
+        assert_eq!(error_of(v).field, "token_timeout_ms");
+        let mut v = minimal();
+        v["token_timeout_ms"] = json!(-5);
+        assert_eq!(error_of(v).field, "token_timeout_ms");
+        let mut v = minimal();
+        v["cache"] = json!({"max_entries": 0});
+        assert_eq!(error_of(v).field, "cache.max_entries");
+        let mut v = minimal();
+        v["cache"] = json!({"expiry_skew_s": 100000});
+        assert_eq!(error_of(v).field, "cache.expiry_skew_s");
+        let mut v = minimal();
+        v["cache"] = json!({"max_entrys": 5});
+        assert!(error_of(v).to_string().contains("max_entrys"));
+    }
+
+    #[test]
+    fn unmatched_accepts_only_documented_values() {
+        let mut v = minimal();
+        v["unmatched"] = json!("allow");
+        let e = error_of(v);
+        assert_eq!(e.field, "unmatched");
+    }
+
+    #[test]
+    fn secret_never_shows_in_debug_output() {
+        let cfg = parse_value(&minimal(), ENV).unwrap();
+        let dump = format!("{cfg:?}");
+        assert!(!dump.contains("secret-from-env"), "{dump}");
+    }
+}

@@ -1,0 +1,449 @@
+//! Where every reason not to forward a request becomes the status, headers and JSON body the
+//! caller gets, and the log line the operator gets. The subject token is in none of them.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::Serialize;
+
+use crate::token_response::{ExchangeFailure, IdpError};
+
+/// Why the filter answers a request itself instead of forwarding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A target matched but the request has no usable `Authorization: Bearer` token.
+    NoBearerToken,
+    /// No target matched and `unmatched` is `deny`.
+    UnmatchedDenied,
+    /// The filter has no valid configuration (Envoy normally refuses such a filter outright).
+    NotConfigured,
+    /// The token request could not even be sent (unknown cluster, host refusal).
+    CannotDispatch,
+    Exchange(ExchangeFailure),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u32,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_description: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[u64]>::is_empty")]
+    error_codes: &'a [u64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suberror: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claims: Option<&'a str>,
+}
+
+impl<'a> Body<'a> {
+    fn own(error: &'a str, description: &'a str) -> Self {
+        Body {
+            error,
+            error_description: Some(description),
+            error_codes: &[],
+            suberror: None,
+            trace_id: None,
+            correlation_id: None,
+            claims: None,
+        }
+    }
+
+    fn from_idp(idp: &'a IdpError) -> Self {
+        Body {
+            error: &idp.error,
+            error_description: idp.error_description.as_deref(),
+            error_codes: &idp.error_codes,
+            suberror: idp.suberror.as_deref(),
+            trace_id: idp.trace_id.as_deref(),
+            correlation_id: idp.correlation_id.as_deref(),
+            claims: idp.claims.as_deref(),
+        }
+    }
+
+    fn from_idp_or(idp: Option<&'a IdpError>, error: &'a str, description: &'a str) -> Self {
+        idp.map_or_else(|| Body::own(error, description), Body::from_idp)
+    }
+}
+
+const CONTENT_TYPE: (&str, &str) = ("content-type", "application/json");
+
+fn reply(status: u32, extra: Vec<(&'static str, String)>, body: &Body<'_>) -> Reply {
+    let mut headers = vec![(CONTENT_TYPE.0, CONTENT_TYPE.1.to_string())];
+    headers.extend(extra);
+    Reply {
+        status,
+        headers,
+        // Serializing these plain structs cannot fail; an empty object is still valid JSON.
+        body: serde_json::to_string(body).unwrap_or_else(|_| "{}".into()),
+    }
+}
+
+/// The answer the caller gets for `refusal`.
+pub fn reply_for(refusal: &Refusal) -> Reply {
+    use ExchangeFailure as F;
+    match refusal {
+        Refusal::NoBearerToken => reply(
+            401,
+            vec![www_authenticate("invalid_token", None, None)],
+            &Body::own("invalid_token", "the request carries no bearer token"),
+        ),
+        Refusal::UnmatchedDenied => reply(
+            403,
+            vec![],
+            &Body::own(
+                "access_denied",
+                "no target is configured for this host and path",
+            ),
+        ),
+        Refusal::NotConfigured => reply(
+            500,
+            vec![],
+            &Body::own(
+                "server_error",
+                "the token exchange filter is not configured",
+            ),
+        ),
+        Refusal::CannotDispatch | Refusal::Exchange(F::Unreachable) => reply(
+            503,
+            vec![],
+            &Body::own(
+                "temporarily_unavailable",
+                "the token endpoint could not be reached",
+            ),
+        ),
+        Refusal::Exchange(F::Timeout) => reply(
+            504,
+            vec![],
+            &Body::own(
+                "temporarily_unavailable",
+                "the token endpoint did not answer in time",
+            ),
+        ),
+        Refusal::Exchange(F::InvalidGrant(idp)) => reply(
+            401,
+            vec![www_authenticate(
+                "invalid_token",
+                idp.error_description.as_deref(),
+                None,
+            )],
+            &Body::from_idp(idp),
+        ),
+        Refusal::Exchange(F::ClaimsChallenge(idp)) => {
+            let claims = idp
+                .claims
+                .as_deref()
+                .filter(|c| !c.is_empty())
+                .map(|c| STANDARD.encode(c));
+            reply(
+                401,
+                vec![www_authenticate(
+                    "insufficient_claims",
+                    None,
+                    claims.as_deref(),
+                )],
+                &Body::from_idp(idp),
+            )
+        }
+        Refusal::Exchange(F::Throttled { retry_after, idp }) => {
+            let extra = retry_after
+                .as_deref()
+                .filter(|v| is_safe_header_value(v, 64))
+                .map(|v| vec![("retry-after", v.to_string())])
+                .unwrap_or_default();
+            reply(
+                503,
+                extra,
+                &Body::from_idp_or(
+                    idp.as_ref(),
+                    "temporarily_unavailable",
+                    "the token endpoint is throttling requests",
+                ),
+            )
+        }
+        Refusal::Exchange(F::IdpError { status, idp }) => reply(
+            if *status == 503 { 503 } else { 502 },
+            vec![],
+            &Body::from_idp_or(
+                idp.as_ref(),
+                "server_error",
+                "the token endpoint answered with an error",
+            ),
+        ),
+        Refusal::Exchange(F::BadAnswer(why)) => reply(502, vec![], &Body::own("server_error", why)),
+    }
+}
+
+/// One log line for the operator: what happened and the IdP's ids to look it up by. It carries
+/// no error description, no token and no secret.
+pub fn log_line(refusal: &Refusal) -> String {
+    use ExchangeFailure as F;
+    let idp = match refusal {
+        Refusal::Exchange(F::InvalidGrant(idp) | F::ClaimsChallenge(idp)) => Some(idp),
+        Refusal::Exchange(F::Throttled { idp, .. } | F::IdpError { idp, .. }) => idp.as_ref(),
+        _ => None,
+    };
+    let what = match refusal {
+        Refusal::NoBearerToken => "request refused: no bearer token".to_string(),
+        Refusal::UnmatchedDenied => "request refused: no target matches".to_string(),
+        Refusal::NotConfigured => "request refused: filter not configured".to_string(),
+        Refusal::CannotDispatch => "token request could not be sent to the token cluster".into(),
+        Refusal::Exchange(F::Unreachable) => "token endpoint unreachable".to_string(),
+        Refusal::Exchange(F::Timeout) => "token endpoint timed out".to_string(),
+        Refusal::Exchange(F::InvalidGrant(_)) => "token exchange refused: invalid_grant".into(),
+        Refusal::Exchange(F::ClaimsChallenge(_)) => {
+            "token exchange needs a claims challenge".into()
+        }
+        Refusal::Exchange(F::Throttled { .. }) => "token endpoint throttled (429)".to_string(),
+        Refusal::Exchange(F::IdpError { status, .. }) => {
+            format!("token endpoint error (HTTP {status})")
+        }
+        Refusal::Exchange(F::BadAnswer(why)) => format!("token endpoint answer unusable: {why}"),
+    };
+    match idp {
+        None => what,
+        Some(idp) => format!(
+            "{what}: error={} error_codes={:?} trace_id={} correlation_id={}",
+            sanitize_for_log(&idp.error),
+            idp.error_codes,
+            sanitize_for_log(idp.trace_id.as_deref().unwrap_or("-")),
+            sanitize_for_log(idp.correlation_id.as_deref().unwrap_or("-")),
+        ),
+    }
+}
+
+fn sanitize_for_log(s: &str) -> String {
+    s.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+fn is_safe_header_value(v: &str, max: usize) -> bool {
+    !v.is_empty() && v.len() <= max && v.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+}
+
+/// `Bearer error="…"[, error_description="…"][, claims="…"]`, with every value made a safe
+/// quoted-string.
+fn www_authenticate(
+    error: &str,
+    description: Option<&str>,
+    claims: Option<&str>,
+) -> (&'static str, String) {
+    let mut value = format!("Bearer error=\"{error}\"");
+    if let Some(d) = description {
+        value.push_str(&format!(", error_description=\"{}\"", quoted(d, 512)));
+    }
+    if let Some(c) = claims {
+        value.push_str(&format!(", claims=\"{c}\""));
+    }
+    ("www-authenticate", value)
+}
+
+/// Text fit for a quoted-string in a header: printable ASCII, `"` and `\` escaped, cut at `max`.
+fn quoted(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars().take(max) {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push(' '),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token_response::read_answer;
+    use serde_json::Value;
+
+    fn fixture_refusal(status: u16, retry_after: Option<&str>, name: &str) -> Refusal {
+        let path = format!(
+            "{}/../shared/fixtures/entra/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let body = std::fs::read(path).unwrap();
+        Refusal::Exchange(read_answer(Some(status), retry_after, &body).unwrap_err())
+    }
+
+    fn header<'a>(r: &'a Reply, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn body(r: &Reply) -> Value {
+        serde_json::from_str(&r.body).unwrap()
+    }
+
+    #[test]
+    fn missing_bearer_is_401_invalid_token() {
+        let r = reply_for(&Refusal::NoBearerToken);
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some("Bearer error=\"invalid_token\"")
+        );
+        assert_eq!(header(&r, "content-type"), Some("application/json"));
+        assert_eq!(body(&r)["error"], "invalid_token");
+    }
+
+    #[test]
+    fn invalid_grant_is_401_with_description_and_idp_ids() {
+        let r = reply_for(&fixture_refusal(
+            400,
+            None,
+            "error-invalid-grant-expired.json",
+        ));
+        assert_eq!(r.status, 401);
+        let www = header(&r, "www-authenticate").unwrap();
+        assert!(
+            www.starts_with("Bearer error=\"invalid_token\", error_description=\"AADSTS500133"),
+            "{www}"
+        );
+        let b = body(&r);
+        assert_eq!(b["error"], "invalid_grant");
+        assert_eq!(b["error_codes"][0], 500133);
+        assert_eq!(b["trace_id"], "0b5e6a4e-1b2c-4d3e-9f00-1a2b3c4d5e6f");
+        assert_eq!(b["correlation_id"], "7c8d9e0f-1a2b-4c3d-8e9f-0a1b2c3d4e5f");
+    }
+
+    #[test]
+    fn interaction_required_is_401_insufficient_claims_with_base64_claims() {
+        let r = reply_for(&fixture_refusal(
+            400,
+            None,
+            "error-interaction-required.json",
+        ));
+        assert_eq!(r.status, 401);
+        let www = header(&r, "www-authenticate").unwrap();
+        let claims = r#"{"access_token":{"polids":{"essential":true,"values":["9ab03e19-ed42-4168-b6b7-7001fb3e933a"]}}}"#;
+        assert_eq!(
+            www,
+            format!(
+                "Bearer error=\"insufficient_claims\", claims=\"{}\"",
+                STANDARD.encode(claims)
+            )
+        );
+        assert_eq!(body(&r)["error"], "interaction_required");
+    }
+
+    #[test]
+    fn throttling_is_503_with_retry_after() {
+        let r = reply_for(&fixture_refusal(429, Some("60"), "error-throttled.json"));
+        assert_eq!(r.status, 503);
+        assert_eq!(header(&r, "retry-after"), Some("60"));
+        assert_eq!(body(&r)["error_codes"][0], 90055);
+    }
+
+    #[test]
+    fn unsafe_retry_after_is_dropped() {
+        let r = reply_for(&Refusal::Exchange(ExchangeFailure::Throttled {
+            retry_after: Some("1\r\nx-evil: 1".into()),
+            idp: None,
+        }));
+        assert_eq!(header(&r, "retry-after"), None);
+        assert_eq!(body(&r)["error"], "temporarily_unavailable");
+    }
+
+    #[test]
+    fn other_idp_errors_are_502_and_idp_503_stays_503() {
+        assert_eq!(
+            reply_for(&fixture_refusal(401, None, "error-invalid-client.json")).status,
+            502
+        );
+        assert_eq!(
+            reply_for(&fixture_refusal(400, None, "error-invalid-scope.json")).status,
+            502
+        );
+        assert_eq!(
+            reply_for(&fixture_refusal(
+                503,
+                None,
+                "error-temporarily-unavailable.json"
+            ))
+            .status,
+            503
+        );
+        let r = reply_for(&Refusal::Exchange(ExchangeFailure::IdpError {
+            status: 500,
+            idp: None,
+        }));
+        assert_eq!(
+            (r.status, body(&r)["error"].as_str()),
+            (502, Some("server_error"))
+        );
+    }
+
+    #[test]
+    fn transport_failures_map_to_503_and_504() {
+        assert_eq!(reply_for(&Refusal::CannotDispatch).status, 503);
+        assert_eq!(
+            reply_for(&Refusal::Exchange(ExchangeFailure::Unreachable)).status,
+            503
+        );
+        assert_eq!(
+            reply_for(&Refusal::Exchange(ExchangeFailure::Timeout)).status,
+            504
+        );
+        assert_eq!(
+            reply_for(&Refusal::Exchange(ExchangeFailure::BadAnswer("x"))).status,
+            502
+        );
+        assert_eq!(reply_for(&Refusal::UnmatchedDenied).status, 403);
+    }
+
+    #[test]
+    fn description_is_made_a_safe_quoted_string() {
+        let r = reply_for(&Refusal::Exchange(ExchangeFailure::InvalidGrant(
+            IdpError {
+                error: "invalid_grant".into(),
+                error_description: Some("say \"hi\" \\ then\r\nx-evil: 1 é".into()),
+                ..IdpError::default()
+            },
+        )));
+        let www = header(&r, "www-authenticate").unwrap();
+        assert!(www.contains(r#"say \"hi\" \\ then  x-evil: 1  "#), "{www}");
+        assert!(!www.contains('\n') && !www.contains('\r'));
+    }
+
+    #[test]
+    fn log_line_carries_ids_but_no_description() {
+        let line = log_line(&fixture_refusal(
+            400,
+            None,
+            "error-invalid-grant-expired.json",
+        ));
+        assert!(line.contains("error=invalid_grant"), "{line}");
+        assert!(
+            line.contains("trace_id=0b5e6a4e-1b2c-4d3e-9f00-1a2b3c4d5e6f"),
+            "{line}"
+        );
+        assert!(
+            line.contains("correlation_id=7c8d9e0f-1a2b-4c3d-8e9f-0a1b2c3d4e5f"),
+            "{line}"
+        );
+        assert!(!line.contains("AADSTS"), "{line}");
+    }
+}

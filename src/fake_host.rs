@@ -1,0 +1,222 @@
+//! A host for unit tests: streams with headers, shared data, a clock and a record of every token
+//! request, reply and resume.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::host::{Callout, DispatchError, Host, LogLevel};
+
+#[derive(Debug, Clone, Default)]
+pub struct FakeStream {
+    pub headers: Vec<(String, String)>,
+    pub resumed: bool,
+    pub reply: Option<FakeReply>,
+    pub gone: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeReply {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl FakeReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Dispatched {
+    pub token_id: u32,
+    /// The context the host was acting for when the call was sent.
+    pub from: u32,
+    pub cluster: String,
+    pub headers: Vec<(String, String)>,
+    pub form: Vec<(String, String)>,
+    pub timeout: Duration,
+}
+
+impl Dispatched {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub struct FakeHost {
+    pub now: Cell<u64>,
+    current: Cell<u32>,
+    streams: RefCell<HashMap<u32, FakeStream>>,
+    shared: RefCell<HashMap<String, Vec<u8>>>,
+    pub dispatched: RefCell<Vec<Dispatched>>,
+    pub logs: RefCell<Vec<(LogLevel, String)>>,
+    pub dispatch_error: Cell<Option<DispatchError>>,
+    pub ticks_requested: Cell<u32>,
+    next_token: Cell<u32>,
+}
+
+impl Default for FakeHost {
+    fn default() -> Self {
+        FakeHost {
+            now: Cell::new(1_800_000_000),
+            current: Cell::new(0),
+            streams: RefCell::default(),
+            shared: RefCell::default(),
+            dispatched: RefCell::default(),
+            logs: RefCell::default(),
+            dispatch_error: Cell::new(None),
+            ticks_requested: Cell::new(0),
+            next_token: Cell::new(100),
+        }
+    }
+}
+
+impl FakeHost {
+    /// A new stream with these request headers; the host now acts for it.
+    pub fn open_stream(&self, id: u32, headers: &[(&str, &str)]) {
+        let stream = FakeStream {
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            ..FakeStream::default()
+        };
+        self.streams.borrow_mut().insert(id, stream);
+        self.current.set(id);
+    }
+
+    /// The host enters a callback of context `id` (as the SDK does before each callback).
+    pub fn enter(&self, id: u32) {
+        self.current.set(id);
+    }
+
+    pub fn close_stream(&self, id: u32) {
+        if let Some(s) = self.streams.borrow_mut().get_mut(&id) {
+            s.gone = true;
+        }
+    }
+
+    pub fn stream(&self, id: u32) -> FakeStream {
+        self.streams.borrow().get(&id).cloned().unwrap_or_default()
+    }
+
+    pub fn header_of(&self, id: u32, name: &str) -> Option<String> {
+        self.stream(id)
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    pub fn current(&self) -> u32 {
+        self.current.get()
+    }
+
+    pub fn shared_keys(&self) -> usize {
+        self.shared.borrow().len()
+    }
+
+    pub fn shared_contains(&self, needle: &[u8]) -> bool {
+        self.shared.borrow().iter().any(|(k, v)| {
+            k.as_bytes().windows(needle.len()).any(|w| w == needle)
+                || v.windows(needle.len()).any(|w| w == needle)
+        })
+    }
+}
+
+impl Host for FakeHost {
+    fn now_unix(&self) -> u64 {
+        self.now.get()
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        self.logs.borrow_mut().push((level, message.to_string()));
+    }
+
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.header_of(self.current.get(), name)
+    }
+
+    fn set_request_header(&self, name: &str, value: &str) {
+        if let Some(s) = self.streams.borrow_mut().get_mut(&self.current.get()) {
+            s.headers.retain(|(n, _)| n != name);
+            s.headers.push((name.to_string(), value.to_string()));
+        }
+    }
+
+    fn resume_request(&self) {
+        if let Some(s) = self.streams.borrow_mut().get_mut(&self.current.get()) {
+            s.resumed = true;
+        }
+    }
+
+    fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
+        if let Some(s) = self.streams.borrow_mut().get_mut(&self.current.get()) {
+            s.reply = Some(FakeReply {
+                status,
+                headers: headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                body: String::from_utf8_lossy(body).into_owned(),
+            });
+        }
+    }
+
+    fn switch_to(&self, context_id: u32) -> bool {
+        let alive = context_id == 1
+            || self
+                .streams
+                .borrow()
+                .get(&context_id)
+                .is_some_and(|s| !s.gone);
+        if alive {
+            self.current.set(context_id);
+        }
+        alive
+    }
+
+    fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
+        self.shared.borrow().get(key).cloned()
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8]) -> bool {
+        self.shared
+            .borrow_mut()
+            .insert(key.to_string(), value.to_vec());
+        true
+    }
+
+    fn dispatch(&self, callout: &Callout<'_>) -> Result<u32, DispatchError> {
+        if let Some(e) = self.dispatch_error.get() {
+            return Err(e);
+        }
+        let token_id = self.next_token.get();
+        self.next_token.set(token_id + 1);
+        self.dispatched.borrow_mut().push(Dispatched {
+            token_id,
+            from: self.current.get(),
+            cluster: callout.cluster.to_string(),
+            headers: callout
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            form: form_urlencoded::parse(callout.body).into_owned().collect(),
+            timeout: callout.timeout,
+        });
+        Ok(token_id)
+    }
+
+    fn request_tick(&self) {
+        self.ticks_requested.set(self.ticks_requested.get() + 1);
+    }
+}

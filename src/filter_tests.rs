@@ -1,0 +1,585 @@
+//! The request path through a fake host: what is forwarded, what is refused, and how many token
+//! requests leave.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::config;
+use crate::exchange::{CallAnswer, Worker};
+use crate::fake_host::FakeHost;
+use crate::filter::{RequestFilter, Verdict};
+use crate::host::{DispatchError, LogLevel};
+
+const ROOT: u32 = 1;
+const SECRET: &str = "client-secret-value";
+
+fn worker_with(extra: serde_json::Value) -> Rc<RefCell<Worker>> {
+    let mut json = serde_json::json!({
+        "token_cluster": "entra_id",
+        "token_endpoint": "https://login.example/tenant/oauth2/v2.0/token",
+        "client_id": "client-1",
+        "client_secret": SECRET,
+        "targets": [
+            {"host": "api.example.com", "scope": "api://prod.team.api/.default"},
+            {"host": "*.team.svc.cluster.local", "path_prefix": "/v2/", "scope": "api://prod.team.other/.default"}
+        ],
+        "cache": {"max_entries": 100, "expiry_skew_s": 60}
+    });
+    if let (Some(base), Some(extra)) = (json.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    let cfg = config::parse(json.to_string().as_bytes(), &|_| None).unwrap();
+    let mut worker = Worker::default();
+    worker.configure(cfg);
+    Rc::new(RefCell::new(worker))
+}
+
+fn worker() -> Rc<RefCell<Worker>> {
+    worker_with(serde_json::json!({}))
+}
+
+fn jwt_with_exp(exp: u64, user: &str) -> String {
+    format!(
+        "eyJhbGciOiJSUzI1NiJ9.{}.c2ln",
+        URL_SAFE_NO_PAD.encode(format!(r#"{{"exp":{exp},"sub":"{user}"}}"#))
+    )
+}
+
+/// Opens stream `id` to `authority`/`path` with `authorization`, and runs its request headers.
+fn request(
+    host: &FakeHost,
+    w: &Rc<RefCell<Worker>>,
+    id: u32,
+    authority: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> (RequestFilter, Verdict) {
+    let mut headers = vec![
+        (":authority", authority),
+        (":path", path),
+        (":method", "GET"),
+    ];
+    if let Some(a) = authorization {
+        headers.push(("authorization", a));
+    }
+    host.open_stream(id, &headers);
+    let mut filter = RequestFilter::new(id, w.clone());
+    let verdict = filter.on_request_headers(host);
+    (filter, verdict)
+}
+
+fn ok_answer(token: &str, expires_in: serde_json::Value) -> CallAnswer {
+    CallAnswer {
+        status: Some(200),
+        retry_after: None,
+        body: serde_json::json!({"token_type": "Bearer", "access_token": token, "expires_in": expires_in})
+            .to_string()
+            .into_bytes(),
+    }
+}
+
+fn fixture_answer(status: u16, name: &str) -> CallAnswer {
+    let path = format!(
+        "{}/../shared/fixtures/entra/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    CallAnswer {
+        status: Some(status),
+        retry_after: (status == 429).then(|| "60".to_string()),
+        body: std::fs::read(path).unwrap(),
+    }
+}
+
+/// Delivers `answer` to the token request numbered `nth` (0-based), as the host would.
+fn answer(host: &FakeHost, filter: &mut RequestFilter, nth: usize, answer: CallAnswer) {
+    let d = host.dispatched.borrow()[nth].clone();
+    host.enter(d.from);
+    filter.on_token_answer(host, d.token_id, &answer);
+}
+
+#[test]
+fn matched_request_pauses_and_sends_the_documented_token_request() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (_f, verdict) = request(
+        &host,
+        &w,
+        10,
+        "api.example.com",
+        "/x",
+        Some("Bearer subject-1"),
+    );
+    assert_eq!(verdict, Verdict::Pause);
+    let d = host.dispatched.borrow()[0].clone();
+    assert_eq!(d.cluster, "entra_id");
+    assert_eq!(
+        d.field("grant_type"),
+        Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    );
+    assert_eq!(d.field("requested_token_use"), Some("on_behalf_of"));
+    assert_eq!(d.field("assertion"), Some("subject-1"));
+    assert_eq!(d.field("client_id"), Some("client-1"));
+    assert_eq!(d.field("client_secret"), Some(SECRET));
+    assert_eq!(d.field("scope"), Some("api://prod.team.api/.default"));
+    assert!(d
+        .headers
+        .contains(&(":authority".into(), "login.example".into())));
+    assert!(d
+        .headers
+        .contains(&(":path".into(), "/tenant/oauth2/v2.0/token".into())));
+    assert_eq!(d.timeout, std::time::Duration::from_millis(5000));
+}
+
+#[test]
+fn issued_token_replaces_authorization_and_resumes() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(
+        &host,
+        &w,
+        10,
+        "api.example.com",
+        "/x",
+        Some("Bearer subject-1"),
+    );
+    answer(&host, &mut f, 0, ok_answer("obo-1", 3599.into()));
+    let s = host.stream(10);
+    assert!(s.resumed && s.reply.is_none());
+    assert_eq!(
+        host.header_of(10, "authorization").as_deref(),
+        Some("Bearer obo-1")
+    );
+}
+
+#[test]
+fn second_request_is_served_from_the_cache_without_a_token_request() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(
+        &host,
+        &w,
+        10,
+        "api.example.com",
+        "/",
+        Some("Bearer subject-1"),
+    );
+    answer(&host, &mut f, 0, ok_answer("obo-1", "3599".into()));
+    let (_f2, verdict) = request(
+        &host,
+        &w,
+        11,
+        "API.example.com:443",
+        "/y",
+        Some("bearer subject-1"),
+    );
+    assert_eq!(verdict, Verdict::Continue);
+    assert_eq!(
+        host.header_of(11, "authorization").as_deref(),
+        Some("Bearer obo-1")
+    );
+    assert_eq!(host.dispatched.borrow().len(), 1);
+}
+
+#[test]
+fn cache_is_per_user_and_per_scope() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer alice"));
+    answer(&host, &mut f, 0, ok_answer("obo-alice", 3599.into()));
+    let (_f, v) = request(&host, &w, 11, "api.example.com", "/", Some("Bearer bob"));
+    assert_eq!(v, Verdict::Pause);
+    let (_f, v) = request(
+        &host,
+        &w,
+        12,
+        "x.team.svc.cluster.local",
+        "/v2/a",
+        Some("Bearer alice"),
+    );
+    assert_eq!(v, Verdict::Pause);
+    assert_eq!(host.dispatched.borrow().len(), 3);
+    assert_eq!(
+        host.dispatched.borrow()[2].field("scope"),
+        Some("api://prod.team.other/.default")
+    );
+}
+
+#[test]
+fn cached_token_expires_at_expires_in_minus_skew() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+    answer(&host, &mut f, 0, ok_answer("obo-1", 160.into()));
+    host.now.set(host.now.get() + 99);
+    assert_eq!(
+        request(&host, &w, 11, "api.example.com", "/", Some("Bearer u")).1,
+        Verdict::Continue
+    );
+    host.now.set(host.now.get() + 1);
+    assert_eq!(
+        request(&host, &w, 12, "api.example.com", "/", Some("Bearer u")).1,
+        Verdict::Pause
+    );
+}
+
+#[test]
+fn cached_token_is_never_used_past_the_subject_tokens_exp() {
+    let host = FakeHost::default();
+    let w = worker();
+    let subject = format!("Bearer {}", jwt_with_exp(host.now.get() + 30, "alice"));
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(&subject));
+    answer(&host, &mut f, 0, ok_answer("obo-1", 3599.into()));
+    host.now.set(host.now.get() + 29);
+    assert_eq!(
+        request(&host, &w, 11, "api.example.com", "/", Some(&subject)).1,
+        Verdict::Continue
+    );
+    host.now.set(host.now.get() + 1);
+    assert_eq!(
+        request(&host, &w, 12, "api.example.com", "/", Some(&subject)).1,
+        Verdict::Pause
+    );
+}
+
+#[test]
+fn concurrent_requests_for_one_key_share_one_token_request() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+    let _others: Vec<_> = (11..15)
+        .map(|id| request(&host, &w, id, "api.example.com", "/", Some("Bearer u")))
+        .collect();
+    assert_eq!(host.dispatched.borrow().len(), 1);
+    answer(&host, &mut first, 0, ok_answer("obo-1", 3599.into()));
+    for id in 10..15 {
+        assert!(host.stream(id).resumed, "stream {id}");
+        assert_eq!(
+            host.header_of(id, "authorization").as_deref(),
+            Some("Bearer obo-1")
+        );
+    }
+    assert_eq!(host.current(), 10, "host is back on the answering stream");
+    assert_eq!(w.borrow().in_flight(), 0);
+}
+
+#[test]
+fn failed_exchange_refuses_every_waiting_request() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+    let _second = request(&host, &w, 11, "api.example.com", "/", Some("Bearer u"));
+    answer(
+        &host,
+        &mut first,
+        0,
+        fixture_answer(400, "error-invalid-grant-expired.json"),
+    );
+    for id in [10, 11] {
+        let s = host.stream(id);
+        assert!(!s.resumed);
+        assert_eq!(s.reply.unwrap().status, 401);
+        assert_eq!(
+            host.header_of(id, "authorization").as_deref(),
+            Some("Bearer u"),
+            "header untouched, never forwarded"
+        );
+    }
+}
+
+#[test]
+fn waiter_that_goes_away_is_not_touched() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+    let (mut second, _) = request(&host, &w, 11, "api.example.com", "/", Some("Bearer u"));
+    host.close_stream(11);
+    second.on_done(&host);
+    answer(&host, &mut first, 0, ok_answer("obo-1", 3599.into()));
+    assert!(host.stream(10).resumed);
+    assert!(!host.stream(11).resumed);
+}
+
+#[test]
+fn exchange_is_re_sent_by_the_root_when_its_sender_goes_away() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+    let _second = request(&host, &w, 11, "api.example.com", "/", Some("Bearer u"));
+    host.close_stream(10);
+    host.enter(10);
+    first.on_done(&host);
+    assert_eq!(host.ticks_requested.get(), 1);
+    host.enter(ROOT);
+    w.borrow_mut().on_tick(&host, ROOT);
+    let resent = host.dispatched.borrow()[1].clone();
+    assert_eq!(resent.from, ROOT);
+    assert_eq!(resent.field("assertion"), Some("u"));
+    w.borrow_mut().complete(
+        &host,
+        resent.token_id,
+        &ok_answer("obo-1", 3599.into()),
+        ROOT,
+    );
+    assert!(host.stream(11).resumed);
+    assert_eq!(
+        host.header_of(11, "authorization").as_deref(),
+        Some("Bearer obo-1")
+    );
+    assert_eq!(host.current(), ROOT);
+}
+
+#[test]
+fn sender_that_goes_away_alone_leaves_nothing_in_flight() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+    first.on_done(&host);
+    assert_eq!(host.ticks_requested.get(), 0);
+    assert_eq!(w.borrow().in_flight(), 0);
+}
+
+#[test]
+fn unmatched_request_passes_untouched_by_default() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (_f, v) = request(&host, &w, 10, "other.example.com", "/", Some("Bearer u"));
+    assert_eq!(v, Verdict::Continue);
+    assert_eq!(
+        host.header_of(10, "authorization").as_deref(),
+        Some("Bearer u")
+    );
+    assert!(host.dispatched.borrow().is_empty());
+    // The bare domain of a wildcard and a path outside the prefix are unmatched too.
+    assert_eq!(
+        request(
+            &host,
+            &w,
+            11,
+            "team.svc.cluster.local",
+            "/v2/",
+            Some("Bearer u")
+        )
+        .1,
+        Verdict::Continue
+    );
+    assert_eq!(
+        request(
+            &host,
+            &w,
+            12,
+            "a.team.svc.cluster.local",
+            "/v1/",
+            Some("Bearer u")
+        )
+        .1,
+        Verdict::Continue
+    );
+}
+
+#[test]
+fn unmatched_request_is_403_when_configured_to_deny() {
+    let host = FakeHost::default();
+    let w = worker_with(serde_json::json!({"unmatched": "deny"}));
+    let (_f, v) = request(&host, &w, 10, "other.example.com", "/", Some("Bearer u"));
+    assert_eq!(v, Verdict::Pause);
+    assert_eq!(host.stream(10).reply.unwrap().status, 403);
+}
+
+#[test]
+fn matched_request_without_a_bearer_token_is_401() {
+    for auth in [
+        None,
+        Some("Basic dXNlcjpwYXNz"),
+        Some("Bearer "),
+        Some("Bearer"),
+    ] {
+        let host = FakeHost::default();
+        let w = worker();
+        let (_f, v) = request(&host, &w, 10, "api.example.com", "/", auth);
+        assert_eq!(v, Verdict::Pause);
+        let reply = host.stream(10).reply.unwrap();
+        assert_eq!(reply.status, 401, "{auth:?}");
+        assert!(
+            reply.body.contains(r#""error":"invalid_token""#),
+            "{}",
+            reply.body
+        );
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some("Bearer error=\"invalid_token\"")
+        );
+        assert!(host.dispatched.borrow().is_empty());
+    }
+}
+
+#[test]
+fn token_request_that_cannot_be_sent_is_503() {
+    let host = FakeHost::default();
+    host.dispatch_error.set(Some(DispatchError::UnknownCluster));
+    let w = worker();
+    let (_f, v) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+    assert_eq!(v, Verdict::Pause);
+    assert_eq!(host.stream(10).reply.unwrap().status, 503);
+    assert_eq!(w.borrow().in_flight(), 0);
+}
+
+#[test]
+fn every_failure_row_maps_to_its_status() {
+    let cases: Vec<(CallAnswer, u32)> = vec![
+        (
+            fixture_answer(400, "error-invalid-grant-signature.json"),
+            401,
+        ),
+        (fixture_answer(400, "error-interaction-required.json"), 401),
+        (fixture_answer(429, "error-throttled.json"), 503),
+        (fixture_answer(401, "error-invalid-client.json"), 502),
+        (fixture_answer(400, "error-invalid-scope.json"), 502),
+        (
+            fixture_answer(503, "error-temporarily-unavailable.json"),
+            503,
+        ),
+        (
+            CallAnswer {
+                status: Some(500),
+                retry_after: None,
+                body: b"oops".to_vec(),
+            },
+            502,
+        ),
+        (
+            CallAnswer {
+                status: Some(200),
+                retry_after: None,
+                body: b"<html>".to_vec(),
+            },
+            502,
+        ),
+        (
+            CallAnswer {
+                status: Some(200),
+                retry_after: None,
+                body: br#"{"expires_in":1}"#.to_vec(),
+            },
+            502,
+        ),
+        (
+            CallAnswer {
+                status: Some(504),
+                retry_after: None,
+                body: b"upstream request timeout".to_vec(),
+            },
+            504,
+        ),
+        (
+            CallAnswer {
+                status: Some(503),
+                retry_after: None,
+                body: b"upstream connect error".to_vec(),
+            },
+            503,
+        ),
+        (
+            CallAnswer {
+                status: None,
+                retry_after: None,
+                body: Vec::new(),
+            },
+            503,
+        ),
+    ];
+    for (i, (call_answer, status)) in cases.into_iter().enumerate() {
+        let host = FakeHost::default();
+        let w = worker();
+        let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+        answer(&host, &mut f, 0, call_answer);
+        let s = host.stream(10);
+        assert!(!s.resumed, "case {i}");
+        assert_eq!(s.reply.map(|r| r.status), Some(status), "case {i}");
+    }
+}
+
+#[test]
+fn throttled_answer_passes_retry_after_on() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+    answer(
+        &host,
+        &mut f,
+        0,
+        fixture_answer(429, "error-throttled.json"),
+    );
+    assert_eq!(
+        host.stream(10).reply.unwrap().header("retry-after"),
+        Some("60")
+    );
+}
+
+#[test]
+fn failed_exchange_is_not_cached() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+    answer(
+        &host,
+        &mut f,
+        0,
+        fixture_answer(503, "error-temporarily-unavailable.json"),
+    );
+    assert_eq!(
+        request(&host, &w, 11, "api.example.com", "/", Some("Bearer u")).1,
+        Verdict::Pause
+    );
+    assert_eq!(host.dispatched.borrow().len(), 2);
+}
+
+#[test]
+fn no_log_line_holds_a_secret_or_a_token() {
+    let host = FakeHost::default();
+    let w = worker();
+    let subject = jwt_with_exp(host.now.get() + 3600, "alice");
+    let auth = format!("Bearer {subject}");
+    let answers = [
+        ok_answer("issued-token-value", 3599.into()),
+        fixture_answer(400, "error-invalid-grant-expired.json"),
+        fixture_answer(400, "error-interaction-required.json"),
+        fixture_answer(429, "error-throttled.json"),
+        fixture_answer(401, "error-invalid-client.json"),
+        CallAnswer {
+            status: Some(200),
+            retry_after: None,
+            body: b"not json".to_vec(),
+        },
+        CallAnswer {
+            status: None,
+            retry_after: None,
+            body: Vec::new(),
+        },
+    ];
+    for (i, a) in answers.into_iter().enumerate() {
+        let scope_host = if i % 2 == 0 {
+            "api.example.com"
+        } else {
+            "x.team.svc.cluster.local"
+        };
+        host.now.set(host.now.get() + 10_000);
+        let (mut f, _) = request(&host, &w, 100 + i as u32, scope_host, "/v2/", Some(&auth));
+        answer(&host, &mut f, i, a);
+    }
+    request(&host, &w, 200, "api.example.com", "/", None);
+    let logs = host.logs.borrow();
+    assert!(
+        logs.iter().any(|(l, _)| *l == LogLevel::Warn),
+        "failures are logged"
+    );
+    for (_, line) in logs.iter() {
+        for secret in [SECRET, subject.as_str(), "issued-token-value"] {
+            assert!(!line.contains(secret), "log line leaks: {line}");
+        }
+    }
+}

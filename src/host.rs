@@ -1,0 +1,54 @@
+//! The little the filter needs from its host. The decisions call only this trait, so they run
+//! unchanged in Envoy (through `proxy::host_calls`) and in unit tests (through `fake_host`).
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Why a token request could not be sent at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchError {
+    /// Envoy has no cluster of that name (or refused the call's arguments).
+    UnknownCluster,
+    /// Any other refusal by the host.
+    Refused,
+}
+
+/// A token request as the host sends it: pseudo-headers included.
+pub struct Callout<'a> {
+    pub cluster: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+    pub timeout: Duration,
+}
+
+pub trait Host {
+    /// Seconds since the Unix epoch, from the host's clock.
+    fn now_unix(&self) -> u64;
+    fn log(&self, level: LogLevel, message: &str);
+
+    /// Request header of the stream the host is currently acting on.
+    fn request_header(&self, name: &str) -> Option<String>;
+    /// Replaces every value of the header with one value.
+    fn set_request_header(&self, name: &str, value: &str);
+    /// Lets a paused request go on to the next filter.
+    fn resume_request(&self);
+    /// Answers the current stream locally; the request never reaches an upstream.
+    fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]);
+    /// Makes later calls act on another stream of this worker; false if that stream is gone.
+    fn switch_to(&self, context_id: u32) -> bool;
+
+    fn shared_get(&self, key: &str) -> Option<Vec<u8>>;
+    fn shared_set(&self, key: &str, value: &[u8]) -> bool;
+
+    /// Sends a token request; its answer comes back tagged with the returned token id.
+    fn dispatch(&self, callout: &Callout<'_>) -> Result<u32, DispatchError>;
+    /// Asks for one tick of the worker's root context soon (used to re-send orphaned exchanges).
+    fn request_tick(&self);
+}

@@ -1,0 +1,42 @@
+//! entra-obo-filter: an Envoy / Istio proxy-wasm filter that swaps an employee's Entra ID token
+//! for an on-behalf-of token minted for the API the request goes to.
+//!
+//! Where things are decided:
+//! - `config`: the plugin configuration, parsed and validated once;
+//! - `target_match`: which target (and scope) a request is for;
+//! - `subject_token`: the caller's bearer token and its `exp`;
+//! - `cache_key`, `token_cache`: the cache key and the shared-data slot table;
+//! - `token_request`, `token_response`: the OBO request and reading its answer;
+//! - `exchange`: one token request per key per worker, shared by all who wait for it;
+//! - `error_reply`: every refusal as a status code, headers, body and log line;
+//! - `filter`: one request's way through all of the above.
+//!
+//! None of these import proxy-wasm; `proxy` is the thin shell over the host.
+
+pub mod cache_key;
+pub mod config;
+pub mod error_reply;
+pub mod exchange;
+pub mod filter;
+pub mod host;
+pub mod subject_token;
+pub mod target_match;
+pub mod token_cache;
+pub mod token_request;
+pub mod token_response;
+
+// Compiled natively too, so `cargo clippy` checks it; only the wasm build uses it.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code, unused_imports))]
+mod proxy;
+
+#[cfg(test)]
+mod fake_host;
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    proxy_wasm::set_root_context(proxy::new_root_context);
+}}
+
+#[cfg(test)]
+mod filter_tests;

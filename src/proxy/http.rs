@@ -1,0 +1,45 @@
+//! The request context: hands each callback to `RequestFilter` and turns its verdict into an
+//! Envoy action.
+
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+
+use super::host_calls::{read_call_answer, ProxyHost};
+use crate::filter::{RequestFilter, Verdict};
+
+pub struct RequestContext {
+    filter: RequestFilter,
+}
+
+impl RequestContext {
+    pub fn new(filter: RequestFilter) -> Self {
+        RequestContext { filter }
+    }
+}
+
+impl Context for RequestContext {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let answer = read_call_answer(body_size);
+        self.filter.on_token_answer(&ProxyHost, token_id, &answer);
+    }
+
+    fn on_done(&mut self) -> bool {
+        self.filter.on_done(&ProxyHost);
+        true
+    }
+}
+
+impl HttpContext for RequestContext {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        match self.filter.on_request_headers(&ProxyHost) {
+            Verdict::Continue => Action::Continue,
+            Verdict::Pause => Action::Pause,
+        }
+    }
+}

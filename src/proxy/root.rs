@@ -1,0 +1,93 @@
+//! The root context: one per worker. It validates the configuration in `on_configure` and sends
+//! the token requests of exchanges whose first request went away.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType};
+
+use super::host_calls::{read_call_answer, ProxyHost};
+use super::http::RequestContext;
+use crate::config;
+use crate::exchange::Worker;
+use crate::filter::RequestFilter;
+use crate::host::{Host, LogLevel};
+
+pub fn new_root_context(context_id: u32) -> Box<dyn RootContext> {
+    Box::new(Root {
+        context_id,
+        worker: Rc::new(RefCell::new(Worker::default())),
+    })
+}
+
+struct Root {
+    context_id: u32,
+    worker: Rc<RefCell<Worker>>,
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let answer = read_call_answer(body_size);
+        self.worker
+            .borrow_mut()
+            .complete(&ProxyHost, token_id, &answer, self.context_id);
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        match config::parse(&bytes, &|name| std::env::var(name).ok()) {
+            Ok(config) => {
+                ProxyHost.log(
+                    LogLevel::Info,
+                    &format!(
+                        "configured: {} targets, token cluster {}",
+                        config.targets.len(),
+                        config.token_cluster
+                    ),
+                );
+                self.worker.borrow_mut().configure(config);
+                true
+            }
+            Err(e) => {
+                ProxyHost.log(LogLevel::Error, &e.to_string());
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let _ = hostcalls::set_tick_period(Duration::ZERO);
+        self.worker
+            .borrow_mut()
+            .on_tick(&ProxyHost, self.context_id);
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(RequestContext::new(RequestFilter::new(
+            context_id,
+            self.worker.clone(),
+        ))))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

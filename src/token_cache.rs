@@ -1,0 +1,129 @@
+//! The token cache in proxy-wasm shared data, shared by every worker of one Envoy.
+//!
+//! Shared data has no delete and no TTL, so the cache is a fixed table of `max_entries` slots: a
+//! key always lives in slot `hash % max_entries`, and a newer token overwrites whatever held the
+//! slot. The number of shared-data keys therefore never exceeds `max_entries`, however many users
+//! pass. A slot holds the full key, the time the token stops being used, and the token.
+
+use crate::cache_key::CacheKey;
+use crate::host::Host;
+
+const SLOT_PREFIX: &str = "entra-obo-filter/v1/slot/";
+const HEADER_LEN: usize = 32 + 8;
+
+#[derive(Debug, Clone, Copy)]
+pub struct TokenCache {
+    slots: u32,
+}
+
+impl TokenCache {
+    pub fn new(slots: u32) -> Self {
+        TokenCache {
+            slots: slots.max(1),
+        }
+    }
+
+    pub fn slot_name(&self, key: &CacheKey) -> String {
+        format!("{SLOT_PREFIX}{}", key.slot(self.slots))
+    }
+
+    /// The cached token for `key`, if its slot holds it and it is still to be used at `now`.
+    pub fn get(&self, host: &dyn Host, key: &CacheKey, now: u64) -> Option<String> {
+        let value = host.shared_get(&self.slot_name(key))?;
+        let (stored_key, rest) = value.split_first_chunk::<32>()?;
+        let (use_until, token) = rest.split_first_chunk::<8>()?;
+        if stored_key != &key.0 || now >= u64::from_be_bytes(*use_until) {
+            return None;
+        }
+        String::from_utf8(token.to_vec()).ok()
+    }
+
+    /// Stores `token` for `key` until `use_until` (seconds since the epoch).
+    pub fn put(&self, host: &dyn Host, key: &CacheKey, token: &str, use_until: u64) -> bool {
+        let mut value = Vec::with_capacity(HEADER_LEN + token.len());
+        value.extend_from_slice(&key.0);
+        value.extend_from_slice(&use_until.to_be_bytes());
+        value.extend_from_slice(token.as_bytes());
+        host.shared_set(&self.slot_name(key), &value)
+    }
+}
+
+/// Until when an issued token may be used: `issued_at + expires_in - skew`, and never past the
+/// subject token's own `exp`. None when that is already over (the token is then used once, not
+/// cached).
+pub fn use_until(now: u64, expires_in: u64, skew: u64, subject_exp: Option<u64>) -> Option<u64> {
+    let by_lifetime = now.saturating_add(expires_in).checked_sub(skew)?;
+    let until = subject_exp.map_or(by_lifetime, |exp| exp.min(by_lifetime));
+    (until > now).then_some(until)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_host::FakeHost;
+
+    fn key(n: u32) -> CacheKey {
+        CacheKey::derive("e", "c", "s", &format!("user-{n}"))
+    }
+
+    #[test]
+    fn stored_token_is_returned_until_its_time_is_over() {
+        let host = FakeHost::default();
+        let cache = TokenCache::new(10);
+        assert!(cache.put(&host, &key(1), "tok-1", 1_000));
+        assert_eq!(cache.get(&host, &key(1), 999).as_deref(), Some("tok-1"));
+        assert_eq!(cache.get(&host, &key(1), 1_000), None);
+    }
+
+    #[test]
+    fn another_key_in_the_same_slot_is_a_miss_not_a_wrong_token() {
+        let host = FakeHost::default();
+        let cache = TokenCache::new(1);
+        cache.put(&host, &key(1), "tok-1", 1_000);
+        assert_eq!(cache.get(&host, &key(2), 10), None);
+        cache.put(&host, &key(2), "tok-2", 1_000);
+        assert_eq!(cache.get(&host, &key(2), 10).as_deref(), Some("tok-2"));
+        assert_eq!(cache.get(&host, &key(1), 10), None);
+    }
+
+    #[test]
+    fn shared_data_keys_stay_bounded_by_max_entries() {
+        let host = FakeHost::default();
+        let cache = TokenCache::new(16);
+        for n in 0..5_000 {
+            cache.put(&host, &key(n), "t", 1_000);
+        }
+        assert!(host.shared_keys() <= 16, "{} keys", host.shared_keys());
+    }
+
+    #[test]
+    fn raw_subject_token_is_never_stored() {
+        let host = FakeHost::default();
+        let cache = TokenCache::new(4);
+        let k = CacheKey::derive("e", "c", "s", "the-subject-token");
+        cache.put(&host, &k, "tok", 1_000);
+        assert!(!host.shared_contains(b"the-subject-token"));
+    }
+
+    #[test]
+    fn corrupt_slot_values_are_misses() {
+        let host = FakeHost::default();
+        let cache = TokenCache::new(1);
+        host.shared_set(&cache.slot_name(&key(1)), b"short");
+        assert_eq!(cache.get(&host, &key(1), 0), None);
+    }
+
+    #[test]
+    fn lifetime_is_expires_in_minus_skew() {
+        assert_eq!(use_until(1_000, 3_599, 60, None), Some(4_539));
+        assert_eq!(use_until(1_000, 60, 60, None), None);
+        assert_eq!(use_until(1_000, 10, 60, None), None);
+    }
+
+    #[test]
+    fn lifetime_never_passes_the_subject_tokens_exp() {
+        assert_eq!(use_until(1_000, 3_599, 60, Some(1_500)), Some(1_500));
+        assert_eq!(use_until(1_000, 3_599, 60, Some(900)), None);
+        assert_eq!(use_until(1_000, 100, 60, Some(5_000)), Some(1_040));
+    }
+}

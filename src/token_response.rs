@@ -1,0 +1,296 @@
+//! Reading the token endpoint's answer: an issued token, or why there is none.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A token the IdP issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    pub access_token: String,
+    /// Seconds; 0 when the IdP gave none (the token is then used but not cached).
+    pub expires_in: u64,
+}
+
+/// The error fields Entra ID puts in a failed token response, as far as it gave them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct IdpError {
+    #[serde(default)]
+    pub error: String,
+    pub error_description: Option<String>,
+    #[serde(default)]
+    pub error_codes: Vec<u64>,
+    pub suberror: Option<String>,
+    pub trace_id: Option<String>,
+    pub correlation_id: Option<String>,
+    /// The Conditional Access challenge, a JSON string.
+    pub claims: Option<String>,
+}
+
+/// Why an exchange gave no token. Each maps to one answer in `error_reply`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExchangeFailure {
+    /// `invalid_grant`: the subject token was rejected or has expired.
+    InvalidGrant(IdpError),
+    /// `interaction_required`, or any error with a `claims` challenge.
+    ClaimsChallenge(IdpError),
+    /// HTTP 429 from the IdP.
+    Throttled {
+        retry_after: Option<String>,
+        idp: Option<IdpError>,
+    },
+    /// Any other error the IdP answered with (`invalid_client`, `invalid_scope`, a 5xx, …).
+    IdpError { status: u16, idp: Option<IdpError> },
+    /// A 2xx that is not a usable token response.
+    BadAnswer(&'static str),
+    /// No answer within `token_timeout_ms`.
+    Timeout,
+    /// The token cluster could not be reached, or the answer came with no status at all.
+    Unreachable,
+}
+
+#[derive(Deserialize)]
+struct SuccessBody {
+    access_token: Option<String>,
+    expires_in: Option<Value>,
+}
+
+/// Reads a callout's answer. `status` is None when Envoy gave no `:status` (a reset).
+pub fn read_answer(
+    status: Option<u16>,
+    retry_after: Option<&str>,
+    body: &[u8],
+) -> Result<IssuedToken, ExchangeFailure> {
+    let Some(status) = status else {
+        return Err(ExchangeFailure::Unreachable);
+    };
+    match status {
+        200..=299 => read_success(body),
+        429 => Err(ExchangeFailure::Throttled {
+            retry_after: retry_after.map(str::to_string),
+            idp: read_error(body),
+        }),
+        // Envoy answers a callout that outlives its timeout with 504 and one that cannot connect
+        // with 503; an IdP's own 503/504 means the same to the caller.
+        504 => Err(ExchangeFailure::Timeout),
+        503 => match read_error(body) {
+            Some(idp) => Err(ExchangeFailure::IdpError {
+                status,
+                idp: Some(idp),
+            }),
+            None => Err(ExchangeFailure::Unreachable),
+        },
+        400..=499 => match read_error(body) {
+            Some(idp)
+                if idp.claims.as_deref().is_some_and(|c| !c.is_empty())
+                    || idp.error == "interaction_required" =>
+            {
+                Err(ExchangeFailure::ClaimsChallenge(idp))
+            }
+            Some(idp) if idp.error == "invalid_grant" => Err(ExchangeFailure::InvalidGrant(idp)),
+            idp => Err(ExchangeFailure::IdpError { status, idp }),
+        },
+        _ => Err(ExchangeFailure::IdpError {
+            status,
+            idp: read_error(body),
+        }),
+    }
+}
+
+fn read_success(body: &[u8]) -> Result<IssuedToken, ExchangeFailure> {
+    let parsed: SuccessBody = serde_json::from_slice(body)
+        .map_err(|_| ExchangeFailure::BadAnswer("token response is not a JSON object"))?;
+    let access_token =
+        parsed
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or(ExchangeFailure::BadAnswer(
+                "token response has no access_token",
+            ))?;
+    if !access_token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ExchangeFailure::BadAnswer(
+            "access_token has characters a header cannot carry",
+        ));
+    }
+    let expires_in = match parsed.expires_in {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map_err(|_| ExchangeFailure::BadAnswer("expires_in is not a number"))?,
+        Some(_) => return Err(ExchangeFailure::BadAnswer("expires_in is not a number")),
+    };
+    Ok(IssuedToken {
+        access_token,
+        expires_in,
+    })
+}
+
+fn read_error(body: &[u8]) -> Option<IdpError> {
+    serde_json::from_slice::<IdpError>(body)
+        .ok()
+        .filter(|e| !e.error.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../shared/fixtures/entra/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn success_with_numeric_expiry() {
+        let t = read_answer(Some(200), None, &fixture("obo-success.json")).unwrap();
+        assert!(t.access_token.starts_with("eyJ0eXAi"));
+        assert_eq!(t.expires_in, 3599);
+    }
+
+    #[test]
+    fn success_with_string_expiry() {
+        let t = read_answer(Some(200), None, &fixture("obo-success-string-expiry.json")).unwrap();
+        assert_eq!(t.expires_in, 3599);
+    }
+
+    #[test]
+    fn expired_or_bad_assertion_is_invalid_grant() {
+        for f in [
+            "error-invalid-grant-expired.json",
+            "error-invalid-grant-signature.json",
+        ] {
+            match read_answer(Some(400), None, &fixture(f)) {
+                Err(ExchangeFailure::InvalidGrant(e)) => assert!(e.trace_id.is_some()),
+                other => panic!("{f}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn consent_required_is_invalid_grant_with_its_suberror() {
+        match read_answer(Some(400), None, &fixture("error-consent-required.json")) {
+            Err(ExchangeFailure::InvalidGrant(e)) => {
+                assert_eq!(e.suberror.as_deref(), Some("consent_required"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn interaction_required_is_a_claims_challenge() {
+        match read_answer(Some(400), None, &fixture("error-interaction-required.json")) {
+            Err(ExchangeFailure::ClaimsChallenge(e)) => {
+                assert!(e.claims.unwrap().contains("polids"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn any_error_with_claims_is_a_claims_challenge() {
+        let body = br#"{"error":"invalid_grant","claims":"{\"access_token\":{}}"}"#;
+        assert!(matches!(
+            read_answer(Some(400), None, body),
+            Err(ExchangeFailure::ClaimsChallenge(_))
+        ));
+    }
+
+    #[test]
+    fn throttling_keeps_retry_after() {
+        match read_answer(Some(429), Some("60"), &fixture("error-throttled.json")) {
+            Err(ExchangeFailure::Throttled { retry_after, idp }) => {
+                assert_eq!(retry_after.as_deref(), Some("60"));
+                assert_eq!(idp.unwrap().error_codes, vec![90055]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn client_and_scope_errors_are_idp_errors() {
+        for (status, f) in [
+            (401, "error-invalid-client.json"),
+            (400, "error-invalid-scope.json"),
+        ] {
+            assert!(matches!(
+                read_answer(Some(status), None, &fixture(f)),
+                Err(ExchangeFailure::IdpError { idp: Some(_), .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn idp_503_with_a_body_is_an_idp_error_and_envoys_own_503_is_unreachable() {
+        assert!(matches!(
+            read_answer(
+                Some(503),
+                None,
+                &fixture("error-temporarily-unavailable.json")
+            ),
+            Err(ExchangeFailure::IdpError { status: 503, .. })
+        ));
+        assert_eq!(
+            read_answer(
+                Some(503),
+                None,
+                b"upstream connect error or disconnect/reset before headers"
+            ),
+            Err(ExchangeFailure::Unreachable)
+        );
+    }
+
+    #[test]
+    fn timeouts_and_resets_are_recognised() {
+        assert_eq!(
+            read_answer(Some(504), None, b"upstream request timeout"),
+            Err(ExchangeFailure::Timeout)
+        );
+        assert_eq!(
+            read_answer(None, None, b""),
+            Err(ExchangeFailure::Unreachable)
+        );
+    }
+
+    #[test]
+    fn unusable_success_bodies_are_bad_answers() {
+        for body in [
+            &b"<html>oops</html>"[..],
+            br#"{"token_type":"Bearer","expires_in":3599}"#,
+            br#"{"access_token":"","expires_in":3599}"#,
+            br#"{"access_token":"a\nb","expires_in":3599}"#,
+            br#"{"access_token":"abc","expires_in":"soon"}"#,
+            br#"[1,2]"#,
+            b"\xff\xfe",
+        ] {
+            assert!(
+                matches!(
+                    read_answer(Some(200), None, body),
+                    Err(ExchangeFailure::BadAnswer(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn success_without_expiry_is_used_but_not_cacheable() {
+        let t = read_answer(Some(200), None, br#"{"access_token":"abc"}"#).unwrap();
+        assert_eq!(t.expires_in, 0);
+    }
+
+    #[test]
+    fn server_errors_are_idp_errors_even_without_json() {
+        assert!(matches!(
+            read_answer(Some(500), None, b"boom"),
+            Err(ExchangeFailure::IdpError {
+                status: 500,
+                idp: None
+            })
+        ));
+    }
+}
