@@ -164,7 +164,7 @@ pub fn reply_for(refusal: &Refusal) -> Reply {
                 503,
                 extra,
                 &Body::from_idp_or(
-                    idp.as_ref(),
+                    idp.as_deref(),
                     "temporarily_unavailable",
                     "the token endpoint is throttling requests",
                 ),
@@ -174,7 +174,7 @@ pub fn reply_for(refusal: &Refusal) -> Reply {
             if *status == 503 { 503 } else { 502 },
             vec![],
             &Body::from_idp_or(
-                idp.as_ref(),
+                idp.as_deref(),
                 "server_error",
                 "the token endpoint answered with an error",
             ),
@@ -188,8 +188,8 @@ pub fn reply_for(refusal: &Refusal) -> Reply {
 pub fn log_line(refusal: &Refusal) -> String {
     use ExchangeFailure as F;
     let idp = match refusal {
-        Refusal::Exchange(F::InvalidGrant(idp) | F::ClaimsChallenge(idp)) => Some(idp),
-        Refusal::Exchange(F::Throttled { idp, .. } | F::IdpError { idp, .. }) => idp.as_ref(),
+        Refusal::Exchange(F::InvalidGrant(idp) | F::ClaimsChallenge(idp)) => Some(&**idp),
+        Refusal::Exchange(F::Throttled { idp, .. } | F::IdpError { idp, .. }) => idp.as_deref(),
         _ => None,
     };
     let what = match refusal {
@@ -416,13 +416,13 @@ mod tests {
 
     #[test]
     fn description_is_made_a_safe_quoted_string() {
-        let r = reply_for(&Refusal::Exchange(ExchangeFailure::InvalidGrant(
+        let r = reply_for(&Refusal::Exchange(ExchangeFailure::InvalidGrant(Box::new(
             IdpError {
                 error: "invalid_grant".into(),
                 error_description: Some("say \"hi\" \\ then\r\nx-evil: 1 é".into()),
                 ..IdpError::default()
             },
-        )));
+        ))));
         let www = header(&r, "www-authenticate").unwrap();
         assert!(www.contains(r#"say \"hi\" \\ then  x-evil: 1  "#), "{www}");
         assert!(!www.contains('\n') && !www.contains('\r'));

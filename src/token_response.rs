@@ -30,16 +30,19 @@ pub struct IdpError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExchangeFailure {
     /// `invalid_grant`: the subject token was rejected or has expired.
-    InvalidGrant(IdpError),
+    InvalidGrant(Box<IdpError>),
     /// `interaction_required`, or any error with a `claims` challenge.
-    ClaimsChallenge(IdpError),
+    ClaimsChallenge(Box<IdpError>),
     /// HTTP 429 from the IdP.
     Throttled {
         retry_after: Option<String>,
-        idp: Option<IdpError>,
+        idp: Option<Box<IdpError>>,
     },
     /// Any other error the IdP answered with (`invalid_client`, `invalid_scope`, a 5xx, …).
-    IdpError { status: u16, idp: Option<IdpError> },
+    IdpError {
+        status: u16,
+        idp: Option<Box<IdpError>>,
+    },
     /// A 2xx that is not a usable token response.
     BadAnswer(&'static str),
     /// No answer within `token_timeout_ms`.
@@ -126,10 +129,11 @@ fn read_success(body: &[u8]) -> Result<IssuedToken, ExchangeFailure> {
     })
 }
 
-fn read_error(body: &[u8]) -> Option<IdpError> {
+fn read_error(body: &[u8]) -> Option<Box<IdpError>> {
     serde_json::from_slice::<IdpError>(body)
         .ok()
         .filter(|e| !e.error.is_empty())
+        .map(Box::new)
 }
 
 #[cfg(test)]

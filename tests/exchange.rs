@@ -2,62 +2,19 @@
 
 mod support;
 
-use serde_json::{json, Value};
-use support::client::{bearer, get};
+use serde_json::json;
+use support::client::bearer;
 use support::envoy::{Envoy, EnvoyOptions};
 use support::mock_idp::{obo_token_for, Behaviour, MockIdp, CLIENT_ID, CLIENT_SECRET};
+use support::stack::{Stack, API_SCOPE, OTHER_SCOPE};
 use support::upstream::Upstream;
 use support::user_token;
 
-const API_SCOPE: &str = "api://prod.team.api/.default";
-const OTHER_SCOPE: &str = "api://prod.team.other/.default";
-
-struct Stack {
-    idp: MockIdp,
-    upstream: Upstream,
-    envoy: Envoy,
-}
-
-fn plugin_config(idp: &MockIdp, extra: Value) -> Value {
-    let mut cfg = json!({
-        "token_cluster": "entra_id",
-        "token_endpoint": idp.endpoint(),
-        "client_id": CLIENT_ID,
-        "client_secret": "${AZURE_APP_CLIENT_SECRET}",
-        "targets": [
-            {"host": "api.example.com", "scope": API_SCOPE},
-            {"host": "*.team.svc.cluster.local", "path_prefix": "/v2/", "scope": OTHER_SCOPE}
-        ]
-    });
-    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
-        cfg[k] = v;
-    }
-    cfg
-}
-
-fn stack(extra: Value) -> Stack {
-    let idp = MockIdp::start();
-    let upstream = Upstream::start();
-    let mut opts = EnvoyOptions::new(&plugin_config(&idp, extra), idp.port, upstream.port);
-    opts.vm_env = vec![("AZURE_APP_CLIENT_SECRET".into(), CLIENT_SECRET.into())];
-    let envoy = Envoy::start(opts);
-    Stack {
-        idp,
-        upstream,
-        envoy,
-    }
-}
-
 #[test]
 fn subject_token_is_swapped_for_an_obo_token() {
-    let s = stack(json!({}));
+    let s = Stack::start(json!({}));
     let subject = user_token("alice");
-    let r = get(
-        s.envoy.port,
-        "api.example.com",
-        "/orders",
-        Some(&bearer(&subject)),
-    );
+    let r = s.get("api.example.com", "/orders", Some(&bearer(&subject)));
     assert_eq!(r.status, 200, "{}", r.body);
     let seen = s.upstream.seen();
     assert_eq!(seen.len(), 1);
@@ -65,6 +22,7 @@ fn subject_token_is_swapped_for_an_obo_token() {
         seen[0].authorization,
         vec![bearer(&obo_token_for(&subject, API_SCOPE))]
     );
+    assert_eq!(seen[0].path, "/orders");
     s.idp.assert_protocol_followed();
     let req = &s.idp.requests()[0];
     assert_eq!(req.field("assertion"), Some(subject.as_str()));
@@ -72,5 +30,130 @@ fn subject_token_is_swapped_for_an_obo_token() {
     assert_eq!(
         req.host.as_deref(),
         Some(format!("127.0.0.1:{}", s.idp.port).as_str())
+    );
+}
+
+#[test]
+fn expires_in_as_a_string_is_accepted_and_cached() {
+    let s = Stack::start(json!({}));
+    s.idp.set(Behaviour::Issue {
+        expires_in: json!("3599"),
+    });
+    let subject = user_token("alice");
+    for _ in 0..3 {
+        assert_eq!(
+            s.get("api.example.com", "/", Some(&bearer(&subject)))
+                .status,
+            200
+        );
+    }
+    assert_eq!(s.idp.count(), 1);
+    assert!(s
+        .upstream
+        .seen()
+        .iter()
+        .all(|x| x.authorization == vec![bearer(&obo_token_for(&subject, API_SCOPE))]));
+}
+
+#[test]
+fn scheme_is_case_insensitive() {
+    let s = Stack::start(json!({}));
+    let subject = user_token("alice");
+    let r = s.get("api.example.com", "/", Some(&format!("bEaReR {subject}")));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        s.upstream.seen()[0].authorization,
+        vec![bearer(&obo_token_for(&subject, API_SCOPE))]
+    );
+}
+
+#[test]
+fn host_matching_ignores_case_and_port() {
+    let s = Stack::start(json!({}));
+    let subject = user_token("alice");
+    assert_eq!(
+        s.get("API.Example.COM:8443", "/", Some(&bearer(&subject)))
+            .status,
+        200
+    );
+    assert_eq!(
+        s.upstream.seen()[0].authorization,
+        vec![bearer(&obo_token_for(&subject, API_SCOPE))]
+    );
+}
+
+#[test]
+fn wildcard_target_with_path_prefix_uses_its_own_scope() {
+    let s = Stack::start(json!({}));
+    let subject = user_token("alice");
+    let r = s.get(
+        "orders.team.svc.cluster.local",
+        "/v2/items",
+        Some(&bearer(&subject)),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        s.upstream.seen()[0].authorization,
+        vec![bearer(&obo_token_for(&subject, OTHER_SCOPE))]
+    );
+    assert_eq!(s.idp.requests()[0].field("scope"), Some(OTHER_SCOPE));
+}
+
+#[test]
+fn unmatched_requests_pass_untouched_by_default() {
+    let s = Stack::start(json!({}));
+    let subject = user_token("alice");
+    // Another host, the bare domain of a wildcard, and a path outside the prefix.
+    for (authority, path) in [
+        ("other.example.com", "/"),
+        ("team.svc.cluster.local", "/v2/x"),
+        ("orders.team.svc.cluster.local", "/v1/x"),
+    ] {
+        assert_eq!(s.get(authority, path, Some(&bearer(&subject))).status, 200);
+    }
+    assert_eq!(s.idp.count(), 0);
+    assert!(s
+        .upstream
+        .seen()
+        .iter()
+        .all(|x| x.authorization == vec![bearer(&subject)]));
+}
+
+#[test]
+fn unmatched_requests_are_403_when_configured_to_deny() {
+    let s = Stack::start(json!({"unmatched": "deny"}));
+    let r = s.get(
+        "other.example.com",
+        "/",
+        Some(&bearer(&user_token("alice"))),
+    );
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "access_denied");
+    assert!(s.upstream.seen().is_empty());
+    assert_eq!(s.idp.count(), 0);
+}
+
+#[test]
+fn endpoint_and_client_credentials_default_to_the_environment() {
+    let idp = MockIdp::start();
+    let upstream = Upstream::start();
+    let config = json!({
+        "token_cluster": "entra_id",
+        "targets": [{"host": "api.example.com", "scope": API_SCOPE}]
+    });
+    let mut opts = EnvoyOptions::new(&config, idp.port, upstream.port);
+    opts.vm_env = vec![
+        ("AZURE_OPENID_CONFIG_TOKEN_ENDPOINT".into(), idp.endpoint()),
+        ("AZURE_APP_CLIENT_ID".into(), CLIENT_ID.into()),
+        ("AZURE_APP_CLIENT_SECRET".into(), CLIENT_SECRET.into()),
+    ];
+    let envoy = Envoy::start(opts);
+    let subject = user_token("alice");
+    let r = support::client::get(envoy.port, "api.example.com", "/", Some(&bearer(&subject)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    idp.assert_protocol_followed();
+    assert_eq!(
+        upstream.seen()[0].authorization,
+        vec![bearer(&obo_token_for(&subject, API_SCOPE))]
     );
 }

@@ -23,9 +23,27 @@ impl Response {
 }
 
 pub fn get(port: u16, authority: &str, path: &str, authorization: Option<&str>) -> Response {
+    try_get(
+        port,
+        authority,
+        path,
+        authorization,
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|e| panic!("request to envoy failed: {e}"))
+}
+
+/// A request that gives up after `timeout`, closing its connection.
+pub fn try_get(
+    port: u16,
+    authority: &str,
+    path: &str,
+    authorization: Option<&str>,
+    timeout: Duration,
+) -> Result<Response, ureq::Error> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
+        .timeout_global(Some(timeout))
         .build()
         .into();
     let mut req = agent
@@ -34,9 +52,7 @@ pub fn get(port: u16, authority: &str, path: &str, authorization: Option<&str>) 
     if let Some(a) = authorization {
         req = req.header("authorization", a);
     }
-    let mut resp = req
-        .call()
-        .unwrap_or_else(|e| panic!("request to envoy failed: {e}"));
+    let mut resp = req.call()?;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -44,11 +60,11 @@ pub fn get(port: u16, authority: &str, path: &str, authorization: Option<&str>) 
         .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
     let body = resp.body_mut().read_to_string().unwrap_or_default();
-    Response {
+    Ok(Response {
         status,
         headers,
         body,
-    }
+    })
 }
 
 pub fn bearer(token: &str) -> String {

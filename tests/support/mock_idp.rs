@@ -2,8 +2,13 @@
 //! the on-behalf-of flow and answers as told: issue a token, answer with a fixture, or stall.
 
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+
+use super::server::Server;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -67,9 +72,8 @@ struct State {
 
 pub struct MockIdp {
     pub port: u16,
-    server: Arc<tiny_http::Server>,
     state: Arc<Mutex<State>>,
-    thread: Option<JoinHandle<()>>,
+    _server: Server,
 }
 
 /// The token the mock issues for this assertion and scope: tests know which token each user
@@ -82,25 +86,23 @@ pub fn obo_token_for(assertion: &str, scope: &str) -> String {
 
 impl MockIdp {
     pub fn start() -> Self {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind mock idp"));
-        let port = server.server_addr().to_ip().expect("ip address").port();
         let state = Arc::new(Mutex::new(State {
             behaviour: Behaviour::issue(),
             requests: Vec::new(),
             violations: Vec::new(),
         }));
-        let (srv, st) = (server.clone(), state.clone());
-        let thread = std::thread::spawn(move || {
-            for request in srv.incoming_requests() {
+        let st = state.clone();
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let st = st.clone();
-                std::thread::spawn(move || handle(request, &st));
-            }
-        });
+                async move { handle(&st, method, uri, headers, body).await }
+            },
+        );
+        let server = Server::start(app);
         MockIdp {
-            port,
-            server,
+            port: server.port,
             state,
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -127,31 +129,23 @@ impl MockIdp {
     }
 }
 
-impl Drop for MockIdp {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn handle(mut request: tiny_http::Request, state: &Mutex<State>) {
+async fn handle(
+    state: &Mutex<State>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let header = |name: &str| {
-        request
-            .headers()
-            .iter()
-            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str().to_string())
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     };
-    let (host, content_type) = (header("host"), header("content-type"));
-    let mut body = Vec::new();
-    let _ = request.as_reader().read_to_end(&mut body);
     let token_request = TokenRequest {
-        method: request.method().as_str().to_string(),
-        path: request.url().to_string(),
-        host,
-        content_type,
+        method: method.to_string(),
+        path: uri.to_string(),
+        host: header("host"),
+        content_type: header("content-type"),
         form: form_urlencoded::parse(&body).into_owned().collect(),
     };
     let problems = check(&token_request);
@@ -161,19 +155,29 @@ fn handle(mut request: tiny_http::Request, state: &Mutex<State>) {
         s.violations.extend(problems.iter().cloned());
         s.behaviour.clone()
     };
-    let (status, body, headers) = if problems.is_empty() {
-        answer(&behaviour, &token_request)
-    } else {
+    if !problems.is_empty() {
         let body = json!({"error": "invalid_request", "error_description": problems.join("; ")});
-        (400, body.to_string().into_bytes(), vec![])
-    };
-    let mut response = tiny_http::Response::from_data(body).with_status_code(status);
+        return respond(400, body.to_string().into_bytes(), vec![]);
+    }
+    let mut behaviour = behaviour;
+    while let Behaviour::Delay(d, then) = behaviour {
+        tokio::time::sleep(d).await;
+        behaviour = *then;
+    }
+    let (status, body, headers) = answer(&behaviour, &token_request);
+    respond(status, body, headers)
+}
+
+fn respond(status: u16, body: Vec<u8>, headers: Vec<(String, String)>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (n, v) in headers {
-        if let Ok(h) = tiny_http::Header::from_bytes(n.as_bytes(), v.as_bytes()) {
-            response.add_header(h);
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(n), HeaderValue::try_from(v)) {
+            response.headers_mut().append(n, v);
         }
     }
-    let _ = request.respond(response);
+    response
 }
 
 fn answer(behaviour: &Behaviour, req: &TokenRequest) -> (u16, Vec<u8>, Vec<(String, String)>) {
@@ -208,10 +212,7 @@ fn answer(behaviour: &Behaviour, req: &TokenRequest) -> (u16, Vec<u8>, Vec<(Stri
             ));
             (*status, body.clone(), h)
         }
-        Behaviour::Delay(d, then) => {
-            std::thread::sleep(*d);
-            answer(then, req)
-        }
+        Behaviour::Delay(_, then) => answer(then, req),
     }
 }
 

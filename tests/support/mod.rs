@@ -2,10 +2,14 @@
 //! token endpoint, a recording upstream and a small HTTP client. Every process and server here
 //! stops when its value is dropped, so a failing test leaves nothing running.
 #![allow(dead_code)]
+// Test support: failing loudly is its job.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod client;
 pub mod envoy;
 pub mod mock_idp;
+pub mod server;
+pub mod stack;
 pub mod upstream;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

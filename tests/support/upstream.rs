@@ -1,7 +1,10 @@
 //! The API behind Envoy: records what each request arrived with and answers 200.
 
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+
+use axum::http::{HeaderMap, Uri};
+
+use super::server::Server;
 
 #[derive(Clone, Debug)]
 pub struct Seen {
@@ -13,42 +16,39 @@ pub struct Seen {
 
 pub struct Upstream {
     pub port: u16,
-    server: Arc<tiny_http::Server>,
     seen: Arc<Mutex<Vec<Seen>>>,
-    thread: Option<JoinHandle<()>>,
+    _server: Server,
 }
 
 impl Upstream {
     pub fn start() -> Self {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind upstream"));
-        let port = server.server_addr().to_ip().expect("ip address").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (srv, rec) = (server.clone(), seen.clone());
-        let thread = std::thread::spawn(move || {
-            for request in srv.incoming_requests() {
+        let record = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+            let record = record.clone();
+            async move {
                 let values = |name: &str| -> Vec<String> {
-                    request
-                        .headers()
+                    headers
+                        .get_all(name)
                         .iter()
-                        .filter(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-                        .map(|h| h.value.as_str().to_string())
+                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                         .collect()
                 };
                 let entry = Seen {
                     host: values("host").into_iter().next(),
-                    path: request.url().to_string(),
+                    path: uri.to_string(),
                     authorization: values("authorization"),
                 };
                 let reply = format!("upstream saw {} {:?}", entry.path, entry.authorization);
-                rec.lock().unwrap().push(entry);
-                let _ = request.respond(tiny_http::Response::from_string(reply));
+                record.lock().unwrap().push(entry);
+                reply
             }
         });
+        let server = Server::start(app);
         Upstream {
-            port,
-            server,
+            port: server.port,
             seen,
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -64,15 +64,6 @@ impl Upstream {
                 "upstream received the subject token on {}",
                 s.path
             );
-        }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

@@ -1,0 +1,181 @@
+//! The token cache and the shared exchange, end to end.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::client::{bearer, try_get};
+use support::mock_idp::{obo_token_for, Behaviour};
+use support::stack::{Stack, API_SCOPE};
+use support::{now, subject_token, user_token};
+
+fn ok(s: &Stack, subject: &str) {
+    let r = s.get("api.example.com", "/", Some(&bearer(subject)));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn repeated_requests_are_served_from_one_cache_across_workers() {
+    let s = Stack::start(json!({}));
+    let subject = user_token("alice");
+    // Each request opens its own connection, so they spread over both workers.
+    for _ in 0..12 {
+        ok(&s, &subject);
+    }
+    assert_eq!(s.idp.count(), 1);
+    let expected = vec![bearer(&obo_token_for(&subject, API_SCOPE))];
+    assert!(s
+        .upstream
+        .seen()
+        .iter()
+        .all(|x| x.authorization == expected));
+}
+
+#[test]
+fn each_user_gets_their_own_token() {
+    let s = Stack::start(json!({}));
+    let (alice, bob) = (user_token("alice"), user_token("bob"));
+    ok(&s, &alice);
+    ok(&s, &bob);
+    ok(&s, &alice);
+    assert_eq!(s.idp.count(), 2);
+    let seen: Vec<_> = s
+        .upstream
+        .seen()
+        .into_iter()
+        .map(|x| x.authorization)
+        .collect();
+    assert_eq!(seen[0], vec![bearer(&obo_token_for(&alice, API_SCOPE))]);
+    assert_eq!(seen[1], vec![bearer(&obo_token_for(&bob, API_SCOPE))]);
+    assert_eq!(seen[2], seen[0]);
+}
+
+#[test]
+fn cached_token_expires_at_expires_in_minus_skew() {
+    let s = Stack::start(json!({"cache": {"expiry_skew_s": 60}}));
+    s.idp.set(Behaviour::Issue {
+        expires_in: json!(62),
+    });
+    let subject = user_token("alice");
+    ok(&s, &subject);
+    ok(&s, &subject);
+    assert_eq!(s.idp.count(), 1, "used within expires_in - skew");
+    std::thread::sleep(Duration::from_millis(3100));
+    ok(&s, &subject);
+    assert_eq!(s.idp.count(), 2, "exchanged again after expires_in - skew");
+}
+
+#[test]
+fn token_shorter_lived_than_the_skew_is_not_cached() {
+    let s = Stack::start(json!({}));
+    s.idp.set(Behaviour::Issue {
+        expires_in: json!(30),
+    });
+    let subject = user_token("alice");
+    ok(&s, &subject);
+    ok(&s, &subject);
+    assert_eq!(s.idp.count(), 2);
+}
+
+#[test]
+fn cached_token_is_never_used_past_the_subject_tokens_exp() {
+    let s = Stack::start(json!({}));
+    let subject = subject_token("alice", now() + 2);
+    ok(&s, &subject);
+    ok(&s, &subject);
+    assert_eq!(s.idp.count(), 1);
+    std::thread::sleep(Duration::from_millis(3100));
+    ok(&s, &subject);
+    assert_eq!(
+        s.idp.count(),
+        2,
+        "the subject token's exp ends the cached token's use"
+    );
+}
+
+#[test]
+fn cache_slots_are_bounded_by_max_entries() {
+    // One slot: bob's token overwrites alice's, so alice exchanges again.
+    let s = Stack::start(json!({"cache": {"max_entries": 1}}));
+    let (alice, bob) = (user_token("alice"), user_token("bob"));
+    for subject in [&alice, &bob, &alice] {
+        ok(&s, subject);
+    }
+    assert_eq!(s.idp.count(), 3);
+    let expected_last = vec![bearer(&obo_token_for(&alice, API_SCOPE))];
+    assert_eq!(s.upstream.seen()[2].authorization, expected_last);
+}
+
+#[test]
+fn concurrent_requests_on_one_worker_share_one_exchange() {
+    let s = Stack::start_with(json!({}), |opts| opts.concurrency = 1);
+    s.idp.set(Behaviour::Delay(
+        Duration::from_millis(600),
+        Box::new(Behaviour::issue()),
+    ));
+    let subject = user_token("alice");
+    let port = s.envoy.port;
+    let threads: Vec<_> = (0..20)
+        .map(|_| {
+            let auth = bearer(&subject);
+            std::thread::spawn(move || {
+                let r = support::client::get(port, "api.example.com", "/", Some(&auth));
+                (r.status, r.body)
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, String)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(
+        answers.iter().all(|(st, _)| *st == 200),
+        "{answers:?}\n{}",
+        s.envoy.log()
+    );
+    assert_eq!(
+        s.idp.count(),
+        1,
+        "one token request for twenty waiting requests"
+    );
+    let expected = vec![bearer(&obo_token_for(&subject, API_SCOPE))];
+    let seen = s.upstream.seen();
+    assert_eq!(seen.len(), 20);
+    assert!(seen.iter().all(|x| x.authorization == expected));
+}
+
+#[test]
+fn waiting_requests_are_served_when_the_first_caller_gives_up() {
+    let s = Stack::start_with(json!({}), |opts| opts.concurrency = 1);
+    s.idp.set(Behaviour::Delay(
+        Duration::from_millis(800),
+        Box::new(Behaviour::issue()),
+    ));
+    let subject = user_token("alice");
+    let port = s.envoy.port;
+    let auth = bearer(&subject);
+    // The first caller sends the token request, then hangs up before it is answered.
+    let first = {
+        let auth = auth.clone();
+        std::thread::spawn(move || {
+            try_get(
+                port,
+                "api.example.com",
+                "/",
+                Some(&auth),
+                Duration::from_millis(300),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let second = support::client::get(port, "api.example.com", "/", Some(&auth));
+    assert!(
+        first.join().unwrap().is_err(),
+        "the first caller was meant to time out"
+    );
+    assert_eq!(second.status, 200, "{}", second.body);
+    let seen = s.upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].authorization,
+        vec![bearer(&obo_token_for(&subject, API_SCOPE))]
+    );
+}

@@ -1,0 +1,41 @@
+//! A small HTTP server on a free loopback port for the test doubles, on its own tokio runtime.
+//! Dropping it stops the runtime and every connection with it.
+
+use std::net::SocketAddr;
+
+pub struct Server {
+    pub port: u16,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Server {
+    pub fn start(app: axum::Router) -> Server {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(SocketAddr::from((
+                [127, 0, 0, 1],
+                0,
+            ))))
+            .expect("bind a loopback port");
+        let port = listener.local_addr().expect("local address").port();
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Server {
+            port,
+            runtime: Some(runtime),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
