@@ -86,6 +86,11 @@ pub fn obo_token_for(assertion: &str, scope: &str) -> String {
 
 impl MockIdp {
     pub fn start() -> Self {
+        Self::start_on(0)
+    }
+
+    /// Listens on 127.0.0.1:`port` (0: any free port).
+    pub fn start_on(port: u16) -> Self {
         let state = Arc::new(Mutex::new(State {
             behaviour: Behaviour::issue(),
             requests: Vec::new(),
@@ -98,7 +103,7 @@ impl MockIdp {
                 async move { handle(&st, method, uri, headers, body).await }
             },
         );
-        let server = Server::start(app);
+        let server = Server::start_on(port, app);
         MockIdp {
             port: server.port,
             state,

@@ -10,6 +10,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(app: axum::Router) -> Server {
+        Server::start_on(0, app)
+    }
+
+    /// Serves `app` on 127.0.0.1:`port` (0: any free port).
+    pub fn start_on(port: u16, app: axum::Router) -> Server {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -18,9 +23,9 @@ impl Server {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(SocketAddr::from((
                 [127, 0, 0, 1],
-                0,
+                port,
             ))))
-            .expect("bind a loopback port");
+            .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
         let port = listener.local_addr().expect("local address").port();
         runtime.spawn(async move {
             let _ = axum::serve(listener, app).await;

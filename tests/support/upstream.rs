@@ -22,6 +22,11 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start() -> Self {
+        Self::start_on(0)
+    }
+
+    /// Listens on 127.0.0.1:`port` (0: any free port).
+    pub fn start_on(port: u16) -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
         let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
@@ -39,12 +44,18 @@ impl Upstream {
                     path: uri.to_string(),
                     authorization: values("authorization"),
                 };
-                let reply = format!("upstream saw {} {:?}", entry.path, entry.authorization);
+                let reply = serde_json::json!({
+                    "echo": "the request as the API received it",
+                    "host": entry.host,
+                    "path": entry.path,
+                    "authorization": entry.authorization,
+                })
+                .to_string();
                 record.lock().unwrap().push(entry);
                 reply
             }
         });
-        let server = Server::start(app);
+        let server = Server::start_on(port, app);
         Upstream {
             port: server.port,
             seen,

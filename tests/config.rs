@@ -1,0 +1,181 @@
+//! Configuration end to end: Envoy refuses a filter whose configuration is wrong, with a log
+//! line that names the field; and every example in `envoy/` parses with the filter's own parser.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::envoy::{Envoy, EnvoyOptions};
+use support::mock_idp::{MockIdp, CLIENT_SECRET};
+use support::stack::plugin_config;
+
+/// Starts Envoy with `config` (raw plugin configuration text) and returns its log; panics if
+/// Envoy accepted the configuration.
+fn refused_log(config: String) -> String {
+    let idp = MockIdp::start();
+    let mut opts = EnvoyOptions::new(&Value::Null, idp.port, idp.port);
+    opts.plugin_config = config;
+    opts.vm_env = vec![("AZURE_APP_CLIENT_SECRET".into(), CLIENT_SECRET.into())];
+    match Envoy::try_start(opts) {
+        Ok(envoy) => panic!("envoy accepted the configuration:\n{}", envoy.log()),
+        Err(log) => log,
+    }
+}
+
+fn with(idp: &MockIdp, change: impl FnOnce(&mut Value)) -> String {
+    let mut cfg = plugin_config(idp, &json!({}));
+    change(&mut cfg);
+    cfg.to_string()
+}
+
+fn assert_names(log: &str, field: &str) {
+    let line = log
+        .lines()
+        .find(|l| l.contains("wasm log") && l.contains("invalid configuration"))
+        .unwrap_or_else(|| panic!("no configuration error logged:\n{log}"));
+    assert!(
+        line.contains(field),
+        "the error does not name {field}: {line}"
+    );
+}
+
+#[test]
+fn bad_json_is_refused() {
+    assert_names(
+        &refused_log("{\"token_cluster\": \"entra_id\",".into()),
+        "not valid JSON",
+    );
+}
+
+#[test]
+fn unknown_field_is_refused_by_name() {
+    let idp = MockIdp::start();
+    let cfg = with(&idp, |c| c["token_clustr"] = json!("entra_id"));
+    assert_names(&refused_log(cfg), "token_clustr");
+}
+
+#[test]
+fn missing_token_cluster_is_refused_by_name() {
+    let idp = MockIdp::start();
+    let cfg = with(&idp, |c| {
+        c.as_object_mut().unwrap().remove("token_cluster");
+    });
+    assert_names(&refused_log(cfg), "token_cluster");
+}
+
+#[test]
+fn unset_environment_reference_is_refused_by_name() {
+    let idp = MockIdp::start();
+    let cfg = with(&idp, |c| c["client_id"] = json!("${NO_SUCH_VARIABLE}"));
+    let log = refused_log(cfg);
+    assert_names(&log, "client_id");
+    assert_names(&log, "NO_SUCH_VARIABLE");
+}
+
+#[test]
+fn malformed_endpoint_is_refused_by_name() {
+    let idp = MockIdp::start();
+    let cfg = with(&idp, |c| {
+        c["token_endpoint"] = json!("login.microsoftonline.com/tenant")
+    });
+    assert_names(&refused_log(cfg), "token_endpoint");
+}
+
+#[test]
+fn target_without_scope_is_refused_by_its_index() {
+    let idp = MockIdp::start();
+    let cfg = with(&idp, |c| c["targets"][1] = json!({"host": "b.example.com"}));
+    assert_names(&refused_log(cfg), "targets[1]");
+}
+
+#[test]
+fn configuration_errors_never_echo_the_secret() {
+    let idp = MockIdp::start();
+    let cfg = with(&idp, |c| {
+        c["client_secret"] = json!(CLIENT_SECRET);
+        c["targets"] = json!("not a list");
+    });
+    let log = refused_log(cfg);
+    assert!(
+        !log.contains(CLIENT_SECRET),
+        "the secret reached Envoy's log"
+    );
+}
+
+/// Every plugin configuration found in a YAML document: Envoy's `configuration.value` strings
+/// and Istio's `pluginConfig` objects.
+fn plugin_configs(doc: &Value, out: &mut Vec<String>) {
+    match doc {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("configuration", Value::Object(c))
+                        if c.get("value").is_some_and(Value::is_string) =>
+                    {
+                        out.push(c["value"].as_str().unwrap().to_string());
+                    }
+                    ("pluginConfig", Value::Object(_)) => out.push(v.to_string()),
+                    _ => plugin_configs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| plugin_configs(i, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_example_in_envoy_dir_parses_with_the_filters_parser() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy");
+    // Every `${NAME}` the examples use gets a value; the endpoint one a URL.
+    let env = |name: &str| -> Option<String> {
+        Some(match name {
+            "AZURE_OPENID_CONFIG_TOKEN_ENDPOINT" => {
+                "https://login.microsoftonline.com/t/oauth2/v2.0/token".into()
+            }
+            n => format!("value-of-{n}"),
+        })
+    };
+    let mut files_with_config = Vec::new();
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if !matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut configs = Vec::new();
+            for doc in serde_norway::Deserializer::from_str(&text) {
+                let value: Value = serde::Deserialize::deserialize(doc)
+                    .unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()));
+                plugin_configs(&value, &mut configs);
+            }
+            for cfg in &configs {
+                entra_obo_filter::config::parse(cfg.as_bytes(), &env)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+            if !configs.is_empty() {
+                files_with_config.push(path.strip_prefix(&dir).unwrap().display().to_string());
+            }
+        }
+    }
+    files_with_config.sort();
+    for expected in [
+        "envoy.yaml",
+        "envoy-tenant.yaml",
+        "docker-compose-envoy.yaml",
+        "istio/envoyfilter.yaml",
+    ] {
+        assert!(
+            files_with_config.iter().any(|f| f == expected),
+            "{expected} has no plugin configuration; found {files_with_config:?}"
+        );
+    }
+}
