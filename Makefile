@@ -11,7 +11,7 @@ PYTHON        ?= python3
 export ENVOY_BIN := $(ENVOY)
 export OBO_WASM  := $(WASM)
 
-.PHONY: all build wasm-target test unit e2e run lint clean
+.PHONY: all build wasm-target envoy test unit run lint clean
 
 all: build
 
@@ -29,14 +29,16 @@ $(ENVOY):
 envoy: $(ENVOY)
 	@$(ENVOY) --version
 
-# Unit tests (decisions against a fake host) and the end-to-end suite (real Envoy, real .wasm).
-test: build $(ENVOY)
+# Formatting and lints, unit tests (decisions against a fake host) and the end-to-end suite
+# (the real Envoy with the real .wasm).
+test: build $(ENVOY) lint
 	cargo test --all-targets
 
 unit:
 	cargo test --lib
 
-lint:
+lint: wasm-target
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-wasip1 --lib -- -D warnings

@@ -4,7 +4,6 @@
 //! `envoy/envoy.yaml`. With AZURE_APP_CLIENT_ID, AZURE_APP_CLIENT_SECRET and
 //! AZURE_OPENID_CONFIG_TOKEN_ENDPOINT set, it uses that real tenant through
 //! `envoy/envoy-tenant.yaml`. Stop it with Ctrl-C.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -13,6 +13,12 @@
 //!
 //! None of these import proxy-wasm; `proxy` is the thin shell over the host.
 
+// A panic aborts the worker's Wasm VM: filter code returns errors instead. Tests may panic.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod cache_key;
 pub mod config;
 pub mod error_reply;

@@ -179,3 +179,41 @@ fn every_example_in_envoy_dir_parses_with_the_filters_parser() {
         );
     }
 }
+
+/// `envoy --mode validate` on a shipped configuration, with the filter's environment set.
+fn envoy_validates(file: &str, rewrite: impl Fn(String) -> String) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = rewrite(std::fs::read_to_string(root.join("envoy").join(file)).unwrap());
+    let path = dir.path().join(file.replace('/', "_"));
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(support::envoy::envoy_bin())
+        .current_dir(root)
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .env("AZURE_APP_CLIENT_ID", "client")
+        .env("AZURE_APP_CLIENT_SECRET", "secret")
+        .env(
+            "AZURE_OPENID_CONFIG_TOKEN_ENDPOINT",
+            "https://login.microsoftonline.com/t/oauth2/v2.0/token",
+        )
+        .env("OBO_DEMO_SCOPE", "https://graph.microsoft.com/.default")
+        .output()
+        .unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && log.contains("OK"),
+        "envoy refused envoy/{file}:\n{log}"
+    );
+}
+
+#[test]
+fn shipped_envoy_configurations_are_accepted_by_envoy() {
+    envoy_validates("envoy.yaml", |t| t);
+    envoy_validates("envoy-tenant.yaml", |t| t);
+    let wasm = support::envoy::wasm_path().display().to_string();
+    envoy_validates("docker-compose-envoy.yaml", |t| {
+        t.replace("/etc/envoy/entra_obo_filter.wasm", &wasm)
+    });
+}

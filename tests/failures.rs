@@ -242,3 +242,19 @@ fn failed_exchange_is_retried_by_the_next_request_not_cached() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(s.idp.count(), 2);
 }
+
+#[test]
+fn two_authorization_headers_are_401_and_neither_token_leaves() {
+    let s = Stack::start(json!({}));
+    let (alice, bob) = (user_token("alice"), user_token("bob"));
+    let (a, b) = (bearer(&alice), bearer(&bob));
+    let r = support::client::get_with(
+        s.envoy.port,
+        "api.example.com",
+        "/",
+        &[("authorization", &a), ("authorization", &b)],
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(s.idp.count(), 0);
+    assert!(s.upstream.seen().is_empty());
+}

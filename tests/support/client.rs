@@ -22,15 +22,21 @@ impl Response {
     }
 }
 
+fn authorization_header(authorization: Option<&str>) -> Vec<(&str, &str)> {
+    authorization
+        .map(|a| ("authorization", a))
+        .into_iter()
+        .collect()
+}
+
 pub fn get(port: u16, authority: &str, path: &str, authorization: Option<&str>) -> Response {
-    try_get(
-        port,
-        authority,
-        path,
-        authorization,
-        Duration::from_secs(20),
-    )
-    .unwrap_or_else(|e| panic!("request to envoy failed: {e}"))
+    get_with(port, authority, path, &authorization_header(authorization))
+}
+
+/// A request with these headers, repeated names included.
+pub fn get_with(port: u16, authority: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    send(port, authority, path, headers, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("request to envoy failed: {e}"))
 }
 
 /// A request that gives up after `timeout`, closing its connection.
@@ -41,6 +47,22 @@ pub fn try_get(
     authorization: Option<&str>,
     timeout: Duration,
 ) -> Result<Response, ureq::Error> {
+    send(
+        port,
+        authority,
+        path,
+        &authorization_header(authorization),
+        timeout,
+    )
+}
+
+fn send(
+    port: u16,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Response, ureq::Error> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
@@ -49,8 +71,8 @@ pub fn try_get(
     let mut req = agent
         .get(format!("http://127.0.0.1:{port}{path}"))
         .header("host", authority);
-    if let Some(a) = authorization {
-        req = req.header("authorization", a);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     let mut resp = req.call()?;
     let status = resp.status().as_u16();

@@ -2,8 +2,6 @@
 //! token endpoint, a recording upstream and a small HTTP client. Every process and server here
 //! stops when its value is dropped, so a failing test leaves nothing running.
 #![allow(dead_code)]
-// Test support: failing loudly is its job.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod client;
 pub mod envoy;

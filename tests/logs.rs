@@ -1,0 +1,86 @@
+//! No line the filter logs, at any level, holds the client secret, a subject token or an issued
+//! token: Envoy runs at debug level through every path the filter can take.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::client::bearer;
+use support::mock_idp::{obo_token_for, Behaviour, CLIENT_SECRET};
+use support::stack::{Stack, API_SCOPE, OTHER_SCOPE};
+use support::{fixture, user_token};
+
+#[test]
+fn no_filter_log_line_holds_a_secret_or_a_token() {
+    let s = Stack::start_with(
+        json!({"token_timeout_ms": 300, "unmatched": "deny"}),
+        |opts| {
+            opts.wasm_log_level = "trace";
+        },
+    );
+    let answer = |status: u16, body: &[u8]| Behaviour::Answer {
+        status,
+        body: body.to_vec(),
+        headers: vec![],
+    };
+    let throttled = Behaviour::Answer {
+        status: 429,
+        body: fixture("error-throttled.json"),
+        headers: vec![("Retry-After".into(), "30".into())],
+    };
+    let behaviours = vec![
+        Behaviour::issue(),
+        Behaviour::Issue {
+            expires_in: json!("3599"),
+        },
+        Behaviour::fixture(400, "error-invalid-grant-expired.json"),
+        Behaviour::fixture(400, "error-invalid-grant-signature.json"),
+        Behaviour::fixture(400, "error-interaction-required.json"),
+        Behaviour::fixture(400, "error-consent-required.json"),
+        Behaviour::fixture(401, "error-invalid-client.json"),
+        Behaviour::fixture(400, "error-invalid-scope.json"),
+        Behaviour::fixture(503, "error-temporarily-unavailable.json"),
+        throttled,
+        answer(500, b"boom"),
+        answer(200, b"not json"),
+        answer(200, br#"{"expires_in": 10}"#),
+        Behaviour::Delay(Duration::from_millis(800), Box::new(Behaviour::issue())),
+    ];
+    let mut subjects = Vec::new();
+    let mut issued = Vec::new();
+    for (i, behaviour) in behaviours.into_iter().enumerate() {
+        s.idp.set(behaviour);
+        let subject = user_token(&format!("user-{i}"));
+        for (authority, path, scope) in [
+            ("api.example.com", "/", API_SCOPE),
+            ("x.team.svc.cluster.local", "/v2/", OTHER_SCOPE),
+        ] {
+            s.get(authority, path, Some(&bearer(&subject)));
+            issued.push(obo_token_for(&subject, scope));
+        }
+        subjects.push(subject);
+    }
+    // Local refusals: no token, another scheme, an unmatched host.
+    s.get("api.example.com", "/", None);
+    s.get("api.example.com", "/", Some("Basic dXNlcjpwYXNz"));
+    s.get("unknown.example.com", "/", Some(&bearer(&subjects[0])));
+
+    let lines = s.envoy.filter_log_lines();
+    assert!(
+        lines.iter().any(|l| l.contains("trace_id=")),
+        "failures were logged with their trace id"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("token exchanged")),
+        "successes were logged"
+    );
+    for line in &lines {
+        assert!(!line.contains(CLIENT_SECRET), "client secret in: {line}");
+        for t in subjects.iter().chain(&issued) {
+            for part in t.split('.').filter(|p| p.len() >= 16) {
+                assert!(!line.contains(part), "token in: {line}");
+            }
+        }
+    }
+}
