@@ -32,7 +32,7 @@ envoy: $(ENVOY)
 # Formatting and lints, unit tests (decisions against a fake host) and the end-to-end suite
 # (the real Envoy with the real .wasm).
 test: build $(ENVOY) lint
-	cargo test --all-targets
+	cargo test --lib --tests
 
 unit:
 	cargo test --lib
