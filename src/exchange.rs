@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use crate::cache_key::CacheKey;
 use crate::config::Config;
-use crate::error_reply::{log_line, reply_for, Refusal};
+use crate::error_reply::{log_line, reply_for, Refusal, Reply};
 use crate::host::{Callout, DispatchError, Host, LogLevel};
 use crate::token_cache::{use_until, TokenCache};
 use crate::token_request;
@@ -43,10 +43,12 @@ pub struct Worker {
     orphans: Vec<CacheKey>,
 }
 
-/// What a request should do once its exchange is settled.
+/// What every request waiting on an exchange does once it is settled.
 enum Settlement {
+    /// Go on with this `Authorization` value.
     Forward(String),
-    Refuse(Refusal),
+    /// Be answered with this reply.
+    Refuse(Reply),
 }
 
 impl Worker {
@@ -97,24 +99,22 @@ impl Worker {
         let Some(flight) = self.flights.remove(&key) else {
             return;
         };
-        let Some(config) = self.config.clone() else {
-            return;
+        let outcome = read_answer(answer.status, answer.retry_after.as_deref(), &answer.body);
+        let settlement = match (outcome, self.config.clone()) {
+            (Ok(issued), Some(config)) => {
+                self.store(host, &config, &key, &flight, &issued);
+                Settlement::Forward(format!("Bearer {}", issued.access_token))
+            }
+            (Ok(_), None) => Settlement::Refuse(reply_for(&Refusal::NotConfigured)),
+            (Err(failure), _) => {
+                let refusal = Refusal::Exchange(failure);
+                host.log(
+                    LogLevel::Warn,
+                    &format!("scope {}: {}", flight.scope, log_line(&refusal)),
+                );
+                Settlement::Refuse(reply_for(&refusal))
+            }
         };
-        let settlement =
-            match read_answer(answer.status, answer.retry_after.as_deref(), &answer.body) {
-                Ok(issued) => {
-                    self.store(host, &config, &key, &flight, &issued);
-                    Settlement::Forward(format!("Bearer {}", issued.access_token))
-                }
-                Err(failure) => {
-                    let refusal = Refusal::Exchange(failure);
-                    host.log(
-                        LogLevel::Warn,
-                        &format!("scope {}: {}", flight.scope, log_line(&refusal)),
-                    );
-                    Settlement::Refuse(refusal)
-                }
-            };
         settle(host, &flight.waiters, &settlement);
         host.switch_to(current);
     }
@@ -195,7 +195,11 @@ impl Worker {
                 }
                 Err(refusal) => {
                     if let Some(flight) = self.flights.remove(&key) {
-                        settle(host, &flight.waiters, &Settlement::Refuse(refusal));
+                        settle(
+                            host,
+                            &flight.waiters,
+                            &Settlement::Refuse(reply_for(&refusal)),
+                        );
                         host.switch_to(root_id);
                     }
                 }
@@ -239,28 +243,24 @@ fn send(
     })
 }
 
+/// Applies `settlement` to every waiting stream that is still there.
 fn settle(host: &dyn Host, waiters: &[u32], settlement: &Settlement) {
-    let reply = match settlement {
-        Settlement::Refuse(refusal) => Some(reply_for(refusal)),
-        Settlement::Forward(_) => None,
-    };
     for &waiter in waiters {
         if !host.switch_to(waiter) {
             continue;
         }
-        match (settlement, &reply) {
-            (Settlement::Forward(authorization), _) => {
+        match settlement {
+            Settlement::Forward(authorization) => {
                 host.set_request_header("authorization", authorization);
                 host.resume_request();
             }
-            (_, Some(reply)) => send_reply(host, reply),
-            (Settlement::Refuse(_), None) => {}
+            Settlement::Refuse(reply) => send_reply(host, reply),
         }
     }
 }
 
 /// Answers the current stream with `reply`.
-pub fn send_reply(host: &dyn Host, reply: &crate::error_reply::Reply) {
+pub fn send_reply(host: &dyn Host, reply: &Reply) {
     let headers: Vec<(&str, &str)> = reply
         .headers
         .iter()

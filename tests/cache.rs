@@ -172,6 +172,11 @@ fn waiting_requests_are_served_when_the_first_caller_gives_up() {
         "the first caller was meant to time out"
     );
     assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(
+        s.idp.count(),
+        2,
+        "the root context sent the token request again"
+    );
     let seen = s.upstream.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(
