@@ -19,6 +19,13 @@ const DEFAULT_MAX_ENTRIES: u32 = 10_000;
 const MAX_MAX_ENTRIES: u32 = 1_000_000;
 const DEFAULT_EXPIRY_SKEW_S: u64 = 60;
 const MAX_EXPIRY_SKEW_S: u64 = 3_600;
+const DEFAULT_SUBJECT_TOKEN_LEEWAY_S: u64 = 60;
+const MAX_SUBJECT_TOKEN_LEEWAY_S: u64 = 3_600;
+const DEFAULT_NEGATIVE_CACHE_S: u64 = 5;
+const MAX_NEGATIVE_CACHE_S: u64 = 300;
+const DEFAULT_BACKOFF_S: u64 = 5;
+const DEFAULT_BACKOFF_MAX_S: u64 = 60;
+const MAX_BACKOFF_S: u64 = 3_600;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -30,6 +37,28 @@ pub struct Config {
     pub targets: Vec<Target>,
     pub unmatched: Unmatched,
     pub cache: CacheSettings,
+    pub subject_token: SubjectTokenSettings,
+    /// How long an `invalid_grant` for one subject token and scope is remembered (0: not at all).
+    pub negative_cache_s: u64,
+    pub backoff: BackoffSettings,
+}
+
+/// The local checks on a subject token before it is exchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectTokenSettings {
+    /// A token is expired once `exp + leeway_s <= now`.
+    pub leeway_s: u64,
+    /// With `require_audience`: the `aud` values accepted (the client id and `api://<client id>`).
+    pub audiences: Option<Vec<String>>,
+}
+
+/// How long token requests for a scope stop after the IdP throttled or failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackoffSettings {
+    /// The wait after a 5xx, or a 429 without a usable `Retry-After` (0: no backoff).
+    pub default_s: u64,
+    /// The most an IdP's `Retry-After` is honoured for.
+    pub max_s: u64,
 }
 
 /// The token endpoint, split the way a callout needs it.
@@ -116,6 +145,32 @@ struct RawConfig {
     unmatched: Unmatched,
     #[serde(default)]
     cache: RawCache,
+    #[serde(default)]
+    require_audience: bool,
+    #[serde(default = "default_subject_token_leeway_s")]
+    subject_token_leeway_s: u64,
+    #[serde(default = "default_negative_cache_s")]
+    negative_cache_s: u64,
+    #[serde(default)]
+    backoff: RawBackoff,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackoff {
+    #[serde(default = "default_backoff_s")]
+    default_s: u64,
+    #[serde(default = "default_backoff_max_s")]
+    max_s: u64,
+}
+
+impl Default for RawBackoff {
+    fn default() -> Self {
+        RawBackoff {
+            default_s: DEFAULT_BACKOFF_S,
+            max_s: DEFAULT_BACKOFF_MAX_S,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -152,6 +207,18 @@ fn default_max_entries() -> u32 {
 }
 fn default_expiry_skew_s() -> u64 {
     DEFAULT_EXPIRY_SKEW_S
+}
+fn default_subject_token_leeway_s() -> u64 {
+    DEFAULT_SUBJECT_TOKEN_LEEWAY_S
+}
+fn default_negative_cache_s() -> u64 {
+    DEFAULT_NEGATIVE_CACHE_S
+}
+fn default_backoff_s() -> u64 {
+    DEFAULT_BACKOFF_S
+}
+fn default_backoff_max_s() -> u64 {
+    DEFAULT_BACKOFF_MAX_S
 }
 
 /// Parses the plugin configuration. `env` reads the VM's environment (`${NAME}` values and the
@@ -268,12 +335,26 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             format!("must be between 1 and {MAX_MAX_ENTRIES}"),
         ));
     }
-    if raw.cache.expiry_skew_s > MAX_EXPIRY_SKEW_S {
-        return Err(ConfigError::new(
-            "cache.expiry_skew_s",
-            format!("must be at most {MAX_EXPIRY_SKEW_S}"),
-        ));
-    }
+    at_most(
+        "cache.expiry_skew_s",
+        raw.cache.expiry_skew_s,
+        MAX_EXPIRY_SKEW_S,
+    )?;
+    at_most(
+        "subject_token_leeway_s",
+        raw.subject_token_leeway_s,
+        MAX_SUBJECT_TOKEN_LEEWAY_S,
+    )?;
+    at_most(
+        "negative_cache_s",
+        raw.negative_cache_s,
+        MAX_NEGATIVE_CACHE_S,
+    )?;
+    at_most("backoff.default_s", raw.backoff.default_s, MAX_BACKOFF_S)?;
+    at_most("backoff.max_s", raw.backoff.max_s, MAX_BACKOFF_S)?;
+    let audiences = raw
+        .require_audience
+        .then(|| vec![client_id.clone(), format!("api://{client_id}")]);
     Ok(Config {
         token_cluster,
         token_endpoint,
@@ -286,7 +367,24 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             max_entries: raw.cache.max_entries,
             expiry_skew_s: raw.cache.expiry_skew_s,
         },
+        subject_token: SubjectTokenSettings {
+            leeway_s: raw.subject_token_leeway_s,
+            audiences,
+        },
+        negative_cache_s: raw.negative_cache_s,
+        backoff: BackoffSettings {
+            default_s: raw.backoff.default_s,
+            max_s: raw.backoff.max_s,
+        },
     })
+}
+
+fn at_most(field: &str, value: u64, max: u64) -> Result<(), ConfigError> {
+    if value > max {
+        Err(ConfigError::new(field, format!("must be at most {max}")))
+    } else {
+        Ok(())
+    }
 }
 
 fn non_empty(field: &str, value: String) -> Result<String, ConfigError> {
@@ -466,6 +564,48 @@ mod tests {
         assert_eq!(cfg.unmatched, Unmatched::Passthrough);
         assert_eq!(cfg.cache.max_entries, 10_000);
         assert_eq!(cfg.cache.expiry_skew_s, 60);
+        assert_eq!(cfg.subject_token.leeway_s, 60);
+        assert_eq!(cfg.subject_token.audiences, None);
+        assert_eq!(cfg.negative_cache_s, 5);
+        assert_eq!(
+            cfg.backoff,
+            BackoffSettings {
+                default_s: 5,
+                max_s: 60
+            }
+        );
+    }
+
+    #[test]
+    fn require_audience_accepts_the_client_id_and_its_app_id_uri() {
+        let mut v = minimal();
+        v["require_audience"] = json!(true);
+        let cfg = parse_value(&v, ENV).unwrap();
+        assert_eq!(
+            cfg.subject_token.audiences,
+            Some(vec![
+                "client-from-env".to_string(),
+                "api://client-from-env".to_string()
+            ])
+        );
+    }
+
+    #[test]
+    fn reliability_settings_are_range_checked() {
+        for (field, value) in [
+            ("subject_token_leeway_s", json!(99_999)),
+            ("negative_cache_s", json!(301)),
+        ] {
+            let mut v = minimal();
+            v[field] = value;
+            assert_eq!(error_of(v).field, field);
+        }
+        let mut v = minimal();
+        v["backoff"] = json!({"max_s": 99_999});
+        assert_eq!(error_of(v).field, "backoff.max_s");
+        let mut v = minimal();
+        v["backoff"] = json!({"defualt_s": 1});
+        assert!(error_of(v).to_string().contains("defualt_s"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Serialize;
 
+use crate::subject_token::SubjectTokenProblem;
 use crate::token_response::{ExchangeFailure, IdpError};
 
 /// Why the filter answers a request itself instead of forwarding it.
@@ -18,6 +19,12 @@ pub enum Refusal {
     NotConfigured,
     /// The token request could not even be sent (unknown cluster, host refusal).
     CannotDispatch,
+    /// The subject token failed a local check; Entra ID was not asked.
+    BadSubjectToken(SubjectTokenProblem),
+    /// Token requests for this scope wait after the IdP throttled or failed.
+    BackingOff {
+        retry_after_s: u64,
+    },
     Exchange(ExchangeFailure),
 }
 
@@ -96,6 +103,29 @@ pub fn reply_for(refusal: &Refusal) -> Reply {
             401,
             vec![www_authenticate("invalid_token", None, None)],
             &Body::own("invalid_token", "the request carries no bearer token"),
+        ),
+        Refusal::BadSubjectToken(problem) => {
+            let description = match problem {
+                SubjectTokenProblem::TooLarge => "the bearer token is too large",
+                SubjectTokenProblem::NotJwt => "the bearer token is not a JWT",
+                SubjectTokenProblem::Expired => "the bearer token has expired",
+                SubjectTokenProblem::WrongAudience => {
+                    "the bearer token was not issued for this application"
+                }
+            };
+            reply(
+                401,
+                vec![www_authenticate("invalid_token", Some(description), None)],
+                &Body::own("invalid_token", description),
+            )
+        }
+        Refusal::BackingOff { retry_after_s } => reply(
+            503,
+            vec![("retry-after", retry_after_s.to_string())],
+            &Body::own(
+                "temporarily_unavailable",
+                "the token endpoint is throttling or failing; retry later",
+            ),
         ),
         Refusal::UnmatchedDenied => reply(
             403,
@@ -197,6 +227,10 @@ pub fn log_line(refusal: &Refusal) -> String {
         Refusal::UnmatchedDenied => "request refused: no target matches".to_string(),
         Refusal::NotConfigured => "request refused: filter not configured".to_string(),
         Refusal::CannotDispatch => "token request could not be sent to the token cluster".into(),
+        Refusal::BadSubjectToken(problem) => format!("request refused: subject token {problem:?}"),
+        Refusal::BackingOff { retry_after_s } => {
+            format!("request refused: backing off from the token endpoint for {retry_after_s} s")
+        }
         Refusal::Exchange(F::Unreachable) => "token endpoint unreachable".to_string(),
         Refusal::Exchange(F::Timeout) => "token endpoint timed out".to_string(),
         Refusal::Exchange(F::InvalidGrant(_)) => "token exchange refused: invalid_grant".into(),
@@ -426,6 +460,23 @@ mod tests {
         let www = header(&r, "www-authenticate").unwrap();
         assert!(www.contains(r#"say \"hi\" \\ then  x-evil: 1  "#), "{www}");
         assert!(!www.contains('\n') && !www.contains('\r'));
+    }
+
+    #[test]
+    fn local_subject_token_refusals_are_401_with_a_description() {
+        let r = reply_for(&Refusal::BadSubjectToken(SubjectTokenProblem::Expired));
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some("Bearer error=\"invalid_token\", error_description=\"the bearer token has expired\"")
+        );
+    }
+
+    #[test]
+    fn backing_off_is_503_with_retry_after() {
+        let r = reply_for(&Refusal::BackingOff { retry_after_s: 7 });
+        assert_eq!(r.status, 503);
+        assert_eq!(header(&r, "retry-after"), Some("7"));
     }
 
     #[test]

@@ -1,18 +1,20 @@
 //! The exchanges a worker has in flight. Requests of one worker that need the same token share
 //! one token request: the first sends it, the others wait on it, and its answer resumes (or
-//! refuses) them all. The exchange outlives the request that sent it: if that request goes away,
-//! the worker's root context sends the token request again for those still waiting.
+//! refuses) them all. An exchange outlives the request that sent it: if that request goes away,
+//! or a failure is worth one retry, the worker's root context sends the token request (again) on
+//! its next tick.
 
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use crate::backoff;
 use crate::cache_key::CacheKey;
 use crate::config::Config;
 use crate::error_reply::{log_line, reply_for, Refusal, Reply};
 use crate::host::{Callout, DispatchError, Host, LogLevel};
 use crate::token_cache::{use_until, TokenCache};
 use crate::token_request;
-use crate::token_response::{read_answer, IssuedToken};
+use crate::token_response::{read_answer, ExchangeFailure, IssuedToken};
 
 /// A token endpoint's answer as the host delivered it.
 #[derive(Debug, Clone, Default)]
@@ -23,15 +25,24 @@ pub struct CallAnswer {
     pub body: Vec<u8>,
 }
 
+/// The root context's tick while token requests wait to be sent.
+const TICK_MS: u64 = 10;
+/// A retry is only worth sending with at least this much of the time budget left.
+const MIN_RETRY_BUDGET_MS: u64 = 100;
+
 struct Flight {
     scope: String,
-    /// Kept only while the exchange is in flight, to re-send it if its sender goes away.
+    /// Kept only while the exchange is in flight, to send it again if needed.
     subject_token: String,
     subject_exp: Option<u64>,
-    /// The stream whose token request is in flight; None while waiting for the root to re-send.
+    /// The stream whose token request is in flight; None while the root is to send it.
     sender: Option<u32>,
     /// Every stream waiting for this exchange, the sender included.
     waiters: Vec<u32>,
+    /// Token requests sent so far (at most two: one retry).
+    attempts: u32,
+    /// When the whole exchange, retry included, must be over (`token_timeout_ms` after it began).
+    deadline_ms: u64,
 }
 
 /// Per-worker state, shared by the worker's root context and its request contexts.
@@ -40,7 +51,8 @@ pub struct Worker {
     config: Option<Rc<Config>>,
     flights: HashMap<CacheKey, Flight>,
     calls: HashMap<u32, CacheKey>,
-    orphans: Vec<CacheKey>,
+    /// Exchanges the root context is to send, and from when.
+    pending: Vec<(CacheKey, u64)>,
 }
 
 /// What every request waiting on an exchange does once it is settled.
@@ -75,7 +87,10 @@ impl Worker {
             return Ok(());
         }
         let config = self.config.clone().ok_or(Refusal::NotConfigured)?;
-        let token_id = send(host, &config, scope, subject_token)?;
+        let deadline_ms = host
+            .now_ms()
+            .saturating_add(config.token_timeout.as_millis() as u64);
+        let token_id = send(host, &config, scope, subject_token, deadline_ms)?;
         self.calls.insert(token_id, key);
         self.flights.insert(
             key,
@@ -85,112 +100,115 @@ impl Worker {
                 subject_exp,
                 sender: Some(context_id),
                 waiters: vec![context_id],
+                attempts: 1,
+                deadline_ms,
             },
         );
         Ok(())
     }
 
     /// Settles the exchange a token request answered: caches the token and resumes every waiting
-    /// stream with it, or refuses them all. `current` is the context the host is acting for now.
+    /// stream with it, or refuses them all; or, for a failure worth it, schedules one retry.
+    /// `current` is the context the host is acting for now.
     pub fn complete(&mut self, host: &dyn Host, token_id: u32, answer: &CallAnswer, current: u32) {
         let Some(key) = self.calls.remove(&token_id) else {
             return;
         };
-        let Some(flight) = self.flights.remove(&key) else {
+        let Some(mut flight) = self.flights.remove(&key) else {
             return;
         };
-        let outcome = read_answer(answer.status, answer.retry_after.as_deref(), &answer.body);
-        let settlement = match (outcome, self.config.clone()) {
-            (Ok(issued), Some(config)) => {
-                self.store(host, &config, &key, &flight, &issued);
-                Settlement::Forward(format!("Bearer {}", issued.access_token))
-            }
-            (Ok(_), None) => Settlement::Refuse(reply_for(&Refusal::NotConfigured)),
-            (Err(failure), _) => {
-                let refusal = Refusal::Exchange(failure);
-                host.log(
-                    LogLevel::Warn,
-                    &format!("scope {}: {}", flight.scope, log_line(&refusal)),
-                );
-                Settlement::Refuse(reply_for(&refusal))
-            }
+        let Some(config) = self.config.clone() else {
+            settle(
+                host,
+                &flight.waiters,
+                &Settlement::Refuse(reply_for(&Refusal::NotConfigured)),
+            );
+            host.switch_to(current);
+            return;
         };
+        let settlement =
+            match read_answer(answer.status, answer.retry_after.as_deref(), &answer.body) {
+                Ok(issued) => {
+                    store(host, &config, &key, &flight, &issued);
+                    Settlement::Forward(format!("Bearer {}", issued.access_token))
+                }
+                Err(failure) => {
+                    if let Some(due_ms) = retry_at(host, &key, &flight, &failure) {
+                        host.log(
+                            LogLevel::Info,
+                            &format!(
+                                "scope {}: retrying once after: {}",
+                                flight.scope,
+                                log_line(&Refusal::Exchange(failure))
+                            ),
+                        );
+                        flight.sender = None;
+                        self.flights.insert(key, flight);
+                        self.pending.push((key, due_ms));
+                        host.set_tick_period_ms(TICK_MS);
+                        return;
+                    }
+                    remember_failure(host, &config, &key, &flight, &failure);
+                    let refusal = Refusal::Exchange(failure);
+                    host.log(
+                        LogLevel::Warn,
+                        &format!("scope {}: {}", flight.scope, log_line(&refusal)),
+                    );
+                    Settlement::Refuse(reply_for(&refusal))
+                }
+            };
         settle(host, &flight.waiters, &settlement);
         host.switch_to(current);
     }
 
-    fn store(
-        &self,
-        host: &dyn Host,
-        config: &Config,
-        key: &CacheKey,
-        flight: &Flight,
-        issued: &IssuedToken,
-    ) {
-        let now = host.now_unix();
-        let skew = config.cache.expiry_skew_s;
-        match use_until(now, issued.expires_in, skew, flight.subject_exp) {
-            Some(until) => {
-                TokenCache::new(config.cache.max_entries).put(
-                    host,
-                    key,
-                    &issued.access_token,
-                    until,
-                );
-                host.log(
-                    LogLevel::Debug,
-                    &format!(
-                        "scope {}: token exchanged, cached for {} s",
-                        flight.scope,
-                        until - now
-                    ),
-                );
-            }
-            None => host.log(
-                LogLevel::Debug,
-                &format!(
-                    "scope {}: token exchanged, too short-lived to cache",
-                    flight.scope
-                ),
-            ),
-        }
-    }
-
     /// A stream went away. If it had sent the token request, that request dies with it, so the
-    /// exchange is handed to the root context (on the next tick) for whoever still waits.
+    /// root context sends it again for whoever still waits.
     pub fn leave(&mut self, host: &dyn Host, context_id: u32, key: &CacheKey) {
         let Some(flight) = self.flights.get_mut(key) else {
             return;
         };
         flight.waiters.retain(|w| *w != context_id);
-        if flight.sender != Some(context_id) {
-            return;
-        }
-        flight.sender = None;
-        self.calls.retain(|_, k| k != key);
         if flight.waiters.is_empty() {
             self.flights.remove(key);
-        } else {
-            self.orphans.push(*key);
-            host.request_tick();
+            self.calls.retain(|_, k| k != key);
+            return;
+        }
+        if flight.sender == Some(context_id) {
+            flight.sender = None;
+            self.calls.retain(|_, k| k != key);
+            self.pending.push((*key, 0));
+            host.set_tick_period_ms(1);
         }
     }
 
-    /// Re-sends the token requests whose senders went away, from the root context `root_id`.
-    pub fn on_tick(&mut self, host: &dyn Host, root_id: u32) {
+    /// On the root context's tick: sends the token requests that are due, from the root context
+    /// `root_id`. Returns the tick period still needed (0: none).
+    pub fn on_tick(&mut self, host: &dyn Host, root_id: u32) -> u64 {
         let Some(config) = self.config.clone() else {
-            return;
+            return 0;
         };
-        for key in std::mem::take(&mut self.orphans) {
+        let now_ms = host.now_ms();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(_, due_ms)| *due_ms <= now_ms);
+        self.pending = later;
+        for (key, _) in due {
             let Some(flight) = self.flights.get_mut(&key) else {
                 continue;
             };
             if flight.sender.is_some() {
                 continue;
             }
-            match send(host, &config, &flight.scope, &flight.subject_token) {
+            match send(
+                host,
+                &config,
+                &flight.scope,
+                &flight.subject_token,
+                flight.deadline_ms,
+            ) {
                 Ok(token_id) => {
                     flight.sender = Some(root_id);
+                    flight.attempts += 1;
                     self.calls.insert(token_id, key);
                 }
                 Err(refusal) => {
@@ -205,6 +223,11 @@ impl Worker {
                 }
             }
         }
+        if self.pending.is_empty() {
+            0
+        } else {
+            TICK_MS
+        }
     }
 
     #[cfg(test)]
@@ -213,19 +236,96 @@ impl Worker {
     }
 }
 
+/// When to retry a failed token request, if at all: once, for a reset, an unreachable IdP or a
+/// 5xx, never for a 4xx, and only within the exchange's time budget. The delay is jittered per key
+/// so that many failed exchanges do not come back at the same instant.
+fn retry_at(
+    host: &dyn Host,
+    key: &CacheKey,
+    flight: &Flight,
+    failure: &ExchangeFailure,
+) -> Option<u64> {
+    let retryable = match failure {
+        ExchangeFailure::Unreachable | ExchangeFailure::Timeout => true,
+        ExchangeFailure::IdpError { status, .. } => *status >= 500,
+        _ => false,
+    };
+    if !retryable || flight.attempts >= 2 {
+        return None;
+    }
+    let now_ms = host.now_ms();
+    let jitter_ms = 20 + (u64::from(key.0[8]) ^ now_ms) % 100;
+    let due_ms = now_ms + jitter_ms;
+    (flight.deadline_ms.saturating_sub(due_ms) >= MIN_RETRY_BUDGET_MS).then_some(due_ms)
+}
+
+fn store(host: &dyn Host, config: &Config, key: &CacheKey, flight: &Flight, issued: &IssuedToken) {
+    let now = host.now_unix();
+    let skew = config.cache.expiry_skew_s;
+    match use_until(now, issued.expires_in, skew, flight.subject_exp) {
+        Some(until) => {
+            TokenCache::new(config.cache.max_entries).put(host, key, &issued.access_token, until);
+            host.log(
+                LogLevel::Debug,
+                &format!(
+                    "scope {}: token exchanged, cached for {} s",
+                    flight.scope,
+                    until - now
+                ),
+            );
+        }
+        None => host.log(
+            LogLevel::Debug,
+            &format!(
+                "scope {}: token exchanged, too short-lived to cache",
+                flight.scope
+            ),
+        ),
+    }
+}
+
+/// What a final failure leaves behind: an `invalid_grant` is remembered for this subject token and
+/// scope (negative cache); throttling and server failures make the scope back off.
+fn remember_failure(
+    host: &dyn Host,
+    config: &Config,
+    key: &CacheKey,
+    flight: &Flight,
+    failure: &ExchangeFailure,
+) {
+    if let ExchangeFailure::InvalidGrant(idp) = failure {
+        if config.negative_cache_s > 0 {
+            if let Ok(json) = serde_json::to_string(idp) {
+                let until = host.now_unix().saturating_add(config.negative_cache_s);
+                TokenCache::new(config.cache.max_entries).put_rejection(host, key, &json, until);
+            }
+        }
+    }
+    if let Some(wait_s) = backoff::wait_for(failure, &config.backoff) {
+        backoff::start(
+            host,
+            &backoff::scope_key(config, &flight.scope),
+            host.now_ms(),
+            wait_s,
+        );
+    }
+}
+
 fn send(
     host: &dyn Host,
     config: &Config,
     scope: &str,
     subject_token: &str,
+    deadline_ms: u64,
 ) -> Result<u32, Refusal> {
     let body = token_request::form_body(config, scope, subject_token);
     let headers = token_request::headers(config);
+    let left_ms = deadline_ms.saturating_sub(host.now_ms()).max(1);
     let callout = Callout {
         cluster: &config.token_cluster,
         headers: &headers,
         body: &body,
-        timeout: config.token_timeout,
+        timeout: std::time::Duration::from_millis(left_ms),
     };
     host.dispatch(&callout).map_err(|e| {
         let why = match e {

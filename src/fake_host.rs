@@ -10,6 +10,7 @@ use crate::host::{Callout, DispatchError, Host, LogLevel};
 #[derive(Debug, Clone, Default)]
 pub struct FakeStream {
     pub headers: Vec<(String, String)>,
+    pub response_headers: Vec<(String, String)>,
     pub resumed: bool,
     pub reply: Option<FakeReply>,
     pub gone: bool,
@@ -52,14 +53,16 @@ impl Dispatched {
 }
 
 pub struct FakeHost {
+    /// Seconds since the epoch; `extra_ms` adds milliseconds.
     pub now: Cell<u64>,
+    pub extra_ms: Cell<u64>,
     current: Cell<u32>,
     streams: RefCell<HashMap<u32, FakeStream>>,
     shared: RefCell<HashMap<String, Vec<u8>>>,
     pub dispatched: RefCell<Vec<Dispatched>>,
     pub logs: RefCell<Vec<(LogLevel, String)>>,
     pub dispatch_error: Cell<Option<DispatchError>>,
-    pub ticks_requested: Cell<u32>,
+    pub tick_period_ms: Cell<u64>,
     next_token: Cell<u32>,
 }
 
@@ -67,13 +70,14 @@ impl Default for FakeHost {
     fn default() -> Self {
         FakeHost {
             now: Cell::new(1_800_000_000),
+            extra_ms: Cell::new(0),
             current: Cell::new(0),
             streams: RefCell::default(),
             shared: RefCell::default(),
             dispatched: RefCell::default(),
             logs: RefCell::default(),
             dispatch_error: Cell::new(None),
-            ticks_requested: Cell::new(0),
+            tick_period_ms: Cell::new(0),
             next_token: Cell::new(100),
         }
     }
@@ -95,6 +99,17 @@ impl FakeHost {
 
     /// The host enters a callback of context `id` (as the SDK does before each callback).
     pub fn enter(&self, id: u32) {
+        self.current.set(id);
+    }
+
+    /// The upstream's response headers arrive on stream `id`.
+    pub fn respond(&self, id: u32, headers: &[(&str, &str)]) {
+        if let Some(s) = self.streams.borrow_mut().get_mut(&id) {
+            s.response_headers = headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+        }
         self.current.set(id);
     }
 
@@ -133,8 +148,16 @@ impl FakeHost {
 }
 
 impl Host for FakeHost {
-    fn now_unix(&self) -> u64 {
-        self.now.get()
+    fn now_ms(&self) -> u64 {
+        self.now.get() * 1000 + self.extra_ms.get()
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.stream(self.current.get())
+            .response_headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     }
 
     fn log(&self, level: LogLevel, message: &str) {
@@ -216,7 +239,7 @@ impl Host for FakeHost {
         Ok(token_id)
     }
 
-    fn request_tick(&self) {
-        self.ticks_requested.set(self.ticks_requested.get() + 1);
+    fn set_tick_period_ms(&self, period_ms: u64) {
+        self.tick_period_ms.set(period_ms);
     }
 }

@@ -4,14 +4,16 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use crate::backoff;
 use crate::cache_key::CacheKey;
 use crate::config::Unmatched;
 use crate::error_reply::{log_line, reply_for, Refusal};
 use crate::exchange::{send_reply, CallAnswer, Worker};
 use crate::host::{Host, LogLevel};
-use crate::subject_token::{bearer_token, expiry_claim};
+use crate::subject_token::{self, bearer_token, SubjectTokenProblem, MAX_SUBJECT_TOKEN_BYTES};
 use crate::target_match::find_target;
-use crate::token_cache::TokenCache;
+use crate::token_cache::{Cached, TokenCache};
+use crate::token_response::{ExchangeFailure, IdpError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -25,6 +27,9 @@ pub struct RequestFilter {
     context_id: u32,
     worker: Rc<RefCell<Worker>>,
     waiting_on: Option<CacheKey>,
+    /// The key whose token this request was sent on with, to drop it if the upstream asks for
+    /// more claims.
+    served_with: Option<CacheKey>,
 }
 
 impl RequestFilter {
@@ -33,6 +38,7 @@ impl RequestFilter {
             context_id,
             worker,
             waiting_on: None,
+            served_with: None,
         }
     }
 
@@ -53,31 +59,84 @@ impl RequestFilter {
         let Some(subject_token) = authorization.as_deref().and_then(bearer_token) else {
             return refuse(host, &Refusal::NoBearerToken);
         };
+        if subject_token.len() > MAX_SUBJECT_TOKEN_BYTES {
+            return refuse(
+                host,
+                &Refusal::BadSubjectToken(SubjectTokenProblem::TooLarge),
+            );
+        }
         let key = CacheKey::derive(
             &config.token_endpoint.url,
             &config.client_id,
             &target.scope,
             subject_token,
         );
-        let cache = TokenCache::new(config.cache.max_entries);
-        if let Some(token) = cache.get(host, &key, host.now_unix()) {
-            host.set_request_header("authorization", &format!("Bearer {token}"));
-            return Verdict::Continue;
+        let now = host.now_unix();
+        match TokenCache::new(config.cache.max_entries).get(host, &key, now) {
+            Some(Cached::Token(token)) => {
+                host.set_request_header("authorization", &format!("Bearer {token}"));
+                self.served_with = Some(key);
+                return Verdict::Continue;
+            }
+            Some(Cached::Rejected(error_json)) => {
+                let idp: IdpError = serde_json::from_str(&error_json).unwrap_or_default();
+                let refusal = Refusal::Exchange(ExchangeFailure::InvalidGrant(Box::new(idp)));
+                return refuse(host, &refusal);
+            }
+            None => {}
         }
-        let exp = expiry_claim(subject_token);
+        // Only a token that is not cached gets here, so these checks cost a cache hit nothing.
+        let settings = &config.subject_token;
+        let claims = match subject_token::check(
+            subject_token,
+            now,
+            settings.leeway_s,
+            settings.audiences.as_deref(),
+        ) {
+            Ok(claims) => claims,
+            Err(problem) => return refuse(host, &Refusal::BadSubjectToken(problem)),
+        };
+        let backoff_key = backoff::scope_key(&config, &target.scope);
+        if let Some(retry_after_s) = backoff::remaining_s(host, &backoff_key, host.now_ms()) {
+            return refuse(host, &Refusal::BackingOff { retry_after_s });
+        }
         match worker.join(
             host,
             self.context_id,
             key,
             &target.scope,
             subject_token,
-            exp,
+            claims.exp,
         ) {
             Ok(()) => {
                 self.waiting_on = Some(key);
+                self.served_with = Some(key);
                 Verdict::Pause
             }
             Err(refusal) => refuse(host, &refusal),
+        }
+    }
+
+    /// Continuous access evaluation: an upstream that answers 401 with
+    /// `error="insufficient_claims"` no longer accepts the cached token, so it is dropped and the
+    /// next request exchanges again. The answer itself goes back to the caller unchanged.
+    pub fn on_response_headers(&mut self, host: &dyn Host) {
+        let Some(key) = self.served_with.take() else {
+            return;
+        };
+        if host.response_header(":status").as_deref() != Some("401") {
+            return;
+        }
+        let challenge = host.response_header("www-authenticate").unwrap_or_default();
+        if !challenge.contains("insufficient_claims") {
+            return;
+        }
+        if let Some(config) = self.worker.borrow().config() {
+            TokenCache::new(config.cache.max_entries).forget(host, &key);
+            host.log(
+                LogLevel::Info,
+                "upstream asked for more claims (insufficient_claims): cached token dropped",
+            );
         }
     }
 

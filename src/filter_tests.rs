@@ -15,6 +15,13 @@ use crate::host::{DispatchError, LogLevel};
 
 const ROOT: u32 = 1;
 const SECRET: &str = "client-secret-value";
+/// A subject token (a JWT valid until the fake clock's start plus an hour).
+const SUBJECT_1: &str =
+    "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjE4MDAwMDM2MDAsInN1YiI6InN1YmplY3QtMSJ9.c2ln";
+const ALICE: &str = "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjE4MDAwMDM2MDAsInN1YiI6ImFsaWNlIn0.c2ln";
+const BOB: &str = "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjE4MDAwMDM2MDAsInN1YiI6ImJvYiJ9.c2ln";
+const U: &str = "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjE4MDAwMDM2MDAsInN1YiI6InUifQ.c2ln";
+const BEARER_U: &str = "Bearer eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjE4MDAwMDM2MDAsInN1YiI6InUifQ.c2ln";
 
 fn worker_with(extra: serde_json::Value) -> Rc<RefCell<Worker>> {
     let mut json = serde_json::json!({
@@ -102,6 +109,30 @@ fn answer(host: &FakeHost, filter: &mut RequestFilter, nth: usize, answer: CallA
     filter.on_token_answer(host, d.token_id, &answer);
 }
 
+/// Answers the stream's token request with `answer`, and any retry the filter sends with the
+/// same, ticking the root context as Envoy would.
+fn answer_every_try(
+    host: &FakeHost,
+    w: &Rc<RefCell<Worker>>,
+    filter: &mut RequestFilter,
+    call_answer: CallAnswer,
+) {
+    let first = host.dispatched.borrow().len() - 1;
+    answer(host, filter, first, call_answer.clone());
+    while host.tick_period_ms.get() > 0 {
+        host.extra_ms.set(host.extra_ms.get() + 150);
+        host.enter(ROOT);
+        let sent_before = host.dispatched.borrow().len();
+        let next = w.borrow_mut().on_tick(host, ROOT);
+        host.tick_period_ms.set(next);
+        if host.dispatched.borrow().len() > sent_before {
+            let d = host.dispatched.borrow()[sent_before].clone();
+            w.borrow_mut()
+                .complete(host, d.token_id, &call_answer, ROOT);
+        }
+    }
+}
+
 #[test]
 fn matched_request_pauses_and_sends_the_documented_token_request() {
     let host = FakeHost::default();
@@ -112,7 +143,7 @@ fn matched_request_pauses_and_sends_the_documented_token_request() {
         10,
         "api.example.com",
         "/x",
-        Some("Bearer subject-1"),
+        Some(&format!("Bearer {SUBJECT_1}")),
     );
     assert_eq!(verdict, Verdict::Pause);
     let d = host.dispatched.borrow()[0].clone();
@@ -122,7 +153,7 @@ fn matched_request_pauses_and_sends_the_documented_token_request() {
         Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
     );
     assert_eq!(d.field("requested_token_use"), Some("on_behalf_of"));
-    assert_eq!(d.field("assertion"), Some("subject-1"));
+    assert_eq!(d.field("assertion"), Some(SUBJECT_1));
     assert_eq!(d.field("client_id"), Some("client-1"));
     assert_eq!(d.field("client_secret"), Some(SECRET));
     assert_eq!(d.field("scope"), Some("api://prod.team.api/.default"));
@@ -145,7 +176,7 @@ fn issued_token_replaces_authorization_and_resumes() {
         10,
         "api.example.com",
         "/x",
-        Some("Bearer subject-1"),
+        Some(&format!("Bearer {SUBJECT_1}")),
     );
     answer(&host, &mut f, 0, ok_answer("obo-1", 3599.into()));
     let s = host.stream(10);
@@ -166,7 +197,7 @@ fn second_request_is_served_from_the_cache_without_a_token_request() {
         10,
         "api.example.com",
         "/",
-        Some("Bearer subject-1"),
+        Some(&format!("Bearer {SUBJECT_1}")),
     );
     answer(&host, &mut f, 0, ok_answer("obo-1", "3599".into()));
     let (_f2, verdict) = request(
@@ -175,7 +206,7 @@ fn second_request_is_served_from_the_cache_without_a_token_request() {
         11,
         "API.example.com:443",
         "/y",
-        Some("bearer subject-1"),
+        Some(&format!("bearer {SUBJECT_1}")),
     );
     assert_eq!(verdict, Verdict::Continue);
     assert_eq!(
@@ -189,9 +220,23 @@ fn second_request_is_served_from_the_cache_without_a_token_request() {
 fn cache_is_per_user_and_per_scope() {
     let host = FakeHost::default();
     let w = worker();
-    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer alice"));
+    let (mut f, _) = request(
+        &host,
+        &w,
+        10,
+        "api.example.com",
+        "/",
+        Some(&format!("Bearer {ALICE}")),
+    );
     answer(&host, &mut f, 0, ok_answer("obo-alice", 3599.into()));
-    let (_f, v) = request(&host, &w, 11, "api.example.com", "/", Some("Bearer bob"));
+    let (_f, v) = request(
+        &host,
+        &w,
+        11,
+        "api.example.com",
+        "/",
+        Some(&format!("Bearer {BOB}")),
+    );
     assert_eq!(v, Verdict::Pause);
     let (_f, v) = request(
         &host,
@@ -199,7 +244,7 @@ fn cache_is_per_user_and_per_scope() {
         12,
         "x.team.svc.cluster.local",
         "/v2/a",
-        Some("Bearer alice"),
+        Some(&format!("Bearer {ALICE}")),
     );
     assert_eq!(v, Verdict::Pause);
     assert_eq!(host.dispatched.borrow().len(), 3);
@@ -213,16 +258,16 @@ fn cache_is_per_user_and_per_scope() {
 fn cached_token_expires_at_expires_in_minus_skew() {
     let host = FakeHost::default();
     let w = worker();
-    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
     answer(&host, &mut f, 0, ok_answer("obo-1", 160.into()));
     host.now.set(host.now.get() + 99);
     assert_eq!(
-        request(&host, &w, 11, "api.example.com", "/", Some("Bearer u")).1,
+        request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U)).1,
         Verdict::Continue
     );
     host.now.set(host.now.get() + 1);
     assert_eq!(
-        request(&host, &w, 12, "api.example.com", "/", Some("Bearer u")).1,
+        request(&host, &w, 12, "api.example.com", "/", Some(BEARER_U)).1,
         Verdict::Pause
     );
 }
@@ -250,9 +295,9 @@ fn cached_token_is_never_used_past_the_subject_tokens_exp() {
 fn concurrent_requests_for_one_key_share_one_token_request() {
     let host = FakeHost::default();
     let w = worker();
-    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
     let _others: Vec<_> = (11..15)
-        .map(|id| request(&host, &w, id, "api.example.com", "/", Some("Bearer u")))
+        .map(|id| request(&host, &w, id, "api.example.com", "/", Some(BEARER_U)))
         .collect();
     assert_eq!(host.dispatched.borrow().len(), 1);
     answer(&host, &mut first, 0, ok_answer("obo-1", 3599.into()));
@@ -271,8 +316,8 @@ fn concurrent_requests_for_one_key_share_one_token_request() {
 fn failed_exchange_refuses_every_waiting_request() {
     let host = FakeHost::default();
     let w = worker();
-    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
-    let _second = request(&host, &w, 11, "api.example.com", "/", Some("Bearer u"));
+    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    let _second = request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
     answer(
         &host,
         &mut first,
@@ -285,7 +330,7 @@ fn failed_exchange_refuses_every_waiting_request() {
         assert_eq!(s.reply.unwrap().status, 401);
         assert_eq!(
             host.header_of(id, "authorization").as_deref(),
-            Some("Bearer u"),
+            Some(BEARER_U),
             "header untouched, never forwarded"
         );
     }
@@ -295,8 +340,8 @@ fn failed_exchange_refuses_every_waiting_request() {
 fn waiter_that_goes_away_is_not_touched() {
     let host = FakeHost::default();
     let w = worker();
-    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
-    let (mut second, _) = request(&host, &w, 11, "api.example.com", "/", Some("Bearer u"));
+    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    let (mut second, _) = request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
     host.close_stream(11);
     second.on_done(&host);
     answer(&host, &mut first, 0, ok_answer("obo-1", 3599.into()));
@@ -308,17 +353,17 @@ fn waiter_that_goes_away_is_not_touched() {
 fn exchange_is_re_sent_by_the_root_when_its_sender_goes_away() {
     let host = FakeHost::default();
     let w = worker();
-    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
-    let _second = request(&host, &w, 11, "api.example.com", "/", Some("Bearer u"));
+    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    let _second = request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
     host.close_stream(10);
     host.enter(10);
     first.on_done(&host);
-    assert_eq!(host.ticks_requested.get(), 1);
+    assert_eq!(host.tick_period_ms.get(), 1);
     host.enter(ROOT);
-    w.borrow_mut().on_tick(&host, ROOT);
+    assert_eq!(w.borrow_mut().on_tick(&host, ROOT), 0);
     let resent = host.dispatched.borrow()[1].clone();
     assert_eq!(resent.from, ROOT);
-    assert_eq!(resent.field("assertion"), Some("u"));
+    assert_eq!(resent.field("assertion"), Some(U));
     w.borrow_mut().complete(
         &host,
         resent.token_id,
@@ -337,9 +382,9 @@ fn exchange_is_re_sent_by_the_root_when_its_sender_goes_away() {
 fn sender_that_goes_away_alone_leaves_nothing_in_flight() {
     let host = FakeHost::default();
     let w = worker();
-    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
     first.on_done(&host);
-    assert_eq!(host.ticks_requested.get(), 0);
+    assert_eq!(host.tick_period_ms.get(), 0);
     assert_eq!(w.borrow().in_flight(), 0);
 }
 
@@ -347,11 +392,11 @@ fn sender_that_goes_away_alone_leaves_nothing_in_flight() {
 fn unmatched_request_passes_untouched_by_default() {
     let host = FakeHost::default();
     let w = worker();
-    let (_f, v) = request(&host, &w, 10, "other.example.com", "/", Some("Bearer u"));
+    let (_f, v) = request(&host, &w, 10, "other.example.com", "/", Some(BEARER_U));
     assert_eq!(v, Verdict::Continue);
     assert_eq!(
         host.header_of(10, "authorization").as_deref(),
-        Some("Bearer u")
+        Some(BEARER_U)
     );
     assert!(host.dispatched.borrow().is_empty());
     // The bare domain of a wildcard and a path outside the prefix are unmatched too.
@@ -362,7 +407,7 @@ fn unmatched_request_passes_untouched_by_default() {
             11,
             "team.svc.cluster.local",
             "/v2/",
-            Some("Bearer u")
+            Some(BEARER_U)
         )
         .1,
         Verdict::Continue
@@ -374,7 +419,7 @@ fn unmatched_request_passes_untouched_by_default() {
             12,
             "a.team.svc.cluster.local",
             "/v1/",
-            Some("Bearer u")
+            Some(BEARER_U)
         )
         .1,
         Verdict::Continue
@@ -385,7 +430,7 @@ fn unmatched_request_passes_untouched_by_default() {
 fn unmatched_request_is_403_when_configured_to_deny() {
     let host = FakeHost::default();
     let w = worker_with(serde_json::json!({"unmatched": "deny"}));
-    let (_f, v) = request(&host, &w, 10, "other.example.com", "/", Some("Bearer u"));
+    let (_f, v) = request(&host, &w, 10, "other.example.com", "/", Some(BEARER_U));
     assert_eq!(v, Verdict::Pause);
     assert_eq!(host.stream(10).reply.unwrap().status, 403);
 }
@@ -422,7 +467,7 @@ fn token_request_that_cannot_be_sent_is_503() {
     let host = FakeHost::default();
     host.dispatch_error.set(Some(DispatchError::UnknownCluster));
     let w = worker();
-    let (_f, v) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+    let (_f, v) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
     assert_eq!(v, Verdict::Pause);
     assert_eq!(host.stream(10).reply.unwrap().status, 503);
     assert_eq!(w.borrow().in_flight(), 0);
@@ -495,8 +540,8 @@ fn every_failure_row_maps_to_its_status() {
     for (i, (call_answer, status)) in cases.into_iter().enumerate() {
         let host = FakeHost::default();
         let w = worker();
-        let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
-        answer(&host, &mut f, 0, call_answer);
+        let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+        answer_every_try(&host, &w, &mut f, call_answer);
         let s = host.stream(10);
         assert!(!s.resumed, "case {i}");
         assert_eq!(s.reply.map(|r| r.status), Some(status), "case {i}");
@@ -507,7 +552,7 @@ fn every_failure_row_maps_to_its_status() {
 fn throttled_answer_passes_retry_after_on() {
     let host = FakeHost::default();
     let w = worker();
-    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
     answer(
         &host,
         &mut f,
@@ -524,26 +569,325 @@ fn throttled_answer_passes_retry_after_on() {
 fn failed_exchange_is_not_cached() {
     let host = FakeHost::default();
     let w = worker();
-    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some("Bearer u"));
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
     answer(
         &host,
         &mut f,
         0,
-        fixture_answer(503, "error-temporarily-unavailable.json"),
+        fixture_answer(401, "error-invalid-client.json"),
     );
+    assert_eq!(host.stream(10).reply.unwrap().status, 502);
     assert_eq!(
-        request(&host, &w, 11, "api.example.com", "/", Some("Bearer u")).1,
+        request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Pause
+    );
+    assert_eq!(host.dispatched.borrow().len(), 2);
+}
+
+fn server_error() -> CallAnswer {
+    CallAnswer {
+        status: Some(500),
+        retry_after: None,
+        body: b"boom".to_vec(),
+    }
+}
+
+#[test]
+fn server_error_is_retried_once_from_the_root_then_refused() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    answer_every_try(&host, &w, &mut f, server_error());
+    assert_eq!(host.dispatched.borrow().len(), 2, "one retry, no more");
+    assert_eq!(host.dispatched.borrow()[1].from, ROOT);
+    assert_eq!(host.stream(10).reply.unwrap().status, 502);
+}
+
+#[test]
+fn retry_that_succeeds_resumes_the_request() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    answer(
+        &host,
+        &mut f,
+        0,
+        CallAnswer {
+            status: None,
+            retry_after: None,
+            body: vec![],
+        },
+    );
+    assert!(host.stream(10).reply.is_none(), "waits for the retry");
+    host.extra_ms.set(200);
+    host.enter(ROOT);
+    w.borrow_mut().on_tick(&host, ROOT);
+    let retry = host.dispatched.borrow()[1].clone();
+    assert!(
+        retry.timeout < std::time::Duration::from_millis(5000),
+        "retry spends what is left of the budget"
+    );
+    w.borrow_mut().complete(
+        &host,
+        retry.token_id,
+        &ok_answer("obo-1", 3599.into()),
+        ROOT,
+    );
+    assert!(host.stream(10).resumed);
+    assert_eq!(
+        host.header_of(10, "authorization").as_deref(),
+        Some("Bearer obo-1")
+    );
+}
+
+#[test]
+fn client_errors_are_never_retried() {
+    for a in [
+        fixture_answer(400, "error-invalid-grant-expired.json"),
+        fixture_answer(401, "error-invalid-client.json"),
+        fixture_answer(429, "error-throttled.json"),
+    ] {
+        let host = FakeHost::default();
+        let w = worker();
+        let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+        answer(&host, &mut f, 0, a);
+        assert_eq!(host.tick_period_ms.get(), 0);
+        assert!(host.stream(10).reply.is_some());
+    }
+}
+
+#[test]
+fn no_retry_without_time_left_in_the_budget() {
+    let host = FakeHost::default();
+    let w = worker_with(serde_json::json!({"token_timeout_ms": 100}));
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    answer(&host, &mut f, 0, server_error());
+    assert_eq!(host.stream(10).reply.unwrap().status, 502);
+    assert_eq!(host.dispatched.borrow().len(), 1);
+}
+
+#[test]
+fn throttled_scope_fails_fast_with_retry_after_but_cached_tokens_are_served() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(
+        &host,
+        &w,
+        10,
+        "api.example.com",
+        "/",
+        Some(&format!("Bearer {ALICE}")),
+    );
+    answer(&host, &mut f, 0, ok_answer("obo-alice", 3599.into()));
+    let (mut f, _) = request(
+        &host,
+        &w,
+        11,
+        "api.example.com",
+        "/",
+        Some(&format!("Bearer {BOB}")),
+    );
+    answer(
+        &host,
+        &mut f,
+        1,
+        fixture_answer(429, "error-throttled.json"),
+    );
+    // Bob again, and another user: refused at once, no token request.
+    for (id, who) in [(12, BOB), (13, SUBJECT_1)] {
+        let (_f, v) = request(
+            &host,
+            &w,
+            id,
+            "api.example.com",
+            "/",
+            Some(&format!("Bearer {who}")),
+        );
+        assert_eq!(v, Verdict::Pause);
+        let reply = host.stream(id).reply.unwrap();
+        assert_eq!(
+            (reply.status, reply.header("retry-after")),
+            (503, Some("60"))
+        );
+    }
+    assert_eq!(host.dispatched.borrow().len(), 2);
+    // Alice's cached token is still served.
+    assert_eq!(
+        request(
+            &host,
+            &w,
+            14,
+            "api.example.com",
+            "/",
+            Some(&format!("Bearer {ALICE}"))
+        )
+        .1,
+        Verdict::Continue
+    );
+    // Another scope is not affected.
+    assert_eq!(
+        request(
+            &host,
+            &w,
+            15,
+            "x.team.svc.cluster.local",
+            "/v2/",
+            Some(&format!("Bearer {BOB}"))
+        )
+        .1,
+        Verdict::Pause
+    );
+    assert_eq!(host.dispatched.borrow().len(), 3);
+    // Once the wait is over, the scope exchanges again.
+    host.now.set(host.now.get() + 60);
+    request(
+        &host,
+        &w,
+        16,
+        "api.example.com",
+        "/",
+        Some(&format!("Bearer {BOB}")),
+    );
+    assert_eq!(host.dispatched.borrow().len(), 4);
+}
+
+#[test]
+fn invalid_grant_is_remembered_briefly_for_that_user_only() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    answer(
+        &host,
+        &mut f,
+        0,
+        fixture_answer(400, "error-invalid-grant-expired.json"),
+    );
+    let (_f, v) = request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
+    assert_eq!(v, Verdict::Pause);
+    let reply = host.stream(11).reply.unwrap();
+    assert_eq!(reply.status, 401);
+    assert!(
+        reply.body.contains("500133"),
+        "the same answer as the first time: {}",
+        reply.body
+    );
+    assert_eq!(host.dispatched.borrow().len(), 1);
+    // Another user is not affected.
+    request(
+        &host,
+        &w,
+        12,
+        "api.example.com",
+        "/",
+        Some(&format!("Bearer {ALICE}")),
+    );
+    assert_eq!(host.dispatched.borrow().len(), 2);
+    // After negative_cache_s (5 s), the same token is tried again.
+    host.now.set(host.now.get() + 5);
+    request(&host, &w, 13, "api.example.com", "/", Some(BEARER_U));
+    assert_eq!(host.dispatched.borrow().len(), 3);
+}
+
+#[test]
+fn upstream_insufficient_claims_drops_the_cached_token() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    answer(&host, &mut f, 0, ok_answer("obo-1", 3599.into()));
+    host.respond(10, &[(":status", "200")]);
+    f.on_response_headers(&host);
+    let (mut f2, v) = request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
+    assert_eq!(v, Verdict::Continue, "still cached after a 200");
+    host.respond(
+        11,
+        &[
+            (":status", "401"),
+            (
+                "www-authenticate",
+                r#"Bearer error="insufficient_claims", claims="eyJ9""#,
+            ),
+        ],
+    );
+    f2.on_response_headers(&host);
+    assert_eq!(
+        request(&host, &w, 12, "api.example.com", "/", Some(BEARER_U)).1,
         Verdict::Pause
     );
     assert_eq!(host.dispatched.borrow().len(), 2);
 }
 
 #[test]
+fn subject_tokens_failing_local_checks_are_401_without_a_token_request() {
+    let host = FakeHost::default();
+    let w = worker_with(serde_json::json!({"require_audience": true}));
+    let expired = jwt_with_exp(host.now.get() - 61, "alice");
+    let other_audience = format!(
+        "eyJhbGciOiJSUzI1NiJ9.{}.c2ln",
+        URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"exp":{},"aud":"someone-else"}}"#,
+            host.now.get() + 600
+        ))
+    );
+    let huge = "a".repeat(16 * 1024 + 1);
+    for (id, token, why) in [
+        (10, "not-a-jwt", "not a JWT"),
+        (11, expired.as_str(), "expired"),
+        (
+            12,
+            other_audience.as_str(),
+            "not issued for this application",
+        ),
+        (13, huge.as_str(), "too large"),
+    ] {
+        let (_f, v) = request(
+            &host,
+            &w,
+            id,
+            "api.example.com",
+            "/",
+            Some(&format!("Bearer {token}")),
+        );
+        assert_eq!(v, Verdict::Pause);
+        let reply = host.stream(id).reply.unwrap();
+        assert_eq!(reply.status, 401);
+        assert!(
+            reply.header("www-authenticate").unwrap().contains(why),
+            "{why}"
+        );
+    }
+    assert!(host.dispatched.borrow().is_empty());
+}
+
+#[test]
+fn audience_matching_the_client_id_is_exchanged() {
+    let host = FakeHost::default();
+    let w = worker_with(serde_json::json!({"require_audience": true}));
+    let mine = format!(
+        "eyJhbGciOiJSUzI1NiJ9.{}.c2ln",
+        URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"exp":{},"aud":"client-1"}}"#,
+            host.now.get() + 600
+        ))
+    );
+    assert_eq!(
+        request(
+            &host,
+            &w,
+            10,
+            "api.example.com",
+            "/",
+            Some(&format!("Bearer {mine}"))
+        )
+        .1,
+        Verdict::Pause
+    );
+    assert_eq!(host.dispatched.borrow().len(), 1);
+}
+
+#[test]
 fn no_log_line_holds_a_secret_or_a_token() {
     let host = FakeHost::default();
     let w = worker();
-    let subject = jwt_with_exp(host.now.get() + 3600, "alice");
-    let auth = format!("Bearer {subject}");
     let answers = [
         ok_answer("issued-token-value", 3599.into()),
         fixture_answer(400, "error-invalid-grant-expired.json"),
@@ -561,6 +905,7 @@ fn no_log_line_holds_a_secret_or_a_token() {
             body: Vec::new(),
         },
     ];
+    let mut subjects = Vec::new();
     for (i, a) in answers.into_iter().enumerate() {
         let scope_host = if i % 2 == 0 {
             "api.example.com"
@@ -568,8 +913,17 @@ fn no_log_line_holds_a_secret_or_a_token() {
             "x.team.svc.cluster.local"
         };
         host.now.set(host.now.get() + 10_000);
-        let (mut f, _) = request(&host, &w, 100 + i as u32, scope_host, "/v2/", Some(&auth));
-        answer(&host, &mut f, i, a);
+        let subject = jwt_with_exp(host.now.get() + 3600, &format!("user-{i}"));
+        let (mut f, _) = request(
+            &host,
+            &w,
+            100 + i as u32,
+            scope_host,
+            "/v2/",
+            Some(&format!("Bearer {subject}")),
+        );
+        answer_every_try(&host, &w, &mut f, a);
+        subjects.push(subject);
     }
     request(&host, &w, 200, "api.example.com", "/", None);
     let logs = host.logs.borrow();
@@ -578,7 +932,11 @@ fn no_log_line_holds_a_secret_or_a_token() {
         "failures are logged"
     );
     for (_, line) in logs.iter() {
-        for secret in [SECRET, subject.as_str(), "issued-token-value"] {
+        let secrets = subjects
+            .iter()
+            .map(String::as_str)
+            .chain([SECRET, "issued-token-value"]);
+        for secret in secrets {
             assert!(!line.contains(secret), "log line leaks: {line}");
         }
     }

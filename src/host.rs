@@ -30,11 +30,17 @@ pub struct Callout<'a> {
 
 pub trait Host {
     /// Seconds since the Unix epoch, from the host's clock.
-    fn now_unix(&self) -> u64;
+    fn now_unix(&self) -> u64 {
+        self.now_ms() / 1000
+    }
+    /// Milliseconds since the Unix epoch, from the host's clock.
+    fn now_ms(&self) -> u64;
     fn log(&self, level: LogLevel, message: &str);
 
     /// Request header of the stream the host is currently acting on.
     fn request_header(&self, name: &str) -> Option<String>;
+    /// Response header of the current stream (in the response callbacks).
+    fn response_header(&self, name: &str) -> Option<String>;
     /// Replaces every value of the header with one value.
     fn set_request_header(&self, name: &str, value: &str);
     /// Lets a paused request go on to the next filter.
@@ -49,6 +55,7 @@ pub trait Host {
 
     /// Sends a token request; its answer comes back tagged with the returned token id.
     fn dispatch(&self, callout: &Callout<'_>) -> Result<u32, DispatchError>;
-    /// Asks for one tick of the worker's root context soon (used to re-send orphaned exchanges).
-    fn request_tick(&self);
+    /// Ticks the worker's root context every `period_ms` (0: stop), to send delayed and orphaned
+    /// token requests.
+    fn set_tick_period_ms(&self, period_ms: u64);
 }

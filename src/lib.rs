@@ -7,7 +7,8 @@
 //! - `subject_token`: the caller's bearer token and its `exp`;
 //! - `cache_key`, `token_cache`: the cache key and the shared-data slot table;
 //! - `token_request`, `token_response`: the OBO request and reading its answer;
-//! - `exchange`: one token request per key per worker, shared by all who wait for it;
+//! - `exchange`: one token request per key per worker, shared by all who wait for it, retried once;
+//! - `backoff`: how long a scope waits after the IdP throttled or failed;
 //! - `error_reply`: every refusal as a status code, headers, body and log line;
 //! - `filter`: one request's way through all of the above.
 //!
@@ -19,6 +20,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod backoff;
 pub mod cache_key;
 pub mod config;
 pub mod error_reply;

@@ -1,5 +1,6 @@
-//! The caller's token: taken from `Authorization: Bearer …`, and its `exp` claim read (not
-//! verified: Entra ID verifies the token when it is exchanged).
+//! The caller's token: taken from `Authorization: Bearer …`, its claims read (not verified:
+//! Entra ID verifies the token when it is exchanged), and the checks that refuse a token locally
+//! rather than spend a token request on it.
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
@@ -23,26 +24,107 @@ pub fn bearer_token(authorization: &str) -> Option<&str> {
     valid.then_some(token)
 }
 
-#[derive(Deserialize)]
-struct Claims {
-    exp: Option<serde_json::Number>,
+/// Subject tokens longer than this are refused before anything else is done with them.
+pub const MAX_SUBJECT_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Why a subject token is refused without asking Entra ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectTokenProblem {
+    TooLarge,
+    /// Not three base64url parts with a JSON object as payload, or claims of the wrong type.
+    NotJwt,
+    /// `exp` (plus the leeway) is in the past.
+    Expired,
+    /// `require_audience` is on and `aud` names another application.
+    WrongAudience,
 }
 
-/// The `exp` claim (seconds since the epoch) of a JWT, when it is one and has one.
-pub fn expiry_claim(token: &str) -> Option<u64> {
+/// The claims the filter reads from a subject token (none is verified here).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubjectClaims {
+    pub exp: Option<u64>,
+    pub aud: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    exp: Option<serde_json::Number>,
+    #[serde(default)]
+    aud: Option<Audience>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Decodes the payload of a JWT; the signature is Entra ID's to check, not ours.
+pub fn read_claims(token: &str) -> Result<SubjectClaims, SubjectTokenProblem> {
+    use SubjectTokenProblem::NotJwt;
     let mut parts = token.split('.');
-    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
+    let (header, payload, signature) = (
+        parts.next().ok_or(NotJwt)?,
+        parts.next().ok_or(NotJwt)?,
+        parts.next().ok_or(NotJwt)?,
+    );
+    if parts.next().is_some() || header.is_empty() || payload.is_empty() {
+        return Err(NotJwt);
     }
-    let json = BASE64URL.decode(payload).ok()?;
-    let claims: Claims = serde_json::from_slice(&json).ok()?;
-    let exp = claims.exp?;
+    let is_base64url = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
+    };
+    if !is_base64url(header) || !is_base64url(signature) {
+        return Err(NotJwt);
+    }
+    let json = BASE64URL.decode(payload).map_err(|_| NotJwt)?;
+    let raw: RawClaims = serde_json::from_slice(&json).map_err(|_| NotJwt)?;
     // A fractional or negative `exp` is legal JSON; round it toward "already expired".
-    exp.as_u64().or_else(|| {
-        exp.as_f64()
-            .map(|f| if f <= 0.0 { 0 } else { f.floor() as u64 })
-    })
+    let exp = match raw.exp {
+        None => None,
+        Some(n) => Some(
+            n.as_u64()
+                .or_else(|| {
+                    n.as_f64()
+                        .map(|f| if f <= 0.0 { 0 } else { f.floor() as u64 })
+                })
+                .ok_or(NotJwt)?,
+        ),
+    };
+    let aud = match raw.aud {
+        None => Vec::new(),
+        Some(Audience::One(a)) => vec![a],
+        Some(Audience::Many(a)) => a,
+    };
+    Ok(SubjectClaims { exp, aud })
+}
+
+/// The checks made before a subject token is sent to Entra ID: size, shape, expiry and, when
+/// `audiences` is given, that `aud` names one of them.
+pub fn check(
+    token: &str,
+    now: u64,
+    leeway_s: u64,
+    audiences: Option<&[String]>,
+) -> Result<SubjectClaims, SubjectTokenProblem> {
+    if token.len() > MAX_SUBJECT_TOKEN_BYTES {
+        return Err(SubjectTokenProblem::TooLarge);
+    }
+    let claims = read_claims(token)?;
+    if claims
+        .exp
+        .is_some_and(|exp| exp.saturating_add(leeway_s) <= now)
+    {
+        return Err(SubjectTokenProblem::Expired);
+    }
+    if let Some(allowed) = audiences {
+        if !claims.aud.iter().any(|a| allowed.contains(a)) {
+            return Err(SubjectTokenProblem::WrongAudience);
+        }
+    }
+    Ok(claims)
 }
 
 #[cfg(test)]
@@ -77,27 +159,44 @@ mod tests {
         assert_eq!(bearer_token("Bearer ä"), None);
     }
 
-    #[test]
-    fn exp_is_read_from_a_jwt_payload() {
-        assert_eq!(
-            expiry_claim(&jwt(r#"{"exp":1796225400,"sub":"x"}"#)),
-            Some(1796225400)
-        );
-        assert_eq!(
-            expiry_claim(&jwt(r#"{"exp":1796225400.9}"#)),
-            Some(1796225400)
-        );
-        assert_eq!(expiry_claim(&jwt(r#"{"exp":-3}"#)), Some(0));
+    fn exp(token: &str) -> Option<u64> {
+        read_claims(token).ok().and_then(|c| c.exp)
     }
 
     #[test]
-    fn tokens_without_a_readable_exp_have_none() {
-        assert_eq!(expiry_claim(&jwt(r#"{"sub":"x"}"#)), None);
-        assert_eq!(expiry_claim(&jwt(r#"{"exp":"soon"}"#)), None);
-        assert_eq!(expiry_claim(&jwt("not json")), None);
-        assert_eq!(expiry_claim("opaque-token"), None);
-        assert_eq!(expiry_claim("a.!!!.c"), None);
-        assert_eq!(expiry_claim("a.b.c.d"), None);
+    fn exp_is_read_from_a_jwt_payload() {
+        assert_eq!(
+            exp(&jwt(r#"{"exp":1796225400,"sub":"x"}"#)),
+            Some(1796225400)
+        );
+        assert_eq!(exp(&jwt(r#"{"exp":1796225400.9}"#)), Some(1796225400));
+        assert_eq!(exp(&jwt(r#"{"exp":-3}"#)), Some(0));
+        assert_eq!(read_claims(&jwt(r#"{"sub":"x"}"#)).unwrap().exp, None);
+    }
+
+    #[test]
+    fn things_that_are_not_jwts_are_refused() {
+        for token in [
+            jwt(r#"{"exp":"soon"}"#),
+            jwt("not json"),
+            jwt("[1,2]"),
+            "opaque-token".to_string(),
+            "a.!!!.c".to_string(),
+            "a.b.c.d".to_string(),
+            ".e30.".to_string(),
+            "a..c".to_string(),
+            "a$.e30.c".to_string(),
+        ] {
+            assert_eq!(
+                read_claims(&token),
+                Err(SubjectTokenProblem::NotJwt),
+                "{token}"
+            );
+        }
+        assert!(
+            read_claims("eyJhbGciOiJub25lIn0.e30.").is_ok(),
+            "an empty signature part is still a JWT"
+        );
     }
 
     #[test]
@@ -106,6 +205,56 @@ mod tests {
             "h.{}.s",
             base64::engine::general_purpose::URL_SAFE.encode(r#"{"exp":12}"#)
         );
-        assert_eq!(expiry_claim(&padded), Some(12));
+        assert_eq!(exp(&padded), Some(12));
+    }
+
+    #[test]
+    fn audience_is_read_as_a_string_or_a_list() {
+        assert_eq!(read_claims(&jwt(r#"{"aud":"a"}"#)).unwrap().aud, vec!["a"]);
+        assert_eq!(
+            read_claims(&jwt(r#"{"aud":["a","b"]}"#)).unwrap().aud,
+            vec!["a", "b"]
+        );
+        assert_eq!(
+            read_claims(&jwt(r#"{"aud":5}"#)),
+            Err(SubjectTokenProblem::NotJwt)
+        );
+    }
+
+    #[test]
+    fn expired_tokens_are_refused_after_the_leeway() {
+        let token = jwt(r#"{"exp":1000}"#);
+        assert!(check(&token, 1_059, 60, None).is_ok());
+        assert_eq!(
+            check(&token, 1_060, 60, None),
+            Err(SubjectTokenProblem::Expired)
+        );
+        assert!(check(&jwt(r#"{"sub":"no exp"}"#), u64::MAX, 60, None).is_ok());
+    }
+
+    #[test]
+    fn audience_is_checked_only_when_required() {
+        let token = jwt(r#"{"exp":5000,"aud":"other-app"}"#);
+        let mine = vec!["my-client-id".to_string()];
+        assert!(check(&token, 0, 0, None).is_ok());
+        assert_eq!(
+            check(&token, 0, 0, Some(&mine)),
+            Err(SubjectTokenProblem::WrongAudience)
+        );
+        let token = jwt(r#"{"exp":5000,"aud":["x","my-client-id"]}"#);
+        assert!(check(&token, 0, 0, Some(&mine)).is_ok());
+        assert_eq!(
+            check(&jwt(r#"{"exp":5000}"#), 0, 0, Some(&mine)),
+            Err(SubjectTokenProblem::WrongAudience)
+        );
+    }
+
+    #[test]
+    fn oversized_tokens_are_refused_before_decoding() {
+        let token = "a".repeat(MAX_SUBJECT_TOKEN_BYTES + 1);
+        assert_eq!(
+            check(&token, 0, 0, None),
+            Err(SubjectTokenProblem::TooLarge)
+        );
     }
 }

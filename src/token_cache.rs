@@ -3,13 +3,25 @@
 //! Shared data has no delete and no TTL, so the cache is a fixed table of `max_entries` slots: a
 //! key always lives in slot `hash % max_entries`, and a newer token overwrites whatever held the
 //! slot. The number of shared-data keys therefore never exceeds `max_entries`, however many users
-//! pass. A slot holds the full key, the time the token stops being used, and the token.
+//! pass. A slot holds the full key, the time its entry stops being used, a kind byte, and either
+//! the token or (negative cache) the `invalid_grant` Entra ID answered for that key, as JSON.
 
 use crate::cache_key::CacheKey;
 use crate::host::Host;
 
 const SLOT_PREFIX: &str = "entra-obo-filter/v1/slot/";
-const HEADER_LEN: usize = 32 + 8;
+const HEADER_LEN: usize = 32 + 8 + 1;
+const KIND_TOKEN: u8 = 0;
+const KIND_REJECTED: u8 = 1;
+
+/// What a slot holds for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached {
+    /// An issued token, still to be used.
+    Token(String),
+    /// Entra ID refused this subject token for this scope a moment ago: its error, as JSON.
+    Rejected(String),
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct TokenCache {
@@ -27,23 +39,62 @@ impl TokenCache {
         format!("{SLOT_PREFIX}{}", key.slot(self.slots))
     }
 
-    /// The cached token for `key`, if its slot holds it and it is still to be used at `now`.
-    pub fn get(&self, host: &dyn Host, key: &CacheKey, now: u64) -> Option<String> {
+    /// What the slot of `key` holds for it at `now`, if anything.
+    pub fn get(&self, host: &dyn Host, key: &CacheKey, now: u64) -> Option<Cached> {
         let value = host.shared_get(&self.slot_name(key))?;
         let (stored_key, rest) = value.split_first_chunk::<32>()?;
-        let (use_until, token) = rest.split_first_chunk::<8>()?;
+        let (use_until, rest) = rest.split_first_chunk::<8>()?;
+        let (kind, payload) = rest.split_first()?;
         if stored_key != &key.0 || now >= u64::from_be_bytes(*use_until) {
             return None;
         }
-        String::from_utf8(token.to_vec()).ok()
+        let payload = String::from_utf8(payload.to_vec()).ok()?;
+        match *kind {
+            KIND_TOKEN => Some(Cached::Token(payload)),
+            KIND_REJECTED => Some(Cached::Rejected(payload)),
+            _ => None,
+        }
     }
 
     /// Stores `token` for `key` until `use_until` (seconds since the epoch).
     pub fn put(&self, host: &dyn Host, key: &CacheKey, token: &str, use_until: u64) -> bool {
-        let mut value = Vec::with_capacity(HEADER_LEN + token.len());
+        self.write(host, key, use_until, KIND_TOKEN, token.as_bytes())
+    }
+
+    /// Remembers Entra ID's refusal (`error_json`) for `key` until `use_until`.
+    pub fn put_rejection(
+        &self,
+        host: &dyn Host,
+        key: &CacheKey,
+        error_json: &str,
+        use_until: u64,
+    ) -> bool {
+        self.write(host, key, use_until, KIND_REJECTED, error_json.as_bytes())
+    }
+
+    /// Drops whatever the slot holds for `key` (and only for `key`).
+    pub fn forget(&self, host: &dyn Host, key: &CacheKey) {
+        let holds_key = host
+            .shared_get(&self.slot_name(key))
+            .is_some_and(|v| v.get(..32) == Some(&key.0[..]));
+        if holds_key {
+            self.write(host, key, 0, KIND_TOKEN, b"");
+        }
+    }
+
+    fn write(
+        &self,
+        host: &dyn Host,
+        key: &CacheKey,
+        use_until: u64,
+        kind: u8,
+        payload: &[u8],
+    ) -> bool {
+        let mut value = Vec::with_capacity(HEADER_LEN + payload.len());
         value.extend_from_slice(&key.0);
         value.extend_from_slice(&use_until.to_be_bytes());
-        value.extend_from_slice(token.as_bytes());
+        value.push(kind);
+        value.extend_from_slice(payload);
         host.shared_set(&self.slot_name(key), &value)
     }
 }
@@ -62,6 +113,10 @@ mod tests {
     use super::*;
     use crate::fake_host::FakeHost;
 
+    fn token(t: &str) -> Cached {
+        Cached::Token(t.to_string())
+    }
+
     fn key(n: u32) -> CacheKey {
         CacheKey::derive("e", "c", "s", &format!("user-{n}"))
     }
@@ -71,7 +126,7 @@ mod tests {
         let host = FakeHost::default();
         let cache = TokenCache::new(10);
         assert!(cache.put(&host, &key(1), "tok-1", 1_000));
-        assert_eq!(cache.get(&host, &key(1), 999).as_deref(), Some("tok-1"));
+        assert_eq!(cache.get(&host, &key(1), 999), Some(token("tok-1")));
         assert_eq!(cache.get(&host, &key(1), 1_000), None);
     }
 
@@ -82,7 +137,7 @@ mod tests {
         cache.put(&host, &key(1), "tok-1", 1_000);
         assert_eq!(cache.get(&host, &key(2), 10), None);
         cache.put(&host, &key(2), "tok-2", 1_000);
-        assert_eq!(cache.get(&host, &key(2), 10).as_deref(), Some("tok-2"));
+        assert_eq!(cache.get(&host, &key(2), 10), Some(token("tok-2")));
         assert_eq!(cache.get(&host, &key(1), 10), None);
     }
 
@@ -111,6 +166,29 @@ mod tests {
         let cache = TokenCache::new(1);
         host.shared_set(&cache.slot_name(&key(1)), b"short");
         assert_eq!(cache.get(&host, &key(1), 0), None);
+    }
+
+    #[test]
+    fn rejection_is_remembered_until_its_time_is_over() {
+        let host = FakeHost::default();
+        let cache = TokenCache::new(10);
+        cache.put_rejection(&host, &key(1), r#"{"error":"invalid_grant"}"#, 105);
+        assert_eq!(
+            cache.get(&host, &key(1), 104),
+            Some(Cached::Rejected(r#"{"error":"invalid_grant"}"#.into()))
+        );
+        assert_eq!(cache.get(&host, &key(1), 105), None);
+    }
+
+    #[test]
+    fn forget_drops_only_its_own_key() {
+        let host = FakeHost::default();
+        let cache = TokenCache::new(1);
+        cache.put(&host, &key(1), "tok-1", 1_000);
+        cache.forget(&host, &key(2));
+        assert_eq!(cache.get(&host, &key(1), 10), Some(token("tok-1")));
+        cache.forget(&host, &key(1));
+        assert_eq!(cache.get(&host, &key(1), 10), None);
     }
 
     #[test]

@@ -1,7 +1,12 @@
 //! Reading the token endpoint's answer: an issued token, or why there is none.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// Token responses larger than this are refused unread.
+pub const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
+/// Issued tokens longer than this are refused rather than written into a header.
+pub const MAX_ACCESS_TOKEN_BYTES: usize = 32 * 1024;
 
 /// A token the IdP issued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,7 +17,7 @@ pub struct IssuedToken {
 }
 
 /// The error fields Entra ID puts in a failed token response, as far as it gave them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct IdpError {
     #[serde(default)]
     pub error: String,
@@ -66,6 +71,9 @@ pub fn read_answer(
     let Some(status) = status else {
         return Err(ExchangeFailure::Unreachable);
     };
+    if body.len() > MAX_TOKEN_RESPONSE_BYTES {
+        return Err(ExchangeFailure::BadAnswer("token response is too large"));
+    }
     match status {
         200..=299 => read_success(body),
         429 => Err(ExchangeFailure::Throttled {
@@ -109,6 +117,9 @@ fn read_success(body: &[u8]) -> Result<IssuedToken, ExchangeFailure> {
             .ok_or(ExchangeFailure::BadAnswer(
                 "token response has no access_token",
             ))?;
+    if access_token.len() > MAX_ACCESS_TOKEN_BYTES {
+        return Err(ExchangeFailure::BadAnswer("access_token is too large"));
+    }
     if !access_token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ExchangeFailure::BadAnswer(
             "access_token has characters a header cannot carry",
@@ -279,6 +290,21 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn oversized_answers_and_tokens_are_bad_answers() {
+        let huge = vec![b' '; MAX_TOKEN_RESPONSE_BYTES + 1];
+        assert_eq!(
+            read_answer(Some(200), None, &huge),
+            Err(ExchangeFailure::BadAnswer("token response is too large"))
+        );
+        let token = "a".repeat(MAX_ACCESS_TOKEN_BYTES + 1);
+        let body = format!(r#"{{"access_token":"{token}","expires_in":60}}"#);
+        assert_eq!(
+            read_answer(Some(200), None, body.as_bytes()),
+            Err(ExchangeFailure::BadAnswer("access_token is too large"))
+        );
     }
 
     #[test]

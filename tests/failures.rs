@@ -137,10 +137,11 @@ fn throttling_is_503_with_the_idps_retry_after() {
 }
 
 #[test]
-fn idp_server_error_is_502() {
-    let (r, _s) = refused(json!({}), answer(500, b"Internal Server Error"));
+fn idp_server_error_is_502_after_one_retry() {
+    let (r, s) = refused(json!({}), answer(500, b"Internal Server Error"));
     assert_eq!(r.status, 502);
     assert_eq!(r.json()["error"], "server_error");
+    assert_eq!(s.idp.count(), 2);
 }
 
 #[test]
@@ -234,8 +235,11 @@ fn token_cluster_that_does_not_exist_is_503() {
 }
 
 #[test]
-fn failed_exchange_is_retried_by_the_next_request_not_cached() {
-    let (r, s) = refused(json!({}), answer(500, b"boom"));
+fn failed_exchange_is_not_cached() {
+    let (r, s) = refused(
+        json!({}),
+        Behaviour::fixture(401, "error-invalid-client.json"),
+    );
     assert_eq!(r.status, 502);
     s.idp.set(Behaviour::issue());
     let r = s.get("api.example.com", "/", Some(&bearer(&user_token("alice"))));

@@ -61,10 +61,21 @@ fn no_filter_log_line_holds_a_secret_or_a_token() {
         }
         subjects.push(subject);
     }
-    // Local refusals: no token, another scheme, an unmatched host.
+    // Local refusals: no token, another scheme, an unmatched host, not a JWT, expired; and the
+    // remembered invalid_grant of user-2.
     s.get("api.example.com", "/", None);
     s.get("api.example.com", "/", Some("Basic dXNlcjpwYXNz"));
     s.get("unknown.example.com", "/", Some(&bearer(&subjects[0])));
+    s.get(
+        "api.example.com",
+        "/",
+        Some("Bearer not-a-jwt-but-a-secretive-opaque-token"),
+    );
+    let expired = support::subject_token("expired-user", support::now() - 600);
+    s.get("api.example.com", "/", Some(&bearer(&expired)));
+    s.get("api.example.com", "/", Some(&bearer(&subjects[2])));
+    subjects.push(expired);
+    subjects.push("not-a-jwt-but-a-secretive-opaque-token".into());
 
     let lines = s.envoy.filter_log_lines();
     assert!(

@@ -21,11 +21,11 @@ impl Context for RequestContext {
     fn on_http_call_response(
         &mut self,
         token_id: u32,
-        _headers: usize,
+        num_headers: usize,
         body_size: usize,
         _trailers: usize,
     ) {
-        let answer = read_call_answer(body_size);
+        let answer = read_call_answer(num_headers, body_size);
         self.filter.on_token_answer(&ProxyHost, token_id, &answer);
     }
 
@@ -36,10 +36,15 @@ impl Context for RequestContext {
 }
 
 impl HttpContext for RequestContext {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _numnum_headers: usize, _end_of_stream: bool) -> Action {
         match self.filter.on_request_headers(&ProxyHost) {
             Verdict::Continue => Action::Continue,
             Verdict::Pause => Action::Pause,
         }
+    }
+
+    fn on_http_response_headers(&mut self, _numnum_headers: usize, _end_of_stream: bool) -> Action {
+        self.filter.on_response_headers(&ProxyHost);
+        Action::Continue
     }
 }

@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -32,11 +31,11 @@ impl Context for Root {
     fn on_http_call_response(
         &mut self,
         token_id: u32,
-        _headers: usize,
+        num_headers: usize,
         body_size: usize,
         _trailers: usize,
     ) {
-        let answer = read_call_answer(body_size);
+        let answer = read_call_answer(num_headers, body_size);
         self.worker
             .borrow_mut()
             .complete(&ProxyHost, token_id, &answer, self.context_id);
@@ -74,10 +73,11 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let _ = hostcalls::set_tick_period(Duration::ZERO);
-        self.worker
+        let next_ms = self
+            .worker
             .borrow_mut()
             .on_tick(&ProxyHost, self.context_id);
+        ProxyHost.set_tick_period_ms(next_ms);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -29,6 +29,8 @@ pub enum Behaviour {
     },
     /// Wait, then behave as `then`.
     Delay(Duration, Box<Behaviour>),
+    /// The n-th token request gets the (n mod len)-th behaviour: an IdP that flaps.
+    Cycle(Vec<Behaviour>),
 }
 
 impl Behaviour {
@@ -164,11 +166,20 @@ async fn handle(
         let body = json!({"error": "invalid_request", "error_description": problems.join("; ")});
         return respond(400, body.to_string().into_bytes(), vec![]);
     }
-    let mut behaviour = behaviour;
-    while let Behaviour::Delay(d, then) = behaviour {
-        tokio::time::sleep(d).await;
-        behaviour = *then;
-    }
+    let mut next = behaviour;
+    let behaviour = loop {
+        next = match next {
+            Behaviour::Delay(d, then) => {
+                tokio::time::sleep(d).await;
+                *then
+            }
+            Behaviour::Cycle(list) if !list.is_empty() => {
+                let n = state.lock().unwrap().requests.len() - 1;
+                list[n % list.len()].clone()
+            }
+            other => break other,
+        };
+    };
     let (status, body, headers) = answer(&behaviour, &token_request);
     respond(status, body, headers)
 }
@@ -218,6 +229,7 @@ fn answer(behaviour: &Behaviour, req: &TokenRequest) -> (u16, Vec<u8>, Vec<(Stri
             (*status, body.clone(), h)
         }
         Behaviour::Delay(_, then) => answer(then, req),
+        Behaviour::Cycle(_) => (500, b"empty cycle".to_vec(), vec![]),
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod envoy;
 pub mod mock_idp;
+pub mod raw_idp;
 pub mod server;
 pub mod stack;
 pub mod upstream;

@@ -6,6 +6,10 @@ use axum::http::{HeaderMap, Uri};
 
 use super::server::Server;
 
+pub const CLAIMS_CHALLENGE_PATH: &str = "/claims-challenge";
+pub const CLAIMS_CHALLENGE: &str =
+    r#"Bearer error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnt9fQ==""#;
+
 #[derive(Clone, Debug)]
 pub struct Seen {
     pub host: Option<String>,
@@ -51,8 +55,19 @@ impl Upstream {
                     "authorization": entry.authorization,
                 })
                 .to_string();
+                let challenge = entry.path.starts_with(CLAIMS_CHALLENGE_PATH);
                 record.lock().unwrap().push(entry);
-                reply
+                if challenge {
+                    let mut response = axum::response::Response::new(axum::body::Body::from(reply));
+                    *response.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
+                    response.headers_mut().insert(
+                        "www-authenticate",
+                        axum::http::HeaderValue::from_static(CLAIMS_CHALLENGE),
+                    );
+                    response
+                } else {
+                    axum::response::Response::new(axum::body::Body::from(reply))
+                }
             }
         });
         let server = Server::start_on(port, app);

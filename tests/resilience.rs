@@ -1,0 +1,316 @@
+//! A flapping, throttling or broken IdP and hostile subject tokens, end to end: for each, the
+//! status the caller gets, the token requests the IdP received, and that the upstream never saw
+//! a subject token.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::client::bearer;
+use support::mock_idp::{obo_token_for, Behaviour};
+use support::raw_idp::{Fault, RawIdp};
+use support::stack::{Stack, API_SCOPE, OTHER_SCOPE};
+use support::upstream::{CLAIMS_CHALLENGE, CLAIMS_CHALLENGE_PATH};
+use support::{now, subject_token, user_token};
+
+fn answer(status: u16, body: &[u8]) -> Behaviour {
+    Behaviour::Answer {
+        status,
+        body: body.to_vec(),
+        headers: vec![],
+    }
+}
+
+fn throttled(retry_after: &str) -> Behaviour {
+    Behaviour::Answer {
+        status: 429,
+        body: support::fixture("error-throttled.json"),
+        headers: vec![("Retry-After".into(), retry_after.into())],
+    }
+}
+
+#[test]
+fn server_error_then_success_is_one_retry_and_a_200() {
+    let s = Stack::start(json!({}));
+    s.idp.set(Behaviour::Cycle(vec![
+        answer(500, b"boom"),
+        Behaviour::issue(),
+    ]));
+    let subject = user_token("alice");
+    let r = s.get("api.example.com", "/", Some(&bearer(&subject)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(s.idp.count(), 2);
+    assert_eq!(
+        s.upstream.seen()[0].authorization,
+        vec![bearer(&obo_token_for(&subject, API_SCOPE))]
+    );
+}
+
+#[test]
+fn flapping_idp_never_lets_a_subject_token_through() {
+    let s = Stack::start(json!({"backoff": {"default_s": 0}}));
+    s.idp.set(Behaviour::Cycle(vec![
+        answer(500, b"boom"),
+        answer(500, b"boom"),
+        Behaviour::issue(),
+    ]));
+    let mut subjects = Vec::new();
+    for i in 0..9 {
+        let subject = user_token(&format!("user-{i}"));
+        let r = s.get("api.example.com", "/", Some(&bearer(&subject)));
+        assert!(
+            r.status == 200 || r.status == 502,
+            "{} {}",
+            r.status,
+            r.body
+        );
+        subjects.push(subject);
+    }
+    for subject in &subjects {
+        s.upstream.assert_never_saw(subject);
+    }
+    let seen = s.upstream.seen();
+    assert!(
+        !seen.is_empty(),
+        "some requests got through on the successful turns"
+    );
+    for x in &seen {
+        assert!(subjects
+            .iter()
+            .any(|sub| x.authorization == vec![bearer(&obo_token_for(sub, API_SCOPE))]));
+    }
+}
+
+#[test]
+fn throttled_scope_fails_fast_until_retry_after_has_passed() {
+    let s = Stack::start(json!({}));
+    let alice = user_token("alice");
+    assert_eq!(
+        s.get("api.example.com", "/", Some(&bearer(&alice))).status,
+        200
+    );
+    s.idp.set(throttled("2"));
+    let bob = user_token("bob");
+    let r = s.get("api.example.com", "/", Some(&bearer(&bob)));
+    assert_eq!((r.status, r.header("retry-after")), (503, Some("2")));
+    assert_eq!(s.idp.count(), 2, "429 is not retried");
+    s.idp.set(Behaviour::issue());
+    // While the wait lasts: new exchanges for the scope are refused without a token request ...
+    for who in ["bob", "carol"] {
+        let r = s.get("api.example.com", "/", Some(&bearer(&user_token(who))));
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(r.header("retry-after").is_some());
+    }
+    assert_eq!(s.idp.count(), 2);
+    // ... cached tokens are still served, and other scopes still exchange.
+    assert_eq!(
+        s.get("api.example.com", "/", Some(&bearer(&alice))).status,
+        200
+    );
+    assert_eq!(
+        s.get("x.team.svc.cluster.local", "/v2/", Some(&bearer(&bob)))
+            .status,
+        200
+    );
+    assert_eq!(s.idp.count(), 3);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        s.get("api.example.com", "/", Some(&bearer(&bob))).status,
+        200
+    );
+    assert_eq!(s.idp.count(), 4);
+    s.upstream.assert_never_saw(&bob);
+    let _ = OTHER_SCOPE;
+}
+
+#[test]
+fn invalid_grant_costs_the_idp_one_request_not_one_per_retry() {
+    let s = Stack::start(json!({"negative_cache_s": 5}));
+    s.idp
+        .set(Behaviour::fixture(400, "error-invalid-grant-expired.json"));
+    let dead = user_token("revoked-user");
+    for _ in 0..10 {
+        let r = s.get("api.example.com", "/", Some(&bearer(&dead)));
+        assert_eq!(r.status, 401);
+        assert_eq!(r.json()["error_codes"], json!([500133]));
+    }
+    assert_eq!(s.idp.count(), 1);
+    // Another user is not affected.
+    s.idp.set(Behaviour::issue());
+    assert_eq!(
+        s.get("api.example.com", "/", Some(&bearer(&user_token("alice"))))
+            .status,
+        200
+    );
+    assert_eq!(s.idp.count(), 2);
+    assert!(s
+        .upstream
+        .seen()
+        .iter()
+        .all(|x| !x.authorization.iter().any(|a| a.contains(&dead))));
+}
+
+#[test]
+fn upstream_claims_challenge_drops_the_cached_token_and_passes_unchanged() {
+    let s = Stack::start(json!({}));
+    let subject = user_token("alice");
+    assert_eq!(
+        s.get("api.example.com", "/", Some(&bearer(&subject)))
+            .status,
+        200
+    );
+    assert_eq!(
+        s.get("api.example.com", "/", Some(&bearer(&subject)))
+            .status,
+        200
+    );
+    assert_eq!(s.idp.count(), 1);
+    let r = s.get(
+        "api.example.com",
+        CLAIMS_CHALLENGE_PATH,
+        Some(&bearer(&subject)),
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some(CLAIMS_CHALLENGE));
+    assert!(
+        r.body.contains(CLAIMS_CHALLENGE_PATH),
+        "the upstream's own body: {}",
+        r.body
+    );
+    assert_eq!(
+        s.get("api.example.com", "/", Some(&bearer(&subject)))
+            .status,
+        200
+    );
+    assert_eq!(s.idp.count(), 2, "the next request exchanged again");
+}
+
+#[test]
+fn subject_tokens_failing_local_checks_never_reach_the_idp() {
+    let s = Stack::start(json!({"require_audience": true}));
+    let expired = subject_token("alice", now() - 120);
+    let huge = format!("{}{}", user_token("alice"), "A".repeat(17 * 1024));
+    for (token, why) in [
+        ("not-a-jwt-at-all", "not a JWT"),
+        (expired.as_str(), "expired"),
+        (huge.as_str(), "too large"),
+    ] {
+        let r = s.get("api.example.com", "/", Some(&bearer(token)));
+        assert_eq!(r.status, 401, "{why}: {}", r.body);
+        assert!(r.header("www-authenticate").unwrap().contains(why), "{why}");
+    }
+    assert_eq!(s.idp.count(), 0);
+    assert!(s.upstream.seen().is_empty());
+    // The suite's tokens carry the client id as audience, so they pass.
+    assert_eq!(
+        s.get("api.example.com", "/", Some(&bearer(&user_token("bob"))))
+            .status,
+        200
+    );
+}
+
+#[test]
+fn idp_that_closes_the_connection_is_503_after_one_retry() {
+    let raw = RawIdp::start(Fault::Close);
+    let s = Stack::start_with(json!({}), |opts| opts.idp_port = Some(raw.port));
+    let subject = user_token("alice");
+    let r = s.get("api.example.com", "/", Some(&bearer(&subject)));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(raw.count(), 2);
+    assert!(s.upstream.seen().is_empty());
+}
+
+#[test]
+fn truncated_token_response_is_refused() {
+    let raw = RawIdp::start(Fault::Truncate);
+    let s = Stack::start_with(json!({}), |opts| opts.idp_port = Some(raw.port));
+    let r = s.get("api.example.com", "/", Some(&bearer(&user_token("alice"))));
+    assert!(
+        r.status == 502 || r.status == 503,
+        "{} {}",
+        r.status,
+        r.body
+    );
+    assert!(raw.count() >= 1);
+    assert!(s.upstream.seen().is_empty());
+}
+
+#[test]
+fn ten_megabyte_token_response_is_refused() {
+    let s = Stack::start(json!({}));
+    let mut body = br#"{"access_token":""#.to_vec();
+    body.extend(std::iter::repeat_n(b'a', 10 * 1024 * 1024));
+    body.extend_from_slice(br#"","expires_in":3599}"#);
+    s.idp.set(answer(200, &body));
+    let r = s.get("api.example.com", "/", Some(&bearer(&user_token("alice"))));
+    assert!(
+        r.status == 502 || r.status == 503,
+        "{} {}",
+        r.status,
+        r.body
+    );
+    assert!(s.upstream.seen().is_empty());
+}
+
+#[test]
+fn invalid_utf8_token_response_is_502() {
+    let s = Stack::start(json!({}));
+    s.idp.set(answer(
+        200,
+        b"{\"access_token\":\"\xff\xfe\",\"expires_in\":3599}",
+    ));
+    let r = s.get("api.example.com", "/", Some(&bearer(&user_token("alice"))));
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(s.idp.count(), 1);
+    assert!(s.upstream.seen().is_empty());
+}
+
+#[test]
+fn stalled_idp_is_504_within_the_timeout_and_not_retried_past_it() {
+    let s = Stack::start(json!({"token_timeout_ms": 400}));
+    s.idp.set(Behaviour::Delay(
+        Duration::from_secs(5),
+        Box::new(Behaviour::issue()),
+    ));
+    let started = std::time::Instant::now();
+    let r = s.get("api.example.com", "/", Some(&bearer(&user_token("alice"))));
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.idp.count(), 1);
+    assert!(s.upstream.seen().is_empty());
+}
+
+/// Sends raw bytes as one HTTP/1.1 request and returns the status line of the answer.
+fn raw_request(port: u16, request: &[u8]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut line = String::new();
+    let _ = BufReader::new(stream).read_line(&mut line);
+    line.trim_end().to_string()
+}
+
+#[test]
+fn authorization_that_is_not_utf8_is_refused_and_the_filter_survives() {
+    let s = Stack::start_with(json!({}), |opts| opts.concurrency = 1);
+    let request = b"GET / HTTP/1.1\r\nhost: api.example.com\r\nauthorization: Bearer abc\xff\xfedef\r\nconnection: close\r\n\r\n";
+    let status_line = raw_request(s.envoy.port, request);
+    assert!(status_line.starts_with("HTTP/1.1 401"), "{status_line}");
+    assert_eq!(s.idp.count(), 0);
+    // The same worker still exchanges tokens: its VM did not die.
+    let subject = user_token("alice");
+    assert_eq!(
+        s.get("api.example.com", "/", Some(&bearer(&subject)))
+            .status,
+        200
+    );
+    assert!(!s.envoy.log().contains("panicked"), "the filter panicked");
+}
