@@ -11,7 +11,7 @@ PYTHON        ?= python3
 export ENVOY_BIN := $(ENVOY)
 export OBO_WASM  := $(WASM)
 
-.PHONY: all build wasm-target envoy test unit run lint clean
+.PHONY: all build wasm-target envoy test unit run lint fuzz clean
 
 all: build
 
@@ -29,10 +29,11 @@ $(ENVOY):
 envoy: $(ENVOY)
 	@$(ENVOY) --version
 
-# Formatting and lints, unit tests (decisions against a fake host) and the end-to-end suite
-# (the real Envoy with the real .wasm).
+# Formatting and lints, unit tests (decisions against a fake host), the end-to-end suite (the
+# real Envoy with the real .wasm), and a few seconds of each fuzzer.
 test: build $(ENVOY) lint
 	cargo test --lib --tests
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
 
 unit:
 	cargo test --lib
@@ -42,6 +43,24 @@ lint: wasm-target
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-wasip1 --lib -- -D warnings
+
+# Each fuzz target for FUZZ_SECONDS, from the committed seeds in fuzz/corpus (new inputs go to a
+# scratch folder, so the seeds stay as committed). Needs the nightly toolchain this machine has.
+FUZZ_TARGETS       := config_parser token_response subject_token authorization_header
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || { echo "fuzz: no nightly toolchain on this machine"; exit 1; }
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && cargo +nightly fuzz build
+	@for t in $(FUZZ_TARGETS); do \
+	  scratch=$$(mktemp -d); \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  (cd fuzz && cargo +nightly fuzz run $$t $$scratch corpus/$$t -- -max_total_time=$(FUZZ_SECONDS)) > $$scratch.log 2>&1; rc=$$?; \
+	  grep -E '^Done|SUMMARY|panicked' $$scratch.log; rm -rf $$scratch $$scratch.log; \
+	  [ $$rc -eq 0 ] || { echo "fuzz: $$t failed; the failing input is in fuzz/artifacts/$$t"; exit 1; }; \
+	done
 
 # Envoy with the filter, a mock Entra ID token endpoint and an echo API, all on loopback.
 run: build $(ENVOY)

@@ -1,0 +1,20 @@
+//! The plugin configuration parser never panics, and what it accepts is complete.
+#![no_main]
+
+use entra_obo_filter::config;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // Every `${NAME}` resolves, so the fuzzer can reach the checks behind the expansion.
+    let env = |name: &str| match name {
+        "AZURE_OPENID_CONFIG_TOKEN_ENDPOINT" => Some("https://login.example/t/oauth2/v2.0/token".to_string()),
+        "UNSET" => None,
+        other => Some(format!("value-of-{other}")),
+    };
+    if let Ok(cfg) = config::parse(data, &env) {
+        assert!(!cfg.targets.is_empty());
+        assert!(!cfg.token_cluster.trim().is_empty());
+        assert!(cfg.token_endpoint.path.starts_with('/'));
+        assert!(cfg.cache.max_entries >= 1);
+    }
+});

@@ -1,0 +1,16 @@
+//! Decoding and checking a subject token never panics.
+#![no_main]
+
+use entra_obo_filter::subject_token::{check, read_claims, MAX_SUBJECT_TOKEN_BYTES};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(token) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = read_claims(token);
+    let audiences = vec!["client".to_string(), "api://client".to_string()];
+    if check(token, 1_800_000_000, 60, Some(&audiences)).is_ok() {
+        assert!(token.len() <= MAX_SUBJECT_TOKEN_BYTES);
+    }
+});
