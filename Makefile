@@ -11,7 +11,7 @@ PYTHON        ?= python3
 export ENVOY_BIN := $(ENVOY)
 export OBO_WASM  := $(WASM)
 
-.PHONY: all build wasm-target envoy test unit run lint fuzz clean
+.PHONY: all build wasm-target envoy test unit run lint fuzz soak clean
 
 all: build
 
@@ -61,6 +61,11 @@ fuzz:
 	  grep -E '^Done|SUMMARY|panicked' $$scratch.log; rm -rf $$scratch $$scratch.log; \
 	  [ $$rc -eq 0 ] || { echo "fuzz: $$t failed; the failing input is in fuzz/artifacts/$$t"; exit 1; }; \
 	done
+
+# A bounded load run with many users against a flapping mock IdP (SOAK_SECONDS, default 60).
+soak: build $(ENVOY)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	cargo run --release --quiet --example soak
 
 # Envoy with the filter, a mock Entra ID token endpoint and an echo API, all on loopback.
 run: build $(ENVOY)
