@@ -11,7 +11,7 @@ PYTHON        ?= python3
 export ENVOY_BIN := $(ENVOY)
 export OBO_WASM  := $(WASM)
 
-.PHONY: all build wasm-target envoy test unit run lint fuzz soak clean
+.PHONY: all build wasm-target envoy test unit run lint fuzz soak bench clean
 
 all: build
 
@@ -61,6 +61,16 @@ fuzz:
 	  grep -E '^Done|SUMMARY|panicked' $$scratch.log; rm -rf $$scratch $$scratch.log; \
 	  [ $$rc -eq 0 ] || { echo "fuzz: $$t failed; the failing input is in fuzz/artifacts/$$t"; exit 1; }; \
 	done
+
+# The hot path against no filter, a no-op Wasm filter, Lua and credential_injector, in one Envoy;
+# the cold path; cache memory. Figures go to BENCHMARKS.md by hand from target/bench.md.
+NOOP_WASM := $(CURDIR)/benches/noop/target/wasm32-wasip1/release/noop_filter.wasm
+
+bench: build $(ENVOY)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	cd benches/noop && cargo build --release --target wasm32-wasip1 --quiet
+	cargo bench --bench logic
+	cargo run --release --quiet --example bench | tee target/bench.md
 
 # A bounded load run with many users against a flapping mock IdP (SOAK_SECONDS, default 60).
 soak: build $(ENVOY)

@@ -18,6 +18,8 @@ const MAX_TOKEN_TIMEOUT_MS: u64 = 300_000;
 const DEFAULT_MAX_ENTRIES: u32 = 10_000;
 const MAX_MAX_ENTRIES: u32 = 1_000_000;
 const DEFAULT_EXPIRY_SKEW_S: u64 = 60;
+const DEFAULT_WORKER_ENTRIES: u32 = 1_024;
+const MAX_WORKER_ENTRIES: u64 = 100_000;
 const MAX_EXPIRY_SKEW_S: u64 = 3_600;
 const DEFAULT_SUBJECT_TOKEN_LEEWAY_S: u64 = 60;
 const MAX_SUBJECT_TOKEN_LEEWAY_S: u64 = 3_600;
@@ -89,6 +91,8 @@ pub enum Unmatched {
 pub struct CacheSettings {
     pub max_entries: u32,
     pub expiry_skew_s: u64,
+    /// Entries of each worker's front cache (0: none).
+    pub worker_entries: u32,
 }
 
 /// A string that never shows in `Debug` output, so a logged config cannot leak it.
@@ -188,6 +192,8 @@ struct RawCache {
     max_entries: u32,
     #[serde(default = "default_expiry_skew_s")]
     expiry_skew_s: u64,
+    #[serde(default = "default_worker_entries")]
+    worker_entries: u32,
 }
 
 impl Default for RawCache {
@@ -195,6 +201,7 @@ impl Default for RawCache {
         RawCache {
             max_entries: DEFAULT_MAX_ENTRIES,
             expiry_skew_s: DEFAULT_EXPIRY_SKEW_S,
+            worker_entries: DEFAULT_WORKER_ENTRIES,
         }
     }
 }
@@ -207,6 +214,9 @@ fn default_max_entries() -> u32 {
 }
 fn default_expiry_skew_s() -> u64 {
     DEFAULT_EXPIRY_SKEW_S
+}
+fn default_worker_entries() -> u32 {
+    DEFAULT_WORKER_ENTRIES
 }
 fn default_subject_token_leeway_s() -> u64 {
     DEFAULT_SUBJECT_TOKEN_LEEWAY_S
@@ -341,6 +351,11 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         MAX_EXPIRY_SKEW_S,
     )?;
     at_most(
+        "cache.worker_entries",
+        u64::from(raw.cache.worker_entries),
+        MAX_WORKER_ENTRIES,
+    )?;
+    at_most(
         "subject_token_leeway_s",
         raw.subject_token_leeway_s,
         MAX_SUBJECT_TOKEN_LEEWAY_S,
@@ -366,6 +381,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         cache: CacheSettings {
             max_entries: raw.cache.max_entries,
             expiry_skew_s: raw.cache.expiry_skew_s,
+            worker_entries: raw.cache.worker_entries,
         },
         subject_token: SubjectTokenSettings {
             leeway_s: raw.subject_token_leeway_s,
@@ -564,6 +580,7 @@ mod tests {
         assert_eq!(cfg.unmatched, Unmatched::Passthrough);
         assert_eq!(cfg.cache.max_entries, 10_000);
         assert_eq!(cfg.cache.expiry_skew_s, 60);
+        assert_eq!(cfg.cache.worker_entries, 1_024);
         assert_eq!(cfg.subject_token.leeway_s, 60);
         assert_eq!(cfg.subject_token.audiences, None);
         assert_eq!(cfg.negative_cache_s, 5);
@@ -770,6 +787,9 @@ mod tests {
         let mut v = minimal();
         v["cache"] = json!({"max_entries": 0});
         assert_eq!(error_of(v).field, "cache.max_entries");
+        let mut v = minimal();
+        v["cache"] = json!({"worker_entries": 100_001});
+        assert_eq!(error_of(v).field, "cache.worker_entries");
         let mut v = minimal();
         v["cache"] = json!({"expiry_skew_s": 100000});
         assert_eq!(error_of(v).field, "cache.expiry_skew_s");

@@ -11,6 +11,7 @@ use crate::backoff;
 use crate::cache_key::CacheKey;
 use crate::config::Config;
 use crate::error_reply::{log_line, reply_for, Refusal, Reply};
+use crate::front_cache::FrontCache;
 use crate::host::{Callout, DispatchError, Host, LogLevel};
 use crate::token_cache::{use_until, TokenCache};
 use crate::token_request;
@@ -46,9 +47,9 @@ struct Flight {
 }
 
 /// Per-worker state, shared by the worker's root context and its request contexts.
-#[derive(Default)]
 pub struct Worker {
     config: Option<Rc<Config>>,
+    front: FrontCache,
     flights: HashMap<CacheKey, Flight>,
     calls: HashMap<u32, CacheKey>,
     /// Exchanges the root context is to send, and from when.
@@ -63,9 +64,26 @@ enum Settlement {
     Refuse(Reply),
 }
 
+impl Default for Worker {
+    fn default() -> Self {
+        Worker {
+            config: None,
+            front: FrontCache::new(0),
+            flights: HashMap::new(),
+            calls: HashMap::new(),
+            pending: Vec::new(),
+        }
+    }
+}
+
 impl Worker {
     pub fn configure(&mut self, config: Config) {
+        self.front = FrontCache::new(config.cache.worker_entries as usize);
         self.config = Some(Rc::new(config));
+    }
+
+    pub fn front(&mut self) -> &mut FrontCache {
+        &mut self.front
     }
 
     pub fn config(&self) -> Option<Rc<Config>> {

@@ -47,15 +47,21 @@ impl RequestFilter {
         let Some(config) = worker.config() else {
             return refuse(host, &Refusal::NotConfigured);
         };
-        let authority = host.request_header(":authority").unwrap_or_default();
-        let path = host.request_header(":path").unwrap_or_default();
-        let Some(target) = find_target(&config.targets, &authority, &path) else {
+        let mut headers = host
+            .request_headers(&[":authority", ":path", "authorization"])
+            .into_iter();
+        let mut next = || headers.next().flatten();
+        let (authority, path, authorization) = (
+            next().unwrap_or_default(),
+            next().unwrap_or_default(),
+            next(),
+        );
+        let Some((target_index, target)) = find_target(&config.targets, &authority, &path) else {
             return match config.unmatched {
                 Unmatched::Passthrough => Verdict::Continue,
                 Unmatched::Deny => refuse(host, &Refusal::UnmatchedDenied),
             };
         };
-        let authorization = host.request_header("authorization");
         let Some(subject_token) = authorization.as_deref().and_then(bearer_token) else {
             return refuse(host, &Refusal::NoBearerToken);
         };
@@ -65,16 +71,26 @@ impl RequestFilter {
                 &Refusal::BadSubjectToken(SubjectTokenProblem::TooLarge),
             );
         }
+        let now = host.now_unix();
+        let fingerprint = worker.front().fingerprint(target_index, subject_token);
+        if let Some(entry) = worker.front().get(&fingerprint, now) {
+            host.set_request_header("authorization", &entry.authorization);
+            self.served_with = Some(entry.key);
+            return Verdict::Continue;
+        }
         let key = CacheKey::derive(
             &config.token_endpoint.url,
             &config.client_id,
             &target.scope,
             subject_token,
         );
-        let now = host.now_unix();
         match TokenCache::new(config.cache.max_entries).get(host, &key, now) {
-            Some(Cached::Token(token)) => {
-                host.set_request_header("authorization", &format!("Bearer {token}"));
+            Some(Cached::Token { token, until }) => {
+                let authorization: Rc<str> = format!("Bearer {token}").into();
+                host.set_request_header("authorization", &authorization);
+                worker
+                    .front()
+                    .put(fingerprint, key, authorization, until, now);
                 self.served_with = Some(key);
                 return Verdict::Continue;
             }
@@ -131,7 +147,9 @@ impl RequestFilter {
         if !challenge.contains("insufficient_claims") {
             return;
         }
-        if let Some(config) = self.worker.borrow().config() {
+        let mut worker = self.worker.borrow_mut();
+        worker.front().forget(&key);
+        if let Some(config) = worker.config() {
             TokenCache::new(config.cache.max_entries).forget(host, &key);
             host.log(
                 LogLevel::Info,

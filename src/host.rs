@@ -39,6 +39,10 @@ pub trait Host {
 
     /// Request header of the stream the host is currently acting on.
     fn request_header(&self, name: &str) -> Option<String>;
+    /// Several request headers at once (a repeated header's values joined with `,`).
+    fn request_headers(&self, names: &[&str]) -> Vec<Option<String>> {
+        names.iter().map(|n| self.request_header(n)).collect()
+    }
     /// Response header of the current stream (in the response callbacks).
     fn response_header(&self, name: &str) -> Option<String>;
     /// Replaces every value of the header with one value.

@@ -6,6 +6,7 @@
 //! - `target_match`: which target (and scope) a request is for;
 //! - `subject_token`: the caller's bearer token and its `exp`;
 //! - `cache_key`, `token_cache`: the cache key and the shared-data slot table;
+//! - `front_cache`: each worker's small cache in front of it, for the hot path;
 //! - `token_request`, `token_response`: the OBO request and reading its answer;
 //! - `exchange`: one token request per key per worker, shared by all who wait for it, retried once;
 //! - `backoff`: how long a scope waits after the IdP throttled or failed;
@@ -26,6 +27,7 @@ pub mod config;
 pub mod error_reply;
 pub mod exchange;
 pub mod filter;
+pub mod front_cache;
 pub mod host;
 pub mod subject_token;
 pub mod target_match;

@@ -76,10 +76,15 @@ pub fn authority_host(authority: &str) -> &str {
     host.strip_suffix('.').unwrap_or(host)
 }
 
-/// The first target whose host matches `authority` and whose path prefix (if any) starts `path`.
-pub fn find_target<'a>(targets: &'a [Target], authority: &str, path: &str) -> Option<&'a Target> {
+/// The first target (and its index) whose host matches `authority` and whose path prefix (if
+/// any) starts `path`.
+pub fn find_target<'a>(
+    targets: &'a [Target],
+    authority: &str,
+    path: &str,
+) -> Option<(usize, &'a Target)> {
     let host = authority_host(authority);
-    targets.iter().find(|t| {
+    targets.iter().enumerate().find(|(_, t)| {
         t.host.matches(host)
             && t.path_prefix
                 .as_deref()
@@ -100,7 +105,7 @@ mod tests {
     }
 
     fn scope_for<'a>(targets: &'a [Target], authority: &str, path: &str) -> Option<&'a str> {
-        find_target(targets, authority, path).map(|t| t.scope.as_str())
+        find_target(targets, authority, path).map(|(_, t)| t.scope.as_str())
     }
 
     #[test]

@@ -17,8 +17,8 @@ const KIND_REJECTED: u8 = 1;
 /// What a slot holds for a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cached {
-    /// An issued token, still to be used.
-    Token(String),
+    /// An issued token, to be used until `until` (seconds since the epoch).
+    Token { token: String, until: u64 },
     /// Entra ID refused this subject token for this scope a moment ago: its error, as JSON.
     Rejected(String),
 }
@@ -45,12 +45,16 @@ impl TokenCache {
         let (stored_key, rest) = value.split_first_chunk::<32>()?;
         let (use_until, rest) = rest.split_first_chunk::<8>()?;
         let (kind, payload) = rest.split_first()?;
-        if stored_key != &key.0 || now >= u64::from_be_bytes(*use_until) {
+        let until = u64::from_be_bytes(*use_until);
+        if stored_key != &key.0 || now >= until {
             return None;
         }
         let payload = String::from_utf8(payload.to_vec()).ok()?;
         match *kind {
-            KIND_TOKEN => Some(Cached::Token(payload)),
+            KIND_TOKEN => Some(Cached::Token {
+                token: payload,
+                until,
+            }),
             KIND_REJECTED => Some(Cached::Rejected(payload)),
             _ => None,
         }
@@ -114,7 +118,10 @@ mod tests {
     use crate::fake_host::FakeHost;
 
     fn token(t: &str) -> Cached {
-        Cached::Token(t.to_string())
+        Cached::Token {
+            token: t.to_string(),
+            until: 1_000,
+        }
     }
 
     fn key(n: u32) -> CacheKey {

@@ -96,8 +96,9 @@ fn cached_token_is_never_used_past_the_subject_tokens_exp() {
 
 #[test]
 fn cache_slots_are_bounded_by_max_entries() {
-    // One slot: bob's token overwrites alice's, so alice exchanges again.
-    let s = Stack::start(json!({"cache": {"max_entries": 1}}));
+    // One slot: bob's token overwrites alice's, so alice exchanges again. (No per-worker front
+    // cache, which would still hold alice's token for a few seconds.)
+    let s = Stack::start(json!({"cache": {"max_entries": 1, "worker_entries": 0}}));
     let (alice, bob) = (user_token("alice"), user_token("bob"));
     for subject in [&alice, &bob, &alice] {
         ok(&s, subject);

@@ -23,6 +23,11 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> Status;
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
     fn proxy_get_buffer_bytes(
         buffer_type: BufferType,
         start: usize,
@@ -54,9 +59,70 @@ fn header_bytes(map_type: MapType, name: &str) -> Option<Vec<u8>> {
     matches!(status, Status::Ok).then(|| host_block(data, size))
 }
 
-/// A header value as text (invalid UTF-8 replaced, so it can never match or pass a check).
+/// Header bytes as text; invalid UTF-8 is replaced, so such a value can never match or pass a
+/// check.
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 fn header_text(map_type: MapType, name: &str) -> Option<String> {
-    header_bytes(map_type, name).map(|b| String::from_utf8_lossy(&b).into_owned())
+    header_bytes(map_type, name).map(text)
+}
+
+/// Several request headers in one hostcall: Envoy serializes the whole map once, instead of one
+/// call (and one allocation in the VM) per header.
+fn request_header_values(names: &[&str]) -> Vec<Option<String>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the out-pointers are valid for the call.
+    let status =
+        unsafe { proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) };
+    if !matches!(status, Status::Ok) {
+        return vec![None; names.len()];
+    }
+    pick_headers(&host_block(data, size), names)
+        .into_iter()
+        .map(|v| v.map(text))
+        .collect()
+}
+
+/// The values of `names` in a map serialized the proxy-wasm way: a u32 count, then a u32 length
+/// pair per entry, then each name and value followed by a NUL. A name that occurs more than once
+/// has its values joined with `,`, as Envoy joins them for a single-header read.
+pub(crate) fn pick_headers(map: &[u8], names: &[&str]) -> Vec<Option<Vec<u8>>> {
+    let mut found: Vec<Option<Vec<u8>>> = vec![None; names.len()];
+    let u32_at = |at: usize| -> Option<usize> {
+        let bytes = map.get(at..at.saturating_add(4))?;
+        Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize)
+    };
+    let Some(count) = u32_at(0) else {
+        return found;
+    };
+    let mut data = 4usize.saturating_add(count.saturating_mul(8));
+    for i in 0..count {
+        let (Some(name_len), Some(value_len)) = (u32_at(4 + i * 8), u32_at(8 + i * 8)) else {
+            // `i < count` and the table of lengths is read first: a short map ends here.
+            return found;
+        };
+        let name_end = data.saturating_add(name_len);
+        let value_start = name_end.saturating_add(1);
+        let value_end = value_start.saturating_add(value_len);
+        let (name, value) = (map.get(data..name_end), map.get(value_start..value_end));
+        data = value_end.saturating_add(1);
+        let (Some(name), Some(value)) = (name, value) else {
+            return found;
+        };
+        if let Some(slot) = names.iter().position(|n| n.as_bytes() == name) {
+            match &mut found[slot] {
+                Some(existing) => {
+                    existing.push(b',');
+                    existing.extend_from_slice(value);
+                }
+                empty => *empty = Some(value.to_vec()),
+            }
+        }
+    }
+    found
 }
 
 /// Up to `max` bytes of a buffer; empty when there is none.
@@ -95,6 +161,10 @@ impl Host for ProxyHost {
 
     fn request_header(&self, name: &str) -> Option<String> {
         header_text(MapType::HttpRequestHeaders, name)
+    }
+
+    fn request_headers(&self, names: &[&str]) -> Vec<Option<String>> {
+        request_header_values(names)
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
@@ -165,5 +235,65 @@ pub fn read_call_answer(num_headers: usize, body_size: usize) -> CallAnswer {
                 body_size.min(MAX_TOKEN_RESPONSE_BYTES + 1),
             )
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_headers;
+
+    fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (n, v) in pairs {
+            out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (n, v) in pairs {
+            out.extend_from_slice(n.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn picks_the_asked_headers_from_a_serialized_map() {
+        let map = serialize(&[
+            (":authority", "api.example.com"),
+            (":path", "/x"),
+            ("authorization", "Bearer t"),
+        ]);
+        assert_eq!(
+            pick_headers(&map, &[":authority", "authorization", "missing"]),
+            vec![
+                Some(b"api.example.com".to_vec()),
+                Some(b"Bearer t".to_vec()),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn repeated_headers_are_joined_like_envoy_joins_them() {
+        let map = serialize(&[
+            ("authorization", "Bearer a"),
+            ("x", "y"),
+            ("authorization", "Bearer b"),
+        ]);
+        assert_eq!(
+            pick_headers(&map, &["authorization"]),
+            vec![Some(b"Bearer a,Bearer b".to_vec())]
+        );
+    }
+
+    #[test]
+    fn truncated_or_garbage_maps_give_nothing_and_never_panic() {
+        let map = serialize(&[(":authority", "api.example.com")]);
+        for cut in 0..map.len() {
+            let _ = pick_headers(&map[..cut], &[":authority"]);
+        }
+        assert_eq!(pick_headers(&[0xff; 12], &["a"]), vec![None]);
+        assert_eq!(pick_headers(&[], &["a"]), vec![None]);
     }
 }

@@ -21,6 +21,8 @@ pub const CLIENT_SECRET: &str = "test-client-secret-7Qp~Vx.s3cr3t";
 pub enum Behaviour {
     /// 200 with a token made from the assertion and scope (see `obo_token_for`).
     Issue { expires_in: Value },
+    /// The same, padded to this many bytes (real Entra ID tokens are 1.5 KB and more).
+    IssueSized(usize),
     /// The given status, body and headers.
     Answer {
         status: u16,
@@ -215,6 +217,17 @@ fn answer(behaviour: &Behaviour, req: &TokenRequest) -> (u16, Vec<u8>, Vec<(Stri
                 body.to_string().into_bytes(),
                 vec![("content-type".into(), "application/json".into())],
             )
+        }
+        Behaviour::IssueSized(bytes) => {
+            let mut token = obo_token_for(
+                req.field("assertion").unwrap_or(""),
+                req.field("scope").unwrap_or(""),
+            );
+            while token.len() < *bytes {
+                token.push('x');
+            }
+            let body = json!({"token_type": "Bearer", "expires_in": 3599, "access_token": token});
+            (200, body.to_string().into_bytes(), vec![])
         }
         Behaviour::Answer {
             status,

@@ -1,0 +1,78 @@
+//! The pure logic on the request path, without Envoy: key derivation, the slot lookup, reading a
+//! token response, the bearer token and claims. `cargo bench --bench logic` (part of `make bench`).
+//! A plain timing loop with `black_box`: enough to see a regression, with no extra dependency.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use entra_obo_filter::cache_key::CacheKey;
+use entra_obo_filter::subject_token::{bearer_token, read_claims};
+use entra_obo_filter::token_response::read_answer;
+
+fn bench(name: &str, mut f: impl FnMut()) {
+    // Warm up, then time enough iterations to take about half a second.
+    for _ in 0..1_000 {
+        f();
+    }
+    let mut iterations = 1_000u64;
+    loop {
+        let start = Instant::now();
+        for _ in 0..iterations {
+            f();
+        }
+        let elapsed = start.elapsed();
+        if elapsed.as_millis() >= 500 {
+            println!(
+                "{name:<40} {:>10.0} ns/iter",
+                elapsed.as_nanos() as f64 / iterations as f64
+            );
+            return;
+        }
+        iterations *= 4;
+    }
+}
+
+fn main() {
+    let subject = format!(
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.{}.{}",
+        "e".repeat(1200),
+        "s".repeat(342)
+    );
+    let jwt = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJjbGllbnQiLCJleHAiOjE4MDAwMDAwMDAsIm9pZCI6InUifQ.c2ln";
+    let header = format!("Bearer {subject}");
+    let success = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/entra/obo-success.json"
+    ))
+    .unwrap_or_else(|_| br#"{"access_token":"abc","expires_in":3599}"#.to_vec());
+    let error = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/entra/error-invalid-grant-expired.json"
+    ))
+    .unwrap_or_else(|_| br#"{"error":"invalid_grant"}"#.to_vec());
+
+    bench("cache key (SHA-256, 1.6 KB subject token)", || {
+        black_box(CacheKey::derive(
+            black_box("https://login.microsoftonline.com/t/oauth2/v2.0/token"),
+            black_box("client"),
+            black_box("api://prod.team.api/.default"),
+            black_box(&subject),
+        ));
+    });
+    let key = CacheKey::derive("e", "c", "s", &subject);
+    bench("slot index", || {
+        black_box(black_box(&key).slot(black_box(10_000)));
+    });
+    bench("bearer token from Authorization", || {
+        black_box(bearer_token(black_box(&header)));
+    });
+    bench("claims of a JWT", || {
+        let _ = black_box(read_claims(black_box(jwt)));
+    });
+    bench("token response, success", || {
+        let _ = black_box(read_answer(Some(200), None, black_box(&success)));
+    });
+    bench("token response, invalid_grant", || {
+        let _ = black_box(read_answer(Some(400), None, black_box(&error)));
+    });
+}

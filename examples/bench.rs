@@ -1,0 +1,561 @@
+//! `make bench`: what the filter costs on the hot path, measured against the alternatives in one
+//! Envoy process, side by side, with rounds interleaved so that the machine's noise hits every
+//! variant alike. Prints markdown for BENCHMARKS.md.
+//!
+//! BENCH_ROUNDS (default 5), BENCH_SECONDS per listener and round (default 4), BENCH_CONNECTIONS
+//! (default 16), BENCH_PARTS (default `hot,cold,memory`), BENCH_CONCURRENCY (default `1,2`).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::mock_idp::{Behaviour, MockIdp, CLIENT_ID, CLIENT_SECRET};
+use support::stack::API_SCOPE;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn noop_wasm() -> PathBuf {
+    root().join("benches/noop/target/wasm32-wasip1/release/noop_filter.wasm")
+}
+
+fn wasm_filter(name: &str, file: &Path, config: &str) -> Value {
+    json!({
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name, "root_id": name, "failure_policy": "FAIL_CLOSED",
+                "vm_config": {
+                    "vm_id": name, "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": file}},
+                    "environment_variables": {"key_values": {"AZURE_APP_CLIENT_SECRET": CLIENT_SECRET}}
+                },
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config}
+            }
+        }
+    })
+}
+
+fn obo_config(idp: &MockIdp, cluster: &str, max_entries: u32) -> String {
+    json!({
+        "token_cluster": cluster,
+        "token_endpoint": idp.endpoint(),
+        "client_id": CLIENT_ID,
+        "client_secret": "${AZURE_APP_CLIENT_SECRET}",
+        "targets": [{"host": "api.example.com", "scope": API_SCOPE}],
+        "cache": {"max_entries": max_entries}
+    })
+    .to_string()
+}
+
+const LUA: &str =
+    "function envoy_on_request(h) h:headers():replace('authorization', 'Bearer static-token') end";
+
+fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
+    let wasm = support::envoy::wasm_path();
+    match kind {
+        "none" => vec![],
+        "noop" => vec![wasm_filter("noop", &noop_wasm(), "")],
+        "lua" => vec![json!({
+            "name": "envoy.filters.http.lua",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {"inline_string": LUA}
+            }
+        })],
+        "injector" => vec![json!({
+            "name": "envoy.filters.http.credential_injector",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
+                "overwrite": true,
+                "credential": {
+                    "name": "envoy.http.injected_credentials.generic",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
+                        "credential": {"name": "bench-credential"},
+                        "header": "Authorization"
+                    }
+                }
+            }
+        })],
+        "obo" => vec![wasm_filter(
+            "entra_obo",
+            &wasm,
+            &obo_config(idp, "entra_id", max_entries),
+        )],
+        "obo_cold" => vec![wasm_filter(
+            "entra_obo_cold",
+            &wasm,
+            &obo_config(idp, "entra_id_slow", max_entries),
+        )],
+        other => panic!("unknown filter set {other}"),
+    }
+}
+
+fn listener(name: &str, port: u16, filters: Vec<Value>, route: Value) -> Value {
+    // `route`: the whole route entry (a direct_response or a route to a cluster).
+    let mut http_filters = filters;
+    http_filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+    }));
+    json!({
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+                "http_filters": http_filters
+            }
+        }]}]
+    })
+}
+
+fn cluster(name: &str, port: u16) -> Value {
+    json!({
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
+        ]}]}
+    })
+}
+
+/// One benchmarked listener.
+struct Variant {
+    name: &'static str,
+    port: u16,
+}
+
+struct Bench {
+    child: Child,
+    admin_port: u16,
+    variants: Vec<Variant>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The variants: (name, filter set, proxied?).
+const VARIANTS: &[(&str, &str, bool)] = &[
+    ("direct: no filter", "none", false),
+    ("direct: no-op Wasm", "noop", false),
+    ("direct: Lua", "lua", false),
+    ("direct: credential_injector", "injector", false),
+    ("direct: entra-obo-filter, cache hit", "obo", false),
+    ("proxied: no filter", "none", true),
+    ("proxied: entra-obo-filter, cache hit", "obo", true),
+];
+
+fn start_envoy(
+    concurrency: u32,
+    idp: &MockIdp,
+    slow_idp: &MockIdp,
+    cold_port: u16,
+    max_entries: u32,
+) -> Bench {
+    let direct = json!({"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}});
+    let to_upstream = json!({"match": {"prefix": "/"}, "route": {"cluster": "bench_upstream"}});
+    let upstream_port = free_port();
+    let mut listeners = vec![listener("upstream", upstream_port, vec![], direct.clone())];
+    let mut variants = Vec::new();
+    for (i, (name, filters, proxied)) in VARIANTS.iter().enumerate() {
+        let port = free_port();
+        let route = if *proxied {
+            to_upstream.clone()
+        } else {
+            direct.clone()
+        };
+        listeners.push(listener(
+            &format!("v{i}"),
+            port,
+            filters_for(filters, idp, max_entries),
+            route,
+        ));
+        variants.push(Variant { name, port });
+    }
+    listeners.push(listener(
+        "cold",
+        cold_port,
+        filters_for("obo_cold", slow_idp, max_entries),
+        direct,
+    ));
+    let bootstrap = json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": listeners,
+            "clusters": [
+                cluster("bench_upstream", upstream_port),
+                cluster("entra_id", idp.port),
+                cluster("entra_id_slow", slow_idp.port),
+            ],
+            "secrets": [{"name": "bench-credential", "generic_secret": {"secret": {"inline_string": "Bearer static-token"}}}]
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bench.json");
+    let admin_file = dir.path().join("admin");
+    std::fs::write(&config, bootstrap.to_string()).unwrap();
+    let child = Command::new(support::envoy::envoy_bin())
+        .arg("-c")
+        .arg(&config)
+        .args([
+            "--use-dynamic-base-id",
+            "--concurrency",
+            &concurrency.to_string(),
+            "-l",
+            "warning",
+        ])
+        .arg("--admin-address-path")
+        .arg(&admin_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start envoy");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let admin_port = loop {
+        if let Some(p) = std::fs::read_to_string(&admin_file).ok().and_then(|a| {
+            a.trim()
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        }) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "envoy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let bench = Bench {
+        child,
+        admin_port,
+        variants,
+        _dir: dir,
+    };
+    while admin_get(bench.admin_port, "/ready").map(|r| r.trim().to_string()) != Some("LIVE".into())
+    {
+        assert!(Instant::now() < deadline, "envoy not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bench
+}
+
+fn admin_get(port: u16, path: &str) -> Option<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    agent
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()
+}
+
+fn memory_allocated(admin_port: u16) -> u64 {
+    admin_get(admin_port, "/memory")
+        .and_then(|m| serde_json::from_str::<Value>(&m).ok())
+        .and_then(|m| m["allocated"].as_str().and_then(|a| a.parse().ok()))
+        .unwrap_or(0)
+}
+
+struct WrkResult {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non_2xx: u64,
+}
+
+fn parse_latency(line: &str) -> f64 {
+    let v = line.split_whitespace().last().unwrap_or("0");
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
+    let n: f64 = num.parse().unwrap_or(0.0);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        _ => n,
+    }
+}
+
+fn wrk(
+    port: u16,
+    seconds: u64,
+    threads: u32,
+    connections: u64,
+    script: Option<&Path>,
+    env: &[(&str, &Path)],
+) -> WrkResult {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t",
+        &threads.to_string(),
+        "-c",
+        &connections.to_string(),
+        "-d",
+        &format!("{seconds}s"),
+        "--latency",
+    ]);
+    cmd.args(["-H", "Host: api.example.com"]);
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    } else {
+        cmd.args([
+            "-H",
+            &format!(
+                "Authorization: Bearer {}",
+                support::user_token("bench-user")
+            ),
+        ]);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .expect("wrk (Debian package wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut r = WrkResult {
+        rps: 0.0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        non_2xx: 0,
+    };
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(v) = t.strip_prefix("Requests/sec:") {
+            r.rps = v.trim().parse().unwrap_or(0.0);
+        } else if t.starts_with("50%") {
+            r.p50_ms = parse_latency(t);
+        } else if t.starts_with("99%") {
+            r.p99_ms = parse_latency(t);
+        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
+            r.non_2xx = v.trim().parse().unwrap_or(0);
+        }
+    }
+    r
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Interleaved rounds over every variant; prints the table and returns it.
+fn run_suite(bench: &Bench, concurrency: u32, rounds: u64, seconds: u64, connections: u64) {
+    let mut rps: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    let mut p50: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    let mut p99: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    let mut errors = 0;
+    for round in 0..rounds {
+        // Alternate the order each round, so no variant always runs right after another.
+        let mut order: Vec<usize> = (0..bench.variants.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let r = wrk(
+                bench.variants[i].port,
+                seconds,
+                concurrency,
+                connections,
+                None,
+                &[],
+            );
+            errors += r.non_2xx;
+            rps.entry(i).or_default().push(r.rps);
+            p50.entry(i).or_default().push(r.p50_ms);
+            p99.entry(i).or_default().push(r.p99_ms);
+        }
+    }
+    // Per-round ratios against the reference of each group.
+    let ratio = |i: usize, reference: usize| -> f64 {
+        median(
+            rps[&i]
+                .iter()
+                .zip(&rps[&reference])
+                .map(|(a, b)| a / b)
+                .collect(),
+        )
+    };
+    let index = |name: &str| bench.variants.iter().position(|v| v.name == name).unwrap();
+    let (none, noop, proxied_none) = (
+        index("direct: no filter"),
+        index("direct: no-op Wasm"),
+        index("proxied: no filter"),
+    );
+    println!("\n### Envoy `--concurrency {concurrency}`, wrk {concurrency} thread(s), {connections} connections, {rounds} rounds of {seconds} s\n");
+    println!(
+        "| variant | req/s (median) | × no filter (same group) | × no-op Wasm | p50 ms | p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (i, v) in bench.variants.iter().enumerate() {
+        let proxied = v.name.starts_with("proxied");
+        let reference = if proxied { proxied_none } else { none };
+        let vs_noop = if proxied {
+            "".to_string()
+        } else {
+            format!("{:.2}", ratio(i, noop))
+        };
+        println!(
+            "| {} | {:.0} | {:.2} | {} | {:.2} | {:.2} |",
+            v.name,
+            median(rps[&i].clone()),
+            ratio(i, reference),
+            vs_noop,
+            median(p50[&i].clone()),
+            median(p99[&i].clone())
+        );
+    }
+    if errors > 0 {
+        println!("\n(non-2xx answers during the suite: {errors})");
+    }
+}
+
+fn write_tokens(dir: &Path, users: usize, prefix: &str) -> PathBuf {
+    let path = dir.join(format!("{prefix}-tokens"));
+    let tokens: Vec<String> = (0..users)
+        .map(|i| support::user_token(&format!("{prefix}-{i}")))
+        .collect();
+    std::fs::write(&path, tokens.join("\n")).unwrap();
+    path
+}
+
+fn main() {
+    let rounds = env_or("BENCH_ROUNDS", 5);
+    let seconds = env_or("BENCH_SECONDS", 4);
+    let connections = env_or("BENCH_CONNECTIONS", 16);
+    let scratch = tempfile::tempdir().unwrap();
+    let sequential = root().join("benches/sequential_users.lua");
+
+    let wasm_size = std::fs::metadata(support::envoy::wasm_path())
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!("## Results\n");
+    println!(
+        "`.wasm` size: {wasm_size} bytes ({:.0} KiB); no-op Wasm filter: {} bytes.",
+        wasm_size as f64 / 1024.0,
+        std::fs::metadata(noop_wasm()).map(|m| m.len()).unwrap_or(0)
+    );
+
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "hot,cold,memory".into());
+    let concurrencies: Vec<u32> = std::env::var("BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "1,2".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let idp = MockIdp::start();
+    let slow_idp = MockIdp::start();
+    slow_idp.set(Behaviour::Delay(
+        Duration::from_millis(20),
+        Box::new(Behaviour::issue()),
+    ));
+    for &concurrency in &concurrencies {
+        let cold_port = free_port();
+        let bench = start_envoy(concurrency, &idp, &slow_idp, cold_port, 200_000);
+        // Warm the cache of the bench user on every worker's view (shared data: once is enough).
+        for v in &bench.variants {
+            let _ = wrk(v.port, 1, 1, 1, None, &[]);
+        }
+        if parts.contains("hot") {
+            run_suite(&bench, concurrency, rounds, seconds, connections);
+        }
+        if concurrency == 1 && parts.contains("cold") {
+            // Cold path: every request a new user, the IdP answering after 20 ms.
+            let users = 200_000;
+            let tokens = write_tokens(scratch.path(), users, "cold");
+            let before = slow_idp.count();
+            let r = wrk(
+                cold_port,
+                seconds * 2,
+                1,
+                64,
+                Some(&sequential),
+                &[("BENCH_TOKENS", &tokens)],
+            );
+            let exchanges = slow_idp.count() - before;
+            println!(
+                "\nCold path (`--concurrency 1`, every request a new user, IdP answering in 20 ms, 64 connections): {:.0} exchanges/s, p50 {:.1} ms, p99 {:.1} ms, {} non-2xx.",
+                exchanges as f64 / (seconds * 2) as f64,
+                r.p50_ms,
+                r.p99_ms,
+                r.non_2xx
+            );
+        }
+    }
+
+    if !parts.contains("memory") {
+        return;
+    }
+    // Memory of the cache: a fresh Envoy, 1.5 KB tokens, 10,000 then 100,000 users.
+    let big_idp = MockIdp::start();
+    big_idp.set(Behaviour::IssueSized(1500));
+    let cold_port = free_port();
+    let bench = start_envoy(1, &big_idp, &big_idp, cold_port, 200_000);
+    std::thread::sleep(Duration::from_secs(1));
+    let base = memory_allocated(bench.admin_port);
+    let mut line = String::from("\nMemory (Envoy admin `/memory`, allocated, 1.5 KB tokens):");
+    let mut filled = 0usize;
+    for target in [10_000usize, 100_000] {
+        let tokens = write_tokens(scratch.path(), target - filled, &format!("mem{target}"));
+        let _ = wrk(
+            cold_port,
+            600,
+            1,
+            64,
+            Some(&sequential),
+            &[
+                ("BENCH_TOKENS", &tokens),
+                ("BENCH_STOP_AT_END", Path::new("1")),
+            ],
+        );
+        filled = target;
+        std::thread::sleep(Duration::from_secs(1));
+        let now = memory_allocated(bench.admin_port);
+        line.push_str(&format!(
+            " {target} tokens: +{:.1} MiB ({:.0} bytes a token);",
+            (now.saturating_sub(base)) as f64 / 1048576.0,
+            now.saturating_sub(base) as f64 / target as f64
+        ));
+    }
+    println!(
+        "{} token requests: {}.",
+        line.trim_end_matches(';'),
+        big_idp.count()
+    );
+}

@@ -1,0 +1,171 @@
+//! A small per-worker cache in front of the shared-data cache, so that a cache hit costs neither a
+//! SHA-256 over the subject token nor a shared-data read (the two dearest steps of the hot path).
+//!
+//! Entries are found by a 128-bit fingerprint of (target, subject token) made with two SipHash
+//! hashers keyed at random per worker: no outsider can aim for a collision, and the subject token
+//! itself is not kept. An entry lives at most `MAX_AGE_S`, so a token dropped from the shared cache
+//! on another worker (continuous access evaluation) stops being used here soon after. The number
+//! of entries is bounded.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::rc::Rc;
+
+use crate::cache_key::CacheKey;
+
+/// How long a worker serves an entry before it looks in the shared cache again.
+pub const MAX_AGE_S: u64 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(u64, u64);
+
+#[derive(Debug, Clone)]
+pub struct FrontEntry {
+    /// The `Authorization` value to send: `Bearer <OBO token>`.
+    pub authorization: Rc<str>,
+    /// The shared cache's key, to drop the token there too.
+    pub key: CacheKey,
+    /// Seconds since the epoch at which this entry stops being served.
+    pub until: u64,
+}
+
+pub struct FrontCache {
+    capacity: usize,
+    hashers: (
+        std::collections::hash_map::RandomState,
+        std::collections::hash_map::RandomState,
+    ),
+    entries: HashMap<Fingerprint, FrontEntry>,
+}
+
+impl FrontCache {
+    pub fn new(capacity: usize) -> Self {
+        FrontCache {
+            capacity,
+            hashers: Default::default(),
+            entries: HashMap::new(),
+        }
+    }
+
+    pub fn fingerprint(&self, target: usize, subject_token: &str) -> Fingerprint {
+        let hash = |builder: &std::collections::hash_map::RandomState| {
+            let mut h = builder.build_hasher();
+            target.hash(&mut h);
+            subject_token.hash(&mut h);
+            h.finish()
+        };
+        Fingerprint(hash(&self.hashers.0), hash(&self.hashers.1))
+    }
+
+    pub fn get(&self, fingerprint: &Fingerprint, now: u64) -> Option<&FrontEntry> {
+        self.entries.get(fingerprint).filter(|e| now < e.until)
+    }
+
+    /// Keeps `authorization` for `fingerprint` until `use_until` (and at most `MAX_AGE_S`).
+    pub fn put(
+        &mut self,
+        fingerprint: Fingerprint,
+        key: CacheKey,
+        authorization: Rc<str>,
+        use_until: u64,
+        now: u64,
+    ) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&fingerprint) {
+            self.entries.retain(|_, e| now < e.until);
+            if self.entries.len() >= self.capacity {
+                // Still full of live entries: make room by dropping one (whichever comes first).
+                if let Some(victim) = self.entries.keys().next().copied() {
+                    self.entries.remove(&victim);
+                }
+            }
+        }
+        let until = use_until.min(now.saturating_add(MAX_AGE_S));
+        self.entries.insert(
+            fingerprint,
+            FrontEntry {
+                authorization,
+                key,
+                until,
+            },
+        );
+    }
+
+    /// Drops every entry for the shared cache's `key`.
+    pub fn forget(&mut self, key: &CacheKey) {
+        self.entries.retain(|_, e| e.key != *key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> CacheKey {
+        CacheKey([n; 32])
+    }
+
+    #[test]
+    fn entry_is_served_until_its_time_and_at_most_max_age() {
+        let mut c = FrontCache::new(10);
+        let fp = c.fingerprint(0, "subject");
+        c.put(fp, key(1), "Bearer a".into(), 1_000, 100);
+        assert_eq!(c.get(&fp, 104).map(|e| &*e.authorization), Some("Bearer a"));
+        assert!(c.get(&fp, 105).is_none(), "MAX_AGE_S caps it");
+        c.put(fp, key(1), "Bearer a".into(), 102, 100);
+        assert!(c.get(&fp, 102).is_none(), "the token's own end caps it");
+    }
+
+    #[test]
+    fn fingerprint_separates_targets_and_tokens() {
+        let c = FrontCache::new(10);
+        assert_eq!(c.fingerprint(0, "t"), c.fingerprint(0, "t"));
+        assert_ne!(c.fingerprint(0, "t"), c.fingerprint(1, "t"));
+        assert_ne!(c.fingerprint(0, "t"), c.fingerprint(0, "u"));
+        let other_worker = FrontCache::new(10);
+        assert_ne!(
+            c.fingerprint(0, "t"),
+            other_worker.fingerprint(0, "t"),
+            "keyed per worker"
+        );
+    }
+
+    #[test]
+    fn size_stays_within_capacity() {
+        let mut c = FrontCache::new(8);
+        for i in 0..1_000 {
+            let fp = c.fingerprint(0, &i.to_string());
+            c.put(fp, key(1), "Bearer a".into(), 10_000, 100);
+            assert!(c.len() <= 8);
+        }
+    }
+
+    #[test]
+    fn forget_drops_the_entries_of_a_key() {
+        let mut c = FrontCache::new(8);
+        let (a, b) = (c.fingerprint(0, "a"), c.fingerprint(0, "b"));
+        c.put(a, key(1), "Bearer a".into(), 10_000, 100);
+        c.put(b, key(2), "Bearer b".into(), 10_000, 100);
+        c.forget(&key(1));
+        assert!(c.get(&a, 100).is_none());
+        assert!(c.get(&b, 100).is_some());
+    }
+
+    #[test]
+    fn zero_capacity_keeps_nothing() {
+        let mut c = FrontCache::new(0);
+        let fp = c.fingerprint(0, "a");
+        c.put(fp, key(1), "Bearer a".into(), 10_000, 100);
+        assert!(c.is_empty());
+    }
+}
