@@ -18,8 +18,16 @@ all: build
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
+# The release .wasm, then binaryen's wasm-opt over it in place (Debian package binaryen): about
+# 15% smaller, which keeps it under 400 KB. Without wasm-opt the module works the same, only larger.
+WASM_OPT_FLAGS := -O3 --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
+
 build: wasm-target
 	cargo build --release --target wasm32-wasip1 --lib
+	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen; } >/dev/null 2>&1 || true
+	@if command -v wasm-opt >/dev/null; then \
+	  if [ ! -e $(WASM).opt-stamp ] || [ $(WASM) -nt $(WASM).opt-stamp ]; then wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM) && touch $(WASM).opt-stamp; fi; \
+	else echo "build: wasm-opt (Debian package binaryen) not available; the .wasm is not size-optimized"; fi
 	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
 $(ENVOY):
