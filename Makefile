@@ -69,6 +69,7 @@ fuzz:
 	  grep -E '^Done|SUMMARY|panicked' $$scratch.log; rm -rf $$scratch $$scratch.log; \
 	  [ $$rc -eq 0 ] || { echo "fuzz: $$t failed; the failing input is in fuzz/artifacts/$$t"; exit 1; }; \
 	done
+	@echo "fuzz: $(words $(FUZZ_TARGETS)) passed, 0 failed"
 
 # The hot path against no filter, a no-op Wasm filter, Lua and credential_injector, in one Envoy;
 # the cold path; cache memory. Figures go to BENCHMARKS.md by hand from target/bench.md.

@@ -9,13 +9,14 @@ use std::rc::Rc;
 
 use crate::backoff;
 use crate::cache_key::CacheKey;
+use crate::claim::{self, Claim};
 use crate::config::Config;
 use crate::error_reply::{log_line, reply_for, Refusal, Reply};
 use crate::front_cache::FrontCache;
 use crate::host::{Callout, DispatchError, Host, LogLevel};
-use crate::token_cache::{use_until, TokenCache};
+use crate::token_cache::{use_until, Cached, TokenCache};
 use crate::token_request;
-use crate::token_response::{read_answer, ExchangeFailure, IssuedToken};
+use crate::token_response::{read_answer, ExchangeFailure, IdpError, IssuedToken};
 
 /// A token endpoint's answer as the host delivered it.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +31,8 @@ pub struct CallAnswer {
 const TICK_MS: u64 = 10;
 /// A retry is only worth sending with at least this much of the time budget left.
 const MIN_RETRY_BUDGET_MS: u64 = 100;
+/// A claim outlives its exchange's time budget by this much before another worker may take it.
+const CLAIM_MARGIN_MS: u64 = 500;
 
 struct Flight {
     scope: String,
@@ -46,10 +49,23 @@ struct Flight {
     deadline_ms: u64,
 }
 
+/// Requests of this worker waiting for a token another worker is exchanging.
+struct RemoteWait {
+    scope: String,
+    subject_token: String,
+    subject_exp: Option<u64>,
+    waiters: Vec<u32>,
+    /// When to stop waiting and exchange here (the other worker may have died).
+    give_up_ms: u64,
+}
+
 /// Per-worker state, shared by the worker's root context and its request contexts.
 pub struct Worker {
     config: Option<Rc<Config>>,
+    /// Names this worker in shared-data claims; random, so workers (and VMs) differ.
+    id: u64,
     front: FrontCache,
+    remote: HashMap<CacheKey, RemoteWait>,
     flights: HashMap<CacheKey, Flight>,
     calls: HashMap<u32, CacheKey>,
     /// Exchanges the root context is to send, and from when.
@@ -66,9 +82,14 @@ enum Settlement {
 
 impl Default for Worker {
     fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
         Worker {
             config: None,
+            id: std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish(),
             front: FrontCache::new(0),
+            remote: HashMap::new(),
             flights: HashMap::new(),
             calls: HashMap::new(),
             pending: Vec::new(),
@@ -104,11 +125,34 @@ impl Worker {
             flight.waiters.push(context_id);
             return Ok(());
         }
+        if let Some(wait) = self.remote.get_mut(&key) {
+            wait.waiters.push(context_id);
+            return Ok(());
+        }
         let config = self.config.clone().ok_or(Refusal::NotConfigured)?;
-        let deadline_ms = host
-            .now_ms()
-            .saturating_add(config.token_timeout.as_millis() as u64);
-        let token_id = send(host, &config, scope, subject_token, deadline_ms)?;
+        let now_ms = host.now_ms();
+        let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
+        let claim_until = deadline_ms.saturating_add(CLAIM_MARGIN_MS);
+        let slots = config.cache.max_entries;
+        if claim::try_claim(host, &key, slots, self.id, now_ms, claim_until) == Claim::HeldElsewhere
+        {
+            self.remote.insert(
+                key,
+                RemoteWait {
+                    scope: scope.to_string(),
+                    subject_token: subject_token.to_string(),
+                    subject_exp,
+                    waiters: vec![context_id],
+                    give_up_ms: claim_until,
+                },
+            );
+            host.set_tick_period_ms(TICK_MS);
+            return Ok(());
+        }
+        let token_id =
+            send(host, &config, scope, subject_token, deadline_ms).inspect_err(|_| {
+                claim::release(host, &key, slots, self.id);
+            })?;
         self.calls.insert(token_id, key);
         self.flights.insert(
             key,
@@ -147,7 +191,9 @@ impl Worker {
         let settlement =
             match read_answer(answer.status, answer.retry_after.as_deref(), &answer.body) {
                 Ok(issued) => {
+                    // In the shared cache before the claim ends, so no waiter misses it.
                     store(host, &config, &key, &flight, &issued);
+                    claim::release(host, &key, config.cache.max_entries, self.id);
                     Settlement::Forward(format!("Bearer {}", issued.access_token))
                 }
                 Err(failure) => {
@@ -167,6 +213,7 @@ impl Worker {
                         return;
                     }
                     remember_failure(host, &config, &key, &flight, &failure);
+                    claim::release(host, &key, config.cache.max_entries, self.id);
                     let refusal = Refusal::Exchange(failure);
                     host.log(
                         LogLevel::Warn,
@@ -182,6 +229,12 @@ impl Worker {
     /// A stream went away. If it had sent the token request, that request dies with it, so the
     /// root context sends it again for whoever still waits.
     pub fn leave(&mut self, host: &dyn Host, context_id: u32, key: &CacheKey) {
+        if let Some(wait) = self.remote.get_mut(key) {
+            wait.waiters.retain(|w| *w != context_id);
+            if wait.waiters.is_empty() {
+                self.remote.remove(key);
+            }
+        }
         let Some(flight) = self.flights.get_mut(key) else {
             return;
         };
@@ -241,10 +294,89 @@ impl Worker {
                 }
             }
         }
-        if self.pending.is_empty() {
+        self.poll_remote(host, &config, root_id);
+        if self.pending.is_empty() && self.remote.is_empty() {
             0
         } else {
             TICK_MS
+        }
+    }
+
+    /// Settles the requests waiting on another worker's exchange once its outcome shows in shared
+    /// data; exchanges here instead if that worker gave up its claim without a token, or died.
+    fn poll_remote(&mut self, host: &dyn Host, config: &Rc<Config>, root_id: u32) {
+        let now_ms = host.now_ms();
+        let slots = config.cache.max_entries;
+        let keys: Vec<CacheKey> = self.remote.keys().copied().collect();
+        for key in keys {
+            let Some(wait) = self.remote.get(&key) else {
+                continue;
+            };
+            let settlement = match TokenCache::new(slots).get(host, &key, now_ms / 1000) {
+                Some(Cached::Token { token, .. }) => {
+                    Some(Settlement::Forward(format!("Bearer {token}")))
+                }
+                Some(Cached::Rejected(json)) => {
+                    let idp: IdpError = serde_json::from_str(&json).unwrap_or_default();
+                    let refusal = Refusal::Exchange(ExchangeFailure::InvalidGrant(Box::new(idp)));
+                    Some(Settlement::Refuse(reply_for(&refusal)))
+                }
+                None => {
+                    backoff::remaining_s(host, &backoff::scope_key(config, &wait.scope), now_ms)
+                        .map(|retry_after_s| {
+                            Settlement::Refuse(reply_for(&Refusal::BackingOff { retry_after_s }))
+                        })
+                }
+            };
+            if let Some(settlement) = settlement {
+                if let Some(wait) = self.remote.remove(&key) {
+                    settle(host, &wait.waiters, &settlement);
+                    host.switch_to(root_id);
+                }
+                continue;
+            }
+            let claimer_gone = !claim::held_elsewhere(host, &key, slots, self.id, now_ms);
+            if !claimer_gone && now_ms < wait.give_up_ms {
+                continue;
+            }
+            // Exchange here: claim the key (if another worker beat us to it, wait on that one).
+            let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
+            let claim_until = deadline_ms.saturating_add(CLAIM_MARGIN_MS);
+            if claim::try_claim(host, &key, slots, self.id, now_ms, claim_until)
+                == Claim::HeldElsewhere
+                && now_ms < wait.give_up_ms
+            {
+                continue;
+            }
+            let Some(wait) = self.remote.remove(&key) else {
+                continue;
+            };
+            match send(host, config, &wait.scope, &wait.subject_token, deadline_ms) {
+                Ok(token_id) => {
+                    self.calls.insert(token_id, key);
+                    self.flights.insert(
+                        key,
+                        Flight {
+                            scope: wait.scope,
+                            subject_token: wait.subject_token,
+                            subject_exp: wait.subject_exp,
+                            sender: Some(root_id),
+                            waiters: wait.waiters,
+                            attempts: 1,
+                            deadline_ms,
+                        },
+                    );
+                }
+                Err(refusal) => {
+                    claim::release(host, &key, slots, self.id);
+                    settle(
+                        host,
+                        &wait.waiters,
+                        &Settlement::Refuse(reply_for(&refusal)),
+                    );
+                    host.switch_to(root_id);
+                }
+            }
         }
     }
 

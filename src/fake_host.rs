@@ -58,7 +58,7 @@ pub struct FakeHost {
     pub extra_ms: Cell<u64>,
     current: Cell<u32>,
     streams: RefCell<HashMap<u32, FakeStream>>,
-    shared: RefCell<HashMap<String, Vec<u8>>>,
+    shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
     pub dispatched: RefCell<Vec<Dispatched>>,
     pub logs: RefCell<Vec<(LogLevel, String)>>,
     pub dispatch_error: Cell<Option<DispatchError>>,
@@ -140,7 +140,7 @@ impl FakeHost {
     }
 
     pub fn shared_contains(&self, needle: &[u8]) -> bool {
-        self.shared.borrow().iter().any(|(k, v)| {
+        self.shared.borrow().iter().any(|(k, (v, _))| {
             k.as_bytes().windows(needle.len()).any(|w| w == needle)
                 || v.windows(needle.len()).any(|w| w == needle)
         })
@@ -208,13 +208,28 @@ impl Host for FakeHost {
     }
 
     fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
-        self.shared.borrow().get(key).cloned()
+        self.shared.borrow().get(key).map(|(v, _)| v.clone())
     }
 
     fn shared_set(&self, key: &str, value: &[u8]) -> bool {
-        self.shared
-            .borrow_mut()
-            .insert(key.to_string(), value.to_vec());
+        self.shared_set_if(key, value, 0)
+    }
+
+    fn shared_get_versioned(&self, key: &str) -> (Option<Vec<u8>>, u32) {
+        match self.shared.borrow().get(key) {
+            Some((v, version)) => (Some(v.clone()), *version),
+            None => (None, 0),
+        }
+    }
+
+    /// Like Envoy: version 0 writes unconditionally; another version must match.
+    fn shared_set_if(&self, key: &str, value: &[u8], version: u32) -> bool {
+        let mut shared = self.shared.borrow_mut();
+        let current = shared.get(key).map_or(0, |(_, v)| *v);
+        if version != 0 && version != current {
+            return false;
+        }
+        shared.insert(key.to_string(), (value.to_vec(), current + 1));
         true
     }
 

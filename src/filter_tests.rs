@@ -941,3 +941,102 @@ fn no_log_line_holds_a_secret_or_a_token() {
         }
     }
 }
+
+/// Two workers of one Envoy: two worker states over one host (one shared data).
+fn two_workers() -> (Rc<RefCell<Worker>>, Rc<RefCell<Worker>>) {
+    (worker(), worker())
+}
+
+#[test]
+fn second_worker_waits_for_the_first_workers_exchange() {
+    let host = FakeHost::default();
+    let (a, b) = two_workers();
+    let (mut fa, _) = request(&host, &a, 10, "api.example.com", "/", Some(BEARER_U));
+    let (_fb, v) = request(&host, &b, 20, "api.example.com", "/", Some(BEARER_U));
+    let _fb2 = request(&host, &b, 21, "api.example.com", "/", Some(BEARER_U));
+    assert_eq!(v, Verdict::Pause);
+    assert_eq!(
+        host.dispatched.borrow().len(),
+        1,
+        "only the first worker asks the IdP"
+    );
+    assert!(host.tick_period_ms.get() > 0, "the second worker polls");
+    answer(&host, &mut fa, 0, ok_answer("obo-1", 3599.into()));
+    host.enter(ROOT);
+    assert_eq!(b.borrow_mut().on_tick(&host, ROOT), 0);
+    for id in [10, 20, 21] {
+        assert!(host.stream(id).resumed, "stream {id}");
+        assert_eq!(
+            host.header_of(id, "authorization").as_deref(),
+            Some("Bearer obo-1")
+        );
+    }
+    assert_eq!(host.dispatched.borrow().len(), 1);
+}
+
+#[test]
+fn waiting_worker_exchanges_itself_when_the_claimer_dies() {
+    let host = FakeHost::default();
+    let (a, b) = two_workers();
+    let _fa = request(&host, &a, 10, "api.example.com", "/", Some(BEARER_U));
+    let _fb = request(&host, &b, 20, "api.example.com", "/", Some(BEARER_U));
+    host.enter(ROOT);
+    b.borrow_mut().on_tick(&host, ROOT);
+    assert_eq!(
+        host.dispatched.borrow().len(),
+        1,
+        "still waiting while the claim lives"
+    );
+    // Worker a never answers (its VM died); its claim runs out.
+    host.extra_ms.set(5_000 + 500 + 1);
+    b.borrow_mut().on_tick(&host, ROOT);
+    let resent = host.dispatched.borrow()[1].clone();
+    assert_eq!(resent.from, ROOT);
+    b.borrow_mut().complete(
+        &host,
+        resent.token_id,
+        &ok_answer("obo-2", 3599.into()),
+        ROOT,
+    );
+    assert!(host.stream(20).resumed);
+}
+
+#[test]
+fn waiting_worker_takes_over_when_the_claimer_fails_without_a_token() {
+    let host = FakeHost::default();
+    let (a, b) = two_workers();
+    let (mut fa, _) = request(&host, &a, 10, "api.example.com", "/", Some(BEARER_U));
+    let _fb = request(&host, &b, 20, "api.example.com", "/", Some(BEARER_U));
+    answer(
+        &host,
+        &mut fa,
+        0,
+        fixture_answer(401, "error-invalid-client.json"),
+    );
+    assert_eq!(host.stream(10).reply.unwrap().status, 502);
+    host.enter(ROOT);
+    b.borrow_mut().on_tick(&host, ROOT);
+    assert_eq!(
+        host.dispatched.borrow().len(),
+        2,
+        "the claim was released; b asks itself"
+    );
+}
+
+#[test]
+fn waiting_worker_gets_the_remembered_invalid_grant() {
+    let host = FakeHost::default();
+    let (a, b) = two_workers();
+    let (mut fa, _) = request(&host, &a, 10, "api.example.com", "/", Some(BEARER_U));
+    let _fb = request(&host, &b, 20, "api.example.com", "/", Some(BEARER_U));
+    answer(
+        &host,
+        &mut fa,
+        0,
+        fixture_answer(400, "error-invalid-grant-expired.json"),
+    );
+    host.enter(ROOT);
+    b.borrow_mut().on_tick(&host, ROOT);
+    assert_eq!(host.stream(20).reply.unwrap().status, 401);
+    assert_eq!(host.dispatched.borrow().len(), 1);
+}

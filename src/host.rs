@@ -56,6 +56,10 @@ pub trait Host {
 
     fn shared_get(&self, key: &str) -> Option<Vec<u8>>;
     fn shared_set(&self, key: &str, value: &[u8]) -> bool;
+    /// The value and its compare-and-swap version (absent: None and 0).
+    fn shared_get_versioned(&self, key: &str) -> (Option<Vec<u8>>, u32);
+    /// Writes only if the value is still at `version`; false if another writer came first.
+    fn shared_set_if(&self, key: &str, value: &[u8], version: u32) -> bool;
 
     /// Sends a token request; its answer comes back tagged with the returned token id.
     fn dispatch(&self, callout: &Callout<'_>) -> Result<u32, DispatchError>;

@@ -8,7 +8,8 @@
 //! - `cache_key`, `token_cache`: the cache key and the shared-data slot table;
 //! - `front_cache`: each worker's small cache in front of it, for the hot path;
 //! - `token_request`, `token_response`: the OBO request and reading its answer;
-//! - `exchange`: one token request per key per worker, shared by all who wait for it, retried once;
+//! - `exchange`: one token request per key, shared by all who wait for it, retried once;
+//! - `claim`: which worker sends it when several need the same token;
 //! - `backoff`: how long a scope waits after the IdP throttled or failed;
 //! - `error_reply`: every refusal as a status code, headers, body and log line;
 //! - `filter`: one request's way through all of the above.
@@ -23,6 +24,7 @@
 
 pub mod backoff;
 pub mod cache_key;
+pub mod claim;
 pub mod config;
 pub mod error_reply;
 pub mod exchange;

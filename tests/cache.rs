@@ -185,3 +185,48 @@ fn waiting_requests_are_served_when_the_first_caller_gives_up() {
         vec![bearer(&obo_token_for(&subject, API_SCOPE))]
     );
 }
+
+#[test]
+fn two_hundred_concurrent_requests_across_four_workers_cause_one_token_request() {
+    let s = Stack::start_with(json!({}), |opts| opts.concurrency = 4);
+    s.idp.set(Behaviour::Delay(
+        Duration::from_millis(300),
+        Box::new(Behaviour::issue()),
+    ));
+    let subject = user_token("alice");
+    let port = s.envoy.port;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(200));
+    let threads: Vec<_> = (0..200)
+        .map(|_| {
+            let (auth, barrier) = (bearer(&subject), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                support::client::get(port, "api.example.com", "/", Some(&auth)).status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(statuses.iter().all(|st| *st == 200), "{statuses:?}");
+    assert_eq!(
+        s.idp.count(),
+        1,
+        "one token request for 200 requests on four workers"
+    );
+    let expected = vec![bearer(&obo_token_for(&subject, API_SCOPE))];
+    assert!(s
+        .upstream
+        .seen()
+        .iter()
+        .all(|x| x.authorization == expected));
+    assert_eq!(s.upstream.seen().len(), 200);
+    // The requests did spread over the workers (Envoy counts connections per worker).
+    let stats = s
+        .envoy
+        .admin("/stats?filter=worker_.*downstream_cx_total")
+        .unwrap();
+    let busy_workers = stats
+        .lines()
+        .filter(|l| l.starts_with("listener.127.0.0.1") && !l.ends_with(": 0"))
+        .count();
+    assert!(busy_workers >= 2, "{stats}");
+}

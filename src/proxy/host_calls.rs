@@ -197,6 +197,17 @@ impl Host for ProxyHost {
         hostcalls::set_shared_data(key, Some(value), None).is_ok()
     }
 
+    fn shared_get_versioned(&self, key: &str) -> (Option<Vec<u8>>, u32) {
+        match hostcalls::get_shared_data(key) {
+            Ok((value, cas)) => (value, cas.unwrap_or(0)),
+            Err(_) => (None, 0),
+        }
+    }
+
+    fn shared_set_if(&self, key: &str, value: &[u8], version: u32) -> bool {
+        hostcalls::set_shared_data(key, Some(value), Some(version)).is_ok()
+    }
+
     fn dispatch(&self, callout: &Callout<'_>) -> Result<u32, DispatchError> {
         hostcalls::dispatch_http_call(
             callout.cluster,

@@ -1,0 +1,170 @@
+//! Who exchanges a token when several workers need it at once. The first worker to miss the cache
+//! claims the key in shared data (compare-and-swap); the others wait for the token to appear in the
+//! shared cache instead of asking Entra ID themselves. A claim names its worker and ends at a
+//! deadline, after which a waiter may claim the key itself, in case the claimer died.
+//!
+//! Claims live in as many shared-data keys as the cache has slots (the same slot index), so their
+//! number is bounded too.
+
+use crate::cache_key::CacheKey;
+use crate::host::Host;
+
+const PREFIX: &str = "entra-obo-filter/v1/claim/";
+
+/// What a claim attempt found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This worker holds the claim: it sends the token request.
+    Won,
+    /// Another worker holds a live claim for this key: wait for its token.
+    HeldElsewhere,
+}
+
+pub fn claim_key(key: &CacheKey, slots: u32) -> String {
+    format!("{PREFIX}{}", key.slot(slots))
+}
+
+fn encode(key: &CacheKey, worker: u64, until_ms: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(48);
+    v.extend_from_slice(&key.0);
+    v.extend_from_slice(&worker.to_be_bytes());
+    v.extend_from_slice(&until_ms.to_be_bytes());
+    v
+}
+
+/// (key, worker, until_ms) of a stored claim.
+fn decode(value: &[u8]) -> Option<([u8; 32], u64, u64)> {
+    let (key, rest) = value.split_first_chunk::<32>()?;
+    let (worker, rest) = rest.split_first_chunk::<8>()?;
+    let (until, _) = rest.split_first_chunk::<8>()?;
+    Some((
+        *key,
+        u64::from_be_bytes(*worker),
+        u64::from_be_bytes(*until),
+    ))
+}
+
+/// Whether another worker holds a live claim on `key` at `now_ms`.
+pub fn held_elsewhere(
+    host: &dyn Host,
+    key: &CacheKey,
+    slots: u32,
+    worker: u64,
+    now_ms: u64,
+) -> bool {
+    host.shared_get(&claim_key(key, slots))
+        .as_deref()
+        .and_then(decode)
+        .is_some_and(|(k, w, until)| k == key.0 && w != worker && now_ms < until)
+}
+
+/// Tries to claim `key` for `worker` until `until_ms`.
+pub fn try_claim(
+    host: &dyn Host,
+    key: &CacheKey,
+    slots: u32,
+    worker: u64,
+    now_ms: u64,
+    until_ms: u64,
+) -> Claim {
+    let name = claim_key(key, slots);
+    let (mut value, mut version) = host.shared_get_versioned(&name);
+    if value.is_none() {
+        // A compare-and-swap needs a version to compare with: create the slot empty first (two
+        // workers doing this at once both write the same nothing).
+        host.shared_set(&name, b"");
+        (value, version) = host.shared_get_versioned(&name);
+    }
+    let live_elsewhere = value
+        .as_deref()
+        .and_then(decode)
+        .is_some_and(|(k, w, until)| k == key.0 && w != worker && now_ms < until);
+    if live_elsewhere {
+        return Claim::HeldElsewhere;
+    }
+    if host.shared_set_if(&name, &encode(key, worker, until_ms), version) {
+        Claim::Won
+    } else {
+        Claim::HeldElsewhere
+    }
+}
+
+/// Ends `worker`'s claim on `key` (if it still holds it), so waiters stop waiting at once.
+pub fn release(host: &dyn Host, key: &CacheKey, slots: u32, worker: u64) {
+    let name = claim_key(key, slots);
+    let (value, version) = host.shared_get_versioned(&name);
+    let ours = value
+        .as_deref()
+        .and_then(decode)
+        .is_some_and(|(k, w, _)| k == key.0 && w == worker);
+    if ours {
+        host.shared_set_if(&name, &encode(key, worker, 0), version);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_host::FakeHost;
+
+    fn key(n: u8) -> CacheKey {
+        CacheKey([n; 32])
+    }
+
+    #[test]
+    fn first_worker_wins_and_the_others_wait() {
+        let host = FakeHost::default();
+        assert_eq!(try_claim(&host, &key(1), 10, 1, 0, 5_000), Claim::Won);
+        assert_eq!(
+            try_claim(&host, &key(1), 10, 2, 10, 5_010),
+            Claim::HeldElsewhere
+        );
+        assert!(held_elsewhere(&host, &key(1), 10, 2, 10));
+        assert!(
+            !held_elsewhere(&host, &key(1), 10, 1, 10),
+            "not elsewhere for its holder"
+        );
+    }
+
+    #[test]
+    fn expired_claim_can_be_taken_over() {
+        let host = FakeHost::default();
+        try_claim(&host, &key(1), 10, 1, 0, 5_000);
+        assert_eq!(try_claim(&host, &key(1), 10, 2, 5_000, 10_000), Claim::Won);
+        assert!(held_elsewhere(&host, &key(1), 10, 1, 5_001));
+    }
+
+    #[test]
+    fn released_claim_is_free() {
+        let host = FakeHost::default();
+        try_claim(&host, &key(1), 10, 1, 0, 5_000);
+        release(&host, &key(1), 10, 1);
+        assert!(!held_elsewhere(&host, &key(1), 10, 2, 1));
+        assert_eq!(try_claim(&host, &key(1), 10, 2, 1, 5_001), Claim::Won);
+    }
+
+    #[test]
+    fn release_by_another_worker_changes_nothing() {
+        let host = FakeHost::default();
+        try_claim(&host, &key(1), 10, 1, 0, 5_000);
+        release(&host, &key(1), 10, 2);
+        assert!(held_elsewhere(&host, &key(1), 10, 2, 1));
+    }
+
+    #[test]
+    fn a_write_between_read_and_swap_loses_the_claim() {
+        let host = FakeHost::default();
+        let name = claim_key(&key(1), 10);
+        host.shared_set(&name, b"");
+        let (_, version) = host.shared_get_versioned(&name);
+        host.shared_set(&name, &encode(&key(1), 2, 5_000));
+        assert!(!host.shared_set_if(&name, &encode(&key(1), 1, 5_000), version));
+    }
+
+    #[test]
+    fn another_key_in_the_same_slot_does_not_block() {
+        let host = FakeHost::default();
+        try_claim(&host, &key(1), 1, 1, 0, 5_000);
+        assert!(!held_elsewhere(&host, &key(2), 1, 2, 1));
+    }
+}
