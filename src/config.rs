@@ -20,6 +20,8 @@ const MAX_MAX_ENTRIES: u32 = 1_000_000;
 const DEFAULT_EXPIRY_SKEW_S: u64 = 60;
 const DEFAULT_WORKER_ENTRIES: u32 = 1_024;
 const MAX_WORKER_ENTRIES: u64 = 100_000;
+const DEFAULT_REFRESH_AHEAD_S: u64 = 300;
+const DEFAULT_REFRESH_AHEAD_PERCENT: u64 = 10;
 const MAX_EXPIRY_SKEW_S: u64 = 3_600;
 const DEFAULT_SUBJECT_TOKEN_LEEWAY_S: u64 = 60;
 const MAX_SUBJECT_TOKEN_LEEWAY_S: u64 = 3_600;
@@ -93,6 +95,10 @@ pub struct CacheSettings {
     pub expiry_skew_s: u64,
     /// Entries of each worker's front cache (0: none).
     pub worker_entries: u32,
+    /// A token is refreshed in the background during the last `refresh_ahead_s` seconds or the last
+    /// `refresh_ahead_percent` of its lifetime, whichever is shorter.
+    pub refresh_ahead_s: u64,
+    pub refresh_ahead_percent: u64,
 }
 
 /// A string that never shows in `Debug` output, so a logged config cannot leak it.
@@ -194,6 +200,10 @@ struct RawCache {
     expiry_skew_s: u64,
     #[serde(default = "default_worker_entries")]
     worker_entries: u32,
+    #[serde(default = "default_refresh_ahead_s")]
+    refresh_ahead_s: u64,
+    #[serde(default = "default_refresh_ahead_percent")]
+    refresh_ahead_percent: u64,
 }
 
 impl Default for RawCache {
@@ -202,6 +212,8 @@ impl Default for RawCache {
             max_entries: DEFAULT_MAX_ENTRIES,
             expiry_skew_s: DEFAULT_EXPIRY_SKEW_S,
             worker_entries: DEFAULT_WORKER_ENTRIES,
+            refresh_ahead_s: DEFAULT_REFRESH_AHEAD_S,
+            refresh_ahead_percent: DEFAULT_REFRESH_AHEAD_PERCENT,
         }
     }
 }
@@ -214,6 +226,12 @@ fn default_max_entries() -> u32 {
 }
 fn default_expiry_skew_s() -> u64 {
     DEFAULT_EXPIRY_SKEW_S
+}
+fn default_refresh_ahead_s() -> u64 {
+    DEFAULT_REFRESH_AHEAD_S
+}
+fn default_refresh_ahead_percent() -> u64 {
+    DEFAULT_REFRESH_AHEAD_PERCENT
 }
 fn default_worker_entries() -> u32 {
     DEFAULT_WORKER_ENTRIES
@@ -355,6 +373,12 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         u64::from(raw.cache.worker_entries),
         MAX_WORKER_ENTRIES,
     )?;
+    at_most("cache.refresh_ahead_s", raw.cache.refresh_ahead_s, 86_400)?;
+    at_most(
+        "cache.refresh_ahead_percent",
+        raw.cache.refresh_ahead_percent,
+        90,
+    )?;
     at_most(
         "subject_token_leeway_s",
         raw.subject_token_leeway_s,
@@ -382,6 +406,8 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             max_entries: raw.cache.max_entries,
             expiry_skew_s: raw.cache.expiry_skew_s,
             worker_entries: raw.cache.worker_entries,
+            refresh_ahead_s: raw.cache.refresh_ahead_s,
+            refresh_ahead_percent: raw.cache.refresh_ahead_percent,
         },
         subject_token: SubjectTokenSettings {
             leeway_s: raw.subject_token_leeway_s,
@@ -581,6 +607,10 @@ mod tests {
         assert_eq!(cfg.cache.max_entries, 10_000);
         assert_eq!(cfg.cache.expiry_skew_s, 60);
         assert_eq!(cfg.cache.worker_entries, 1_024);
+        assert_eq!(
+            (cfg.cache.refresh_ahead_s, cfg.cache.refresh_ahead_percent),
+            (300, 10)
+        );
         assert_eq!(cfg.subject_token.leeway_s, 60);
         assert_eq!(cfg.subject_token.audiences, None);
         assert_eq!(cfg.negative_cache_s, 5);

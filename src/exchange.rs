@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error_reply::{log_line, reply_for, Refusal, Reply};
 use crate::front_cache::FrontCache;
 use crate::host::{Callout, DispatchError, Host, LogLevel};
-use crate::token_cache::{use_until, Cached, TokenCache};
+use crate::token_cache::{refresh_at, use_until, Cached, TokenCache};
 use crate::token_request;
 use crate::token_response::{read_answer, ExchangeFailure, IdpError, IssuedToken};
 
@@ -33,6 +33,8 @@ const TICK_MS: u64 = 10;
 const MIN_RETRY_BUDGET_MS: u64 = 100;
 /// A claim outlives its exchange's time budget by this much before another worker may take it.
 const CLAIM_MARGIN_MS: u64 = 500;
+/// After a failed refresh ahead of expiry, the next try is this much later.
+const REFRESH_RETRY_S: u64 = 10;
 
 struct Flight {
     scope: String,
@@ -47,6 +49,8 @@ struct Flight {
     attempts: u32,
     /// When the whole exchange, retry included, must be over (`token_timeout_ms` after it began).
     deadline_ms: u64,
+    /// A refresh ahead of expiry: nobody waits for it, and while it fails the cached token stays.
+    background: bool,
 }
 
 /// Requests of this worker waiting for a token another worker is exchanging.
@@ -164,9 +168,55 @@ impl Worker {
                 waiters: vec![context_id],
                 attempts: 1,
                 deadline_ms,
+                background: false,
             },
         );
         Ok(())
+    }
+
+    /// Starts refreshing the token of `key` in the background, from the root context, unless an
+    /// exchange for it is already under way here or on another worker, or the scope backs off.
+    /// The request that noticed goes on with the cached token, as does everyone else.
+    pub fn refresh(&mut self, host: &dyn Host, key: CacheKey, scope: &str, subject_token: &str) {
+        if self.flights.contains_key(&key) || self.remote.contains_key(&key) {
+            return;
+        }
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let now_ms = host.now_ms();
+        if backoff::remaining_s(host, &backoff::scope_key(&config, scope), now_ms).is_some() {
+            return;
+        }
+        let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
+        let claim_until = deadline_ms.saturating_add(CLAIM_MARGIN_MS);
+        let slots = config.cache.max_entries;
+        if claim::try_claim(host, &key, slots, self.id, now_ms, claim_until) == Claim::HeldElsewhere
+        {
+            return;
+        }
+        let subject_exp = crate::subject_token::read_claims(subject_token)
+            .ok()
+            .and_then(|c| c.exp);
+        self.flights.insert(
+            key,
+            Flight {
+                scope: scope.to_string(),
+                subject_token: subject_token.to_string(),
+                subject_exp,
+                sender: None,
+                waiters: Vec::new(),
+                attempts: 0,
+                deadline_ms,
+                background: true,
+            },
+        );
+        self.pending.push((key, now_ms));
+        host.set_tick_period_ms(1);
+        host.log(
+            LogLevel::Debug,
+            &format!("scope {scope}: refreshing a token ahead of expiry"),
+        );
     }
 
     /// Settles the exchange a token request answered: caches the token and resumes every waiting
@@ -212,7 +262,22 @@ impl Worker {
                         host.set_tick_period_ms(TICK_MS);
                         return;
                     }
-                    remember_failure(host, &config, &key, &flight, &failure);
+                    if flight.background {
+                        // Keep serving the cached token; try again a little later.
+                        let now = host.now_unix();
+                        TokenCache::new(config.cache.max_entries).postpone_refresh(
+                            host,
+                            &key,
+                            now + REFRESH_RETRY_S,
+                            now,
+                        );
+                        if let Some(wait_s) = backoff::wait_for(&failure, &config.backoff) {
+                            let scope_key = backoff::scope_key(&config, &flight.scope);
+                            backoff::start(host, &scope_key, host.now_ms(), wait_s);
+                        }
+                    } else {
+                        remember_failure(host, &config, &key, &flight, &failure);
+                    }
                     claim::release(host, &key, config.cache.max_entries, self.id);
                     let refusal = Refusal::Exchange(failure);
                     host.log(
@@ -364,6 +429,7 @@ impl Worker {
                             waiters: wait.waiters,
                             attempts: 1,
                             deadline_ms,
+                            background: false,
                         },
                     );
                 }
@@ -414,7 +480,14 @@ fn store(host: &dyn Host, config: &Config, key: &CacheKey, flight: &Flight, issu
     let skew = config.cache.expiry_skew_s;
     match use_until(now, issued.expires_in, skew, flight.subject_exp) {
         Some(until) => {
-            TokenCache::new(config.cache.max_entries).put(host, key, &issued.access_token, until);
+            let cache = &config.cache;
+            let refresh = refresh_at(
+                now,
+                until,
+                cache.refresh_ahead_s,
+                cache.refresh_ahead_percent,
+            );
+            TokenCache::new(cache.max_entries).put(host, key, &issued.access_token, until, refresh);
             host.log(
                 LogLevel::Debug,
                 &format!(

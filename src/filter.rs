@@ -75,7 +75,11 @@ impl RequestFilter {
         let fingerprint = worker.front().fingerprint(target_index, subject_token);
         if let Some(entry) = worker.front().get(&fingerprint, now) {
             host.set_request_header("authorization", &entry.authorization);
-            self.served_with = Some(entry.key);
+            let (key, refresh_now) = (entry.key, now >= entry.refresh_at);
+            self.served_with = Some(key);
+            if refresh_now {
+                worker.refresh(host, key, &target.scope, subject_token);
+            }
             return Verdict::Continue;
         }
         let key = CacheKey::derive(
@@ -85,13 +89,20 @@ impl RequestFilter {
             subject_token,
         );
         match TokenCache::new(config.cache.max_entries).get(host, &key, now) {
-            Some(Cached::Token { token, until }) => {
+            Some(Cached::Token {
+                token,
+                until,
+                refresh_at,
+            }) => {
                 let authorization: Rc<str> = format!("Bearer {token}").into();
                 host.set_request_header("authorization", &authorization);
                 worker
                     .front()
-                    .put(fingerprint, key, authorization, until, now);
+                    .put(fingerprint, key, authorization, (until, refresh_at), now);
                 self.served_with = Some(key);
+                if now >= refresh_at {
+                    worker.refresh(host, key, &target.scope, subject_token);
+                }
                 return Verdict::Continue;
             }
             Some(Cached::Rejected(error_json)) => {

@@ -1040,3 +1040,87 @@ fn waiting_worker_gets_the_remembered_invalid_grant() {
     assert_eq!(host.stream(20).reply.unwrap().status, 401);
     assert_eq!(host.dispatched.borrow().len(), 1);
 }
+
+#[test]
+fn token_in_its_refresh_window_is_served_while_the_root_refreshes_it() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    // expires_in 1060, skew 60: used for 1000 s; 10% of that (100 s) is the refresh window.
+    answer(&host, &mut f, 0, ok_answer("obo-1", 1060.into()));
+    host.now.set(host.now.get() + 899);
+    assert_eq!(
+        request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Continue
+    );
+    assert_eq!(host.tick_period_ms.get(), 0, "not yet in the window");
+    host.now.set(host.now.get() + 1);
+    assert_eq!(
+        request(&host, &w, 12, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Continue
+    );
+    assert_eq!(
+        host.header_of(12, "authorization").as_deref(),
+        Some("Bearer obo-1")
+    );
+    assert_eq!(
+        host.dispatched.borrow().len(),
+        1,
+        "sent from the root, not from the request"
+    );
+    host.enter(ROOT);
+    w.borrow_mut().on_tick(&host, ROOT);
+    let refresh = host.dispatched.borrow()[1].clone();
+    assert_eq!(refresh.from, ROOT);
+    // More requests while the refresh is out: served, no second refresh.
+    assert_eq!(
+        request(&host, &w, 13, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Continue
+    );
+    assert_eq!(host.dispatched.borrow().len(), 2);
+    w.borrow_mut().complete(
+        &host,
+        refresh.token_id,
+        &ok_answer("obo-2", 1060.into()),
+        ROOT,
+    );
+    host.now.set(host.now.get() + 6); // past the front cache's 5 s
+    assert_eq!(
+        request(&host, &w, 14, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Continue
+    );
+    assert_eq!(
+        host.header_of(14, "authorization").as_deref(),
+        Some("Bearer obo-2")
+    );
+}
+
+#[test]
+fn failed_refresh_keeps_serving_the_valid_token() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    answer(&host, &mut f, 0, ok_answer("obo-1", 1060.into()));
+    host.now.set(host.now.get() + 950);
+    request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
+    host.enter(ROOT);
+    w.borrow_mut().on_tick(&host, ROOT);
+    let refresh = host.dispatched.borrow()[1].clone();
+    let rejected = fixture_answer(400, "error-invalid-grant-expired.json");
+    w.borrow_mut()
+        .complete(&host, refresh.token_id, &rejected, ROOT);
+    host.now.set(host.now.get() + 6);
+    assert_eq!(
+        request(&host, &w, 12, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Continue
+    );
+    assert_eq!(
+        host.header_of(12, "authorization").as_deref(),
+        Some("Bearer obo-1")
+    );
+    assert_eq!(
+        host.dispatched.borrow().len(),
+        2,
+        "the next try waits a little"
+    );
+}

@@ -27,6 +27,8 @@ pub struct FrontEntry {
     pub key: CacheKey,
     /// Seconds since the epoch at which this entry stops being served.
     pub until: u64,
+    /// From when the token is to be refreshed in the background.
+    pub refresh_at: u64,
 }
 
 pub struct FrontCache {
@@ -61,13 +63,14 @@ impl FrontCache {
         self.entries.get(fingerprint).filter(|e| now < e.until)
     }
 
-    /// Keeps `authorization` for `fingerprint` until `use_until` (and at most `MAX_AGE_S`).
+    /// Keeps `authorization` for `fingerprint` until `use_until` (and at most `MAX_AGE_S`), to be
+    /// refreshed from `refresh_at`.
     pub fn put(
         &mut self,
         fingerprint: Fingerprint,
         key: CacheKey,
         authorization: Rc<str>,
-        use_until: u64,
+        (use_until, refresh_at): (u64, u64),
         now: u64,
     ) {
         if self.capacity == 0 {
@@ -89,6 +92,7 @@ impl FrontCache {
                 authorization,
                 key,
                 until,
+                refresh_at,
             },
         );
     }
@@ -119,10 +123,10 @@ mod tests {
     fn entry_is_served_until_its_time_and_at_most_max_age() {
         let mut c = FrontCache::new(10);
         let fp = c.fingerprint(0, "subject");
-        c.put(fp, key(1), "Bearer a".into(), 1_000, 100);
+        c.put(fp, key(1), "Bearer a".into(), (1_000, 1_000), 100);
         assert_eq!(c.get(&fp, 104).map(|e| &*e.authorization), Some("Bearer a"));
         assert!(c.get(&fp, 105).is_none(), "MAX_AGE_S caps it");
-        c.put(fp, key(1), "Bearer a".into(), 102, 100);
+        c.put(fp, key(1), "Bearer a".into(), (102, 102), 100);
         assert!(c.get(&fp, 102).is_none(), "the token's own end caps it");
     }
 
@@ -145,7 +149,7 @@ mod tests {
         let mut c = FrontCache::new(8);
         for i in 0..1_000 {
             let fp = c.fingerprint(0, &i.to_string());
-            c.put(fp, key(1), "Bearer a".into(), 10_000, 100);
+            c.put(fp, key(1), "Bearer a".into(), (10_000, 10_000), 100);
             assert!(c.len() <= 8);
         }
     }
@@ -154,8 +158,8 @@ mod tests {
     fn forget_drops_the_entries_of_a_key() {
         let mut c = FrontCache::new(8);
         let (a, b) = (c.fingerprint(0, "a"), c.fingerprint(0, "b"));
-        c.put(a, key(1), "Bearer a".into(), 10_000, 100);
-        c.put(b, key(2), "Bearer b".into(), 10_000, 100);
+        c.put(a, key(1), "Bearer a".into(), (10_000, 10_000), 100);
+        c.put(b, key(2), "Bearer b".into(), (10_000, 10_000), 100);
         c.forget(&key(1));
         assert!(c.get(&a, 100).is_none());
         assert!(c.get(&b, 100).is_some());
@@ -165,7 +169,7 @@ mod tests {
     fn zero_capacity_keeps_nothing() {
         let mut c = FrontCache::new(0);
         let fp = c.fingerprint(0, "a");
-        c.put(fp, key(1), "Bearer a".into(), 10_000, 100);
+        c.put(fp, key(1), "Bearer a".into(), (10_000, 10_000), 100);
         assert!(c.is_empty());
     }
 }

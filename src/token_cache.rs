@@ -17,8 +17,13 @@ const KIND_REJECTED: u8 = 1;
 /// What a slot holds for a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cached {
-    /// An issued token, to be used until `until` (seconds since the epoch).
-    Token { token: String, until: u64 },
+    /// An issued token, to be used until `until`, and refreshed ahead from `refresh_at`
+    /// (seconds since the epoch).
+    Token {
+        token: String,
+        until: u64,
+        refresh_at: u64,
+    },
     /// Entra ID refused this subject token for this scope a moment ago: its error, as JSON.
     Rejected(String),
 }
@@ -49,20 +54,41 @@ impl TokenCache {
         if stored_key != &key.0 || now >= until {
             return None;
         }
-        let payload = String::from_utf8(payload.to_vec()).ok()?;
         match *kind {
-            KIND_TOKEN => Some(Cached::Token {
-                token: payload,
-                until,
-            }),
-            KIND_REJECTED => Some(Cached::Rejected(payload)),
+            KIND_TOKEN => {
+                let (refresh_at, token) = payload.split_first_chunk::<8>()?;
+                Some(Cached::Token {
+                    token: String::from_utf8(token.to_vec()).ok()?,
+                    until,
+                    refresh_at: u64::from_be_bytes(*refresh_at),
+                })
+            }
+            KIND_REJECTED => Some(Cached::Rejected(String::from_utf8(payload.to_vec()).ok()?)),
             _ => None,
         }
     }
 
-    /// Stores `token` for `key` until `use_until` (seconds since the epoch).
-    pub fn put(&self, host: &dyn Host, key: &CacheKey, token: &str, use_until: u64) -> bool {
-        self.write(host, key, use_until, KIND_TOKEN, token.as_bytes())
+    /// Stores `token` for `key` until `use_until`, to be refreshed from `refresh_at` (seconds since
+    /// the epoch).
+    pub fn put(
+        &self,
+        host: &dyn Host,
+        key: &CacheKey,
+        token: &str,
+        use_until: u64,
+        refresh_at: u64,
+    ) -> bool {
+        let mut payload = Vec::with_capacity(8 + token.len());
+        payload.extend_from_slice(&refresh_at.to_be_bytes());
+        payload.extend_from_slice(token.as_bytes());
+        self.write(host, key, use_until, KIND_TOKEN, &payload)
+    }
+
+    /// After a failed refresh: keeps the token, and tries again from `refresh_at`.
+    pub fn postpone_refresh(&self, host: &dyn Host, key: &CacheKey, refresh_at: u64, now: u64) {
+        if let Some(Cached::Token { token, until, .. }) = self.get(host, key, now) {
+            self.put(host, key, &token, until, refresh_at.min(until));
+        }
     }
 
     /// Remembers Entra ID's refusal (`error_json`) for `key` until `use_until`.
@@ -103,6 +129,16 @@ impl TokenCache {
     }
 }
 
+/// When to start refreshing a token used until `until`: the last `window_s` seconds or the last
+/// `percent` of its lifetime, whichever is shorter (either 0: never ahead of time).
+pub fn refresh_at(now: u64, until: u64, window_s: u64, percent: u64) -> u64 {
+    let lifetime = until.saturating_sub(now);
+    until
+        - window_s
+            .min(lifetime.saturating_mul(percent) / 100)
+            .min(lifetime)
+}
+
 /// Until when an issued token may be used: `issued_at + expires_in - skew`, and never past the
 /// subject token's own `exp`. None when that is already over (the token is then used once, not
 /// cached).
@@ -121,6 +157,7 @@ mod tests {
         Cached::Token {
             token: t.to_string(),
             until: 1_000,
+            refresh_at: 900,
         }
     }
 
@@ -132,7 +169,7 @@ mod tests {
     fn stored_token_is_returned_until_its_time_is_over() {
         let host = FakeHost::default();
         let cache = TokenCache::new(10);
-        assert!(cache.put(&host, &key(1), "tok-1", 1_000));
+        assert!(cache.put(&host, &key(1), "tok-1", 1_000, 900));
         assert_eq!(cache.get(&host, &key(1), 999), Some(token("tok-1")));
         assert_eq!(cache.get(&host, &key(1), 1_000), None);
     }
@@ -141,9 +178,9 @@ mod tests {
     fn another_key_in_the_same_slot_is_a_miss_not_a_wrong_token() {
         let host = FakeHost::default();
         let cache = TokenCache::new(1);
-        cache.put(&host, &key(1), "tok-1", 1_000);
+        cache.put(&host, &key(1), "tok-1", 1_000, 900);
         assert_eq!(cache.get(&host, &key(2), 10), None);
-        cache.put(&host, &key(2), "tok-2", 1_000);
+        cache.put(&host, &key(2), "tok-2", 1_000, 900);
         assert_eq!(cache.get(&host, &key(2), 10), Some(token("tok-2")));
         assert_eq!(cache.get(&host, &key(1), 10), None);
     }
@@ -153,7 +190,7 @@ mod tests {
         let host = FakeHost::default();
         let cache = TokenCache::new(16);
         for n in 0..5_000 {
-            cache.put(&host, &key(n), "t", 1_000);
+            cache.put(&host, &key(n), "t", 1_000, 900);
         }
         assert!(host.shared_keys() <= 16, "{} keys", host.shared_keys());
     }
@@ -163,7 +200,7 @@ mod tests {
         let host = FakeHost::default();
         let cache = TokenCache::new(4);
         let k = CacheKey::derive("e", "c", "s", "the-subject-token");
-        cache.put(&host, &k, "tok", 1_000);
+        cache.put(&host, &k, "tok", 1_000, 900);
         assert!(!host.shared_contains(b"the-subject-token"));
     }
 
@@ -191,11 +228,37 @@ mod tests {
     fn forget_drops_only_its_own_key() {
         let host = FakeHost::default();
         let cache = TokenCache::new(1);
-        cache.put(&host, &key(1), "tok-1", 1_000);
+        cache.put(&host, &key(1), "tok-1", 1_000, 900);
         cache.forget(&host, &key(2));
         assert_eq!(cache.get(&host, &key(1), 10), Some(token("tok-1")));
         cache.forget(&host, &key(1));
         assert_eq!(cache.get(&host, &key(1), 10), None);
+    }
+
+    #[test]
+    fn refresh_window_is_the_shorter_of_seconds_and_percent() {
+        // An hour-long token: 10% is 360 s, so the last 300 s.
+        assert_eq!(refresh_at(0, 3_600, 300, 10), 3_300);
+        // A ten-minute token: 10% is 60 s.
+        assert_eq!(refresh_at(0, 600, 300, 10), 540);
+        assert_eq!(refresh_at(0, 600, 0, 10), 600, "off");
+        assert_eq!(refresh_at(0, 600, 300, 0), 600, "off");
+    }
+
+    #[test]
+    fn postponed_refresh_keeps_the_token() {
+        let host = FakeHost::default();
+        let cache = TokenCache::new(4);
+        cache.put(&host, &key(1), "tok-1", 1_000, 900);
+        cache.postpone_refresh(&host, &key(1), 950, 910);
+        assert_eq!(
+            cache.get(&host, &key(1), 910),
+            Some(Cached::Token {
+                token: "tok-1".into(),
+                until: 1_000,
+                refresh_at: 950
+            })
+        );
     }
 
     #[test]

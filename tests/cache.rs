@@ -230,3 +230,37 @@ fn two_hundred_concurrent_requests_across_four_workers_cause_one_token_request()
         .count();
     assert!(busy_workers >= 2, "{stats}");
 }
+
+#[test]
+fn warm_key_never_waits_for_an_exchange_across_many_expiries() {
+    // Tokens usable for 6 s (expires_in 66, skew 60), refreshed in their last half; the IdP takes
+    // 300 ms to answer. Over 14 s the token is replaced at least twice, and no request waits.
+    let s = Stack::start(json!({"cache": {"expiry_skew_s": 60, "refresh_ahead_percent": 50}}));
+    s.idp.set(Behaviour::Delay(
+        Duration::from_millis(300),
+        Box::new(Behaviour::Issue {
+            expires_in: json!(66),
+        }),
+    ));
+    let subject = user_token("alice");
+    ok(&s, &subject); // the one cold request
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut requests = 0;
+    while started.elapsed() < Duration::from_secs(14) {
+        let t = std::time::Instant::now();
+        ok(&s, &subject);
+        slowest = slowest.max(t.elapsed());
+        requests += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        s.idp.count() >= 3,
+        "refreshed ahead: {} token requests",
+        s.idp.count()
+    );
+    assert!(
+        slowest < Duration::from_millis(200),
+        "a request on the warm key waited {slowest:?} ({requests} requests)"
+    );
+}
