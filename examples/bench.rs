@@ -17,13 +17,6 @@ use serde_json::{json, Value};
 use support::mock_idp::{Behaviour, MockIdp, CLIENT_ID, CLIENT_SECRET};
 use support::stack::API_SCOPE;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -482,9 +475,9 @@ fn fill(port: u16, from: usize, to: usize) {
 }
 
 fn main() {
-    let rounds = env_or("BENCH_ROUNDS", 5);
-    let seconds = env_or("BENCH_SECONDS", 4);
-    let connections = env_or("BENCH_CONNECTIONS", 16);
+    let rounds = support::env_or("BENCH_ROUNDS", 5);
+    let seconds = support::env_or("BENCH_SECONDS", 4);
+    let connections = support::env_or("BENCH_CONNECTIONS", 16);
     let scratch = tempfile::tempdir().unwrap();
     let sequential = root().join("benches/sequential_users.lua");
 

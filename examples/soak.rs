@@ -21,13 +21,6 @@ use support::mock_idp::{obo_token_for, Behaviour, MockIdp, CLIENT_SECRET};
 use support::server::Server;
 use support::stack::{plugin_config, API_SCOPE};
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[derive(Default)]
 struct Tally {
     own_token: AtomicU64,
@@ -45,9 +38,9 @@ fn memory_allocated(envoy: &Envoy) -> u64 {
 }
 
 fn main() {
-    let seconds = env_or("SOAK_SECONDS", 60);
-    let users = env_or("SOAK_USERS", 20_000) as usize;
-    let connections = env_or("SOAK_CONNECTIONS", 64);
+    let seconds = support::env_or("SOAK_SECONDS", 60);
+    let users = support::env_or("SOAK_USERS", 20_000) as usize;
+    let connections = support::env_or("SOAK_CONNECTIONS", 64);
 
     let tokens: Vec<String> = (0..users)
         .map(|i| support::user_token(&format!("soak-user-{i}")))

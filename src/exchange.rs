@@ -53,6 +53,29 @@ struct Flight {
     background: bool,
 }
 
+impl Flight {
+    /// An exchange about to be sent (by `sender`, or by the root context when None).
+    fn new(
+        scope: &str,
+        subject_token: &str,
+        subject_exp: Option<u64>,
+        sender: Option<u32>,
+        waiters: Vec<u32>,
+        deadline_ms: u64,
+    ) -> Self {
+        Flight {
+            scope: scope.to_string(),
+            subject_token: subject_token.to_string(),
+            subject_exp,
+            sender,
+            attempts: u32::from(sender.is_some()),
+            waiters,
+            deadline_ms,
+            background: false,
+        }
+    }
+}
+
 /// Requests of this worker waiting for a token another worker is exchanging.
 struct RemoteWait {
     scope: String,
@@ -158,19 +181,15 @@ impl Worker {
                 claim::release(host, &key, slots, self.id);
             })?;
         self.calls.insert(token_id, key);
-        self.flights.insert(
-            key,
-            Flight {
-                scope: scope.to_string(),
-                subject_token: subject_token.to_string(),
-                subject_exp,
-                sender: Some(context_id),
-                waiters: vec![context_id],
-                attempts: 1,
-                deadline_ms,
-                background: false,
-            },
+        let flight = Flight::new(
+            scope,
+            subject_token,
+            subject_exp,
+            Some(context_id),
+            vec![context_id],
+            deadline_ms,
         );
+        self.flights.insert(key, flight);
         Ok(())
     }
 
@@ -198,19 +217,18 @@ impl Worker {
         let subject_exp = crate::subject_token::read_claims(subject_token)
             .ok()
             .and_then(|c| c.exp);
-        self.flights.insert(
-            key,
-            Flight {
-                scope: scope.to_string(),
-                subject_token: subject_token.to_string(),
+        let flight = Flight {
+            background: true,
+            ..Flight::new(
+                scope,
+                subject_token,
                 subject_exp,
-                sender: None,
-                waiters: Vec::new(),
-                attempts: 0,
+                None,
+                Vec::new(),
                 deadline_ms,
-                background: true,
-            },
-        );
+            )
+        };
+        self.flights.insert(key, flight);
         self.pending.push((key, now_ms));
         host.set_tick_period_ms(1);
         host.log(
@@ -419,19 +437,15 @@ impl Worker {
             match send(host, config, &wait.scope, &wait.subject_token, deadline_ms) {
                 Ok(token_id) => {
                     self.calls.insert(token_id, key);
-                    self.flights.insert(
-                        key,
-                        Flight {
-                            scope: wait.scope,
-                            subject_token: wait.subject_token,
-                            subject_exp: wait.subject_exp,
-                            sender: Some(root_id),
-                            waiters: wait.waiters,
-                            attempts: 1,
-                            deadline_ms,
-                            background: false,
-                        },
+                    let flight = Flight::new(
+                        &wait.scope,
+                        &wait.subject_token,
+                        wait.subject_exp,
+                        Some(root_id),
+                        wait.waiters,
+                        deadline_ms,
                     );
+                    self.flights.insert(key, flight);
                 }
                 Err(refusal) => {
                     claim::release(host, &key, slots, self.id);

@@ -43,3 +43,11 @@ pub fn subject_token(user: &str, exp: u64) -> String {
 pub fn user_token(user: &str) -> String {
     subject_token(user, now() + 3600)
 }
+
+/// A number from the environment, or `default` (for the load runs' knobs).
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
