@@ -201,12 +201,19 @@ fn two_hundred_concurrent_requests_across_four_workers_cause_one_token_request()
             let (auth, barrier) = (bearer(&subject), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                support::client::get(port, "api.example.com", "/", Some(&auth)).status
+                let r = support::client::get(port, "api.example.com", "/", Some(&auth));
+                (r.status, r.body)
             })
         })
         .collect();
-    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    assert!(statuses.iter().all(|st| *st == 200), "{statuses:?}");
+    let answers: Vec<(u16, String)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let failed: Vec<&(u16, String)> = answers.iter().filter(|(st, _)| *st != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} not 200, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
     assert_eq!(
         s.idp.count(),
         1,
