@@ -78,7 +78,24 @@ impl RequestFilter {
             let (key, refresh_now) = (entry.key, now >= entry.refresh_at);
             self.served_with = Some(key);
             if refresh_now {
-                worker.refresh(host, key, &target.scope, subject_token);
+                // Another worker may have refreshed it already: then take its token, not a turn.
+                match TokenCache::new(config.cache.max_entries).get(host, &key, now) {
+                    Some(Cached::Token {
+                        token,
+                        until,
+                        refresh_at,
+                    }) if refresh_at > now => {
+                        let authorization: Rc<str> = format!("Bearer {token}").into();
+                        worker.front().put(
+                            fingerprint,
+                            key,
+                            authorization,
+                            (until, refresh_at),
+                            now,
+                        );
+                    }
+                    _ => worker.refresh(host, key, &target.scope, subject_token),
+                }
             }
             return Verdict::Continue;
         }

@@ -1124,3 +1124,45 @@ fn failed_refresh_keeps_serving_the_valid_token() {
         "the next try waits a little"
     );
 }
+
+#[test]
+fn a_token_refreshed_by_one_worker_is_not_refreshed_again_by_another() {
+    let host = FakeHost::default();
+    let (a, b) = two_workers();
+    let (mut f, _) = request(&host, &a, 10, "api.example.com", "/", Some(BEARER_U));
+    answer(&host, &mut f, 0, ok_answer("obo-1", 1060.into()));
+    // Worker b caches the token in its front cache too.
+    request(&host, &b, 20, "api.example.com", "/", Some(BEARER_U));
+    host.now.set(host.now.get() + 901);
+    // Worker a notices the window and refreshes.
+    request(&host, &a, 11, "api.example.com", "/", Some(BEARER_U));
+    host.enter(ROOT);
+    a.borrow_mut().on_tick(&host, ROOT);
+    let refresh = host.dispatched.borrow()[1].clone();
+    a.borrow_mut().complete(
+        &host,
+        refresh.token_id,
+        &ok_answer("obo-2", 1060.into()),
+        ROOT,
+    );
+    // Worker b's front entry is older, but the shared cache already has the new token.
+    assert_eq!(
+        request(&host, &b, 21, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Continue
+    );
+    assert_eq!(
+        request(&host, &b, 22, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Continue
+    );
+    assert_eq!(
+        host.header_of(22, "authorization").as_deref(),
+        Some("Bearer obo-2")
+    );
+    host.enter(ROOT);
+    assert_eq!(b.borrow_mut().on_tick(&host, ROOT), 0);
+    assert_eq!(
+        host.dispatched.borrow().len(),
+        2,
+        "one refresh across the workers"
+    );
+}
