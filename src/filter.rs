@@ -85,14 +85,10 @@ impl RequestFilter {
                         until,
                         refresh_at,
                     }) if refresh_at > now => {
-                        let authorization: Rc<str> = format!("Bearer {token}").into();
-                        worker.front().put(
-                            fingerprint,
-                            key,
-                            authorization,
-                            (until, refresh_at),
-                            now,
-                        );
+                        let times = (until, refresh_at);
+                        worker
+                            .front()
+                            .put_token(fingerprint, key, &token, times, now);
                     }
                     _ => worker.refresh(host, key, &target.scope, subject_token),
                 }
@@ -111,11 +107,11 @@ impl RequestFilter {
                 until,
                 refresh_at,
             }) => {
-                let authorization: Rc<str> = format!("Bearer {token}").into();
-                host.set_request_header("authorization", &authorization);
-                worker
+                let times = (until, refresh_at);
+                let authorization = worker
                     .front()
-                    .put(fingerprint, key, authorization, (until, refresh_at), now);
+                    .put_token(fingerprint, key, &token, times, now);
+                host.set_request_header("authorization", &authorization);
                 self.served_with = Some(key);
                 if now >= refresh_at {
                     worker.refresh(host, key, &target.scope, subject_token);

@@ -97,6 +97,20 @@ impl FrontCache {
         );
     }
 
+    /// Keeps the shared cache's `token` as an entry, and returns the `Authorization` value it sends.
+    pub fn put_token(
+        &mut self,
+        fingerprint: Fingerprint,
+        key: CacheKey,
+        token: &str,
+        times: (u64, u64),
+        now: u64,
+    ) -> Rc<str> {
+        let authorization: Rc<str> = format!("Bearer {token}").into();
+        self.put(fingerprint, key, authorization.clone(), times, now);
+        authorization
+    }
+
     /// Drops every entry for the shared cache's `key`.
     pub fn forget(&mut self, key: &CacheKey) {
         self.entries.retain(|_, e| e.key != *key);

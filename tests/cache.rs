@@ -108,6 +108,23 @@ fn cache_slots_are_bounded_by_max_entries() {
     assert_eq!(s.upstream.seen()[2].authorization, expected_last);
 }
 
+/// `n` requests with `authorization`, all sent at the same moment; their statuses and bodies.
+fn get_at_once(s: &Stack, n: usize, authorization: &str) -> Vec<(u16, String)> {
+    let port = s.envoy.port;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (auth, barrier) = (authorization.to_string(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let r = support::client::get(port, "api.example.com", "/", Some(&auth));
+                (r.status, r.body)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 #[test]
 fn concurrent_requests_on_one_worker_share_one_exchange() {
     let s = Stack::start_with(json!({}), |opts| opts.concurrency = 1);
@@ -116,17 +133,7 @@ fn concurrent_requests_on_one_worker_share_one_exchange() {
         Box::new(Behaviour::issue()),
     ));
     let subject = user_token("alice");
-    let port = s.envoy.port;
-    let threads: Vec<_> = (0..20)
-        .map(|_| {
-            let auth = bearer(&subject);
-            std::thread::spawn(move || {
-                let r = support::client::get(port, "api.example.com", "/", Some(&auth));
-                (r.status, r.body)
-            })
-        })
-        .collect();
-    let answers: Vec<(u16, String)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let answers = get_at_once(&s, 20, &bearer(&subject));
     assert!(
         answers.iter().all(|(st, _)| *st == 200),
         "{answers:?}\n{}",
@@ -194,19 +201,7 @@ fn two_hundred_concurrent_requests_across_four_workers_cause_one_token_request()
         Box::new(Behaviour::issue()),
     ));
     let subject = user_token("alice");
-    let port = s.envoy.port;
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(200));
-    let threads: Vec<_> = (0..200)
-        .map(|_| {
-            let (auth, barrier) = (bearer(&subject), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                let r = support::client::get(port, "api.example.com", "/", Some(&auth));
-                (r.status, r.body)
-            })
-        })
-        .collect();
-    let answers: Vec<(u16, String)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let answers = get_at_once(&s, 200, &bearer(&subject));
     let failed: Vec<&(u16, String)> = answers.iter().filter(|(st, _)| *st != 200).collect();
     assert!(
         failed.is_empty(),
