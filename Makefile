@@ -11,7 +11,7 @@ PYTHON        ?= python3
 export ENVOY_BIN := $(ENVOY)
 export OBO_WASM  := $(WASM)
 
-.PHONY: all build wasm-target envoy test unit run lint fuzz soak bench clean
+.PHONY: all build wasm-target envoy test unit run lint fuzz soak bench clean check-config
 
 all: build
 
@@ -40,7 +40,7 @@ envoy: $(ENVOY)
 # Formatting and lints, unit tests (decisions against a fake host), the end-to-end suite (the
 # real Envoy with the real .wasm), and a few seconds of each fuzzer.
 test: build $(ENVOY) lint
-	cargo test --lib --tests
+	cargo test --workspace --lib --bins --tests
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
 
 unit:
@@ -49,7 +49,7 @@ unit:
 lint: wasm-target
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-wasip1 --lib -- -D warnings
 
 # Each fuzz target for FUZZ_SECONDS, from the committed seeds in fuzz/corpus (new inputs go to a
@@ -89,6 +89,11 @@ soak: build $(ENVOY)
 # Envoy with the filter, a mock Entra ID token endpoint and an echo API, all on loopback.
 run: build $(ENVOY)
 	cargo run --quiet --example local_stack
+
+# Checks the plugin configurations in FILE (raw JSON, Envoy or Istio YAML) with the filter's own
+# parser: make check-config FILE=envoy/istio/wasmplugin.yaml ARGS=--assume-env
+check-config:
+	@cargo run --quiet -p obo-config -- check $(ARGS) $(FILE)
 
 clean:
 	cargo clean

@@ -141,6 +141,65 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Every problem found in a configuration, in field order: a platform team sees them all at once
+/// (the filter's log, `obo-config check`) rather than one per rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
+        self.0.iter()
+    }
+
+    /// The first problem (there is always at least one).
+    pub fn first(&self) -> &ConfigError {
+        &self.0[0]
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects problems while validation goes on past the first one.
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn check<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(e);
+                None
+            }
+        }
+    }
+
+    fn into_result<T>(self, value: Option<T>) -> Result<T, ConfigErrors> {
+        match value {
+            Some(v) if self.0.is_empty() => Ok(v),
+            _ => Err(ConfigErrors(self.0)),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -251,16 +310,22 @@ fn default_backoff_max_s() -> u64 {
 
 /// Parses the plugin configuration. `env` reads the VM's environment (`${NAME}` values and the
 /// `AZURE_*` defaults).
-pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::new(
             "configuration",
             "is empty: the filter needs at least token_cluster and targets",
-        ));
+        )
+        .into());
     }
     let mut tree: Value = serde_json::from_slice(bytes)
         .map_err(|e| ConfigError::new("configuration", format!("is not valid JSON: {e}")))?;
-    expand_env(&mut tree, &mut String::new(), env)?;
+    let mut problems = Problems::default();
+    expand_env(&mut tree, &mut String::new(), env, &mut problems);
+    if !problems.0.is_empty() {
+        return problems.into_result(None);
+    }
+    // serde stops at the first structural problem (unknown field, wrong type).
     let raw: RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." {
@@ -278,18 +343,17 @@ fn expand_env(
     value: &mut Value,
     path: &mut String,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
+    problems: &mut Problems,
+) {
     match value {
         Value::String(s) => {
             if let Some(name) = env_reference(s) {
                 match env(name).filter(|v| !v.is_empty()) {
                     Some(v) => *s = v,
-                    None => {
-                        return Err(ConfigError::new(
-                            path.clone(),
-                            format!("environment variable {name} is not set or is empty"),
-                        ))
-                    }
+                    None => problems.0.push(ConfigError::new(
+                        path.clone(),
+                        format!("environment variable {name} is not set or is empty"),
+                    )),
                 }
             }
         }
@@ -297,7 +361,7 @@ fn expand_env(
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                expand_env(item, path, env)?;
+                expand_env(item, path, env, problems);
                 path.truncate(len);
             }
         }
@@ -308,13 +372,12 @@ fn expand_env(
                     path.push('.');
                 }
                 path.push_str(key);
-                expand_env(item, path, env)?;
+                expand_env(item, path, env, problems);
                 path.truncate(len);
             }
         }
         _ => {}
     }
-    Ok(())
 }
 
 /// `${NAME}` → `NAME`, for names made of letters, digits and underscores.
@@ -326,79 +389,93 @@ fn env_reference(s: &str) -> Option<&str> {
     valid.then_some(name)
 }
 
-fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    let token_cluster = non_empty("token_cluster", raw.token_cluster)?;
-    let endpoint = or_env(
-        "token_endpoint",
-        raw.token_endpoint,
-        ENV_TOKEN_ENDPOINT,
-        env,
-    )?;
-    let token_endpoint = parse_endpoint(&endpoint)?;
-    let client_id = or_env("client_id", raw.client_id, ENV_CLIENT_ID, env)?;
-    let client_secret = Secret(or_env(
+fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let mut p = Problems::default();
+    let token_cluster = p.check(non_empty("token_cluster", raw.token_cluster));
+    let token_endpoint = p.check(
+        or_env(
+            "token_endpoint",
+            raw.token_endpoint,
+            ENV_TOKEN_ENDPOINT,
+            env,
+        )
+        .and_then(|e| parse_endpoint(&e)),
+    );
+    let client_id = p.check(or_env("client_id", raw.client_id, ENV_CLIENT_ID, env));
+    let client_secret = p.check(or_env(
         "client_secret",
         raw.client_secret,
         ENV_CLIENT_SECRET,
         env,
-    )?);
+    ));
     if !(1..=MAX_TOKEN_TIMEOUT_MS).contains(&raw.token_timeout_ms) {
-        return Err(ConfigError::new(
+        p.0.push(ConfigError::new(
             "token_timeout_ms",
             format!("must be between 1 and {MAX_TOKEN_TIMEOUT_MS}"),
         ));
     }
     if raw.targets.is_empty() {
-        return Err(ConfigError::new("targets", "must list at least one target"));
+        p.0.push(ConfigError::new("targets", "must list at least one target"));
     }
-    let targets = raw
-        .targets
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| validate_target(i, t))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut targets = Vec::with_capacity(raw.targets.len());
+    for (i, t) in raw.targets.into_iter().enumerate() {
+        if let Some(t) = validate_target(i, t, &mut p) {
+            targets.push(t);
+        }
+    }
     if !(1..=MAX_MAX_ENTRIES).contains(&raw.cache.max_entries) {
-        return Err(ConfigError::new(
+        p.0.push(ConfigError::new(
             "cache.max_entries",
             format!("must be between 1 and {MAX_MAX_ENTRIES}"),
         ));
     }
-    at_most(
-        "cache.expiry_skew_s",
-        raw.cache.expiry_skew_s,
-        MAX_EXPIRY_SKEW_S,
-    )?;
-    at_most(
-        "cache.worker_entries",
-        u64::from(raw.cache.worker_entries),
-        MAX_WORKER_ENTRIES,
-    )?;
-    at_most("cache.refresh_ahead_s", raw.cache.refresh_ahead_s, 86_400)?;
-    at_most(
-        "cache.refresh_ahead_percent",
-        raw.cache.refresh_ahead_percent,
-        90,
-    )?;
-    at_most(
-        "subject_token_leeway_s",
-        raw.subject_token_leeway_s,
-        MAX_SUBJECT_TOKEN_LEEWAY_S,
-    )?;
-    at_most(
-        "negative_cache_s",
-        raw.negative_cache_s,
-        MAX_NEGATIVE_CACHE_S,
-    )?;
-    at_most("backoff.default_s", raw.backoff.default_s, MAX_BACKOFF_S)?;
-    at_most("backoff.max_s", raw.backoff.max_s, MAX_BACKOFF_S)?;
+    for (field, value, max) in [
+        (
+            "cache.expiry_skew_s",
+            raw.cache.expiry_skew_s,
+            MAX_EXPIRY_SKEW_S,
+        ),
+        (
+            "cache.worker_entries",
+            u64::from(raw.cache.worker_entries),
+            MAX_WORKER_ENTRIES,
+        ),
+        ("cache.refresh_ahead_s", raw.cache.refresh_ahead_s, 86_400),
+        (
+            "cache.refresh_ahead_percent",
+            raw.cache.refresh_ahead_percent,
+            90,
+        ),
+        (
+            "subject_token_leeway_s",
+            raw.subject_token_leeway_s,
+            MAX_SUBJECT_TOKEN_LEEWAY_S,
+        ),
+        (
+            "negative_cache_s",
+            raw.negative_cache_s,
+            MAX_NEGATIVE_CACHE_S,
+        ),
+        ("backoff.default_s", raw.backoff.default_s, MAX_BACKOFF_S),
+        ("backoff.max_s", raw.backoff.max_s, MAX_BACKOFF_S),
+    ] {
+        if value > max {
+            p.0.push(ConfigError::new(field, format!("must be at most {max}")));
+        }
+    }
+    let (Some(token_cluster), Some(token_endpoint), Some(client_id), Some(client_secret)) =
+        (token_cluster, token_endpoint, client_id, client_secret)
+    else {
+        return p.into_result(None);
+    };
     let audiences = raw
         .require_audience
         .then(|| vec![client_id.clone(), format!("api://{client_id}")]);
-    Ok(Config {
+    let config = Config {
         token_cluster,
         token_endpoint,
         client_id,
-        client_secret,
+        client_secret: Secret(client_secret),
         token_timeout: Duration::from_millis(raw.token_timeout_ms),
         targets,
         unmatched: raw.unmatched,
@@ -418,15 +495,8 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             default_s: raw.backoff.default_s,
             max_s: raw.backoff.max_s,
         },
-    })
-}
-
-fn at_most(field: &str, value: u64, max: u64) -> Result<(), ConfigError> {
-    if value > max {
-        Err(ConfigError::new(field, format!("must be at most {max}")))
-    } else {
-        Ok(())
-    }
+    };
+    p.into_result(Some(config))
 }
 
 fn non_empty(field: &str, value: String) -> Result<String, ConfigError> {
@@ -494,30 +564,29 @@ fn parse_endpoint(raw: &str) -> Result<TokenEndpoint, ConfigError> {
     })
 }
 
-fn validate_target(index: usize, raw: RawTarget) -> Result<Target, ConfigError> {
+fn validate_target(index: usize, raw: RawTarget, p: &mut Problems) -> Option<Target> {
     let field = |name: &str| format!("targets[{index}].{name}");
-    let host = HostPattern::parse(&raw.host).map_err(|p| ConfigError::new(field("host"), p))?;
-    let path_prefix = match raw.path_prefix {
-        None => None,
-        Some(p) if !p.starts_with('/') => {
-            return Err(ConfigError::new(
-                field("path_prefix"),
-                "must start with '/'",
-            ))
-        }
-        Some(p) if p.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-            return Err(ConfigError::new(
+    let host =
+        p.check(HostPattern::parse(&raw.host).map_err(|e| ConfigError::new(field("host"), e)));
+    let path_prefix = p.check(match raw.path_prefix {
+        None => Ok(None),
+        Some(prefix) if !prefix.starts_with('/') => Err(ConfigError::new(
+            field("path_prefix"),
+            "must start with '/'",
+        )),
+        Some(prefix) if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Err(ConfigError::new(
                 field("path_prefix"),
                 "must not contain spaces or control characters",
             ))
         }
-        Some(p) => Some(p),
-    };
-    let scope = non_empty(&field("scope"), raw.scope)?;
-    Ok(Target {
-        host,
-        path_prefix,
-        scope,
+        Some(prefix) => Ok(Some(prefix)),
+    });
+    let scope = p.check(non_empty(&field("scope"), raw.scope));
+    Some(Target {
+        host: host?,
+        path_prefix: path_prefix?,
+        scope: scope?,
     })
 }
 
@@ -554,7 +623,7 @@ mod tests {
     fn parse_value(v: &Value, env: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
         let vars: &'static [(&'static str, &'static str)] =
             Box::leak(env.to_vec().into_boxed_slice());
-        parse(v.to_string().as_bytes(), &env_with(vars))
+        parse(v.to_string().as_bytes(), &env_with(vars)).map_err(|e| e.first().clone())
     }
 
     fn error_of(v: Value) -> ConfigError {
@@ -676,7 +745,10 @@ mod tests {
 
     #[test]
     fn bad_json_is_refused() {
-        let e = parse(b"{\"token_cluster\": ", &env_with(ENV_STATIC)).unwrap_err();
+        let e = parse(b"{\"token_cluster\": ", &env_with(ENV_STATIC))
+            .unwrap_err()
+            .first()
+            .clone();
         assert_eq!(e.field, "configuration");
         assert!(e.problem.contains("not valid JSON"), "{e}");
     }
@@ -685,7 +757,10 @@ mod tests {
 
     #[test]
     fn empty_configuration_is_refused() {
-        let e = parse(b"  ", &env_with(ENV_STATIC)).unwrap_err();
+        let e = parse(b"  ", &env_with(ENV_STATIC))
+            .unwrap_err()
+            .first()
+            .clone();
         assert_eq!(e.field, "configuration");
     }
 
@@ -834,6 +909,48 @@ mod tests {
         v["unmatched"] = json!("allow");
         let e = error_of(v);
         assert_eq!(e.field, "unmatched");
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_only_the_first() {
+        let v = json!({
+            "token_cluster": "",
+            "token_endpoint": "ftp://login.example/token",
+            "token_timeout_ms": 0,
+            "targets": [
+                {"host": "a.*.example", "scope": "api://x/.default"},
+                {"host": "b.example", "path_prefix": "v2", "scope": " "}
+            ],
+            "cache": {"max_entries": 0},
+            "backoff": {"max_s": 99999}
+        });
+        let vars: &'static [(&'static str, &'static str)] = &ENV[1..];
+        let errors = parse(v.to_string().as_bytes(), &env_with(vars)).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "token_cluster",
+                "token_endpoint",
+                "token_timeout_ms",
+                "targets[0].host",
+                "targets[1].path_prefix",
+                "targets[1].scope",
+                "cache.max_entries",
+                "backoff.max_s",
+            ]
+        );
+        assert_eq!(errors.to_string().lines().count(), fields.len());
+    }
+
+    #[test]
+    fn every_unset_environment_reference_is_reported() {
+        let mut v = minimal();
+        v["client_id"] = json!("${UNSET_ONE}");
+        v["targets"][0]["scope"] = json!("${UNSET_TWO}");
+        let errors = parse(v.to_string().as_bytes(), &env_with(ENV)).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["client_id", "targets[0].scope"]);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Serialize;
 
+use crate::exchange::Ask;
 use crate::subject_token::SubjectTokenProblem;
 use crate::token_response::{ExchangeFailure, IdpError};
 
@@ -255,11 +256,30 @@ pub fn log_line(refusal: &Refusal) -> String {
     }
 }
 
+/// The log line of a failed exchange: what the IdP said (`log_line`), and the scope, target host
+/// and request id of the request that began it.
+pub fn exchange_log_line(refusal: &Refusal, ask: &Ask) -> String {
+    format!(
+        "token exchange failed: scope={} host={} request_id={}: {}",
+        sanitize_for_log_with(&ask.scope, ":/"),
+        sanitize_for_log_with(&ask.target_host, ":"),
+        sanitize_for_log(ask.request_id.as_deref().unwrap_or("-")),
+        log_line(refusal)
+    )
+}
+
 fn sanitize_for_log(s: &str) -> String {
+    sanitize_for_log_with(s, "")
+}
+
+/// At most 64 (128 with extra characters allowed) characters of letters, digits, `-_.` and
+/// `extra`; anything else becomes `?`, so a value from outside cannot forge a log line.
+fn sanitize_for_log_with(s: &str, extra: &str) -> String {
+    let max = if extra.is_empty() { 64 } else { 128 };
     s.chars()
-        .take(64)
+        .take(max)
         .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) || extra.contains(c) {
                 c
             } else {
                 '?'

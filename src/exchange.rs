@@ -11,9 +11,10 @@ use crate::backoff;
 use crate::cache_key::CacheKey;
 use crate::claim::{self, Claim};
 use crate::config::Config;
-use crate::error_reply::{log_line, reply_for, Refusal, Reply};
+use crate::error_reply::{exchange_log_line, reply_for, Refusal, Reply};
 use crate::front_cache::FrontCache;
 use crate::host::{Callout, DispatchError, Host, LogLevel};
+use crate::metrics::Counter;
 use crate::token_cache::{refresh_at, use_until, Cached, TokenCache};
 use crate::token_request;
 use crate::token_response::{read_answer, ExchangeFailure, IdpError, IssuedToken};
@@ -36,11 +37,21 @@ const CLAIM_MARGIN_MS: u64 = 500;
 /// After a failed refresh ahead of expiry, the next try is this much later.
 const REFRESH_RETRY_S: u64 = 10;
 
-struct Flight {
-    scope: String,
+/// What an exchange is for, and the request that began it (named in the log if it fails).
+#[derive(Clone)]
+pub struct Ask {
+    pub scope: String,
     /// Kept only while the exchange is in flight, to send it again if needed.
-    subject_token: String,
-    subject_exp: Option<u64>,
+    pub subject_token: String,
+    pub subject_exp: Option<u64>,
+    /// The `:authority` of the request that began the exchange.
+    pub target_host: String,
+    /// Its `x-request-id`, if it had one.
+    pub request_id: Option<String>,
+}
+
+struct Flight {
+    ask: Ask,
     /// The stream whose token request is in flight; None while the root is to send it.
     sender: Option<u32>,
     /// Every stream waiting for this exchange, the sender included.
@@ -51,36 +62,34 @@ struct Flight {
     deadline_ms: u64,
     /// A refresh ahead of expiry: nobody waits for it, and while it fails the cached token stays.
     background: bool,
+    /// When the exchange began, for the latency histogram.
+    started_ms: u64,
 }
 
 impl Flight {
     /// An exchange about to be sent (by `sender`, or by the root context when None).
     fn new(
-        scope: &str,
-        subject_token: &str,
-        subject_exp: Option<u64>,
+        ask: Ask,
         sender: Option<u32>,
         waiters: Vec<u32>,
+        started_ms: u64,
         deadline_ms: u64,
     ) -> Self {
         Flight {
-            scope: scope.to_string(),
-            subject_token: subject_token.to_string(),
-            subject_exp,
+            ask,
             sender,
             attempts: u32::from(sender.is_some()),
             waiters,
             deadline_ms,
             background: false,
+            started_ms,
         }
     }
 }
 
 /// Requests of this worker waiting for a token another worker is exchanging.
 struct RemoteWait {
-    scope: String,
-    subject_token: String,
-    subject_exp: Option<u64>,
+    ask: Ask,
     waiters: Vec<u32>,
     /// When to stop waiting and exchange here (the other worker may have died).
     give_up_ms: u64,
@@ -144,9 +153,7 @@ impl Worker {
         host: &dyn Host,
         context_id: u32,
         key: CacheKey,
-        scope: &str,
-        subject_token: &str,
-        subject_exp: Option<u64>,
+        ask: Ask,
     ) -> Result<(), Refusal> {
         if let Some(flight) = self.flights.get_mut(&key) {
             flight.waiters.push(context_id);
@@ -166,9 +173,7 @@ impl Worker {
             self.remote.insert(
                 key,
                 RemoteWait {
-                    scope: scope.to_string(),
-                    subject_token: subject_token.to_string(),
-                    subject_exp,
+                    ask,
                     waiters: vec![context_id],
                     give_up_ms: claim_until,
                 },
@@ -176,19 +181,11 @@ impl Worker {
             host.set_tick_period_ms(TICK_MS);
             return Ok(());
         }
-        let token_id =
-            send(host, &config, scope, subject_token, deadline_ms).inspect_err(|_| {
-                claim::release(host, &key, slots, self.id);
-            })?;
+        let token_id = send(host, &config, &ask, deadline_ms).inspect_err(|_| {
+            claim::release(host, &key, slots, self.id);
+        })?;
         self.calls.insert(token_id, key);
-        let flight = Flight::new(
-            scope,
-            subject_token,
-            subject_exp,
-            Some(context_id),
-            vec![context_id],
-            deadline_ms,
-        );
+        let flight = Flight::new(ask, Some(context_id), vec![context_id], now_ms, deadline_ms);
         self.flights.insert(key, flight);
         Ok(())
     }
@@ -196,7 +193,7 @@ impl Worker {
     /// Starts refreshing the token of `key` in the background, from the root context, unless an
     /// exchange for it is already under way here or on another worker, or the scope backs off.
     /// The request that noticed goes on with the cached token, as does everyone else.
-    pub fn refresh(&mut self, host: &dyn Host, key: CacheKey, scope: &str, subject_token: &str) {
+    pub fn refresh(&mut self, host: &dyn Host, key: CacheKey, ask: Ask) {
         if self.flights.contains_key(&key) || self.remote.contains_key(&key) {
             return;
         }
@@ -204,7 +201,7 @@ impl Worker {
             return;
         };
         let now_ms = host.now_ms();
-        if backoff::remaining_s(host, &backoff::scope_key(&config, scope), now_ms).is_some() {
+        if backoff::remaining_s(host, &backoff::scope_key(&config, &ask.scope), now_ms).is_some() {
             return;
         }
         let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
@@ -214,27 +211,17 @@ impl Worker {
         {
             return;
         }
-        let subject_exp = crate::subject_token::read_claims(subject_token)
-            .ok()
-            .and_then(|c| c.exp);
+        host.log(
+            LogLevel::Debug,
+            &format!("scope {}: refreshing a token ahead of expiry", ask.scope),
+        );
         let flight = Flight {
             background: true,
-            ..Flight::new(
-                scope,
-                subject_token,
-                subject_exp,
-                None,
-                Vec::new(),
-                deadline_ms,
-            )
+            ..Flight::new(ask, None, Vec::new(), now_ms, deadline_ms)
         };
         self.flights.insert(key, flight);
         self.pending.push((key, now_ms));
         host.set_tick_period_ms(1);
-        host.log(
-            LogLevel::Debug,
-            &format!("scope {scope}: refreshing a token ahead of expiry"),
-        );
     }
 
     /// Settles the exchange a token request answered: caches the token and resumes every waiting
@@ -259,6 +246,10 @@ impl Worker {
         let settlement =
             match read_answer(answer.status, answer.retry_after.as_deref(), &answer.body) {
                 Ok(issued) => {
+                    host.count(Counter::ExchangesOk);
+                    host.record_exchange_latency_ms(
+                        host.now_ms().saturating_sub(flight.started_ms),
+                    );
                     // In the shared cache before the claim ends, so no waiter misses it.
                     store(host, &config, &key, &flight, &issued);
                     claim::release(host, &key, config.cache.max_entries, self.id);
@@ -266,12 +257,12 @@ impl Worker {
                 }
                 Err(failure) => {
                     if let Some(due_ms) = retry_at(host, &key, &flight, &failure) {
+                        let refusal = Refusal::Exchange(failure);
                         host.log(
                             LogLevel::Info,
                             &format!(
-                                "scope {}: retrying once after: {}",
-                                flight.scope,
-                                log_line(&Refusal::Exchange(failure))
+                                "retrying once: {}",
+                                exchange_log_line(&refusal, &flight.ask)
                             ),
                         );
                         flight.sender = None;
@@ -280,6 +271,10 @@ impl Worker {
                         host.set_tick_period_ms(TICK_MS);
                         return;
                     }
+                    host.count(Counter::for_failure(&failure));
+                    host.record_exchange_latency_ms(
+                        host.now_ms().saturating_sub(flight.started_ms),
+                    );
                     if flight.background {
                         // Keep serving the cached token; try again a little later.
                         let now = host.now_unix();
@@ -290,7 +285,7 @@ impl Worker {
                             now,
                         );
                         if let Some(wait_s) = backoff::wait_for(&failure, &config.backoff) {
-                            let scope_key = backoff::scope_key(&config, &flight.scope);
+                            let scope_key = backoff::scope_key(&config, &flight.ask.scope);
                             backoff::start(host, &scope_key, host.now_ms(), wait_s);
                         }
                     } else {
@@ -298,10 +293,7 @@ impl Worker {
                     }
                     claim::release(host, &key, config.cache.max_entries, self.id);
                     let refusal = Refusal::Exchange(failure);
-                    host.log(
-                        LogLevel::Warn,
-                        &format!("scope {}: {}", flight.scope, log_line(&refusal)),
-                    );
+                    host.log(LogLevel::Warn, &exchange_log_line(&refusal, &flight.ask));
                     Settlement::Refuse(reply_for(&refusal))
                 }
             };
@@ -353,13 +345,7 @@ impl Worker {
             if flight.sender.is_some() {
                 continue;
             }
-            match send(
-                host,
-                &config,
-                &flight.scope,
-                &flight.subject_token,
-                flight.deadline_ms,
-            ) {
+            match send(host, &config, &flight.ask, flight.deadline_ms) {
                 Ok(token_id) => {
                     flight.sender = Some(root_id);
                     flight.attempts += 1;
@@ -405,7 +391,7 @@ impl Worker {
                     Some(Settlement::Refuse(reply_for(&refusal)))
                 }
                 None => {
-                    backoff::remaining_s(host, &backoff::scope_key(config, &wait.scope), now_ms)
+                    backoff::remaining_s(host, &backoff::scope_key(config, &wait.ask.scope), now_ms)
                         .map(|retry_after_s| {
                             Settlement::Refuse(reply_for(&Refusal::BackingOff { retry_after_s }))
                         })
@@ -434,17 +420,11 @@ impl Worker {
             let Some(wait) = self.remote.remove(&key) else {
                 continue;
             };
-            match send(host, config, &wait.scope, &wait.subject_token, deadline_ms) {
+            match send(host, config, &wait.ask, deadline_ms) {
                 Ok(token_id) => {
                     self.calls.insert(token_id, key);
-                    let flight = Flight::new(
-                        &wait.scope,
-                        &wait.subject_token,
-                        wait.subject_exp,
-                        Some(root_id),
-                        wait.waiters,
-                        deadline_ms,
-                    );
+                    let flight =
+                        Flight::new(wait.ask, Some(root_id), wait.waiters, now_ms, deadline_ms);
                     self.flights.insert(key, flight);
                 }
                 Err(refusal) => {
@@ -492,7 +472,7 @@ fn retry_at(
 fn store(host: &dyn Host, config: &Config, key: &CacheKey, flight: &Flight, issued: &IssuedToken) {
     let now = host.now_unix();
     let skew = config.cache.expiry_skew_s;
-    match use_until(now, issued.expires_in, skew, flight.subject_exp) {
+    match use_until(now, issued.expires_in, skew, flight.ask.subject_exp) {
         Some(until) => {
             let cache = &config.cache;
             let refresh = refresh_at(
@@ -506,7 +486,7 @@ fn store(host: &dyn Host, config: &Config, key: &CacheKey, flight: &Flight, issu
                 LogLevel::Debug,
                 &format!(
                     "scope {}: token exchanged, cached for {} s",
-                    flight.scope,
+                    flight.ask.scope,
                     until - now
                 ),
             );
@@ -515,7 +495,7 @@ fn store(host: &dyn Host, config: &Config, key: &CacheKey, flight: &Flight, issu
             LogLevel::Debug,
             &format!(
                 "scope {}: token exchanged, too short-lived to cache",
-                flight.scope
+                flight.ask.scope
             ),
         ),
     }
@@ -541,21 +521,15 @@ fn remember_failure(
     if let Some(wait_s) = backoff::wait_for(failure, &config.backoff) {
         backoff::start(
             host,
-            &backoff::scope_key(config, &flight.scope),
+            &backoff::scope_key(config, &flight.ask.scope),
             host.now_ms(),
             wait_s,
         );
     }
 }
 
-fn send(
-    host: &dyn Host,
-    config: &Config,
-    scope: &str,
-    subject_token: &str,
-    deadline_ms: u64,
-) -> Result<u32, Refusal> {
-    let body = token_request::form_body(config, scope, subject_token);
+fn send(host: &dyn Host, config: &Config, ask: &Ask, deadline_ms: u64) -> Result<u32, Refusal> {
+    let body = token_request::form_body(config, &ask.scope, &ask.subject_token);
     let headers = token_request::headers(config);
     let left_ms = deadline_ms.saturating_sub(host.now_ms()).max(1);
     let callout = Callout {
@@ -565,6 +539,7 @@ fn send(
         timeout: std::time::Duration::from_millis(left_ms),
     };
     host.dispatch(&callout).map_err(|e| {
+        host.count(Counter::ExchangesUpstreamError);
         let why = match e {
             DispatchError::UnknownCluster => "unknown token_cluster",
             DispatchError::Refused => "refused by the host",
@@ -591,7 +566,10 @@ fn settle(host: &dyn Host, waiters: &[u32], settlement: &Settlement) {
                 host.set_request_header("authorization", authorization);
                 host.resume_request();
             }
-            Settlement::Refuse(reply) => send_reply(host, reply),
+            Settlement::Refuse(reply) => {
+                host.count(Counter::FailedExchange);
+                send_reply(host, reply);
+            }
         }
     }
 }

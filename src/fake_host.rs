@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::host::{Callout, DispatchError, Host, LogLevel};
+use crate::metrics::Counter;
 
 #[derive(Debug, Clone, Default)]
 pub struct FakeStream {
@@ -64,6 +65,8 @@ pub struct FakeHost {
     pub dispatch_error: Cell<Option<DispatchError>>,
     pub tick_period_ms: Cell<u64>,
     next_token: Cell<u32>,
+    counters: RefCell<HashMap<Counter, u64>>,
+    pub latencies_ms: RefCell<Vec<u64>>,
 }
 
 impl Default for FakeHost {
@@ -79,6 +82,8 @@ impl Default for FakeHost {
             dispatch_error: Cell::new(None),
             tick_period_ms: Cell::new(0),
             next_token: Cell::new(100),
+            counters: RefCell::default(),
+            latencies_ms: RefCell::default(),
         }
     }
 }
@@ -129,6 +134,22 @@ impl FakeHost {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
+    }
+
+    pub fn counted(&self, counter: Counter) -> u64 {
+        self.counters.borrow().get(&counter).copied().unwrap_or(0)
+    }
+
+    /// Every counter that is not zero, by name.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut all: Vec<_> = self
+            .counters
+            .borrow()
+            .iter()
+            .map(|(c, n)| (c.name(), *n))
+            .collect();
+        all.sort_unstable();
+        all
     }
 
     pub fn current(&self) -> u32 {
@@ -256,5 +277,13 @@ impl Host for FakeHost {
 
     fn set_tick_period_ms(&self, period_ms: u64) {
         self.tick_period_ms.set(period_ms);
+    }
+
+    fn count(&self, counter: Counter) {
+        *self.counters.borrow_mut().entry(counter).or_default() += 1;
+    }
+
+    fn record_exchange_latency_ms(&self, ms: u64) {
+        self.latencies_ms.borrow_mut().push(ms);
     }
 }

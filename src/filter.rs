@@ -8,8 +8,9 @@ use crate::backoff;
 use crate::cache_key::CacheKey;
 use crate::config::Unmatched;
 use crate::error_reply::{log_line, reply_for, Refusal};
-use crate::exchange::{send_reply, CallAnswer, Worker};
+use crate::exchange::{send_reply, Ask, CallAnswer, Worker};
 use crate::host::{Host, LogLevel};
+use crate::metrics::Counter;
 use crate::subject_token::{self, bearer_token, SubjectTokenProblem, MAX_SUBJECT_TOKEN_BYTES};
 use crate::target_match::find_target;
 use crate::token_cache::{Cached, TokenCache};
@@ -48,19 +49,31 @@ impl RequestFilter {
             return refuse(host, &Refusal::NotConfigured);
         };
         let mut headers = host
-            .request_headers(&[":authority", ":path", "authorization"])
+            .request_headers(&[":authority", ":path", "authorization", "x-request-id"])
             .into_iter();
         let mut next = || headers.next().flatten();
-        let (authority, path, authorization) = (
+        let (authority, path, authorization, request_id) = (
             next().unwrap_or_default(),
             next().unwrap_or_default(),
+            next(),
             next(),
         );
         let Some((target_index, target)) = find_target(&config.targets, &authority, &path) else {
             return match config.unmatched {
-                Unmatched::Passthrough => Verdict::Continue,
+                Unmatched::Passthrough => {
+                    host.count(Counter::PassedThrough);
+                    Verdict::Continue
+                }
                 Unmatched::Deny => refuse(host, &Refusal::UnmatchedDenied),
             };
+        };
+        // What an exchange for this request is for; built only when one is needed.
+        let ask = |subject_token: &str, subject_exp: Option<u64>| Ask {
+            scope: target.scope.clone(),
+            subject_token: subject_token.to_string(),
+            subject_exp,
+            target_host: authority.clone(),
+            request_id: request_id.clone(),
         };
         let Some(subject_token) = authorization.as_deref().and_then(bearer_token) else {
             return refuse(host, &Refusal::NoBearerToken);
@@ -75,6 +88,7 @@ impl RequestFilter {
         let fingerprint = worker.front().fingerprint(target_index, subject_token);
         if let Some(entry) = worker.front().get(&fingerprint, now) {
             host.set_request_header("authorization", &entry.authorization);
+            host.count(Counter::CacheHits);
             let (key, refresh_now) = (entry.key, now >= entry.refresh_at);
             self.served_with = Some(key);
             if refresh_now {
@@ -90,7 +104,7 @@ impl RequestFilter {
                             .front()
                             .put_token(fingerprint, key, &token, times, now);
                     }
-                    _ => worker.refresh(host, key, &target.scope, subject_token),
+                    _ => worker.refresh(host, key, ask(subject_token, exp_of(subject_token))),
                 }
             }
             return Verdict::Continue;
@@ -112,9 +126,10 @@ impl RequestFilter {
                     .front()
                     .put_token(fingerprint, key, &token, times, now);
                 host.set_request_header("authorization", &authorization);
+                host.count(Counter::CacheHits);
                 self.served_with = Some(key);
                 if now >= refresh_at {
-                    worker.refresh(host, key, &target.scope, subject_token);
+                    worker.refresh(host, key, ask(subject_token, exp_of(subject_token)));
                 }
                 return Verdict::Continue;
             }
@@ -123,7 +138,7 @@ impl RequestFilter {
                 let refusal = Refusal::Exchange(ExchangeFailure::InvalidGrant(Box::new(idp)));
                 return refuse(host, &refusal);
             }
-            None => {}
+            None => host.count(Counter::CacheMisses),
         }
         // Only a token that is not cached gets here, so these checks cost a cache hit nothing.
         let settings = &config.subject_token;
@@ -140,14 +155,7 @@ impl RequestFilter {
         if let Some(retry_after_s) = backoff::remaining_s(host, &backoff_key, host.now_ms()) {
             return refuse(host, &Refusal::BackingOff { retry_after_s });
         }
-        match worker.join(
-            host,
-            self.context_id,
-            key,
-            &target.scope,
-            subject_token,
-            claims.exp,
-        ) {
+        match worker.join(host, self.context_id, key, ask(subject_token, claims.exp)) {
             Ok(()) => {
                 self.waiting_on = Some(key);
                 self.served_with = Some(key);
@@ -197,7 +205,15 @@ impl RequestFilter {
     }
 }
 
+/// The subject token's `exp`, for a refresh (the token passed the checks when first exchanged).
+fn exp_of(subject_token: &str) -> Option<u64> {
+    subject_token::read_claims(subject_token)
+        .ok()
+        .and_then(|c| c.exp)
+}
+
 fn refuse(host: &dyn Host, refusal: &Refusal) -> Verdict {
+    host.count(Counter::RejectedLocally);
     host.log(LogLevel::Info, &log_line(refusal));
     send_reply(host, &reply_for(refusal));
     Verdict::Pause

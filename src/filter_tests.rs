@@ -1166,3 +1166,116 @@ fn a_token_refreshed_by_one_worker_is_not_refreshed_again_by_another() {
         "one refresh across the workers"
     );
 }
+
+#[test]
+fn every_request_and_exchange_is_counted_once_by_its_outcome() {
+    use crate::metrics::Counter as C;
+    let host = FakeHost::default();
+    let w = worker();
+    // A miss, its exchange succeeds; two hits (shared cache, then front cache).
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    host.extra_ms.set(40);
+    answer(
+        &host,
+        &mut f,
+        0,
+        ok_answer("obo-u", serde_json::json!(3600)),
+    );
+    request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
+    request(&host, &w, 12, "api.example.com", "/", Some(BEARER_U));
+    // Passed through; refused locally for want of a token.
+    request(&host, &w, 13, "other.example.com", "/", None);
+    request(&host, &w, 14, "api.example.com", "/", None);
+    // A miss whose exchange ends in invalid_grant, refusing its two waiters.
+    let bearer_bob = format!("Bearer {BOB}");
+    let (mut f, _) = request(&host, &w, 15, "api.example.com", "/", Some(&bearer_bob));
+    request(&host, &w, 16, "api.example.com", "/", Some(&bearer_bob));
+    answer(
+        &host,
+        &mut f,
+        1,
+        fixture_answer(400, "error-invalid-grant-expired.json"),
+    );
+    assert_eq!(
+        host.counters(),
+        vec![
+            (C::CacheHits.name(), 2),
+            (C::CacheMisses.name(), 3),
+            (C::ExchangesInvalidGrant.name(), 1),
+            (C::ExchangesOk.name(), 1),
+            (C::FailedExchange.name(), 2),
+            (C::PassedThrough.name(), 1),
+            (C::RejectedLocally.name(), 1),
+        ]
+    );
+    assert_eq!(host.latencies_ms.borrow()[0], 40);
+    assert_eq!(host.latencies_ms.borrow().len(), 2);
+}
+
+#[test]
+fn exchange_outcomes_are_counted_under_their_names() {
+    use crate::metrics::Counter as C;
+    for (answer_to_give, counter) in [
+        (
+            fixture_answer(400, "error-interaction-required.json"),
+            C::ExchangesInteractionRequired,
+        ),
+        (
+            fixture_answer(429, "error-throttled.json"),
+            C::ExchangesThrottled,
+        ),
+        (server_error(), C::ExchangesUpstreamError),
+    ] {
+        let host = FakeHost::default();
+        let w = worker();
+        let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+        answer_every_try(&host, &w, &mut f, answer_to_give);
+        assert_eq!(
+            host.counted(counter),
+            1,
+            "{counter:?}: {:?}",
+            host.counters()
+        );
+    }
+}
+
+#[test]
+fn failed_exchange_log_names_scope_host_request_id_and_idp_ids() {
+    let host = FakeHost::default();
+    let w = worker();
+    host.open_stream(
+        10,
+        &[
+            (":authority", "api.example.com"),
+            (":path", "/"),
+            ("authorization", BEARER_U),
+            ("x-request-id", "req-42"),
+        ],
+    );
+    let mut f = RequestFilter::new(10, w.clone());
+    f.on_request_headers(&host);
+    answer(
+        &host,
+        &mut f,
+        0,
+        fixture_answer(400, "error-invalid-grant-expired.json"),
+    );
+    let logs = host.logs.borrow();
+    let line = logs
+        .iter()
+        .find(|(level, m)| *level == LogLevel::Warn && m.contains("token exchange failed"))
+        .map(|(_, m)| m.clone())
+        .unwrap_or_else(|| panic!("no failed-exchange line in {logs:?}"));
+    for part in [
+        "scope=api://prod.team.api/.default",
+        "host=api.example.com",
+        "request_id=req-42",
+        "error=invalid_grant",
+        "error_codes=[",
+        "trace_id=",
+        "correlation_id=",
+    ] {
+        assert!(line.contains(part), "{part} missing from: {line}");
+    }
+    assert!(!line.contains(U), "the subject token is in the log: {line}");
+}

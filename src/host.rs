@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::metrics::Counter;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
     Debug,
@@ -66,4 +68,9 @@ pub trait Host {
     /// Ticks the worker's root context every `period_ms` (0: stop), to send delayed and orphaned
     /// token requests.
     fn set_tick_period_ms(&self, period_ms: u64);
+
+    /// Adds one to a counter.
+    fn count(&self, counter: Counter);
+    /// Records one exchange's latency in the histogram.
+    fn record_exchange_latency_ms(&self, ms: u64);
 }

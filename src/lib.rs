@@ -12,6 +12,7 @@
 //! - `claim`: which worker sends it when several need the same token;
 //! - `backoff`: how long a scope waits after the IdP throttled or failed;
 //! - `error_reply`: every refusal as a status code, headers, body and log line;
+//! - `metrics`: the counters and the latency histogram Envoy's stats show;
 //! - `filter`: one request's way through all of the above.
 //!
 //! None of these import proxy-wasm; `proxy` is the thin shell over the host.
@@ -31,6 +32,7 @@ pub mod exchange;
 pub mod filter;
 pub mod front_cache;
 pub mod host;
+pub mod metrics;
 pub mod subject_token;
 pub mod target_match;
 pub mod token_cache;

@@ -95,3 +95,36 @@ fn no_filter_log_line_holds_a_secret_or_a_token() {
         }
     }
 }
+
+#[test]
+fn failed_exchange_is_logged_with_the_idps_ids_the_target_and_the_request_id() {
+    let s = Stack::start(json!({}));
+    s.idp
+        .set(Behaviour::fixture(400, "error-invalid-grant-expired.json"));
+    let subject = user_token("alice");
+    let auth = bearer(&subject);
+    let r = support::client::get_with(
+        s.envoy.port,
+        "api.example.com",
+        "/",
+        &[("authorization", &auth), ("x-request-id", "req-7f3a")],
+    );
+    assert_eq!(r.status, 401);
+    let lines = s.envoy.filter_log_lines();
+    let line = lines
+        .iter()
+        .find(|l| l.contains("token exchange failed"))
+        .unwrap_or_else(|| panic!("no failed-exchange line in:\n{}", lines.join("\n")));
+    for part in [
+        &format!("scope={API_SCOPE}"),
+        "host=api.example.com",
+        "request_id=req-7f3a",
+        "error=invalid_grant",
+        "error_codes=[500133]",
+        "trace_id=0b5e6a4e-1b2c-4d3e-9f00-1a2b3c4d5e6f",
+        "correlation_id=7c8d9e0f-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
+    ] {
+        assert!(line.contains(part), "{part} missing from: {line}");
+    }
+    assert!(!line.contains(&subject) && !line.contains(CLIENT_SECRET));
+}

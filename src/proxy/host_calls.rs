@@ -1,5 +1,6 @@
 //! `Host` over the proxy-wasm hostcalls of the Envoy this filter runs in.
 
+use std::cell::Cell;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
@@ -7,6 +8,7 @@ use proxy_wasm::types::{BufferType, MapType, Status};
 
 use crate::exchange::CallAnswer;
 use crate::host::{Callout, DispatchError, Host, LogLevel};
+use crate::metrics::{Counter, EXCHANGE_LATENCY_MS};
 use crate::token_response::MAX_TOKEN_RESPONSE_BYTES;
 
 pub struct ProxyHost;
@@ -35,6 +37,55 @@ extern "C" {
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
     ) -> Status;
+    // The SDK's metric wrappers panic on an unexpected status too.
+    fn proxy_define_metric(
+        metric_type: proxy_wasm::types::MetricType,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> Status;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> Status;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> Status;
+}
+
+/// The ids Envoy gave this VM's metrics: the counters in `Counter::ALL` order, then the
+/// histogram. None until `define_metrics` ran (or if Envoy refused a definition).
+#[derive(Clone, Copy)]
+struct MetricIds {
+    counters: [u32; Counter::ALL.len()],
+    latency: u32,
+}
+
+thread_local! {
+    static METRIC_IDS: Cell<Option<MetricIds>> = const { Cell::new(None) };
+}
+
+fn define(metric_type: proxy_wasm::types::MetricType, name: &str) -> Option<u32> {
+    let mut id = 0u32;
+    // SAFETY: the name is a valid slice; the out-pointer is valid for the call.
+    let status = unsafe { proxy_define_metric(metric_type, name.as_ptr(), name.len(), &mut id) };
+    matches!(status, Status::Ok).then_some(id)
+}
+
+/// Defines every metric of this VM, once, when the filter is configured.
+pub fn define_metrics() {
+    use proxy_wasm::types::MetricType;
+    let mut counters = [0u32; Counter::ALL.len()];
+    for (slot, counter) in counters.iter_mut().zip(Counter::ALL) {
+        match define(MetricType::Counter, counter.name()) {
+            Some(id) => *slot = id,
+            None => return,
+        }
+    }
+    if let Some(latency) = define(MetricType::Histogram, EXCHANGE_LATENCY_MS) {
+        METRIC_IDS.with(|ids| ids.set(Some(MetricIds { counters, latency })));
+    }
+}
+
+fn with_metric_ids(f: impl FnOnce(&MetricIds)) {
+    if let Some(ids) = METRIC_IDS.with(Cell::get) {
+        f(&ids);
+    }
 }
 
 /// Takes ownership of a block the host allocated in this VM (through the SDK's
@@ -224,6 +275,20 @@ impl Host for ProxyHost {
 
     fn set_tick_period_ms(&self, period_ms: u64) {
         let _ = hostcalls::set_tick_period(Duration::from_millis(period_ms));
+    }
+
+    fn count(&self, counter: Counter) {
+        with_metric_ids(|ids| {
+            // SAFETY: plain values.
+            let _ = unsafe { proxy_increment_metric(ids.counters[counter.index()], 1) };
+        });
+    }
+
+    fn record_exchange_latency_ms(&self, ms: u64) {
+        with_metric_ids(|ids| {
+            // SAFETY: plain values.
+            let _ = unsafe { proxy_record_metric(ids.latency, ms) };
+        });
     }
 }
 

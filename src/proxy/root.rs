@@ -8,7 +8,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
-use super::host_calls::{read_call_answer, ProxyHost};
+use super::host_calls::{define_metrics, read_call_answer, ProxyHost};
 use super::http::RequestContext;
 use crate::config;
 use crate::exchange::Worker;
@@ -44,6 +44,7 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        define_metrics();
         let bytes = hostcalls::get_buffer(
             BufferType::PluginConfiguration,
             0,
@@ -65,8 +66,10 @@ impl RootContext for Root {
                 self.worker.borrow_mut().configure(config);
                 true
             }
-            Err(e) => {
-                ProxyHost.log(LogLevel::Error, &e.to_string());
+            Err(errors) => {
+                for e in errors.iter() {
+                    ProxyHost.log(LogLevel::Error, &e.to_string());
+                }
                 false
             }
         }

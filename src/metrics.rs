@@ -1,0 +1,103 @@
+//! The filter's metrics, as they appear in Envoy's `/stats` (prefixed `wasmcustom.`) and
+//! `/stats/prometheus`. Defined once per worker when the filter is configured; a request only
+//! increments them.
+
+use crate::token_response::ExchangeFailure;
+
+/// The counters. Exchanges are counted once each, by their final outcome (after the one retry);
+/// requests once each, by what the filter did with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// Requests sent on with a cached token.
+    CacheHits,
+    /// Requests for which no token was cached: they go on to the local checks and an exchange.
+    CacheMisses,
+    /// Requests no target matched, forwarded unchanged (`unmatched: passthrough`).
+    PassedThrough,
+    /// Requests the filter answered itself without asking the IdP: no or bad bearer token, no
+    /// target (`unmatched: deny`), a remembered `invalid_grant`, a scope backing off.
+    RejectedLocally,
+    /// Requests refused because the exchange they waited for failed.
+    FailedExchange,
+    ExchangesOk,
+    ExchangesInvalidGrant,
+    /// `interaction_required`, or any answer with a claims challenge.
+    ExchangesInteractionRequired,
+    /// HTTP 429 from the IdP.
+    ExchangesThrottled,
+    /// The IdP answered 5xx or something unusable, could not be reached, or the token request
+    /// could not be sent.
+    ExchangesUpstreamError,
+    ExchangesTimeout,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 11] = [
+        Counter::CacheHits,
+        Counter::CacheMisses,
+        Counter::PassedThrough,
+        Counter::RejectedLocally,
+        Counter::FailedExchange,
+        Counter::ExchangesOk,
+        Counter::ExchangesInvalidGrant,
+        Counter::ExchangesInteractionRequired,
+        Counter::ExchangesThrottled,
+        Counter::ExchangesUpstreamError,
+        Counter::ExchangesTimeout,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::CacheHits => "obo_cache_hits",
+            Counter::CacheMisses => "obo_cache_misses",
+            Counter::PassedThrough => "obo_requests_passed_through",
+            Counter::RejectedLocally => "obo_requests_rejected_locally",
+            Counter::FailedExchange => "obo_requests_failed_exchange",
+            Counter::ExchangesOk => "obo_exchanges_ok",
+            Counter::ExchangesInvalidGrant => "obo_exchanges_invalid_grant",
+            Counter::ExchangesInteractionRequired => "obo_exchanges_interaction_required",
+            Counter::ExchangesThrottled => "obo_exchanges_throttled",
+            Counter::ExchangesUpstreamError => "obo_exchanges_upstream_error",
+            Counter::ExchangesTimeout => "obo_exchanges_timeout",
+        }
+    }
+
+    /// The position of this counter in `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The outcome counter of a failed exchange.
+    pub fn for_failure(failure: &ExchangeFailure) -> Counter {
+        match failure {
+            ExchangeFailure::InvalidGrant(_) => Counter::ExchangesInvalidGrant,
+            ExchangeFailure::ClaimsChallenge(_) => Counter::ExchangesInteractionRequired,
+            ExchangeFailure::Throttled { .. } => Counter::ExchangesThrottled,
+            ExchangeFailure::Timeout => Counter::ExchangesTimeout,
+            ExchangeFailure::Unreachable
+            | ExchangeFailure::IdpError { .. }
+            | ExchangeFailure::BadAnswer(_) => Counter::ExchangesUpstreamError,
+        }
+    }
+}
+
+/// The histogram of exchange latency: from the first token request of an exchange to its final
+/// answer, in milliseconds (a retry included).
+pub const EXCHANGE_LATENCY_MS: &str = "obo_exchange_latency_ms";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_has_its_own_prefixed_name_and_index() {
+        let mut names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
+        assert!(names.iter().all(|n| n.starts_with("obo_")));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Counter::ALL.len());
+    }
+}

@@ -1,0 +1,398 @@
+//! Finds entra-obo-filter plugin configurations in a file (raw JSON, an Envoy bootstrap, an Istio
+//! `EnvoyFilter` or `WasmPlugin`) and checks each with the filter's own parser, under the
+//! environment the filter's VM would see.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use entra_obo_filter::config::{self, ConfigError, ENV_TOKEN_ENDPOINT};
+use serde_json::Value;
+
+/// One plugin configuration found in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Where in the document it sits (`spec.pluginConfig`, ...); empty for a raw configuration.
+    pub location: String,
+    /// The configuration as the filter receives it.
+    pub text: String,
+    /// The environment the VM declares: `None` for a raw configuration (the check's own
+    /// environment applies), else each declared variable with its inline value, if any.
+    pub vm_env: Option<BTreeMap<String, Option<String>>>,
+}
+
+/// Where the check takes environment values from.
+#[derive(Debug, Clone, Default)]
+pub struct CheckEnv {
+    /// `--env NAME=VALUE`: wins over everything else.
+    pub overrides: BTreeMap<String, String>,
+    /// The checking process's own environment (stands in for the proxy's host environment).
+    pub host: BTreeMap<String, String>,
+    /// `--assume-env`: a variable with no value gets a placeholder, so a configuration can be
+    /// checked in CI without its secrets.
+    pub assume: bool,
+}
+
+/// The result of checking one configuration.
+#[derive(Debug)]
+pub struct Report {
+    pub location: String,
+    /// On success, a one-line summary.
+    pub result: Result<String, Vec<ConfigError>>,
+    /// Variables that got a placeholder value (`--assume-env`).
+    pub assumed: Vec<String>,
+}
+
+/// Keys that mark a document as something other than a raw plugin configuration.
+const CONTAINER_KEYS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "static_resources",
+    "dynamic_resources",
+    "admin",
+    "node",
+    "services",
+];
+
+/// Every plugin configuration in `text`. A document that is neither an Envoy nor a Kubernetes
+/// document is taken as a raw plugin configuration.
+pub fn find_plugin_configs(text: &str) -> Result<Vec<Found>, String> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') {
+        // JSON: a raw configuration unless it is an Envoy bootstrap written in JSON. Parse errors
+        // come from the filter's parser, as the filter would report them.
+        return Ok(match serde_json::from_str::<Value>(text) {
+            Ok(doc) if is_container(&doc) => embedded(&doc),
+            _ => vec![raw(text.to_string())],
+        });
+    }
+    let mut found = Vec::new();
+    for document in serde_norway::Deserializer::from_str(text) {
+        let doc: Value = serde::Deserialize::deserialize(document)
+            .map_err(|e| format!("not valid YAML or JSON: {e}"))?;
+        if doc.is_null() {
+            continue;
+        }
+        if is_container(&doc) {
+            found.extend(embedded(&doc));
+        } else {
+            found.push(raw(doc.to_string()));
+        }
+    }
+    Ok(found)
+}
+
+fn raw(text: String) -> Found {
+    Found {
+        location: String::new(),
+        text,
+        vm_env: None,
+    }
+}
+
+fn is_container(doc: &Value) -> bool {
+    doc.as_object()
+        .is_some_and(|m| CONTAINER_KEYS.iter().any(|k| m.contains_key(*k)))
+}
+
+fn embedded(doc: &Value) -> Vec<Found> {
+    let mut out = Vec::new();
+    walk(doc, &mut String::new(), &mut out);
+    out
+}
+
+/// Envoy's `configuration: {value: "<json>"}` next to `vm_config`, and Istio's `pluginConfig`
+/// next to `vmConfig`.
+fn walk(value: &Value, path: &mut String, out: &mut Vec<Found>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(text) = map
+                .get("configuration")
+                .and_then(|c| c.get("value"))
+                .and_then(Value::as_str)
+            {
+                out.push(Found {
+                    location: join(path, "configuration"),
+                    text: text.to_string(),
+                    vm_env: Some(envoy_vm_env(map.get("vm_config"))),
+                });
+                return;
+            }
+            if let Some(plugin_config) = map.get("pluginConfig").filter(|v| v.is_object()) {
+                out.push(Found {
+                    location: join(path, "pluginConfig"),
+                    text: plugin_config.to_string(),
+                    vm_env: Some(istio_vm_env(map.get("vmConfig"))),
+                });
+                return;
+            }
+            for (key, item) in map {
+                let len = path.len();
+                *path = join(path, key);
+                walk(item, path, out);
+                path.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                walk(item, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// `vm_config.environment_variables`: `host_env_keys` (from the proxy's environment) and
+/// `key_values` (inline).
+fn envoy_vm_env(vm_config: Option<&Value>) -> BTreeMap<String, Option<String>> {
+    let mut env = BTreeMap::new();
+    let Some(vars) = vm_config.and_then(|v| v.get("environment_variables")) else {
+        return env;
+    };
+    for key in vars
+        .get("host_env_keys")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        env.insert(key.to_string(), None);
+    }
+    for (key, value) in vars
+        .get("key_values")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        env.insert(key.clone(), value.as_str().map(str::to_string));
+    }
+    env
+}
+
+/// `vmConfig.env`: `{name, value}` (inline) or `{name, valueFrom: HOST}`.
+fn istio_vm_env(vm_config: Option<&Value>) -> BTreeMap<String, Option<String>> {
+    let mut env = BTreeMap::new();
+    for var in vm_config
+        .and_then(|v| v.get("env"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(name) = var.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let from_host = var.get("valueFrom").and_then(Value::as_str) == Some("HOST");
+        let value = if from_host {
+            None
+        } else {
+            var.get("value").and_then(Value::as_str).map(str::to_string)
+        };
+        env.insert(name.to_string(), value);
+    }
+    env
+}
+
+/// Checks one configuration with the filter's parser.
+pub fn check(found: &Found, env: &CheckEnv) -> Report {
+    let assumed = RefCell::new(Vec::new());
+    let lookup = |name: &str| -> Option<String> {
+        if let Some(v) = env.overrides.get(name) {
+            return Some(v.clone());
+        }
+        let visible = match &found.vm_env {
+            // Only what the VM declares reaches the filter.
+            Some(declared) => match declared.get(name) {
+                Some(Some(inline)) => return Some(inline.clone()),
+                Some(None) => env.host.get(name).cloned(),
+                None => return None,
+            },
+            None => env.host.get(name).cloned(),
+        };
+        visible.filter(|v| !v.is_empty()).or_else(|| {
+            env.assume.then(|| {
+                assumed.borrow_mut().push(name.to_string());
+                placeholder(name)
+            })
+        })
+    };
+    let result = config::parse(found.text.as_bytes(), &lookup)
+        .map(|cfg| {
+            format!(
+                "{} target(s), token cluster {}, token endpoint {}",
+                cfg.targets.len(),
+                cfg.token_cluster,
+                cfg.token_endpoint.url
+            )
+        })
+        .map_err(|errors| errors.iter().cloned().collect());
+    let mut assumed = assumed.into_inner();
+    assumed.sort();
+    assumed.dedup();
+    Report {
+        location: found.location.clone(),
+        result,
+        assumed,
+    }
+}
+
+fn placeholder(name: &str) -> String {
+    if name == ENV_TOKEN_ENDPOINT {
+        "https://login.microsoftonline.com/placeholder-tenant/oauth2/v2.0/token".to_string()
+    } else {
+        format!("placeholder-{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RAW: &str = r#"{"token_cluster": "entra_id", "targets": [{"host": "a.example", "scope": "api://a/.default"}]}"#;
+
+    fn host_env() -> CheckEnv {
+        CheckEnv {
+            host: [
+                ("AZURE_APP_CLIENT_ID", "id"),
+                ("AZURE_APP_CLIENT_SECRET", "secret"),
+                (
+                    "AZURE_OPENID_CONFIG_TOKEN_ENDPOINT",
+                    "https://login.example/t/oauth2/v2.0/token",
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            ..CheckEnv::default()
+        }
+    }
+
+    fn fields(report: &Report) -> Vec<String> {
+        report
+            .result
+            .as_ref()
+            .unwrap_err()
+            .iter()
+            .map(|e| e.field.clone())
+            .collect()
+    }
+
+    #[test]
+    fn raw_json_is_one_configuration_checked_with_the_host_environment() {
+        let found = find_plugin_configs(RAW).unwrap();
+        assert_eq!(found.len(), 1);
+        assert!(check(&found[0], &host_env()).result.is_ok());
+        let report = check(&found[0], &CheckEnv::default());
+        assert_eq!(
+            fields(&report),
+            ["token_endpoint", "client_id", "client_secret"]
+        );
+    }
+
+    #[test]
+    fn broken_json_reports_the_filters_json_error() {
+        let found = find_plugin_configs("{\"token_cluster\": ").unwrap();
+        let report = check(&found[0], &host_env());
+        let errors = report.result.unwrap_err();
+        assert!(errors[0].problem.contains("not valid JSON"), "{errors:?}");
+    }
+
+    #[test]
+    fn istio_plugin_config_sees_only_the_variables_its_vm_declares() {
+        let yaml = r#"
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+spec:
+  pluginConfig:
+    token_cluster: entra_id
+    client_id: ${UNDECLARED}
+    targets: [{host: a.example, scope: "api://a/.default"}]
+  vmConfig:
+    env:
+    - {name: AZURE_APP_CLIENT_SECRET, valueFrom: HOST}
+    - {name: AZURE_OPENID_CONFIG_TOKEN_ENDPOINT, value: "https://login.example/t/oauth2/v2.0/token"}
+    - {name: UNDECLARED_ELSEWHERE, value: x}
+"#;
+        let mut env = host_env();
+        env.host.insert("UNDECLARED".into(), "in-host-env".into());
+        let found = find_plugin_configs(yaml).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].location, "spec.pluginConfig");
+        // UNDECLARED is in the host environment but not declared: the VM would not see it.
+        assert_eq!(fields(&check(&found[0], &env)), ["client_id"]);
+    }
+
+    #[test]
+    fn envoy_configuration_string_is_found_with_its_environment() {
+        let yaml = r#"
+static_resources:
+  listeners:
+  - filter_chains:
+    - filters:
+      - typed_config:
+          http_filters:
+          - typed_config:
+              config:
+                vm_config:
+                  environment_variables:
+                    host_env_keys: [AZURE_APP_CLIENT_SECRET]
+                    key_values:
+                      AZURE_APP_CLIENT_ID: inline-id
+                      AZURE_OPENID_CONFIG_TOKEN_ENDPOINT: https://login.example/t/oauth2/v2.0/token
+                configuration:
+                  value: '{"token_cluster": "entra_id", "targets": [{"host": "a.example", "scope": "api://a/.default"}]}'
+"#;
+        let found = find_plugin_configs(yaml).unwrap();
+        assert_eq!(found.len(), 1);
+        assert!(found[0].location.ends_with("config.configuration"));
+        assert!(check(&found[0], &host_env()).result.is_ok());
+        // The secret comes from the host: without it, the check names it.
+        assert_eq!(
+            fields(&check(&found[0], &CheckEnv::default())),
+            ["client_secret"]
+        );
+    }
+
+    #[test]
+    fn assume_env_fills_placeholders_and_says_which() {
+        let found = find_plugin_configs(RAW).unwrap();
+        let env = CheckEnv {
+            assume: true,
+            ..CheckEnv::default()
+        };
+        let report = check(&found[0], &env);
+        assert!(report.result.is_ok(), "{:?}", report.result);
+        assert_eq!(
+            report.assumed,
+            [
+                "AZURE_APP_CLIENT_ID",
+                "AZURE_APP_CLIENT_SECRET",
+                "AZURE_OPENID_CONFIG_TOKEN_ENDPOINT"
+            ]
+        );
+    }
+
+    #[test]
+    fn overrides_win_over_inline_values() {
+        let mut env = host_env();
+        env.overrides
+            .insert("AZURE_APP_CLIENT_ID".into(), String::new());
+        let report = check(&find_plugin_configs(RAW).unwrap()[0], &env);
+        assert_eq!(fields(&report), ["client_id"]);
+    }
+
+    #[test]
+    fn kubernetes_documents_without_a_plugin_configuration_yield_nothing() {
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n---\n";
+        assert!(find_plugin_configs(yaml).unwrap().is_empty());
+    }
+}
