@@ -11,7 +11,7 @@ PYTHON        ?= python3
 export ENVOY_BIN := $(ENVOY)
 export OBO_WASM  := $(WASM)
 
-.PHONY: all build wasm-target envoy test unit run lint fuzz soak bench clean check-config
+.PHONY: all build wasm-target envoy test unit run lint fuzz soak bench clean check-config image release
 
 all: build
 
@@ -89,6 +89,36 @@ soak: build $(ENVOY)
 # Envoy with the filter, a mock Entra ID token endpoint and an echo API, all on loopback.
 run: build $(ENVOY)
 	cargo run --quiet --example local_stack
+
+# The OCI image Istio's WasmPlugin pulls (envoy/Dockerfile: plugin.wasm alone in one layer), built
+# with a container engine. Without one this says so and stops; `make release` writes the same
+# layout as an OCI archive without any engine.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+IMAGE   ?= entra-obo-filter:$(VERSION)
+ENGINE  ?= $(shell for e in docker podman; do command -v $$e >/dev/null && $$e info >/dev/null 2>&1 && echo $$e && break; done)
+
+image: build
+	@if [ -z "$(ENGINE)" ]; then \
+	  echo "image: no container engine is running here (docker info and podman info fail)."; \
+	  echo "image: 'make release' writes the same image as an OCI archive (dist/) without one."; \
+	  exit 1; fi
+	rm -rf target/image && mkdir -p target/image && cp $(WASM) target/image/plugin.wasm
+	$(ENGINE) build -f envoy/Dockerfile -t $(IMAGE) target/image
+
+# What a release publishes, in dist/: the .wasm, its SHA-256 (a WasmPlugin's sha256 for an
+# http(s):// or file:// url; an EnvoyFilter's remote sha256), and the image as an OCI archive with
+# its digest (a WasmPlugin's sha256 for an oci:// url). Push it with
+# `skopeo copy oci-archive:dist/entra-obo-filter-$(VERSION).oci.tar docker://REGISTRY/entra-obo-filter:$(VERSION)`.
+DIST := $(CURDIR)/dist
+
+release: build
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	cp $(WASM) $(DIST)/entra_obo_filter.wasm
+	cd $(DIST) && sha256sum entra_obo_filter.wasm > entra_obo_filter.wasm.sha256
+	cargo run --quiet --release -p wasm-image -- $(DIST)/entra_obo_filter.wasm $(IMAGE) \
+	  $(DIST)/entra-obo-filter-$(VERSION).oci.tar | tee $(DIST)/image.txt
+	@sed -n 's/^image digest  sha256://p' $(DIST)/image.txt > $(DIST)/entra-obo-filter-$(VERSION).oci.digest
+	@echo "release $(VERSION) in dist/:"; ls -l $(DIST)
 
 # Checks the plugin configurations in FILE (raw JSON, Envoy or Istio YAML) with the filter's own
 # parser: make check-config FILE=envoy/istio/wasmplugin.yaml ARGS=--assume-env
