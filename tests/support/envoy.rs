@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// A change to Envoy's bootstrap, made just before it starts.
+pub type BootstrapPatch = Box<dyn FnOnce(&mut Value)>;
+
 pub struct EnvoyOptions {
     /// The plugin configuration, as the JSON text Envoy hands the filter.
     pub plugin_config: String,
@@ -18,6 +21,8 @@ pub struct EnvoyOptions {
     pub upstream_port: u16,
     /// Envoy's log level for the wasm component.
     pub wasm_log_level: &'static str,
+    /// A last change to the bootstrap before Envoy starts (extra listeners and clusters).
+    pub bootstrap_patch: Option<BootstrapPatch>,
 }
 
 impl EnvoyOptions {
@@ -29,6 +34,7 @@ impl EnvoyOptions {
             idp_port: Some(idp_port),
             upstream_port,
             wasm_log_level: "debug",
+            bootstrap_patch: None,
         }
     }
 }
@@ -142,14 +148,17 @@ impl Envoy {
     }
 
     /// Starts Envoy; Err carries Envoy's log when it exits or never becomes ready.
-    pub fn try_start(opts: EnvoyOptions) -> Result<Envoy, String> {
+    pub fn try_start(mut opts: EnvoyOptions) -> Result<Envoy, String> {
         let (bin, wasm) = (envoy_bin(), wasm_path());
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let config_path = dir.path().join("envoy.json");
         let admin_path = dir.path().join("admin-address");
         let log_path = dir.path().join("envoy.log");
-        std::fs::write(&config_path, bootstrap(&opts, &wasm).to_string())
-            .map_err(|e| e.to_string())?;
+        let mut config = bootstrap(&opts, &wasm);
+        if let Some(patch) = opts.bootstrap_patch.take() {
+            patch(&mut config);
+        }
+        std::fs::write(&config_path, config.to_string()).map_err(|e| e.to_string())?;
         let log_file = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
         let child = Command::new(bin)
             .arg("-c")

@@ -4,11 +4,13 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod connect_proxy;
 pub mod envoy;
 pub mod mock_idp;
 pub mod raw_idp;
 pub mod server;
 pub mod stack;
+pub mod tls_idp;
 pub mod upstream;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

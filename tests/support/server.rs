@@ -15,18 +15,7 @@ impl Server {
 
     /// Serves `app` on 127.0.0.1:`port` (0: any free port).
     pub fn start_on(port: u16, app: axum::Router) -> Server {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(SocketAddr::from((
-                [127, 0, 0, 1],
-                port,
-            ))))
-            .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
-        let port = listener.local_addr().expect("local address").port();
+        let (runtime, listener, port) = runtime_with_listener(port, 2);
         runtime.spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -35,6 +24,27 @@ impl Server {
             runtime: Some(runtime),
         }
     }
+}
+
+/// A tokio runtime with `threads` workers and a listener on 127.0.0.1:`port` (0: any free port),
+/// with the port it got.
+pub fn runtime_with_listener(
+    port: u16,
+    threads: usize,
+) -> (tokio::runtime::Runtime, tokio::net::TcpListener, u16) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(SocketAddr::from((
+            [127, 0, 0, 1],
+            port,
+        ))))
+        .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
+    let port = listener.local_addr().expect("local address").port();
+    (runtime, listener, port)
 }
 
 impl Drop for Server {
