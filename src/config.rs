@@ -7,11 +7,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::client_assertion::{AssertionSettings, ClientKey, SigningAlg};
 use crate::target_match::HostPattern;
 
 pub const ENV_TOKEN_ENDPOINT: &str = "AZURE_OPENID_CONFIG_TOKEN_ENDPOINT";
 pub const ENV_CLIENT_ID: &str = "AZURE_APP_CLIENT_ID";
 pub const ENV_CLIENT_SECRET: &str = "AZURE_APP_CLIENT_SECRET";
+/// The application's private key as a JWK; preferred over the secret when both are set.
+pub const ENV_CLIENT_JWK: &str = "AZURE_APP_JWK";
 
 const DEFAULT_TOKEN_TIMEOUT_MS: u64 = 5_000;
 const MAX_TOKEN_TIMEOUT_MS: u64 = 300_000;
@@ -30,13 +33,16 @@ const MAX_NEGATIVE_CACHE_S: u64 = 300;
 const DEFAULT_BACKOFF_S: u64 = 5;
 const DEFAULT_BACKOFF_MAX_S: u64 = 60;
 const MAX_BACKOFF_S: u64 = 3_600;
+const DEFAULT_ASSERTION_LIFETIME_S: u64 = 60;
+const MAX_ASSERTION_LIFETIME_S: u64 = 600;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub token_cluster: String,
     pub token_endpoint: TokenEndpoint,
     pub client_id: String,
-    pub client_secret: Secret,
+    /// How the filter authenticates as the application: a secret or a private key.
+    pub client_auth: ClientAuth,
     pub token_timeout: Duration,
     pub targets: Vec<Target>,
     pub unmatched: Unmatched,
@@ -99,6 +105,15 @@ pub struct CacheSettings {
     /// `refresh_ahead_percent` of its lifetime, whichever is shorter.
     pub refresh_ahead_s: u64,
     pub refresh_ahead_percent: u64,
+}
+
+/// The application's credential at the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_secret` in every token request.
+    Secret(Secret),
+    /// `private_key_jwt`: a fresh `client_assertion` signed with the application's key.
+    PrivateKey(Box<AssertionSettings>),
 }
 
 /// A string that never shows in `Debug` output, so a logged config cannot leak it.
@@ -207,6 +222,10 @@ struct RawConfig {
     token_endpoint: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    /// A JWK: a JSON object, or a string holding one (`${AZURE_APP_JWK}`).
+    client_jwk: Option<Value>,
+    #[serde(default)]
+    client_assertion: RawAssertion,
     #[serde(default = "default_token_timeout_ms")]
     token_timeout_ms: u64,
     targets: Vec<RawTarget>,
@@ -222,6 +241,30 @@ struct RawConfig {
     negative_cache_s: u64,
     #[serde(default)]
     backoff: RawBackoff,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAssertion {
+    #[serde(default)]
+    alg: SigningAlg,
+    audience: Option<String>,
+    #[serde(default = "default_assertion_lifetime_s")]
+    lifetime_s: u64,
+}
+
+impl Default for RawAssertion {
+    fn default() -> Self {
+        RawAssertion {
+            alg: SigningAlg::default(),
+            audience: None,
+            lifetime_s: DEFAULT_ASSERTION_LIFETIME_S,
+        }
+    }
+}
+
+fn default_assertion_lifetime_s() -> u64 {
+    DEFAULT_ASSERTION_LIFETIME_S
 }
 
 #[derive(Deserialize)]
@@ -402,12 +445,15 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         .and_then(|e| parse_endpoint(&e)),
     );
     let client_id = p.check(or_env("client_id", raw.client_id, ENV_CLIENT_ID, env));
-    let client_secret = p.check(or_env(
-        "client_secret",
+    let endpoint_url = token_endpoint.as_ref().map(|e| e.url.as_str());
+    let client_auth = client_auth(
         raw.client_secret,
-        ENV_CLIENT_SECRET,
+        raw.client_jwk,
+        raw.client_assertion,
+        endpoint_url,
         env,
-    ));
+        &mut p,
+    );
     if !(1..=MAX_TOKEN_TIMEOUT_MS).contains(&raw.token_timeout_ms) {
         p.0.push(ConfigError::new(
             "token_timeout_ms",
@@ -463,8 +509,8 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             p.0.push(ConfigError::new(field, format!("must be at most {max}")));
         }
     }
-    let (Some(token_cluster), Some(token_endpoint), Some(client_id), Some(client_secret)) =
-        (token_cluster, token_endpoint, client_id, client_secret)
+    let (Some(token_cluster), Some(token_endpoint), Some(client_id), Some(client_auth)) =
+        (token_cluster, token_endpoint, client_id, client_auth)
     else {
         return p.into_result(None);
     };
@@ -475,7 +521,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         token_cluster,
         token_endpoint,
         client_id,
-        client_secret: Secret(client_secret),
+        client_auth,
         token_timeout: Duration::from_millis(raw.token_timeout_ms),
         targets,
         unmatched: raw.unmatched,
@@ -497,6 +543,78 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         },
     };
     p.into_result(Some(config))
+}
+
+/// The application's credential: exactly one of a secret and a private key. Configured values win;
+/// with neither configured, `AZURE_APP_JWK` is preferred over `AZURE_APP_CLIENT_SECRET`.
+fn client_auth(
+    secret: Option<String>,
+    jwk: Option<Value>,
+    assertion: RawAssertion,
+    endpoint_url: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+    p: &mut Problems,
+) -> Option<ClientAuth> {
+    if !(1..=MAX_ASSERTION_LIFETIME_S).contains(&assertion.lifetime_s) {
+        p.0.push(ConfigError::new(
+            "client_assertion.lifetime_s",
+            format!("must be between 1 and {MAX_ASSERTION_LIFETIME_S}"),
+        ));
+    }
+    let audience = match assertion.audience {
+        Some(a) => p.check(non_empty("client_assertion.audience", a)),
+        None => endpoint_url.map(str::to_string),
+    };
+    let env_value = |name: &str| env(name).filter(|v| !v.is_empty());
+    let jwk_text = match (secret, jwk) {
+        (Some(_), Some(_)) => {
+            p.0.push(ConfigError::new(
+                "client_jwk",
+                "configure either client_secret or client_jwk, not both",
+            ));
+            return None;
+        }
+        (Some(secret), None) => {
+            return p
+                .check(non_empty("client_secret", secret))
+                .map(|s| ClientAuth::Secret(Secret(s)));
+        }
+        (None, Some(Value::String(text))) => text,
+        (None, Some(object @ Value::Object(_))) => object.to_string(),
+        (None, Some(_)) => {
+            p.0.push(ConfigError::new(
+                "client_jwk",
+                "must be a JWK: a JSON object, or a string holding one",
+            ));
+            return None;
+        }
+        (None, None) => match (env_value(ENV_CLIENT_JWK), env_value(ENV_CLIENT_SECRET)) {
+            (Some(jwk), _) => jwk,
+            (None, Some(secret)) => {
+                return p
+                    .check(non_empty("client_secret", secret))
+                    .map(|s| ClientAuth::Secret(Secret(s)));
+            }
+            (None, None) => {
+                p.0.push(ConfigError::new(
+                    "client_secret",
+                    format!(
+                        "is not configured, nor client_jwk, and neither {ENV_CLIENT_JWK} nor \
+                         {ENV_CLIENT_SECRET} is set"
+                    ),
+                ));
+                return None;
+            }
+        },
+    };
+    let key =
+        p.check(ClientKey::from_jwk(&jwk_text).map_err(|e| ConfigError::new("client_jwk", e)));
+    Some(ClientAuth::PrivateKey(Box::new(AssertionSettings {
+        key: key?,
+        alg: assertion.alg,
+        audience: audience?,
+        lifetime_s: assertion.lifetime_s,
+    })))
 }
 
 fn non_empty(field: &str, value: String) -> Result<String, ConfigError> {
@@ -626,6 +744,13 @@ mod tests {
         parse(v.to_string().as_bytes(), &env_with(vars)).map_err(|e| e.first().clone())
     }
 
+    fn secret_of(cfg: &Config) -> &str {
+        match &cfg.client_auth {
+            ClientAuth::Secret(secret) => secret.expose(),
+            ClientAuth::PrivateKey(_) => panic!("a private key where a secret was expected"),
+        }
+    }
+
     fn error_of(v: Value) -> ConfigError {
         parse_value(&v, ENV).expect_err("configuration should be refused")
     }
@@ -653,7 +778,7 @@ mod tests {
         assert_eq!(cfg.token_endpoint.authority, "login.microsoftonline.com");
         assert_eq!(cfg.token_endpoint.path, "/tenant/oauth2/v2.0/token");
         assert_eq!(cfg.client_id, "client-from-env");
-        assert_eq!(cfg.client_secret.expose(), "secret-from-env");
+        assert_eq!(secret_of(&cfg), "secret-from-env");
         assert_eq!(cfg.token_timeout, Duration::from_millis(2500));
         assert_eq!(cfg.targets.len(), 2);
         assert_eq!(cfg.targets[1].path_prefix.as_deref(), Some("/v2/"));
@@ -670,7 +795,7 @@ mod tests {
             "https://login.example/tenant/oauth2/v2.0/token"
         );
         assert_eq!(cfg.client_id, "client-from-env");
-        assert_eq!(cfg.client_secret.expose(), "secret-from-env");
+        assert_eq!(secret_of(&cfg), "secret-from-env");
         assert_eq!(cfg.token_timeout, Duration::from_millis(5000));
         assert_eq!(cfg.unmatched, Unmatched::Passthrough);
         assert_eq!(cfg.cache.max_entries, 10_000);
@@ -731,7 +856,7 @@ mod tests {
         v["client_secret"] = json!("${OTHER_SECRET}");
         let cfg = parse_value(&v, ENV).unwrap();
         assert_eq!(cfg.client_id, "explicit-client");
-        assert_eq!(cfg.client_secret.expose(), "other-secret");
+        assert_eq!(secret_of(&cfg), "other-secret");
     }
 
     #[test]
@@ -951,6 +1076,101 @@ mod tests {
         let errors = parse(v.to_string().as_bytes(), &env_with(ENV)).unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["client_id", "targets[0].scope"]);
+    }
+
+    fn jwk_env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let jwk: &'static str =
+            Box::leak(crate::client_assertion::test_key::jwk().into_boxed_str());
+        let mut vars = vec![
+            (
+                ENV_TOKEN_ENDPOINT,
+                "https://login.example/tenant/oauth2/v2.0/token",
+            ),
+            (ENV_CLIENT_ID, "client-from-env"),
+            (ENV_CLIENT_JWK, jwk),
+        ];
+        vars.extend_from_slice(extra);
+        vars
+    }
+
+    fn assertion_settings(cfg: &Config) -> &AssertionSettings {
+        match &cfg.client_auth {
+            ClientAuth::PrivateKey(settings) => settings,
+            ClientAuth::Secret(_) => panic!("a secret where a private key was expected"),
+        }
+    }
+
+    #[test]
+    fn private_key_from_the_environment_is_preferred_over_the_secret() {
+        let cfg = parse_value(&minimal(), &jwk_env(&[(ENV_CLIENT_SECRET, "s")])).unwrap();
+        let settings = assertion_settings(&cfg);
+        assert_eq!(settings.alg, SigningAlg::Rs256);
+        assert_eq!(
+            settings.audience,
+            "https://login.example/tenant/oauth2/v2.0/token"
+        );
+        assert_eq!(settings.lifetime_s, 60);
+    }
+
+    #[test]
+    fn configured_credential_wins_over_the_environment() {
+        let mut v = minimal();
+        v["client_secret"] = json!("explicit");
+        let cfg = parse_value(&v, &jwk_env(&[])).unwrap();
+        assert_eq!(
+            cfg.client_auth,
+            ClientAuth::Secret(Secret("explicit".into()))
+        );
+        let mut v = minimal();
+        v["client_jwk"] = json!("${AZURE_APP_JWK}");
+        v["client_assertion"] =
+            json!({"alg": "PS256", "audience": "https://issuer.example/v2.0", "lifetime_s": 600});
+        let cfg = parse_value(&v, &jwk_env(&[(ENV_CLIENT_SECRET, "s")])).unwrap();
+        let settings = assertion_settings(&cfg);
+        assert_eq!(settings.alg, SigningAlg::Ps256);
+        assert_eq!(settings.audience, "https://issuer.example/v2.0");
+        assert_eq!(settings.lifetime_s, 600);
+    }
+
+    #[test]
+    fn a_jwk_object_is_accepted_inline() {
+        let mut v = minimal();
+        v["client_jwk"] = serde_json::from_str(&crate::client_assertion::test_key::jwk()).unwrap();
+        assert!(matches!(
+            parse_value(&v, ENV).unwrap().client_auth,
+            ClientAuth::PrivateKey(_)
+        ));
+    }
+
+    #[test]
+    fn secret_and_jwk_together_are_refused() {
+        let mut v = minimal();
+        v["client_secret"] = json!("s");
+        v["client_jwk"] = json!("${AZURE_APP_JWK}");
+        let e = parse_value(&v, &jwk_env(&[])).unwrap_err();
+        assert_eq!(e.field, "client_jwk");
+        assert!(e.problem.contains("not both"), "{e}");
+    }
+
+    #[test]
+    fn bad_jwk_and_assertion_settings_are_refused_by_name() {
+        let mut v = minimal();
+        v["client_jwk"] = json!("{\"kty\": \"RSA\", \"n\": \"secret-material\"}");
+        let e = parse_value(&v, ENV).unwrap_err();
+        assert_eq!(e.field, "client_jwk");
+        assert!(!e.problem.contains("secret-material"), "{e}");
+        let mut v = minimal();
+        v["client_assertion"] = json!({"lifetime_s": 601});
+        assert_eq!(
+            parse_value(&v, &jwk_env(&[])).unwrap_err().field,
+            "client_assertion.lifetime_s"
+        );
+        let mut v = minimal();
+        v["client_assertion"] = json!({"alg": "HS256"});
+        assert!(parse_value(&v, &jwk_env(&[]))
+            .unwrap_err()
+            .field
+            .starts_with("client_assertion"));
     }
 
     #[test]

@@ -529,7 +529,12 @@ fn remember_failure(
 }
 
 fn send(host: &dyn Host, config: &Config, ask: &Ask, deadline_ms: u64) -> Result<u32, Refusal> {
-    let body = token_request::form_body(config, &ask.scope, &ask.subject_token);
+    let credential = token_request::client_credential(config, host.now_unix()).map_err(|why| {
+        host.count(Counter::ExchangesUpstreamError);
+        host.log(LogLevel::Warn, &format!("token request not sent: {why}"));
+        Refusal::CannotDispatch
+    })?;
+    let body = token_request::form_body(config, &credential, &ask.scope, &ask.subject_token);
     let headers = token_request::headers(config);
     let left_ms = deadline_ms.saturating_sub(host.now_ms()).max(1);
     let callout = Callout {

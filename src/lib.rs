@@ -26,6 +26,7 @@
 pub mod backoff;
 pub mod cache_key;
 pub mod claim;
+pub mod client_assertion;
 pub mod config;
 pub mod error_reply;
 pub mod exchange;

@@ -1,20 +1,50 @@
 //! The on-behalf-of token request, exactly as the Microsoft identity platform documents it:
 //! a form-encoded POST with `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`,
-//! `client_id`, `client_secret`, `assertion`, `scope` and `requested_token_use=on_behalf_of`.
+//! `client_id`, the client's credential (`client_secret`, or `client_assertion_type` and
+//! `client_assertion`), `assertion`, `scope` and `requested_token_use=on_behalf_of`.
 
-use crate::config::Config;
+use crate::client_assertion::{self, CLIENT_ASSERTION_TYPE};
+use crate::config::{ClientAuth, Config};
 
 pub const GRANT_TYPE_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
-/// The form body of the token request. It holds the client secret and the subject token: it is
-/// sent, never logged.
-pub fn form_body(config: &Config, scope: &str, subject_token: &str) -> Vec<u8> {
-    form_urlencoded::Serializer::new(String::new())
-        .append_pair("grant_type", GRANT_TYPE_JWT_BEARER)
-        .append_pair("client_id", &config.client_id)
-        .append_pair("client_secret", config.client_secret.expose())
-        .append_pair("assertion", subject_token)
+/// How the application proves itself in one token request.
+pub enum ClientCredential<'a> {
+    Secret(&'a str),
+    /// A freshly signed `client_assertion`.
+    Assertion(String),
+}
+
+/// The credential for a token request sent at `now`: the secret, or a new signed assertion.
+pub fn client_credential(config: &Config, now: u64) -> Result<ClientCredential<'_>, String> {
+    match &config.client_auth {
+        ClientAuth::Secret(secret) => Ok(ClientCredential::Secret(secret.expose())),
+        ClientAuth::PrivateKey(settings) => {
+            client_assertion::sign(settings, &config.client_id, now)
+                .map(ClientCredential::Assertion)
+        }
+    }
+}
+
+/// The form body of the token request. It holds the client's credential and the subject token:
+/// it is sent, never logged.
+pub fn form_body(
+    config: &Config,
+    credential: &ClientCredential<'_>,
+    scope: &str,
+    subject_token: &str,
+) -> Vec<u8> {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", GRANT_TYPE_JWT_BEARER)
+        .append_pair("client_id", &config.client_id);
+    match credential {
+        ClientCredential::Secret(secret) => form.append_pair("client_secret", secret),
+        ClientCredential::Assertion(jwt) => form
+            .append_pair("client_assertion_type", CLIENT_ASSERTION_TYPE)
+            .append_pair("client_assertion", jwt),
+    };
+    form.append_pair("assertion", subject_token)
         .append_pair("scope", scope)
         .append_pair("requested_token_use", "on_behalf_of")
         .finish()
@@ -47,7 +77,14 @@ mod tests {
 
     #[test]
     fn body_carries_exactly_the_documented_fields() {
-        let body = form_body(&config(), "api://prod.team.api/.default", "eyJ.a+b/c.d");
+        let cfg = config();
+        let credential = client_credential(&cfg, 0).unwrap();
+        let body = form_body(
+            &cfg,
+            &credential,
+            "api://prod.team.api/.default",
+            "eyJ.a+b/c.d",
+        );
         let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
         assert_eq!(
             fields,

@@ -1,6 +1,7 @@
 //! A mock Entra ID v2.0 token endpoint. It checks every token request the way Entra ID does for
 //! the on-behalf-of flow and answers as told: issue a token, answer with a fixture, or stall.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,6 +11,9 @@ use axum::response::Response;
 
 use super::server::Server;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rsa::RsaPublicKey;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -68,10 +72,24 @@ impl TokenRequest {
     }
 }
 
+/// How the mock expects the filter to authenticate as the application.
+#[derive(Clone)]
+enum ClientAuth {
+    Secret,
+    /// `private_key_jwt`: a `client_assertion` signed by this key, for this `aud`.
+    PrivateKey {
+        public: RsaPublicKey,
+        audience: String,
+    },
+}
+
 struct State {
     behaviour: Behaviour,
     requests: Vec<TokenRequest>,
     violations: Vec<String>,
+    client_auth: ClientAuth,
+    /// Every assertion `jti` seen: a reused one is refused, as Entra ID refuses replays.
+    seen_jti: HashSet<String>,
 }
 
 pub struct MockIdp {
@@ -99,6 +117,8 @@ impl MockIdp {
             behaviour: Behaviour::issue(),
             requests: Vec::new(),
             violations: Vec::new(),
+            client_auth: ClientAuth::Secret,
+            seen_jti: HashSet::new(),
         }));
         let st = state.clone();
         let app = axum::Router::new().fallback(
@@ -113,6 +133,20 @@ impl MockIdp {
             state,
             _server: server,
         }
+    }
+
+    /// From now on, expect `client_assertion`s signed by `public`'s key with this `aud` instead
+    /// of the client secret.
+    pub fn expect_private_key(&self, public: RsaPublicKey, audience: &str) {
+        self.state.lock().unwrap().client_auth = ClientAuth::PrivateKey {
+            public,
+            audience: audience.to_string(),
+        };
+    }
+
+    /// The requests the mock refused for breaking the protocol, and why.
+    pub fn violations(&self) -> Vec<String> {
+        self.state.lock().unwrap().violations.clone()
     }
 
     pub fn set(&self, behaviour: Behaviour) {
@@ -157,13 +191,14 @@ async fn handle(
         content_type: header("content-type"),
         form: form_urlencoded::parse(&body).into_owned().collect(),
     };
-    let problems = check(&token_request);
     let behaviour = {
         let mut s = state.lock().unwrap();
+        let problems = check(&token_request, &mut s);
         s.requests.push(token_request.clone());
         s.violations.extend(problems.iter().cloned());
-        s.behaviour.clone()
+        (s.behaviour.clone(), problems)
     };
+    let (behaviour, problems) = behaviour;
     if !problems.is_empty() {
         let body = json!({"error": "invalid_request", "error_description": problems.join("; ")});
         return respond(400, body.to_string().into_bytes(), vec![]);
@@ -247,7 +282,7 @@ fn answer(behaviour: &Behaviour, req: &TokenRequest) -> (u16, Vec<u8>, Vec<(Stri
 }
 
 /// What Entra ID's v2.0 endpoint would refuse in an on-behalf-of token request.
-fn check(r: &TokenRequest) -> Vec<String> {
+fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
     let mut problems = Vec::new();
     if r.method != "POST" {
         problems.push(format!("method {} (must be POST)", r.method));
@@ -262,15 +297,16 @@ fn check(r: &TokenRequest) -> Vec<String> {
     {
         problems.push(format!("content-type {:?}", r.content_type));
     }
-    let expected = [
-        "grant_type",
-        "client_id",
-        "client_secret",
-        "assertion",
-        "scope",
-        "requested_token_use",
-    ];
-    for name in expected {
+    let credentials: &[&str] = match state.client_auth {
+        ClientAuth::Secret => &["client_secret"],
+        ClientAuth::PrivateKey { .. } => &["client_assertion_type", "client_assertion"],
+    };
+    let expected: Vec<&str> = ["grant_type", "client_id"]
+        .into_iter()
+        .chain(credentials.iter().copied())
+        .chain(["assertion", "scope", "requested_token_use"])
+        .collect();
+    for &name in &expected {
         match r.form.iter().filter(|(n, _)| n == name).count() {
             1 => {}
             n => problems.push(format!("field {name} appears {n} times")),
@@ -293,11 +329,86 @@ fn check(r: &TokenRequest) -> Vec<String> {
     );
     must("requested_token_use", "on_behalf_of", &mut problems);
     must("client_id", CLIENT_ID, &mut problems);
-    must("client_secret", CLIENT_SECRET, &mut problems);
+    match &state.client_auth {
+        ClientAuth::Secret => must("client_secret", CLIENT_SECRET, &mut problems),
+        ClientAuth::PrivateKey { public, audience } => {
+            must(
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                &mut problems,
+            );
+            let assertion = r.field("client_assertion").unwrap_or("");
+            match check_assertion(assertion, public, audience) {
+                Ok(jti) => {
+                    if !state.seen_jti.insert(jti.clone()) {
+                        problems.push(format!("client_assertion jti {jti} was used before"));
+                    }
+                }
+                Err(problem) => problems.push(format!("client_assertion: {problem}")),
+            }
+        }
+    }
     if r.field("assertion").is_some_and(str::is_empty)
         || r.field("scope").is_some_and(str::is_empty)
     {
         problems.push("empty assertion or scope".into());
     }
     problems
+}
+
+/// Checks a `private_key_jwt` client assertion as Entra ID does: its signature with the
+/// application's public key, and every header field and claim. Returns its `jti`.
+fn check_assertion(jwt: &str, public: &RsaPublicKey, audience: &str) -> Result<String, String> {
+    use rsa::signature::Verifier;
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let [header, claims, signature] = parts.as_slice() else {
+        return Err("not a JWS with three parts".into());
+    };
+    let decode = |part: &str| -> Result<Value, String> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| "a part is not base64url".to_string())?;
+        serde_json::from_slice(&bytes).map_err(|_| "a part is not JSON".to_string())
+    };
+    let (header, claims) = (decode(header)?, decode(claims)?);
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| "signature is not base64url")?;
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    let verified = match header["alg"].as_str() {
+        Some("RS256") => {
+            let sig = rsa::pkcs1v15::Signature::try_from(signature.as_slice())
+                .map_err(|_| "bad signature bytes")?;
+            rsa::pkcs1v15::VerifyingKey::<Sha256>::new(public.clone())
+                .verify(signed.as_bytes(), &sig)
+                .is_ok()
+        }
+        Some("PS256") => {
+            let sig = rsa::pss::Signature::try_from(signature.as_slice())
+                .map_err(|_| "bad signature bytes")?;
+            rsa::pss::VerifyingKey::<Sha256>::new(public.clone())
+                .verify(signed.as_bytes(), &sig)
+                .is_ok()
+        }
+        other => return Err(format!("alg {other:?}")),
+    };
+    if !verified {
+        return Err("signature does not verify with the application's key".into());
+    }
+    if header["typ"] != "JWT" || header["kid"] != super::client_key::KID {
+        return Err(format!("header {header}"));
+    }
+    let now = super::now();
+    let number = |name: &str| claims[name].as_u64().ok_or(format!("no numeric {name}"));
+    let (iat, nbf, exp) = (number("iat")?, number("nbf")?, number("exp")?);
+    if claims["iss"] != CLIENT_ID || claims["sub"] != CLIENT_ID || claims["aud"] != audience {
+        return Err(format!("claims {claims}"));
+    }
+    if nbf > now + 5 || iat > now + 5 || exp <= now || exp - iat > 600 {
+        return Err(format!("times iat {iat} nbf {nbf} exp {exp} at {now}"));
+    }
+    match claims["jti"].as_str() {
+        Some(jti) if !jti.is_empty() => Ok(jti.to_string()),
+        _ => Err("no jti".into()),
+    }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod client_key;
 pub mod connect_proxy;
 pub mod envoy;
 pub mod mock_idp;

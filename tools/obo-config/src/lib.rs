@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use entra_obo_filter::config::{self, ConfigError, ENV_TOKEN_ENDPOINT};
+use entra_obo_filter::config::{self, ConfigError, ENV_CLIENT_JWK, ENV_TOKEN_ENDPOINT};
 use serde_json::Value;
 
 /// One plugin configuration found in a file.
@@ -219,7 +219,8 @@ pub fn check(found: &Found, env: &CheckEnv) -> Report {
             None => env.host.get(name).cloned(),
         };
         visible.filter(|v| !v.is_empty()).or_else(|| {
-            env.assume.then(|| {
+            // An optional variable: a placeholder would change what the filter does.
+            (env.assume && name != ENV_CLIENT_JWK).then(|| {
                 assumed.borrow_mut().push(name.to_string());
                 placeholder(name)
             })

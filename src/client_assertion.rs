@@ -1,0 +1,360 @@
+//! Client authentication with a private key (`private_key_jwt`): the application's RSA key, read
+//! once from a JWK, signs a short-lived JWT for every token request, sent as `client_assertion`
+//! instead of a client secret. The key never leaves this module and never shows in `Debug`.
+
+use std::fmt;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use rand_core::{OsRng, RngCore};
+use rsa::signature::{RandomizedSigner, SignatureEncoding};
+use rsa::traits::PublicKeyParts;
+use rsa::{BigUint, RsaPrivateKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// Shorter keys are refused: Entra ID requires at least 2048 bits.
+const MIN_KEY_BITS: usize = 2048;
+
+/// The JWS algorithm of the assertion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum SigningAlg {
+    #[default]
+    #[serde(rename = "RS256")]
+    Rs256,
+    #[serde(rename = "PS256")]
+    Ps256,
+}
+
+impl SigningAlg {
+    fn name(self) -> &'static str {
+        match self {
+            SigningAlg::Rs256 => "RS256",
+            SigningAlg::Ps256 => "PS256",
+        }
+    }
+}
+
+/// The application's private key, with the ids the assertion's header names it by.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientKey {
+    key: RsaPrivateKey,
+    kid: Option<String>,
+    /// `x5t#S256`: the SHA-256 thumbprint of the JWK's first `x5c` certificate.
+    x5t_s256: Option<String>,
+}
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientKey(kid={:?}, <redacted>)", self.kid)
+    }
+}
+
+#[derive(Deserialize)]
+struct Jwk {
+    kty: String,
+    n: String,
+    e: String,
+    d: Option<String>,
+    p: Option<String>,
+    q: Option<String>,
+    kid: Option<String>,
+    #[serde(default)]
+    x5c: Vec<String>,
+}
+
+fn big(field: &str, b64: &str) -> Result<BigUint, String> {
+    URL_SAFE_NO_PAD
+        .decode(b64.trim_end_matches('='))
+        .map(|bytes| BigUint::from_bytes_be(&bytes))
+        .map_err(|_| format!("its {field} is not base64url"))
+}
+
+impl ClientKey {
+    /// Reads an RSA private key from a JWK (JSON). The problem never quotes the key.
+    pub fn from_jwk(json: &str) -> Result<ClientKey, String> {
+        // serde's message could quote a value, and every value here is key material.
+        let jwk: Jwk = serde_json::from_str(json)
+            .map_err(|_| "is not a JWK (JSON with kty, n, e, d, p and q)".to_string())?;
+        if jwk.kty != "RSA" {
+            return Err("must be an RSA key (kty RSA)".into());
+        }
+        let (Some(d), Some(p), Some(q)) = (&jwk.d, &jwk.p, &jwk.q) else {
+            return Err("must be a private key with d, p and q".into());
+        };
+        let primes = vec![big("p", p)?, big("q", q)?];
+        let mut key = RsaPrivateKey::from_components(
+            big("n", &jwk.n)?,
+            big("e", &jwk.e)?,
+            big("d", d)?,
+            primes,
+        )
+        .map_err(|_| "is not a consistent RSA key".to_string())?;
+        key.validate()
+            .map_err(|_| "is not a consistent RSA key".to_string())?;
+        if key.size() * 8 < MIN_KEY_BITS {
+            return Err(format!("must be at least {MIN_KEY_BITS} bits"));
+        }
+        key.precompute()
+            .map_err(|_| "is not a consistent RSA key".to_string())?;
+        let x5t_s256 = match jwk.x5c.first() {
+            None => None,
+            Some(cert) => {
+                let der = STANDARD
+                    .decode(cert)
+                    .map_err(|_| "has an x5c certificate that is not base64".to_string())?;
+                Some(URL_SAFE_NO_PAD.encode(Sha256::digest(der)))
+            }
+        };
+        Ok(ClientKey {
+            key,
+            kid: jwk.kid.filter(|k| !k.is_empty()),
+            x5t_s256,
+        })
+    }
+}
+
+/// How the assertion is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssertionSettings {
+    pub key: ClientKey,
+    pub alg: SigningAlg,
+    /// The `aud` claim: the token endpoint unless configured (NAIS's sidecar uses the issuer).
+    pub audience: String,
+    pub lifetime_s: u64,
+}
+
+#[derive(Serialize)]
+struct Header<'a> {
+    alg: &'a str,
+    typ: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kid: Option<&'a str>,
+    #[serde(rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    x5t_s256: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    jti: &'a str,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+}
+
+/// A fresh signed assertion for `client_id` at `now`: a new random `jti` every time.
+pub fn sign(settings: &AssertionSettings, client_id: &str, now: u64) -> Result<String, String> {
+    let mut jti = [0u8; 16];
+    OsRng
+        .try_fill_bytes(&mut jti)
+        .map_err(|_| "no randomness for the assertion's jti".to_string())?;
+    let jti = URL_SAFE_NO_PAD.encode(jti);
+    let header = Header {
+        alg: settings.alg.name(),
+        typ: "JWT",
+        kid: settings.key.kid.as_deref(),
+        x5t_s256: settings.key.x5t_s256.as_deref(),
+    };
+    let claims = Claims {
+        iss: client_id,
+        sub: client_id,
+        aud: &settings.audience,
+        jti: &jti,
+        iat: now,
+        nbf: now,
+        exp: now.saturating_add(settings.lifetime_s),
+    };
+    let signing_input = format!("{}.{}", b64_json(&header)?, b64_json(&claims)?);
+    let key = settings.key.key.clone();
+    // Randomized (blinded) signing: the key's timing does not depend on what is signed.
+    let signature = match settings.alg {
+        SigningAlg::Rs256 => rsa::pkcs1v15::SigningKey::<Sha256>::new(key)
+            .try_sign_with_rng(&mut OsRng, signing_input.as_bytes())
+            .map(|s| s.to_vec()),
+        SigningAlg::Ps256 => rsa::pss::BlindedSigningKey::<Sha256>::new(key)
+            .try_sign_with_rng(&mut OsRng, signing_input.as_bytes())
+            .map(|s| s.to_vec()),
+    }
+    .map_err(|_| "the assertion could not be signed".to_string())?;
+    Ok(format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature)
+    ))
+}
+
+/// A JWT part: JSON, base64url without padding.
+fn b64_json<T: Serialize>(part: &T) -> Result<String, String> {
+    serde_json::to_vec(part)
+        .map(|json| URL_SAFE_NO_PAD.encode(json))
+        .map_err(|_| "the assertion could not be encoded".to_string())
+}
+
+/// A private key for the tests, made once, and its JWK.
+#[cfg(test)]
+pub(crate) mod test_key {
+    use std::sync::OnceLock;
+
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    use rsa::RsaPrivateKey;
+
+    pub fn jwk_of(key: &RsaPrivateKey, extra: serde_json::Value) -> String {
+        let b64 = |n: &rsa::BigUint| URL_SAFE_NO_PAD.encode(n.to_bytes_be());
+        let mut jwk = serde_json::json!({
+            "kty": "RSA", "kid": "key-1",
+            "n": b64(key.n()), "e": b64(key.e()), "d": b64(key.d()),
+            "p": b64(&key.primes()[0]), "q": b64(&key.primes()[1]),
+        });
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            jwk[k] = v;
+        }
+        jwk.to_string()
+    }
+
+    pub fn key() -> &'static RsaPrivateKey {
+        static KEY: OnceLock<RsaPrivateKey> = OnceLock::new();
+        KEY.get_or_init(|| RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap())
+    }
+
+    pub fn jwk() -> String {
+        jwk_of(key(), serde_json::json!({}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsa::signature::Verifier;
+    use serde_json::Value;
+
+    fn settings(alg: SigningAlg, jwk: &str) -> AssertionSettings {
+        AssertionSettings {
+            key: ClientKey::from_jwk(jwk).unwrap(),
+            alg,
+            audience: "https://login.example/t/oauth2/v2.0/token".into(),
+            lifetime_s: 60,
+        }
+    }
+
+    fn parts(jwt: &str) -> (Value, Value, Vec<u8>, String) {
+        let p: Vec<&str> = jwt.split('.').collect();
+        let json = |s: &str| serde_json::from_slice(&URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap();
+        (
+            json(p[0]),
+            json(p[1]),
+            URL_SAFE_NO_PAD.decode(p[2]).unwrap(),
+            format!("{}.{}", p[0], p[1]),
+        )
+    }
+
+    #[test]
+    fn rs256_assertion_is_signed_by_the_key_and_carries_the_documented_claims() {
+        let jwt = sign(
+            &settings(SigningAlg::Rs256, &test_key::jwk()),
+            "client-1",
+            1_000,
+        )
+        .unwrap();
+        let (header, claims, signature, signed) = parts(&jwt);
+        assert_eq!(
+            header,
+            serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": "key-1"})
+        );
+        let public = test_key::key().to_public_key();
+        rsa::pkcs1v15::VerifyingKey::<Sha256>::new(public)
+            .verify(
+                signed.as_bytes(),
+                &rsa::pkcs1v15::Signature::try_from(signature.as_slice()).unwrap(),
+            )
+            .expect("the signature verifies with the public key");
+        assert_eq!(claims["iss"], "client-1");
+        assert_eq!(claims["sub"], "client-1");
+        assert_eq!(claims["aud"], "https://login.example/t/oauth2/v2.0/token");
+        assert_eq!(
+            (claims["iat"].as_u64(), claims["nbf"].as_u64()),
+            (Some(1_000), Some(1_000))
+        );
+        assert_eq!(claims["exp"].as_u64(), Some(1_060));
+        assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 16));
+    }
+
+    #[test]
+    fn ps256_assertion_verifies_as_pss() {
+        let jwt = sign(
+            &settings(SigningAlg::Ps256, &test_key::jwk()),
+            "client-1",
+            1_000,
+        )
+        .unwrap();
+        let (header, _, signature, signed) = parts(&jwt);
+        assert_eq!(header["alg"], "PS256");
+        rsa::pss::VerifyingKey::<Sha256>::new(test_key::key().to_public_key())
+            .verify(
+                signed.as_bytes(),
+                &rsa::pss::Signature::try_from(signature.as_slice()).unwrap(),
+            )
+            .expect("the PSS signature verifies");
+    }
+
+    #[test]
+    fn every_assertion_has_a_new_jti() {
+        let s = settings(SigningAlg::Rs256, &test_key::jwk());
+        let jti = |jwt: String| parts(&jwt).1["jti"].as_str().unwrap().to_string();
+        let (a, b) = (
+            jti(sign(&s, "c", 1).unwrap()),
+            jti(sign(&s, "c", 1).unwrap()),
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn x5c_certificate_gives_its_sha256_thumbprint_in_the_header() {
+        let der = b"a certificate's DER bytes";
+        let jwk = test_key::jwk_of(
+            test_key::key(),
+            serde_json::json!({"x5c": [STANDARD.encode(der)]}),
+        );
+        let jwt = sign(&settings(SigningAlg::Rs256, &jwk), "c", 1).unwrap();
+        assert_eq!(
+            parts(&jwt).0["x5t#S256"],
+            URL_SAFE_NO_PAD.encode(Sha256::digest(der))
+        );
+    }
+
+    #[test]
+    fn unusable_keys_are_refused_without_quoting_them() {
+        let full: Value = serde_json::from_str(&test_key::jwk()).unwrap();
+        let d = full["d"].as_str().unwrap().to_string();
+        let mut public_only = full.clone();
+        public_only.as_object_mut().unwrap().remove("d");
+        let mut wrong_type = full.clone();
+        wrong_type["n"] = serde_json::json!(12);
+        let mut tampered = full.clone();
+        tampered["p"] = full["q"].clone();
+        let mut ec = full.clone();
+        ec["kty"] = serde_json::json!("EC");
+        for bad in [public_only, wrong_type, tampered, ec] {
+            let problem = ClientKey::from_jwk(&bad.to_string()).unwrap_err();
+            assert!(!problem.contains(&d[..20]), "{problem}");
+        }
+        assert!(ClientKey::from_jwk("not json").is_err());
+        let small = RsaPrivateKey::new(&mut OsRng, 1024).unwrap();
+        let problem =
+            ClientKey::from_jwk(&test_key::jwk_of(&small, serde_json::json!({}))).unwrap_err();
+        assert!(problem.contains("2048"), "{problem}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_key() {
+        let s = settings(SigningAlg::Rs256, &test_key::jwk());
+        let full: Value = serde_json::from_str(&test_key::jwk()).unwrap();
+        let dump = format!("{s:?}");
+        assert!(!dump.contains(&full["d"].as_str().unwrap()[..20]), "{dump}");
+        assert!(dump.contains("redacted"));
+    }
+}
