@@ -98,6 +98,12 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
             &wasm,
             &obo_config(idp, "entra_id", max_entries),
         )],
+        // Another build of the filter, side by side with this one (BENCH_COMPARE_WASM).
+        "obo_compare" => vec![wasm_filter(
+            "entra_obo_compare",
+            &PathBuf::from(std::env::var("BENCH_COMPARE_WASM").unwrap_or_default()),
+            &obo_config(idp, "entra_id", max_entries),
+        )],
         "obo_cold" => vec![wasm_filter(
             "entra_obo_cold",
             &wasm,
@@ -181,9 +187,16 @@ fn start_envoy(
     let upstream_port = free_port();
     let mut listeners = vec![listener("upstream", upstream_port, vec![], direct.clone())];
     let mut variants = Vec::new();
-    for (i, (name, filters, proxied)) in VARIANTS.iter().enumerate() {
+    let compare = std::env::var_os("BENCH_COMPARE_WASM").map(|_| {
+        (
+            "direct: entra-obo-filter, cache hit, BENCH_COMPARE_WASM",
+            "obo_compare",
+            false,
+        )
+    });
+    for (i, (name, filters, proxied)) in VARIANTS.iter().copied().chain(compare).enumerate() {
         let port = free_port();
-        let route = if *proxied {
+        let route = if proxied {
             to_upstream.clone()
         } else {
             direct.clone()

@@ -1,5 +1,6 @@
 //! The filter's metrics in Envoy's admin endpoint: after a known sequence of requests, `/stats`
-//! and `/stats/prometheus` show exactly how many of each happened, summed over the workers.
+//! and `/stats/prometheus` show exactly how many of each happened, summed over the workers, within
+//! a second (each worker flushes its counts on its root context's tick).
 
 mod support;
 
@@ -90,6 +91,11 @@ fn metrics_count_each_outcome_exactly_across_workers() {
     .iter()
     .map(|(n, v)| (n.to_string(), *v))
     .collect();
+    // Each worker hands its counts to Envoy on its root context's tick (every second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while counters(&s) != expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let stats = s.envoy.admin("/stats?filter=obo_").unwrap_or_default();
     assert_eq!(counters(&s), expected, "{stats}");
     // The same numbers under the same names in Prometheus's format, and one latency sample per

@@ -8,7 +8,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
-use super::host_calls::{define_metrics, read_call_answer, ProxyHost};
+use super::host_calls::{
+    define_metrics, flush_metrics, read_call_answer, ProxyHost, METRICS_FLUSH_MS,
+};
 use super::http::RequestContext;
 use crate::config;
 use crate::exchange::Worker;
@@ -64,6 +66,7 @@ impl RootContext for Root {
                     ),
                 );
                 self.worker.borrow_mut().configure(config);
+                ProxyHost.set_tick_period_ms(METRICS_FLUSH_MS);
                 true
             }
             Err(errors) => {
@@ -80,7 +83,13 @@ impl RootContext for Root {
             .worker
             .borrow_mut()
             .on_tick(&ProxyHost, self.context_id);
-        ProxyHost.set_tick_period_ms(next_ms);
+        flush_metrics();
+        // The worker's own ticks when it has token requests to send; the metrics' otherwise.
+        ProxyHost.set_tick_period_ms(if next_ms == 0 {
+            METRICS_FLUSH_MS
+        } else {
+            next_ms.min(METRICS_FLUSH_MS)
+        });
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
