@@ -55,11 +55,12 @@ fn main() {
         black_box(CacheKey::derive(
             black_box("https://login.microsoftonline.com/t/oauth2/v2.0/token"),
             black_box("client"),
+            black_box("on_behalf_of"),
             black_box("api://prod.team.api/.default"),
             black_box(&subject),
         ));
     });
-    let key = CacheKey::derive("e", "c", "s", &subject);
+    let key = CacheKey::derive("e", "c", "g", "s", &subject);
     bench("slot index", || {
         black_box(black_box(&key).slot(black_box(10_000)));
     });

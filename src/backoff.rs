@@ -5,16 +5,17 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{BackoffSettings, Config};
+use crate::config::{BackoffSettings, Provider};
 use crate::host::Host;
 use crate::token_response::ExchangeFailure;
 
 const PREFIX: &str = "entra-obo-filter/v1/backoff/";
 
 /// The shared-data key of a scope's backoff.
-pub fn scope_key(config: &Config, scope: &str) -> String {
+pub fn scope_key(provider: &Provider, scope: &str) -> String {
     let mut hasher = Sha256::new();
-    for field in [config.token_endpoint.url.as_str(), &config.client_id, scope] {
+    let (endpoint, grant) = (provider.token_endpoint.url.as_str(), provider.grant.name());
+    for field in [endpoint, &provider.client_id, grant, scope] {
         hasher.update((field.len() as u64).to_be_bytes());
         hasher.update(field.as_bytes());
     }

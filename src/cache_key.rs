@@ -8,9 +8,17 @@ use sha2::{Digest, Sha256};
 pub struct CacheKey(pub [u8; 32]);
 
 impl CacheKey {
-    pub fn derive(token_endpoint: &str, client_id: &str, scope: &str, subject_token: &str) -> Self {
+    /// The key of a token: who asks (endpoint and client), by which grant, for what (scope or
+    /// audience), on behalf of whom (the subject token; empty for `client_credentials`).
+    pub fn derive(
+        token_endpoint: &str,
+        client_id: &str,
+        grant: &str,
+        resource: &str,
+        subject_token: &str,
+    ) -> Self {
         let mut hasher = Sha256::new();
-        for field in [token_endpoint, client_id, scope, subject_token] {
+        for field in [token_endpoint, client_id, grant, resource, subject_token] {
             hasher.update((field.len() as u64).to_be_bytes());
             hasher.update(field.as_bytes());
         }
@@ -32,33 +40,33 @@ mod tests {
     #[test]
     fn same_fields_give_the_same_key() {
         assert_eq!(
-            CacheKey::derive("e", "c", "s", "t"),
-            CacheKey::derive("e", "c", "s", "t")
+            CacheKey::derive("e", "c", "g", "s", "t"),
+            CacheKey::derive("e", "c", "g", "s", "t")
         );
     }
 
     #[test]
     fn every_field_changes_the_key() {
-        let base = CacheKey::derive("e", "c", "s", "t");
-        assert_ne!(base, CacheKey::derive("E", "c", "s", "t"));
-        assert_ne!(base, CacheKey::derive("e", "C", "s", "t"));
-        assert_ne!(base, CacheKey::derive("e", "c", "S", "t"));
-        assert_ne!(base, CacheKey::derive("e", "c", "s", "T"));
+        let base = CacheKey::derive("e", "c", "g", "s", "t");
+        assert_ne!(base, CacheKey::derive("E", "c", "g", "s", "t"));
+        assert_ne!(base, CacheKey::derive("e", "C", "g", "s", "t"));
+        assert_ne!(base, CacheKey::derive("e", "c", "g", "S", "t"));
+        assert_ne!(base, CacheKey::derive("e", "c", "g", "s", "T"));
     }
 
     #[test]
     fn moving_bytes_between_fields_changes_the_key() {
         // sha256(subject_token + scope) would collide here; the length prefix does not.
         assert_ne!(
-            CacheKey::derive("e", "c", "api://a/.default", "tokenX"),
-            CacheKey::derive("e", "c", "api://a/.defaultt", "okenX")
+            CacheKey::derive("e", "c", "g", "api://a/.default", "tokenX"),
+            CacheKey::derive("e", "c", "g", "api://a/.defaultt", "okenX")
         );
     }
 
     #[test]
     fn slot_is_within_bounds() {
         for i in 0..200 {
-            let key = CacheKey::derive("e", "c", "s", &i.to_string());
+            let key = CacheKey::derive("e", "c", "g", "s", &i.to_string());
             assert!(key.slot(7) < 7);
             assert_eq!(key.slot(1), 0);
         }

@@ -15,6 +15,10 @@ pub const ENV_CLIENT_ID: &str = "AZURE_APP_CLIENT_ID";
 pub const ENV_CLIENT_SECRET: &str = "AZURE_APP_CLIENT_SECRET";
 /// The application's private key as a JWK; preferred over the secret when both are set.
 pub const ENV_CLIENT_JWK: &str = "AZURE_APP_JWK";
+/// NAIS TokenX: the defaults of a `token_exchange` provider.
+pub const ENV_TOKEN_X_ENDPOINT: &str = "TOKEN_X_TOKEN_ENDPOINT";
+pub const ENV_TOKEN_X_CLIENT_ID: &str = "TOKEN_X_CLIENT_ID";
+pub const ENV_TOKEN_X_JWK: &str = "TOKEN_X_PRIVATE_JWK";
 
 const DEFAULT_TOKEN_TIMEOUT_MS: u64 = 5_000;
 const MAX_TOKEN_TIMEOUT_MS: u64 = 300_000;
@@ -38,11 +42,9 @@ const MAX_ASSERTION_LIFETIME_S: u64 = 600;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    pub token_cluster: String,
-    pub token_endpoint: TokenEndpoint,
-    pub client_id: String,
-    /// How the filter authenticates as the application: a secret or a private key.
-    pub client_auth: ClientAuth,
+    /// Where tokens come from. The top-level fields make the default provider (first, when
+    /// present); `providers` adds named ones. Each target names its provider by index.
+    pub providers: Vec<Provider>,
     pub token_timeout: Duration,
     pub targets: Vec<Target>,
     pub unmatched: Unmatched,
@@ -53,13 +55,97 @@ pub struct Config {
     pub backoff: BackoffSettings,
 }
 
+/// A token provider: where token requests go, how the filter authenticates there, and which
+/// grant it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    /// `default` for the top-level fields, else its key in `providers`.
+    pub name: String,
+    pub token_cluster: String,
+    pub token_endpoint: TokenEndpoint,
+    pub client_id: String,
+    /// How the filter authenticates as the application: a secret or a private key.
+    pub client_auth: ClientAuth,
+    pub grant: Grant,
+    /// `client_credentials` only: what to do with a request that already has `Authorization`.
+    pub existing_authorization: ExistingAuthorization,
+    /// With `require_audience`: the subject token `aud` values accepted (the client id and
+    /// `api://<client id>`).
+    pub audiences: Option<Vec<String>>,
+}
+
+/// The OAuth 2.0 grant a provider is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// Entra ID's on-behalf-of flow: the caller's token for one for the target's scope.
+    #[default]
+    OnBehalfOf,
+    /// The application as itself: a token for the target's scope, no caller token needed.
+    ClientCredentials,
+    /// RFC 8693 token exchange (NAIS TokenX, Keycloak): the caller's token for one for the
+    /// target's audience.
+    TokenExchange,
+}
+
+impl Grant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Grant::OnBehalfOf => "on_behalf_of",
+            Grant::ClientCredentials => "client_credentials",
+            Grant::TokenExchange => "token_exchange",
+        }
+    }
+
+    /// Whether a request needs a caller's bearer token (the subject token) for this grant.
+    pub fn needs_subject_token(self) -> bool {
+        self != Grant::ClientCredentials
+    }
+
+    /// The environment variables a provider's fields default to.
+    fn env_names(self) -> EnvNames {
+        match self {
+            Grant::OnBehalfOf | Grant::ClientCredentials => EnvNames {
+                endpoint: ENV_TOKEN_ENDPOINT,
+                client_id: ENV_CLIENT_ID,
+                jwk: ENV_CLIENT_JWK,
+                secret: Some(ENV_CLIENT_SECRET),
+            },
+            Grant::TokenExchange => EnvNames {
+                endpoint: ENV_TOKEN_X_ENDPOINT,
+                client_id: ENV_TOKEN_X_CLIENT_ID,
+                jwk: ENV_TOKEN_X_JWK,
+                secret: None,
+            },
+        }
+    }
+}
+
+struct EnvNames {
+    endpoint: &'static str,
+    client_id: &'static str,
+    jwk: &'static str,
+    secret: Option<&'static str>,
+}
+
+/// What a `client_credentials` target does with a request that already carries `Authorization`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExistingAuthorization {
+    /// Put the application's token in its place (the caller's never reaches the upstream).
+    #[default]
+    Replace,
+    /// Forward the request as it is.
+    Keep,
+    /// Answer 400.
+    Refuse,
+}
+
 /// The local checks on a subject token before it is exchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubjectTokenSettings {
     /// A token is expired once `exp + leeway_s <= now`.
     pub leeway_s: u64,
-    /// With `require_audience`: the `aud` values accepted (the client id and `api://<client id>`).
-    pub audiences: Option<Vec<String>>,
 }
 
 /// How long token requests for a scope stop after the IdP throttled or failed.
@@ -84,7 +170,10 @@ pub struct TokenEndpoint {
 pub struct Target {
     pub host: HostPattern,
     pub path_prefix: Option<String>,
-    pub scope: String,
+    /// Its provider: an index into `Config::providers`.
+    pub provider: usize,
+    /// What the token is asked for: the scope, or for `token_exchange` the audience.
+    pub resource: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -218,7 +307,9 @@ impl Problems {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    token_cluster: String,
+    // The default provider's fields repeat `RawProvider`'s: serde cannot flatten a struct into
+    // one that refuses unknown fields.
+    token_cluster: Option<String>,
     token_endpoint: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -226,6 +317,10 @@ struct RawConfig {
     client_jwk: Option<Value>,
     #[serde(default)]
     client_assertion: RawAssertion,
+    grant: Option<Grant>,
+    existing_authorization: Option<ExistingAuthorization>,
+    #[serde(default)]
+    providers: std::collections::BTreeMap<String, RawProvider>,
     #[serde(default = "default_token_timeout_ms")]
     token_timeout_ms: u64,
     targets: Vec<RawTarget>,
@@ -241,6 +336,22 @@ struct RawConfig {
     negative_cache_s: u64,
     #[serde(default)]
     backoff: RawBackoff,
+}
+
+/// A provider's fields, in `providers` and (the default provider) at the top level.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    token_cluster: Option<String>,
+    token_endpoint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_jwk: Option<Value>,
+    #[serde(default)]
+    client_assertion: RawAssertion,
+    #[serde(default)]
+    grant: Grant,
+    existing_authorization: Option<ExistingAuthorization>,
 }
 
 #[derive(Deserialize)]
@@ -290,7 +401,9 @@ impl Default for RawBackoff {
 struct RawTarget {
     host: String,
     path_prefix: Option<String>,
-    scope: String,
+    scope: Option<String>,
+    audience: Option<String>,
+    provider: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -349,6 +462,28 @@ fn default_backoff_s() -> u64 {
 }
 fn default_backoff_max_s() -> u64 {
     DEFAULT_BACKOFF_MAX_S
+}
+
+/// One line about a valid configuration, for the log and `obo-config`: targets and providers.
+pub fn summary(config: &Config) -> String {
+    let providers: Vec<String> = config
+        .providers
+        .iter()
+        .map(|p| {
+            format!(
+                "{} ({} via cluster {}, {})",
+                p.name,
+                p.grant.name(),
+                p.token_cluster,
+                p.token_endpoint.url
+            )
+        })
+        .collect();
+    format!(
+        "{} target(s); provider(s): {}",
+        config.targets.len(),
+        providers.join(", ")
+    )
 }
 
 /// Parses the plugin configuration. `env` reads the VM's environment (`${NAME}` values and the
@@ -434,40 +569,56 @@ fn env_reference(s: &str) -> Option<&str> {
 
 fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
     let mut p = Problems::default();
-    let token_cluster = p.check(non_empty("token_cluster", raw.token_cluster));
-    let token_endpoint = p.check(
-        or_env(
-            "token_endpoint",
-            raw.token_endpoint,
-            ENV_TOKEN_ENDPOINT,
+    // The top-level fields are the default provider: validated when a target uses it or when it
+    // is configured at all.
+    let default = RawProvider {
+        token_cluster: raw.token_cluster,
+        token_endpoint: raw.token_endpoint,
+        client_id: raw.client_id,
+        client_secret: raw.client_secret,
+        client_jwk: raw.client_jwk,
+        client_assertion: raw.client_assertion,
+        grant: raw.grant.unwrap_or_default(),
+        existing_authorization: raw.existing_authorization,
+    };
+    let default_used = raw.targets.iter().any(|t| t.provider.is_none());
+    let mut providers = Vec::new();
+    // Each provider's name, index (None if it is invalid) and grant.
+    let mut names: Vec<(String, Option<usize>, Grant)> = Vec::new();
+    if default_used || default.token_cluster.is_some() {
+        let grant = default.grant;
+        let provider = validate_provider("", "default", default, raw.require_audience, env, &mut p);
+        names.push((
+            "default".into(),
+            provider.map(|pr| push(&mut providers, pr)),
+            grant,
+        ));
+    }
+    for (name, raw_provider) in raw.providers {
+        let prefix = format!("providers.{name}.");
+        if name.trim().is_empty() || name == "default" {
+            p.0.push(ConfigError::new(
+                format!("providers.{name}"),
+                "needs a name other than \"\" and \"default\"",
+            ));
+            continue;
+        }
+        let grant = raw_provider.grant;
+        let provider = validate_provider(
+            &prefix,
+            &name,
+            raw_provider,
+            raw.require_audience,
             env,
-        )
-        .and_then(|e| parse_endpoint(&e)),
-    );
-    let client_id = p.check(or_env("client_id", raw.client_id, ENV_CLIENT_ID, env));
-    let endpoint_url = token_endpoint.as_ref().map(|e| e.url.as_str());
-    let client_auth = client_auth(
-        raw.client_secret,
-        raw.client_jwk,
-        raw.client_assertion,
-        endpoint_url,
-        env,
-        &mut p,
-    );
+            &mut p,
+        );
+        names.push((name, provider.map(|pr| push(&mut providers, pr)), grant));
+    }
     if !(1..=MAX_TOKEN_TIMEOUT_MS).contains(&raw.token_timeout_ms) {
         p.0.push(ConfigError::new(
             "token_timeout_ms",
             format!("must be between 1 and {MAX_TOKEN_TIMEOUT_MS}"),
         ));
-    }
-    if raw.targets.is_empty() {
-        p.0.push(ConfigError::new("targets", "must list at least one target"));
-    }
-    let mut targets = Vec::with_capacity(raw.targets.len());
-    for (i, t) in raw.targets.into_iter().enumerate() {
-        if let Some(t) = validate_target(i, t, &mut p) {
-            targets.push(t);
-        }
     }
     if !(1..=MAX_MAX_ENTRIES).contains(&raw.cache.max_entries) {
         p.0.push(ConfigError::new(
@@ -509,19 +660,17 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             p.0.push(ConfigError::new(field, format!("must be at most {max}")));
         }
     }
-    let (Some(token_cluster), Some(token_endpoint), Some(client_id), Some(client_auth)) =
-        (token_cluster, token_endpoint, client_id, client_auth)
-    else {
-        return p.into_result(None);
-    };
-    let audiences = raw
-        .require_audience
-        .then(|| vec![client_id.clone(), format!("api://{client_id}")]);
+    if raw.targets.is_empty() {
+        p.0.push(ConfigError::new("targets", "must list at least one target"));
+    }
+    let mut targets = Vec::with_capacity(raw.targets.len());
+    for (i, t) in raw.targets.into_iter().enumerate() {
+        if let Some(t) = validate_target(i, t, &names, &mut p) {
+            targets.push(t);
+        }
+    }
     let config = Config {
-        token_cluster,
-        token_endpoint,
-        client_id,
-        client_auth,
+        providers,
         token_timeout: Duration::from_millis(raw.token_timeout_ms),
         targets,
         unmatched: raw.unmatched,
@@ -534,7 +683,6 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         },
         subject_token: SubjectTokenSettings {
             leeway_s: raw.subject_token_leeway_s,
-            audiences,
         },
         negative_cache_s: raw.negative_cache_s,
         backoff: BackoffSettings {
@@ -545,70 +693,151 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     p.into_result(Some(config))
 }
 
-/// The application's credential: exactly one of a secret and a private key. Configured values win;
-/// with neither configured, `AZURE_APP_JWK` is preferred over `AZURE_APP_CLIENT_SECRET`.
-fn client_auth(
+fn push(providers: &mut Vec<Provider>, provider: Provider) -> usize {
+    providers.push(provider);
+    providers.len() - 1
+}
+
+/// One provider's fields, named with `prefix` (`""` for the top level, `providers.NAME.`).
+fn validate_provider(
+    prefix: &str,
+    name: &str,
+    raw: RawProvider,
+    require_audience: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+    p: &mut Problems,
+) -> Option<Provider> {
+    let field = |f: &str| format!("{prefix}{f}");
+    let names = raw.grant.env_names();
+    let token_cluster = match raw.token_cluster {
+        Some(cluster) => p.check(non_empty(&field("token_cluster"), cluster)),
+        None => {
+            let why = if prefix.is_empty() {
+                "is required: a target uses the default provider (no `provider`)"
+            } else {
+                "is required"
+            };
+            p.0.push(ConfigError::new(field("token_cluster"), why));
+            None
+        }
+    };
+    let token_endpoint = p.check(
+        or_env(
+            &field("token_endpoint"),
+            raw.token_endpoint,
+            names.endpoint,
+            env,
+        )
+        .and_then(|e| parse_endpoint(&field("token_endpoint"), &e)),
+    );
+    let client_id = p.check(or_env(
+        &field("client_id"),
+        raw.client_id,
+        names.client_id,
+        env,
+    ));
+    let endpoint_url = token_endpoint.as_ref().map(|e| e.url.as_str());
+    let credentials = RawCredentials {
+        secret: raw.client_secret,
+        jwk: raw.client_jwk,
+        assertion: raw.client_assertion,
+    };
+    let client_auth = client_auth(prefix, &names, credentials, endpoint_url, env, p);
+    let existing_authorization = match raw.existing_authorization {
+        Some(_) if raw.grant != Grant::ClientCredentials => {
+            p.0.push(ConfigError::new(
+                field("existing_authorization"),
+                "applies only to grant client_credentials",
+            ));
+            None
+        }
+        other => Some(other.unwrap_or_default()),
+    };
+    let (token_cluster, token_endpoint, client_id) = (token_cluster?, token_endpoint?, client_id?);
+    let audiences = require_audience.then(|| vec![client_id.clone(), format!("api://{client_id}")]);
+    Some(Provider {
+        name: name.to_string(),
+        token_cluster,
+        token_endpoint,
+        client_id,
+        client_auth: client_auth?,
+        grant: raw.grant,
+        existing_authorization: existing_authorization?,
+        audiences,
+    })
+}
+
+struct RawCredentials {
     secret: Option<String>,
     jwk: Option<Value>,
     assertion: RawAssertion,
+}
+
+/// The application's credential: exactly one of a secret and a private key. Configured values win;
+/// with neither configured, the grant's key variable (`AZURE_APP_JWK`, `TOKEN_X_PRIVATE_JWK`) is
+/// preferred over its secret variable (`AZURE_APP_CLIENT_SECRET`).
+fn client_auth(
+    prefix: &str,
+    names: &EnvNames,
+    raw: RawCredentials,
     endpoint_url: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
     p: &mut Problems,
 ) -> Option<ClientAuth> {
+    let field = |f: &str| format!("{prefix}{f}");
+    let assertion = raw.assertion;
     if !(1..=MAX_ASSERTION_LIFETIME_S).contains(&assertion.lifetime_s) {
         p.0.push(ConfigError::new(
-            "client_assertion.lifetime_s",
+            field("client_assertion.lifetime_s"),
             format!("must be between 1 and {MAX_ASSERTION_LIFETIME_S}"),
         ));
     }
     let audience = match assertion.audience {
-        Some(a) => p.check(non_empty("client_assertion.audience", a)),
+        Some(a) => p.check(non_empty(&field("client_assertion.audience"), a)),
         None => endpoint_url.map(str::to_string),
     };
     let env_value = |name: &str| env(name).filter(|v| !v.is_empty());
-    let jwk_text = match (secret, jwk) {
+    let secret_auth = |secret: String, p: &mut Problems| {
+        p.check(non_empty(&field("client_secret"), secret))
+            .map(|s| ClientAuth::Secret(Secret(s)))
+    };
+    let jwk_text = match (raw.secret, raw.jwk) {
         (Some(_), Some(_)) => {
             p.0.push(ConfigError::new(
-                "client_jwk",
+                field("client_jwk"),
                 "configure either client_secret or client_jwk, not both",
             ));
             return None;
         }
-        (Some(secret), None) => {
-            return p
-                .check(non_empty("client_secret", secret))
-                .map(|s| ClientAuth::Secret(Secret(s)));
-        }
+        (Some(secret), None) => return secret_auth(secret, p),
         (None, Some(Value::String(text))) => text,
         (None, Some(object @ Value::Object(_))) => object.to_string(),
         (None, Some(_)) => {
             p.0.push(ConfigError::new(
-                "client_jwk",
+                field("client_jwk"),
                 "must be a JWK: a JSON object, or a string holding one",
             ));
             return None;
         }
-        (None, None) => match (env_value(ENV_CLIENT_JWK), env_value(ENV_CLIENT_SECRET)) {
+        (None, None) => match (env_value(names.jwk), names.secret.and_then(env_value)) {
             (Some(jwk), _) => jwk,
-            (None, Some(secret)) => {
-                return p
-                    .check(non_empty("client_secret", secret))
-                    .map(|s| ClientAuth::Secret(Secret(s)));
-            }
+            (None, Some(secret)) => return secret_auth(secret, p),
             (None, None) => {
+                let variables = match names.secret {
+                    Some(secret) => format!("neither {} nor {secret} is set", names.jwk),
+                    None => format!("{} is not set", names.jwk),
+                };
                 p.0.push(ConfigError::new(
-                    "client_secret",
-                    format!(
-                        "is not configured, nor client_jwk, and neither {ENV_CLIENT_JWK} nor \
-                         {ENV_CLIENT_SECRET} is set"
-                    ),
+                    field("client_secret"),
+                    format!("is not configured, nor client_jwk, and {variables}"),
                 ));
                 return None;
             }
         },
     };
-    let key =
-        p.check(ClientKey::from_jwk(&jwk_text).map_err(|e| ConfigError::new("client_jwk", e)));
+    let key = p.check(
+        ClientKey::from_jwk(&jwk_text).map_err(|e| ConfigError::new(field("client_jwk"), e)),
+    );
     Some(ClientAuth::PrivateKey(Box::new(AssertionSettings {
         key: key?,
         alg: assertion.alg,
@@ -648,24 +877,24 @@ fn or_env(
     }
 }
 
-fn parse_endpoint(raw: &str) -> Result<TokenEndpoint, ConfigError> {
-    const FIELD: &str = "token_endpoint";
+fn parse_endpoint(field: &str, raw: &str) -> Result<TokenEndpoint, ConfigError> {
+    let field = field.to_string();
     let url = url::Url::parse(raw)
-        .map_err(|e| ConfigError::new(FIELD, format!("is not a valid URL: {e}")))?;
+        .map_err(|e| ConfigError::new(&field, format!("is not a valid URL: {e}")))?;
     if url.scheme() != "https" && url.scheme() != "http" {
         return Err(ConfigError::new(
-            FIELD,
+            &field,
             "must be an https:// (or http://) URL",
         ));
     }
     let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
-        return Err(ConfigError::new(FIELD, "has no host"));
+        return Err(ConfigError::new(&field, "has no host"));
     };
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::new(FIELD, "must not carry credentials"));
+        return Err(ConfigError::new(&field, "must not carry credentials"));
     }
     if url.fragment().is_some() {
-        return Err(ConfigError::new(FIELD, "must not have a #fragment"));
+        return Err(ConfigError::new(&field, "must not have a #fragment"));
     }
     let authority = match url.port() {
         Some(port) => format!("{host}:{port}"),
@@ -682,7 +911,12 @@ fn parse_endpoint(raw: &str) -> Result<TokenEndpoint, ConfigError> {
     })
 }
 
-fn validate_target(index: usize, raw: RawTarget, p: &mut Problems) -> Option<Target> {
+fn validate_target(
+    index: usize,
+    raw: RawTarget,
+    names: &[(String, Option<usize>, Grant)],
+    p: &mut Problems,
+) -> Option<Target> {
     let field = |name: &str| format!("targets[{index}].{name}");
     let host =
         p.check(HostPattern::parse(&raw.host).map_err(|e| ConfigError::new(field("host"), e)));
@@ -700,11 +934,48 @@ fn validate_target(index: usize, raw: RawTarget, p: &mut Problems) -> Option<Tar
         }
         Some(prefix) => Ok(Some(prefix)),
     });
-    let scope = p.check(non_empty(&field("scope"), raw.scope));
+    let wanted = raw.provider.as_deref().unwrap_or("default");
+    // An invalid provider's problems are reported already; its grant still decides the rest.
+    let (provider, grant) = match names.iter().find(|(name, _, _)| name == wanted) {
+        Some((_, index, grant)) => (*index, Some(*grant)),
+        None => {
+            p.0.push(ConfigError::new(
+                field("provider"),
+                format!("no provider is named {wanted:?}"),
+            ));
+            (None, None)
+        }
+    };
+    // The scope for on_behalf_of and client_credentials, the audience for token_exchange.
+    let resource = match (grant, raw.scope, raw.audience) {
+        (None, _, _) => None,
+        (Some(Grant::TokenExchange), None, Some(audience)) => {
+            p.check(non_empty(&field("audience"), audience))
+        }
+        (Some(Grant::TokenExchange), _, _) => {
+            p.0.push(ConfigError::new(
+                field("audience"),
+                "is required (and scope is not used) for a token_exchange provider",
+            ));
+            None
+        }
+        (Some(_), Some(scope), None) => p.check(non_empty(&field("scope"), scope)),
+        (Some(g), _, _) => {
+            p.0.push(ConfigError::new(
+                field("scope"),
+                format!(
+                    "is required (and audience is not used) for a {} provider",
+                    g.name()
+                ),
+            ));
+            None
+        }
+    };
     Some(Target {
         host: host?,
         path_prefix: path_prefix?,
-        scope: scope?,
+        provider: provider?,
+        resource: resource?,
     })
 }
 
@@ -745,7 +1016,7 @@ mod tests {
     }
 
     fn secret_of(cfg: &Config) -> &str {
-        match &cfg.client_auth {
+        match &cfg.providers[0].client_auth {
             ClientAuth::Secret(secret) => secret.expose(),
             ClientAuth::PrivateKey(_) => panic!("a private key where a secret was expected"),
         }
@@ -774,10 +1045,16 @@ mod tests {
             ENV,
         )
         .unwrap();
-        assert_eq!(cfg.token_cluster, "entra_id");
-        assert_eq!(cfg.token_endpoint.authority, "login.microsoftonline.com");
-        assert_eq!(cfg.token_endpoint.path, "/tenant/oauth2/v2.0/token");
-        assert_eq!(cfg.client_id, "client-from-env");
+        assert_eq!(cfg.providers[0].token_cluster, "entra_id");
+        assert_eq!(
+            cfg.providers[0].token_endpoint.authority,
+            "login.microsoftonline.com"
+        );
+        assert_eq!(
+            cfg.providers[0].token_endpoint.path,
+            "/tenant/oauth2/v2.0/token"
+        );
+        assert_eq!(cfg.providers[0].client_id, "client-from-env");
         assert_eq!(secret_of(&cfg), "secret-from-env");
         assert_eq!(cfg.token_timeout, Duration::from_millis(2500));
         assert_eq!(cfg.targets.len(), 2);
@@ -791,10 +1068,10 @@ mod tests {
     fn absent_fields_take_documented_defaults_and_environment() {
         let cfg = parse_value(&minimal(), ENV).unwrap();
         assert_eq!(
-            cfg.token_endpoint.url,
+            cfg.providers[0].token_endpoint.url,
             "https://login.example/tenant/oauth2/v2.0/token"
         );
-        assert_eq!(cfg.client_id, "client-from-env");
+        assert_eq!(cfg.providers[0].client_id, "client-from-env");
         assert_eq!(secret_of(&cfg), "secret-from-env");
         assert_eq!(cfg.token_timeout, Duration::from_millis(5000));
         assert_eq!(cfg.unmatched, Unmatched::Passthrough);
@@ -806,7 +1083,7 @@ mod tests {
             (300, 10)
         );
         assert_eq!(cfg.subject_token.leeway_s, 60);
-        assert_eq!(cfg.subject_token.audiences, None);
+        assert_eq!(cfg.providers[0].audiences, None);
         assert_eq!(cfg.negative_cache_s, 5);
         assert_eq!(
             cfg.backoff,
@@ -823,7 +1100,7 @@ mod tests {
         v["require_audience"] = json!(true);
         let cfg = parse_value(&v, ENV).unwrap();
         assert_eq!(
-            cfg.subject_token.audiences,
+            cfg.providers[0].audiences,
             Some(vec![
                 "client-from-env".to_string(),
                 "api://client-from-env".to_string()
@@ -855,7 +1132,7 @@ mod tests {
         v["client_id"] = json!("explicit-client");
         v["client_secret"] = json!("${OTHER_SECRET}");
         let cfg = parse_value(&v, ENV).unwrap();
-        assert_eq!(cfg.client_id, "explicit-client");
+        assert_eq!(cfg.providers[0].client_id, "explicit-client");
         assert_eq!(secret_of(&cfg), "other-secret");
     }
 
@@ -864,8 +1141,11 @@ mod tests {
         let mut v = minimal();
         v["token_endpoint"] = json!("http://127.0.0.1:8080/t/oauth2/v2.0/token?x=1");
         let cfg = parse_value(&v, ENV).unwrap();
-        assert_eq!(cfg.token_endpoint.authority, "127.0.0.1:8080");
-        assert_eq!(cfg.token_endpoint.path, "/t/oauth2/v2.0/token?x=1");
+        assert_eq!(cfg.providers[0].token_endpoint.authority, "127.0.0.1:8080");
+        assert_eq!(
+            cfg.providers[0].token_endpoint.path,
+            "/t/oauth2/v2.0/token?x=1"
+        );
     }
 
     #[test]
@@ -928,8 +1208,8 @@ mod tests {
         let mut v = minimal();
         v["targets"] = json!([{"host": "a.example"}, {"host": "b.example"}]);
         let e = error_of(v);
-        assert_eq!(e.field, "targets[0]");
-        assert!(e.problem.contains("scope"), "{e}");
+        assert_eq!(e.field, "targets[0].scope");
+        assert!(e.problem.contains("required"), "{e}");
     }
 
     #[test]
@@ -946,7 +1226,7 @@ mod tests {
         let mut v = minimal();
         v["targets"][0]["scope"] = json!("${AZURE_APP_CLIENT_ID}");
         let cfg = parse_value(&v, ENV).unwrap();
-        assert_eq!(cfg.targets[0].scope, "client-from-env");
+        assert_eq!(cfg.targets[0].resource, "client-from-env");
         v["targets"][0]["scope"] = json!("${MISSING_SCOPE}");
         assert_eq!(error_of(v).field, "targets[0].scope");
     }
@@ -1058,11 +1338,11 @@ mod tests {
                 "token_cluster",
                 "token_endpoint",
                 "token_timeout_ms",
+                "cache.max_entries",
+                "backoff.max_s",
                 "targets[0].host",
                 "targets[1].path_prefix",
                 "targets[1].scope",
-                "cache.max_entries",
-                "backoff.max_s",
             ]
         );
         assert_eq!(errors.to_string().lines().count(), fields.len());
@@ -1094,7 +1374,7 @@ mod tests {
     }
 
     fn assertion_settings(cfg: &Config) -> &AssertionSettings {
-        match &cfg.client_auth {
+        match &cfg.providers[0].client_auth {
             ClientAuth::PrivateKey(settings) => settings,
             ClientAuth::Secret(_) => panic!("a secret where a private key was expected"),
         }
@@ -1118,7 +1398,7 @@ mod tests {
         v["client_secret"] = json!("explicit");
         let cfg = parse_value(&v, &jwk_env(&[])).unwrap();
         assert_eq!(
-            cfg.client_auth,
+            cfg.providers[0].client_auth,
             ClientAuth::Secret(Secret("explicit".into()))
         );
         let mut v = minimal();
@@ -1137,7 +1417,7 @@ mod tests {
         let mut v = minimal();
         v["client_jwk"] = serde_json::from_str(&crate::client_assertion::test_key::jwk()).unwrap();
         assert!(matches!(
-            parse_value(&v, ENV).unwrap().client_auth,
+            parse_value(&v, ENV).unwrap().providers[0].client_auth,
             ClientAuth::PrivateKey(_)
         ));
     }
@@ -1171,6 +1451,170 @@ mod tests {
             .unwrap_err()
             .field
             .starts_with("client_assertion"));
+    }
+
+    fn mixed() -> Value {
+        json!({
+            "token_cluster": "entra_id",
+            "providers": {
+                "app": {"token_cluster": "entra_id", "grant": "client_credentials",
+                        "existing_authorization": "keep"},
+                "tokenx": {"token_cluster": "tokenx", "grant": "token_exchange",
+                           "client_jwk": "${AZURE_APP_JWK}",
+                           "client_assertion": {"alg": "RS256"}}
+            },
+            "targets": [
+                {"host": "obo.example", "scope": "api://obo/.default"},
+                {"host": "app.example", "provider": "app", "scope": "api://app/.default"},
+                {"host": "tx.example", "provider": "tokenx", "audience": "dev:team:app"}
+            ]
+        })
+    }
+
+    #[test]
+    fn providers_each_get_their_grant_defaults_and_targets_find_theirs() {
+        let tokenx_env: Vec<(&'static str, &'static str)> = jwk_env(&[
+            (ENV_CLIENT_SECRET, "azure-secret"),
+            (ENV_TOKEN_X_ENDPOINT, "https://tokenx.example/token"),
+            (ENV_TOKEN_X_CLIENT_ID, "dev:team:me"),
+        ]);
+        let cfg = parse_value(&mixed(), &tokenx_env).unwrap();
+        let names: Vec<(&str, Grant)> = cfg
+            .providers
+            .iter()
+            .map(|p| (p.name.as_str(), p.grant))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("default", Grant::OnBehalfOf),
+                ("app", Grant::ClientCredentials),
+                ("tokenx", Grant::TokenExchange)
+            ]
+        );
+        let tokenx = &cfg.providers[2];
+        assert_eq!(tokenx.token_endpoint.url, "https://tokenx.example/token");
+        assert_eq!(tokenx.client_id, "dev:team:me");
+        assert_eq!(
+            cfg.providers[1].existing_authorization,
+            ExistingAuthorization::Keep
+        );
+        assert_eq!(cfg.providers[1].client_id, "client-from-env");
+        let targets: Vec<(usize, &str)> = cfg
+            .targets
+            .iter()
+            .map(|t| (t.provider, t.resource.as_str()))
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                (0, "api://obo/.default"),
+                (1, "api://app/.default"),
+                (2, "dev:team:app")
+            ]
+        );
+    }
+
+    #[test]
+    fn token_exchange_defaults_to_the_token_x_variables() {
+        let mut v = mixed();
+        v["providers"]["tokenx"]
+            .as_object_mut()
+            .unwrap()
+            .remove("client_jwk");
+        let jwk: &'static str =
+            Box::leak(crate::client_assertion::test_key::jwk().into_boxed_str());
+        let vars = jwk_env(&[
+            (ENV_TOKEN_X_ENDPOINT, "https://tokenx.example/token"),
+            (ENV_TOKEN_X_CLIENT_ID, "dev:team:me"),
+            (ENV_TOKEN_X_JWK, jwk),
+        ]);
+        let cfg = parse_value(&v, &vars).unwrap();
+        assert!(matches!(
+            cfg.providers[2].client_auth,
+            ClientAuth::PrivateKey(_)
+        ));
+        // Without TOKEN_X_PRIVATE_JWK, the Azure secret is not a fallback for TokenX.
+        let vars = jwk_env(&[
+            (ENV_TOKEN_X_ENDPOINT, "https://tokenx.example/token"),
+            (ENV_TOKEN_X_CLIENT_ID, "dev:team:me"),
+        ]);
+        let e = parse_value(&v, &vars).unwrap_err();
+        assert_eq!(e.field, "providers.tokenx.client_secret");
+        assert!(e.problem.contains(ENV_TOKEN_X_JWK), "{e}");
+    }
+
+    #[test]
+    fn provider_mistakes_are_named() {
+        let vars = jwk_env(&[
+            (ENV_TOKEN_X_ENDPOINT, "https://tokenx.example/token"),
+            (ENV_TOKEN_X_CLIENT_ID, "dev:team:me"),
+        ]);
+        type Change = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Box::new(|v| v["targets"][1]["provider"] = json!("nope")),
+                "targets[1].provider",
+            ),
+            (
+                Box::new(|v| {
+                    v["targets"][2]["scope"] = json!("api://x/.default");
+                }),
+                "targets[2].audience",
+            ),
+            (
+                Box::new(|v| {
+                    v["targets"][1].as_object_mut().unwrap().remove("scope");
+                    v["targets"][1]["audience"] = json!("a");
+                }),
+                "targets[1].scope",
+            ),
+            (
+                Box::new(|v| {
+                    v["providers"]["app"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("token_cluster");
+                }),
+                "providers.app.token_cluster",
+            ),
+            (
+                Box::new(|v| v["providers"]["tokenx"]["existing_authorization"] = json!("keep")),
+                "providers.tokenx.existing_authorization",
+            ),
+            (
+                Box::new(|v| v["providers"]["app"]["grant"] = json!("password")),
+                "providers",
+            ),
+            (
+                Box::new(|v| v["providers"]["default"] = json!({"token_cluster": "x"})),
+                "providers.default",
+            ),
+        ];
+        for (change, field) in cases {
+            let mut v = mixed();
+            change(&mut v);
+            let e = parse_value(&v, &vars).unwrap_err();
+            assert!(e.field.starts_with(field), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_default_provider_is_needed_only_when_a_target_uses_it() {
+        let v = json!({
+            "providers": {"app": {"token_cluster": "entra_id", "grant": "client_credentials"}},
+            "targets": [{"host": "app.example", "provider": "app", "scope": "api://app/.default"}]
+        });
+        let cfg = parse_value(&v, ENV).unwrap();
+        assert_eq!(cfg.providers.len(), 1);
+        assert_eq!(cfg.targets[0].provider, 0);
+        let mut v = v;
+        v["targets"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"host": "obo.example", "scope": "api://obo/.default"}));
+        let e = parse_value(&v, ENV).unwrap_err();
+        assert_eq!(e.field, "token_cluster");
     }
 
     #[test]

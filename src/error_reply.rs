@@ -16,6 +16,9 @@ pub enum Refusal {
     NoBearerToken,
     /// No target matched and `unmatched` is `deny`.
     UnmatchedDenied,
+    /// A `client_credentials` target whose provider refuses requests that already carry
+    /// `Authorization` (`existing_authorization: refuse`).
+    AuthorizationPresent,
     /// The filter has no valid configuration (Envoy normally refuses such a filter outright).
     NotConfigured,
     /// The token request could not even be sent (unknown cluster, host refusal).
@@ -128,6 +131,14 @@ pub fn reply_for(refusal: &Refusal) -> Reply {
                 "the token endpoint is throttling or failing; retry later",
             ),
         ),
+        Refusal::AuthorizationPresent => reply(
+            400,
+            vec![],
+            &Body::own(
+                "invalid_request",
+                "the request already carries an Authorization header",
+            ),
+        ),
         Refusal::UnmatchedDenied => reply(
             403,
             vec![],
@@ -226,6 +237,9 @@ pub fn log_line(refusal: &Refusal) -> String {
     let what = match refusal {
         Refusal::NoBearerToken => "request refused: no bearer token".to_string(),
         Refusal::UnmatchedDenied => "request refused: no target matches".to_string(),
+        Refusal::AuthorizationPresent => {
+            "request refused: it already carries Authorization".to_string()
+        }
         Refusal::NotConfigured => "request refused: filter not configured".to_string(),
         Refusal::CannotDispatch => "token request could not be sent to the token cluster".into(),
         Refusal::BadSubjectToken(problem) => format!("request refused: subject token {problem:?}"),
@@ -261,7 +275,7 @@ pub fn log_line(refusal: &Refusal) -> String {
 pub fn exchange_log_line(refusal: &Refusal, ask: &Ask) -> String {
     format!(
         "token exchange failed: scope={} host={} request_id={}: {}",
-        sanitize_for_log_with(&ask.scope, ":/"),
+        sanitize_for_log_with(&ask.resource, ":/"),
         sanitize_for_log_with(&ask.target_host, ":"),
         sanitize_for_log(ask.request_id.as_deref().unwrap_or("-")),
         log_line(refusal)

@@ -40,7 +40,10 @@ const REFRESH_RETRY_S: u64 = 10;
 /// What an exchange is for, and the request that began it (named in the log if it fails).
 #[derive(Clone)]
 pub struct Ask {
-    pub scope: String,
+    /// Its provider: an index into `Config::providers`.
+    pub provider: usize,
+    /// The scope, or for `token_exchange` the audience.
+    pub resource: String,
     /// Kept only while the exchange is in flight, to send it again if needed.
     pub subject_token: String,
     pub subject_exp: Option<u64>,
@@ -201,7 +204,13 @@ impl Worker {
             return;
         };
         let now_ms = host.now_ms();
-        if backoff::remaining_s(host, &backoff::scope_key(&config, &ask.scope), now_ms).is_some() {
+        if backoff::remaining_s(
+            host,
+            &backoff::scope_key(&config.providers[ask.provider], &ask.resource),
+            now_ms,
+        )
+        .is_some()
+        {
             return;
         }
         let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
@@ -213,7 +222,7 @@ impl Worker {
         }
         host.log(
             LogLevel::Debug,
-            &format!("scope {}: refreshing a token ahead of expiry", ask.scope),
+            &format!("scope {}: refreshing a token ahead of expiry", ask.resource),
         );
         let flight = Flight {
             background: true,
@@ -285,7 +294,10 @@ impl Worker {
                             now,
                         );
                         if let Some(wait_s) = backoff::wait_for(&failure, &config.backoff) {
-                            let scope_key = backoff::scope_key(&config, &flight.ask.scope);
+                            let scope_key = backoff::scope_key(
+                                &config.providers[flight.ask.provider],
+                                &flight.ask.resource,
+                            );
                             backoff::start(host, &scope_key, host.now_ms(), wait_s);
                         }
                     } else {
@@ -390,12 +402,14 @@ impl Worker {
                     let refusal = Refusal::Exchange(ExchangeFailure::InvalidGrant(Box::new(idp)));
                     Some(Settlement::Refuse(reply_for(&refusal)))
                 }
-                None => {
-                    backoff::remaining_s(host, &backoff::scope_key(config, &wait.ask.scope), now_ms)
-                        .map(|retry_after_s| {
-                            Settlement::Refuse(reply_for(&Refusal::BackingOff { retry_after_s }))
-                        })
-                }
+                None => backoff::remaining_s(
+                    host,
+                    &backoff::scope_key(&config.providers[wait.ask.provider], &wait.ask.resource),
+                    now_ms,
+                )
+                .map(|retry_after_s| {
+                    Settlement::Refuse(reply_for(&Refusal::BackingOff { retry_after_s }))
+                }),
             };
             if let Some(settlement) = settlement {
                 if let Some(wait) = self.remote.remove(&key) {
@@ -486,7 +500,7 @@ fn store(host: &dyn Host, config: &Config, key: &CacheKey, flight: &Flight, issu
                 LogLevel::Debug,
                 &format!(
                     "scope {}: token exchanged, cached for {} s",
-                    flight.ask.scope,
+                    flight.ask.resource,
                     until - now
                 ),
             );
@@ -495,7 +509,7 @@ fn store(host: &dyn Host, config: &Config, key: &CacheKey, flight: &Flight, issu
             LogLevel::Debug,
             &format!(
                 "scope {}: token exchanged, too short-lived to cache",
-                flight.ask.scope
+                flight.ask.resource
             ),
         ),
     }
@@ -521,7 +535,7 @@ fn remember_failure(
     if let Some(wait_s) = backoff::wait_for(failure, &config.backoff) {
         backoff::start(
             host,
-            &backoff::scope_key(config, &flight.ask.scope),
+            &backoff::scope_key(&config.providers[flight.ask.provider], &flight.ask.resource),
             host.now_ms(),
             wait_s,
         );
@@ -529,16 +543,19 @@ fn remember_failure(
 }
 
 fn send(host: &dyn Host, config: &Config, ask: &Ask, deadline_ms: u64) -> Result<u32, Refusal> {
-    let credential = token_request::client_credential(config, host.now_unix()).map_err(|why| {
-        host.count(Counter::ExchangesUpstreamError);
-        host.log(LogLevel::Warn, &format!("token request not sent: {why}"));
-        Refusal::CannotDispatch
-    })?;
-    let body = token_request::form_body(config, &credential, &ask.scope, &ask.subject_token);
-    let headers = token_request::headers(config);
+    // Targets name providers by an index checked when the configuration was loaded.
+    let provider = &config.providers[ask.provider];
+    let credential =
+        token_request::client_credential(provider, host.now_unix()).map_err(|why| {
+            host.count(Counter::ExchangesUpstreamError);
+            host.log(LogLevel::Warn, &format!("token request not sent: {why}"));
+            Refusal::CannotDispatch
+        })?;
+    let body = token_request::form_body(provider, &credential, &ask.resource, &ask.subject_token);
+    let headers = token_request::headers(provider);
     let left_ms = deadline_ms.saturating_sub(host.now_ms()).max(1);
     let callout = Callout {
-        cluster: &config.token_cluster,
+        cluster: &provider.token_cluster,
         headers: &headers,
         body: &body,
         timeout: std::time::Duration::from_millis(left_ms),
@@ -553,7 +570,7 @@ fn send(host: &dyn Host, config: &Config, ask: &Ask, deadline_ms: u64) -> Result
             LogLevel::Warn,
             &format!(
                 "token request to cluster {} not sent: {why}",
-                config.token_cluster
+                provider.token_cluster
             ),
         );
         Refusal::CannotDispatch

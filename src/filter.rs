@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use crate::backoff;
 use crate::cache_key::CacheKey;
-use crate::config::Unmatched;
+use crate::config::{ExistingAuthorization, Unmatched};
 use crate::error_reply::{log_line, reply_for, Refusal};
 use crate::exchange::{send_reply, Ask, CallAnswer, Worker};
 use crate::host::{Host, LogLevel};
@@ -69,21 +69,40 @@ impl RequestFilter {
         };
         // What an exchange for this request is for; built only when one is needed.
         let ask = |subject_token: &str, subject_exp: Option<u64>| Ask {
-            scope: target.scope.clone(),
+            provider: target.provider,
+            resource: target.resource.clone(),
             subject_token: subject_token.to_string(),
             subject_exp,
             target_host: authority.clone(),
             request_id: request_id.clone(),
         };
-        let Some(subject_token) = authorization.as_deref().and_then(bearer_token) else {
-            return refuse(host, &Refusal::NoBearerToken);
+        // Targets name providers by an index checked when the configuration was loaded.
+        let provider = &config.providers[target.provider];
+        let grant = provider.grant;
+        // The caller's token, or for client_credentials none (the application asks as itself).
+        let subject_token = if grant.needs_subject_token() {
+            let Some(subject_token) = authorization.as_deref().and_then(bearer_token) else {
+                return refuse(host, &Refusal::NoBearerToken);
+            };
+            if subject_token.len() > MAX_SUBJECT_TOKEN_BYTES {
+                return refuse(
+                    host,
+                    &Refusal::BadSubjectToken(SubjectTokenProblem::TooLarge),
+                );
+            }
+            subject_token
+        } else {
+            match (authorization.is_some(), provider.existing_authorization) {
+                (true, ExistingAuthorization::Keep) => {
+                    host.count(Counter::PassedThrough);
+                    return Verdict::Continue;
+                }
+                (true, ExistingAuthorization::Refuse) => {
+                    return refuse(host, &Refusal::AuthorizationPresent)
+                }
+                _ => "",
+            }
         };
-        if subject_token.len() > MAX_SUBJECT_TOKEN_BYTES {
-            return refuse(
-                host,
-                &Refusal::BadSubjectToken(SubjectTokenProblem::TooLarge),
-            );
-        }
         let now = host.now_unix();
         let fingerprint = worker.front().fingerprint(target_index, subject_token);
         if let Some(entry) = worker.front().get(&fingerprint, now) {
@@ -110,9 +129,10 @@ impl RequestFilter {
             return Verdict::Continue;
         }
         let key = CacheKey::derive(
-            &config.token_endpoint.url,
-            &config.client_id,
-            &target.scope,
+            &provider.token_endpoint.url,
+            &provider.client_id,
+            grant.name(),
+            &target.resource,
             subject_token,
         );
         match TokenCache::new(config.cache.max_entries).get(host, &key, now) {
@@ -141,21 +161,24 @@ impl RequestFilter {
             None => host.count(Counter::CacheMisses),
         }
         // Only a token that is not cached gets here, so these checks cost a cache hit nothing.
-        let settings = &config.subject_token;
-        let claims = match subject_token::check(
-            subject_token,
-            now,
-            settings.leeway_s,
-            settings.audiences.as_deref(),
-        ) {
-            Ok(claims) => claims,
-            Err(problem) => return refuse(host, &Refusal::BadSubjectToken(problem)),
+        let subject_exp = if grant.needs_subject_token() {
+            match subject_token::check(
+                subject_token,
+                now,
+                config.subject_token.leeway_s,
+                provider.audiences.as_deref(),
+            ) {
+                Ok(claims) => claims.exp,
+                Err(problem) => return refuse(host, &Refusal::BadSubjectToken(problem)),
+            }
+        } else {
+            None
         };
-        let backoff_key = backoff::scope_key(&config, &target.scope);
+        let backoff_key = backoff::scope_key(provider, &target.resource);
         if let Some(retry_after_s) = backoff::remaining_s(host, &backoff_key, host.now_ms()) {
             return refuse(host, &Refusal::BackingOff { retry_after_s });
         }
-        match worker.join(host, self.context_id, key, ask(subject_token, claims.exp)) {
+        match worker.join(host, self.context_id, key, ask(subject_token, subject_exp)) {
             Ok(()) => {
                 self.waiting_on = Some(key);
                 self.served_with = Some(key);

@@ -1279,3 +1279,112 @@ fn failed_exchange_log_names_scope_host_request_id_and_idp_ids() {
     }
     assert!(!line.contains(U), "the subject token is in the log: {line}");
 }
+
+/// The base configuration plus a client_credentials and a token_exchange provider, each with a
+/// target of its own.
+fn worker_with_grants(existing_authorization: &str) -> Rc<RefCell<Worker>> {
+    worker_with(serde_json::json!({
+        "providers": {
+            "app": {"token_cluster": "entra_id", "grant": "client_credentials",
+                    "token_endpoint": "https://login.example/tenant/oauth2/v2.0/token",
+                    "client_id": "client-1", "client_secret": SECRET,
+                    "existing_authorization": existing_authorization},
+            "tokenx": {"token_cluster": "tokenx", "grant": "token_exchange",
+                       "token_endpoint": "https://tokenx.example/token",
+                       "client_id": "dev:team:me", "client_secret": "tokenx-secret"}
+        },
+        "targets": [
+            {"host": "api.example.com", "scope": "api://prod.team.api/.default"},
+            {"host": "app.example.com", "provider": "app", "scope": "api://prod.team.app/.default"},
+            {"host": "tx.example.com", "provider": "tokenx", "audience": "dev:team:app"}
+        ]
+    }))
+}
+
+#[test]
+fn client_credentials_target_gets_the_applications_token_without_a_caller_token() {
+    let host = FakeHost::default();
+    let w = worker_with_grants("replace");
+    let (mut f, verdict) = request(&host, &w, 10, "app.example.com", "/", None);
+    assert_eq!(verdict, Verdict::Pause);
+    let d = host.dispatched.borrow()[0].clone();
+    assert_eq!(d.field("grant_type"), Some("client_credentials"));
+    assert_eq!(d.field("scope"), Some("api://prod.team.app/.default"));
+    assert_eq!(d.field("assertion"), None);
+    answer(
+        &host,
+        &mut f,
+        0,
+        ok_answer("app-token", serde_json::json!(3600)),
+    );
+    assert!(host.stream(10).resumed);
+    assert_eq!(
+        host.header_of(10, "authorization").as_deref(),
+        Some("Bearer app-token")
+    );
+    // Any later request to the target, with or without a caller's token, shares that token.
+    let (_f, verdict) = request(&host, &w, 11, "app.example.com", "/", Some(BEARER_U));
+    assert_eq!(verdict, Verdict::Continue);
+    assert_eq!(
+        host.header_of(11, "authorization").as_deref(),
+        Some("Bearer app-token")
+    );
+    assert_eq!(host.dispatched.borrow().len(), 1);
+}
+
+#[test]
+fn client_credentials_target_keeps_or_refuses_an_existing_authorization_when_told() {
+    let host = FakeHost::default();
+    let w = worker_with_grants("keep");
+    let (_f, verdict) = request(&host, &w, 10, "app.example.com", "/", Some(BEARER_U));
+    assert_eq!(verdict, Verdict::Continue);
+    assert_eq!(
+        host.header_of(10, "authorization").as_deref(),
+        Some(BEARER_U)
+    );
+    assert!(host.dispatched.borrow().is_empty());
+    let w = worker_with_grants("refuse");
+    let (_f, verdict) = request(&host, &w, 11, "app.example.com", "/", Some(BEARER_U));
+    assert_eq!(verdict, Verdict::Pause);
+    assert_eq!(host.stream(11).reply.map(|r| r.status), Some(400));
+    // Without one, both exchange as usual.
+    request(&host, &w, 12, "app.example.com", "/", None);
+    assert_eq!(host.dispatched.borrow().len(), 1);
+}
+
+#[test]
+fn token_exchange_target_sends_the_callers_token_for_its_audience() {
+    let host = FakeHost::default();
+    let w = worker_with_grants("replace");
+    let (mut f, verdict) = request(&host, &w, 10, "tx.example.com", "/", Some(BEARER_U));
+    assert_eq!(verdict, Verdict::Pause);
+    let d = host.dispatched.borrow()[0].clone();
+    assert_eq!(d.cluster, "tokenx");
+    assert_eq!(
+        d.field("grant_type"),
+        Some("urn:ietf:params:oauth:grant-type:token-exchange")
+    );
+    assert_eq!(d.field("subject_token"), Some(U));
+    assert_eq!(d.field("audience"), Some("dev:team:app"));
+    assert_eq!(d.field("client_secret"), Some("tokenx-secret"));
+    assert!(d
+        .headers
+        .contains(&(":authority".to_string(), "tokenx.example".to_string())));
+    answer(
+        &host,
+        &mut f,
+        0,
+        ok_answer("tx-token", serde_json::json!(3600)),
+    );
+    assert_eq!(
+        host.header_of(10, "authorization").as_deref(),
+        Some("Bearer tx-token")
+    );
+    // The same caller to the OBO target is a different token: a token request of its own.
+    request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
+    assert_eq!(host.dispatched.borrow().len(), 2);
+    // And without a caller's token, a token_exchange target refuses like an OBO one.
+    let (_f, verdict) = request(&host, &w, 12, "tx.example.com", "/", None);
+    assert_eq!(verdict, Verdict::Pause);
+    assert_eq!(host.stream(12).reply.map(|r| r.status), Some(401));
+}

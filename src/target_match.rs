@@ -100,12 +100,13 @@ mod tests {
         Target {
             host: HostPattern::parse(host).unwrap(),
             path_prefix: prefix.map(str::to_string),
-            scope: scope.to_string(),
+            provider: 0,
+            resource: scope.to_string(),
         }
     }
 
     fn scope_for<'a>(targets: &'a [Target], authority: &str, path: &str) -> Option<&'a str> {
-        find_target(targets, authority, path).map(|(_, t)| t.scope.as_str())
+        find_target(targets, authority, path).map(|(_, t)| t.resource.as_str())
     }
 
     #[test]

@@ -162,7 +162,7 @@ mod tests {
     }
 
     fn key(n: u32) -> CacheKey {
-        CacheKey::derive("e", "c", "s", &format!("user-{n}"))
+        CacheKey::derive("e", "c", "g", "s", &format!("user-{n}"))
     }
 
     #[test]
@@ -199,7 +199,7 @@ mod tests {
     fn raw_subject_token_is_never_stored() {
         let host = FakeHost::default();
         let cache = TokenCache::new(4);
-        let k = CacheKey::derive("e", "c", "s", "the-subject-token");
+        let k = CacheKey::derive("e", "c", "g", "s", "the-subject-token");
         cache.put(&host, &k, "tok", 1_000, 900);
         assert!(!host.shared_contains(b"the-subject-token"));
     }

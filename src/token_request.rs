@@ -1,12 +1,22 @@
-//! The on-behalf-of token request, exactly as the Microsoft identity platform documents it:
-//! a form-encoded POST with `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`,
-//! `client_id`, the client's credential (`client_secret`, or `client_assertion_type` and
-//! `client_assertion`), `assertion`, `scope` and `requested_token_use=on_behalf_of`.
+//! The token request of each grant, a form-encoded POST, exactly as documented:
+//! - `on_behalf_of` (Microsoft identity platform):
+//!   `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`, `client_id`, the client's
+//!   credential, `assertion`, `scope`, `requested_token_use=on_behalf_of`;
+//! - `client_credentials` (RFC 6749, Entra ID): `grant_type=client_credentials`, `client_id`, the
+//!   client's credential, `scope`;
+//! - `token_exchange` (RFC 8693, as NAIS TokenX expects):
+//!   `grant_type=urn:ietf:params:oauth:grant-type:token-exchange`, the client's credential (with
+//!   `client_id` only beside a secret), `subject_token_type`, `subject_token`, `audience`.
+//!
+//! The client's credential is `client_secret`, or `client_assertion_type` and `client_assertion`.
 
 use crate::client_assertion::{self, CLIENT_ASSERTION_TYPE};
-use crate::config::{ClientAuth, Config};
+use crate::config::{ClientAuth, Grant, Provider};
 
 pub const GRANT_TYPE_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+pub const GRANT_TYPE_CLIENT_CREDENTIALS: &str = "client_credentials";
+pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
 /// How the application proves itself in one token request.
@@ -17,46 +27,64 @@ pub enum ClientCredential<'a> {
 }
 
 /// The credential for a token request sent at `now`: the secret, or a new signed assertion.
-pub fn client_credential(config: &Config, now: u64) -> Result<ClientCredential<'_>, String> {
-    match &config.client_auth {
+pub fn client_credential(provider: &Provider, now: u64) -> Result<ClientCredential<'_>, String> {
+    match &provider.client_auth {
         ClientAuth::Secret(secret) => Ok(ClientCredential::Secret(secret.expose())),
         ClientAuth::PrivateKey(settings) => {
-            client_assertion::sign(settings, &config.client_id, now)
+            client_assertion::sign(settings, &provider.client_id, now)
                 .map(ClientCredential::Assertion)
         }
     }
 }
 
-/// The form body of the token request. It holds the client's credential and the subject token:
-/// it is sent, never logged.
+/// The form body of the token request for `resource` (the scope, or the audience), on behalf of
+/// `subject_token` (unused by `client_credentials`). It holds the client's credential and the
+/// subject token: it is sent, never logged.
 pub fn form_body(
-    config: &Config,
+    provider: &Provider,
     credential: &ClientCredential<'_>,
-    scope: &str,
+    resource: &str,
     subject_token: &str,
 ) -> Vec<u8> {
     let mut form = form_urlencoded::Serializer::new(String::new());
-    form.append_pair("grant_type", GRANT_TYPE_JWT_BEARER)
-        .append_pair("client_id", &config.client_id);
+    let grant_type = match provider.grant {
+        Grant::OnBehalfOf => GRANT_TYPE_JWT_BEARER,
+        Grant::ClientCredentials => GRANT_TYPE_CLIENT_CREDENTIALS,
+        Grant::TokenExchange => GRANT_TYPE_TOKEN_EXCHANGE,
+    };
+    form.append_pair("grant_type", grant_type);
+    // RFC 8693 servers such as TokenX know the client from its assertion.
+    let assertion_alone = provider.grant == Grant::TokenExchange
+        && matches!(credential, ClientCredential::Assertion(_));
+    if !assertion_alone {
+        form.append_pair("client_id", &provider.client_id);
+    }
     match credential {
         ClientCredential::Secret(secret) => form.append_pair("client_secret", secret),
         ClientCredential::Assertion(jwt) => form
             .append_pair("client_assertion_type", CLIENT_ASSERTION_TYPE)
             .append_pair("client_assertion", jwt),
     };
-    form.append_pair("assertion", subject_token)
-        .append_pair("scope", scope)
-        .append_pair("requested_token_use", "on_behalf_of")
-        .finish()
-        .into_bytes()
+    match provider.grant {
+        Grant::OnBehalfOf => form
+            .append_pair("assertion", subject_token)
+            .append_pair("scope", resource)
+            .append_pair("requested_token_use", "on_behalf_of"),
+        Grant::ClientCredentials => form.append_pair("scope", resource),
+        Grant::TokenExchange => form
+            .append_pair("subject_token_type", TOKEN_TYPE_JWT)
+            .append_pair("subject_token", subject_token)
+            .append_pair("audience", resource),
+    };
+    form.finish().into_bytes()
 }
 
 /// The callout's headers: pseudo-headers from the endpoint URL, then the content type.
-pub fn headers(config: &Config) -> [(&str, &str); 5] {
+pub fn headers(provider: &Provider) -> [(&str, &str); 5] {
     [
         (":method", "POST"),
-        (":path", &config.token_endpoint.path),
-        (":authority", &config.token_endpoint.authority),
+        (":path", &provider.token_endpoint.path),
+        (":authority", &provider.token_endpoint.authority),
         ("content-type", FORM_CONTENT_TYPE),
         ("accept", "application/json"),
     ]
@@ -67,25 +95,69 @@ mod tests {
     use super::*;
     use crate::config::parse;
 
-    fn config() -> Config {
-        let json = br#"{"token_cluster":"entra_id",
+    fn provider_with(grant: &str) -> Provider {
+        let json = format!(
+            r#"{{"token_cluster":"entra_id", "grant":"{grant}",
             "token_endpoint":"https://login.microsoftonline.com/tenant/oauth2/v2.0/token",
             "client_id":"client-1","client_secret":"s3cret&=+",
-            "targets":[{"host":"a","scope":"api://x/.default"}]}"#;
-        parse(json, &|_| None).unwrap()
+            "targets":[{{"host":"a","{}":"api://x/.default"}}]}}"#,
+            if grant == "token_exchange" {
+                "audience"
+            } else {
+                "scope"
+            }
+        );
+        parse(json.as_bytes(), &|_| None)
+            .unwrap()
+            .providers
+            .remove(0)
+    }
+
+    fn provider() -> Provider {
+        provider_with("on_behalf_of")
+    }
+
+    fn fields(provider: &Provider, resource: &str, subject: &str) -> Vec<(String, String)> {
+        let credential = client_credential(provider, 0).unwrap();
+        let body = form_body(provider, &credential, resource, subject);
+        form_urlencoded::parse(&body).into_owned().collect()
+    }
+
+    #[test]
+    fn client_credentials_body_carries_exactly_the_documented_fields() {
+        let fields = fields(&provider_with("client_credentials"), "api://x/.default", "");
+        let expected: Vec<(String, String)> = [
+            ("grant_type", "client_credentials"),
+            ("client_id", "client-1"),
+            ("client_secret", "s3cret&=+"),
+            ("scope", "api://x/.default"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(fields, expected);
+    }
+
+    #[test]
+    fn token_exchange_body_carries_exactly_the_rfc_8693_fields() {
+        let fields = fields(&provider_with("token_exchange"), "dev:team:app", "eyJ.s.t");
+        let expected: Vec<(String, String)> = [
+            ("grant_type", GRANT_TYPE_TOKEN_EXCHANGE),
+            ("client_id", "client-1"),
+            ("client_secret", "s3cret&=+"),
+            ("subject_token_type", TOKEN_TYPE_JWT),
+            ("subject_token", "eyJ.s.t"),
+            ("audience", "dev:team:app"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(fields, expected);
     }
 
     #[test]
     fn body_carries_exactly_the_documented_fields() {
-        let cfg = config();
-        let credential = client_credential(&cfg, 0).unwrap();
-        let body = form_body(
-            &cfg,
-            &credential,
-            "api://prod.team.api/.default",
-            "eyJ.a+b/c.d",
-        );
-        let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+        let fields = fields(&provider(), "api://prod.team.api/.default", "eyJ.a+b/c.d");
         assert_eq!(
             fields,
             vec![
@@ -101,7 +173,7 @@ mod tests {
 
     #[test]
     fn headers_address_the_endpoint_with_a_form_post() {
-        let cfg = config();
+        let cfg = provider();
         let h = headers(&cfg);
         assert!(h.contains(&(":method", "POST")));
         assert!(h.contains(&(":path", "/tenant/oauth2/v2.0/token")));

@@ -13,8 +13,13 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(cfg) = config::parse(data, &env) {
         assert!(!cfg.targets.is_empty());
-        assert!(!cfg.token_cluster.trim().is_empty());
-        assert!(cfg.token_endpoint.path.starts_with('/'));
+        // Every target names a provider that exists, and every provider is complete.
+        assert!(cfg.targets.iter().all(|t| t.provider < cfg.providers.len()));
+        assert!(cfg.targets.iter().all(|t| !t.resource.trim().is_empty()));
+        for provider in &cfg.providers {
+            assert!(!provider.token_cluster.trim().is_empty());
+            assert!(provider.token_endpoint.path.starts_with('/'));
+        }
         assert!(cfg.cache.max_entries >= 1);
     }
 });

@@ -57,14 +57,7 @@ impl RootContext for Root {
         .unwrap_or_default();
         match config::parse(&bytes, &|name| std::env::var(name).ok()) {
             Ok(config) => {
-                ProxyHost.log(
-                    LogLevel::Info,
-                    &format!(
-                        "configured: {} targets, token cluster {}",
-                        config.targets.len(),
-                        config.token_cluster
-                    ),
-                );
+                ProxyHost.log(LogLevel::Info, &config::summary(&config));
                 self.worker.borrow_mut().configure(config);
                 ProxyHost.set_tick_period_ms(METRICS_FLUSH_MS);
                 true

@@ -71,7 +71,7 @@ pub fn wasm_path() -> PathBuf {
     )
 }
 
-fn cluster(name: &str, port: Option<u16>) -> Value {
+pub fn cluster(name: &str, port: Option<u16>) -> Value {
     let endpoints = port.map_or_else(Vec::new, |p| {
         vec![json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}})]
     });

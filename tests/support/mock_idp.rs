@@ -20,6 +20,9 @@ use sha2::{Digest, Sha256};
 pub const TOKEN_PATH: &str = "/test-tenant/oauth2/v2.0/token";
 pub const CLIENT_ID: &str = "6f1b1a7e-test-client-id";
 pub const CLIENT_SECRET: &str = "test-client-secret-7Qp~Vx.s3cr3t";
+const GRANT_OBO: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 #[derive(Clone, Debug)]
 pub enum Behaviour {
@@ -88,6 +91,8 @@ struct State {
     requests: Vec<TokenRequest>,
     violations: Vec<String>,
     client_auth: ClientAuth,
+    /// The `client_id` (and assertion issuer) the application must present.
+    client_id: String,
     /// Every assertion `jti` seen: a reused one is refused, as Entra ID refuses replays.
     seen_jti: HashSet<String>,
 }
@@ -98,8 +103,21 @@ pub struct MockIdp {
     _server: Server,
 }
 
-/// The token the mock issues for this assertion and scope: tests know which token each user
-/// should arrive with.
+/// Whose token a request asks for: the OBO `assertion`, the `subject_token`, or nobody ("").
+fn subject_of(req: &TokenRequest) -> &str {
+    req.field("assertion")
+        .or(req.field("subject_token"))
+        .unwrap_or("")
+}
+
+/// What it asks for: the `scope`, or the `audience`.
+fn resource_of(req: &TokenRequest) -> &str {
+    req.field("scope").or(req.field("audience")).unwrap_or("")
+}
+
+/// The token the mock issues for this subject token (the OBO `assertion` or RFC 8693
+/// `subject_token`; "" for client credentials) and scope or audience: tests know which token
+/// each request should arrive with.
 pub fn obo_token_for(assertion: &str, scope: &str) -> String {
     let digest = Sha256::digest(format!("{assertion}|{scope}").as_bytes());
     let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
@@ -118,6 +136,7 @@ impl MockIdp {
             requests: Vec::new(),
             violations: Vec::new(),
             client_auth: ClientAuth::Secret,
+            client_id: CLIENT_ID.to_string(),
             seen_jti: HashSet::new(),
         }));
         let st = state.clone();
@@ -142,6 +161,11 @@ impl MockIdp {
             public,
             audience: audience.to_string(),
         };
+    }
+
+    /// From now on, expect this client id (the mock as another identity provider, e.g. TokenX).
+    pub fn expect_client_id(&self, client_id: &str) {
+        self.state.lock().unwrap().client_id = client_id.to_string();
     }
 
     /// The requests the mock refused for breaking the protocol, and why.
@@ -236,10 +260,7 @@ fn respond(status: u16, body: Vec<u8>, headers: Vec<(String, String)>) -> Respon
 fn answer(behaviour: &Behaviour, req: &TokenRequest) -> (u16, Vec<u8>, Vec<(String, String)>) {
     match behaviour {
         Behaviour::Issue { expires_in } => {
-            let token = obo_token_for(
-                req.field("assertion").unwrap_or(""),
-                req.field("scope").unwrap_or(""),
-            );
+            let token = obo_token_for(subject_of(req), resource_of(req));
             let body = json!({
                 "token_type": "Bearer",
                 "scope": req.field("scope"),
@@ -254,10 +275,7 @@ fn answer(behaviour: &Behaviour, req: &TokenRequest) -> (u16, Vec<u8>, Vec<(Stri
             )
         }
         Behaviour::IssueSized(bytes) => {
-            let mut token = obo_token_for(
-                req.field("assertion").unwrap_or(""),
-                req.field("scope").unwrap_or(""),
-            );
+            let mut token = obo_token_for(subject_of(req), resource_of(req));
             while token.len() < *bytes {
                 token.push('x');
             }
@@ -301,10 +319,27 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
         ClientAuth::Secret => &["client_secret"],
         ClientAuth::PrivateKey { .. } => &["client_assertion_type", "client_assertion"],
     };
-    let expected: Vec<&str> = ["grant_type", "client_id"]
-        .into_iter()
-        .chain(credentials.iter().copied())
-        .chain(["assertion", "scope", "requested_token_use"])
+    // Each grant's own fields: on-behalf-of (Entra ID), client credentials, RFC 8693 token
+    // exchange (TokenX, which knows the client from its assertion alone).
+    let grant = r.field("grant_type").unwrap_or("");
+    let grant_fields: &[&str] = match grant {
+        GRANT_OBO => &["assertion", "scope", "requested_token_use"],
+        GRANT_CLIENT_CREDENTIALS => &["scope"],
+        GRANT_TOKEN_EXCHANGE => &["subject_token_type", "subject_token", "audience"],
+        other => {
+            problems.push(format!("grant_type {other:?}"));
+            &[]
+        }
+    };
+    let assertion_alone =
+        grant == GRANT_TOKEN_EXCHANGE && matches!(state.client_auth, ClientAuth::PrivateKey { .. });
+    let client_id: &[&str] = if assertion_alone { &[] } else { &["client_id"] };
+    let expected: Vec<&str> = ["grant_type"]
+        .iter()
+        .chain(client_id)
+        .chain(credentials)
+        .chain(grant_fields)
+        .copied()
         .collect();
     for &name in &expected {
         match r.form.iter().filter(|(n, _)| n == name).count() {
@@ -322,13 +357,14 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
             problems.push(format!("{name} is {:?}", r.field(name)));
         }
     };
+    must("requested_token_use", "on_behalf_of", &mut problems);
     must(
-        "grant_type",
-        "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        "subject_token_type",
+        "urn:ietf:params:oauth:token-type:jwt",
         &mut problems,
     );
-    must("requested_token_use", "on_behalf_of", &mut problems);
-    must("client_id", CLIENT_ID, &mut problems);
+    let client = state.client_id.clone();
+    must("client_id", &client, &mut problems);
     match &state.client_auth {
         ClientAuth::Secret => must("client_secret", CLIENT_SECRET, &mut problems),
         ClientAuth::PrivateKey { public, audience } => {
@@ -338,7 +374,7 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
                 &mut problems,
             );
             let assertion = r.field("client_assertion").unwrap_or("");
-            match check_assertion(assertion, public, audience) {
+            match check_assertion(assertion, public, audience, &client) {
                 Ok(jti) => {
                     if !state.seen_jti.insert(jti.clone()) {
                         problems.push(format!("client_assertion jti {jti} was used before"));
@@ -348,17 +384,22 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
             }
         }
     }
-    if r.field("assertion").is_some_and(str::is_empty)
-        || r.field("scope").is_some_and(str::is_empty)
-    {
-        problems.push("empty assertion or scope".into());
+    for name in ["assertion", "scope", "subject_token", "audience"] {
+        if r.field(name).is_some_and(str::is_empty) {
+            problems.push(format!("empty {name}"));
+        }
     }
     problems
 }
 
 /// Checks a `private_key_jwt` client assertion as Entra ID does: its signature with the
 /// application's public key, and every header field and claim. Returns its `jti`.
-fn check_assertion(jwt: &str, public: &RsaPublicKey, audience: &str) -> Result<String, String> {
+fn check_assertion(
+    jwt: &str,
+    public: &RsaPublicKey,
+    audience: &str,
+    client_id: &str,
+) -> Result<String, String> {
     use rsa::signature::Verifier;
     let parts: Vec<&str> = jwt.split('.').collect();
     let [header, claims, signature] = parts.as_slice() else {
@@ -401,7 +442,7 @@ fn check_assertion(jwt: &str, public: &RsaPublicKey, audience: &str) -> Result<S
     let now = super::now();
     let number = |name: &str| claims[name].as_u64().ok_or(format!("no numeric {name}"));
     let (iat, nbf, exp) = (number("iat")?, number("nbf")?, number("exp")?);
-    if claims["iss"] != CLIENT_ID || claims["sub"] != CLIENT_ID || claims["aud"] != audience {
+    if claims["iss"] != client_id || claims["sub"] != client_id || claims["aud"] != audience {
         return Err(format!("claims {claims}"));
     }
     if nbf > now + 5 || iat > now + 5 || exp <= now || exp - iat > 600 {

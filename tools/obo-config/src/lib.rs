@@ -227,14 +227,7 @@ pub fn check(found: &Found, env: &CheckEnv) -> Report {
         })
     };
     let result = config::parse(found.text.as_bytes(), &lookup)
-        .map(|cfg| {
-            format!(
-                "{} target(s), token cluster {}, token endpoint {}",
-                cfg.targets.len(),
-                cfg.token_cluster,
-                cfg.token_endpoint.url
-            )
-        })
+        .map(|cfg| config::summary(&cfg))
         .map_err(|errors| errors.iter().cloned().collect());
     let mut assumed = assumed.into_inner();
     assumed.sort();

@@ -1,0 +1,163 @@
+//! One configuration, three grants: Entra ID on-behalf-of (the default provider), Entra ID client
+//! credentials (the application as itself) and RFC 8693 token exchange against a second token
+//! endpoint standing in for NAIS TokenX, with private-key client authentication and the
+//! `TOKEN_X_*` variables as defaults. Each mock checks every field of its grant.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::client::bearer;
+use support::client_key::client_key;
+use support::envoy::{cluster, Envoy, EnvoyOptions};
+use support::mock_idp::{obo_token_for, MockIdp, CLIENT_SECRET};
+use support::stack::{plugin_config, API_SCOPE};
+use support::upstream::Upstream;
+use support::user_token;
+
+const APP_SCOPE: &str = "api://prod.team.app/.default";
+const TX_AUDIENCE: &str = "dev-gcp:team:other";
+const TX_CLIENT_ID: &str = "dev-gcp:team:me";
+
+struct Mesh {
+    entra: MockIdp,
+    tokenx: MockIdp,
+    upstream: Upstream,
+    envoy: Envoy,
+}
+
+fn mesh(existing_authorization: &str) -> Mesh {
+    let entra = MockIdp::start();
+    let tokenx = MockIdp::start();
+    tokenx.expect_client_id(TX_CLIENT_ID);
+    tokenx.expect_private_key(client_key().public.clone(), &tokenx.endpoint());
+    let upstream = Upstream::start();
+    let config = plugin_config(
+        &entra,
+        &json!({
+            "providers": {
+                "app": {"token_cluster": "entra_id", "grant": "client_credentials",
+                        "token_endpoint": entra.endpoint(),
+                        "client_id": support::mock_idp::CLIENT_ID,
+                        "existing_authorization": existing_authorization},
+                // Endpoint, client id and key from TOKEN_X_*.
+                "tokenx": {"token_cluster": "tokenx", "grant": "token_exchange"}
+            },
+            "targets": [
+                {"host": "api.example.com", "scope": API_SCOPE},
+                {"host": "app.example.com", "provider": "app", "scope": APP_SCOPE},
+                {"host": "tx.example.com", "provider": "tokenx", "audience": TX_AUDIENCE}
+            ]
+        }),
+    );
+    let mut opts = EnvoyOptions::new(&config, entra.port, upstream.port);
+    opts.vm_env = vec![
+        ("AZURE_APP_CLIENT_SECRET".into(), CLIENT_SECRET.into()),
+        ("TOKEN_X_TOKEN_ENDPOINT".into(), tokenx.endpoint()),
+        ("TOKEN_X_CLIENT_ID".into(), TX_CLIENT_ID.into()),
+        ("TOKEN_X_PRIVATE_JWK".into(), client_key().jwk.clone()),
+    ];
+    let tokenx_port = tokenx.port;
+    opts.bootstrap_patch = Some(Box::new(move |bootstrap: &mut Value| {
+        bootstrap["static_resources"]["clusters"]
+            .as_array_mut()
+            .unwrap()
+            .push(cluster("tokenx", Some(tokenx_port)));
+    }));
+    let envoy = Envoy::start(opts);
+    Mesh {
+        entra,
+        tokenx,
+        upstream,
+        envoy,
+    }
+}
+
+/// GET through the filter; the status and the Authorization the upstream saw.
+fn call(m: &Mesh, host: &str, authorization: Option<&str>) -> (u16, Vec<String>) {
+    let before = m.upstream.seen().len();
+    let r = support::client::get(m.envoy.port, host, "/", authorization);
+    let seen = m.upstream.seen();
+    let forwarded = if seen.len() > before {
+        seen.last().unwrap().authorization.clone()
+    } else {
+        Vec::new()
+    };
+    (r.status, forwarded)
+}
+
+#[test]
+fn each_target_gets_a_token_from_its_own_provider_and_grant() {
+    let m = mesh("replace");
+    let alice = user_token("alice");
+    let bob = user_token("bob");
+    for _ in 0..2 {
+        assert_eq!(
+            call(&m, "api.example.com", Some(&bearer(&alice))),
+            (200, vec![bearer(&obo_token_for(&alice, API_SCOPE))])
+        );
+        // The application's own token: no caller token needed, and a caller's is replaced.
+        assert_eq!(
+            call(&m, "app.example.com", None),
+            (200, vec![bearer(&obo_token_for("", APP_SCOPE))])
+        );
+        assert_eq!(
+            call(&m, "app.example.com", Some(&bearer(&bob))),
+            (200, vec![bearer(&obo_token_for("", APP_SCOPE))])
+        );
+        assert_eq!(
+            call(&m, "tx.example.com", Some(&bearer(&alice))),
+            (200, vec![bearer(&obo_token_for(&alice, TX_AUDIENCE))])
+        );
+    }
+    // Once per key: alice's OBO token and the application's token from Entra ID, alice's
+    // exchanged token from TokenX; the second round came from the cache.
+    assert!(
+        m.entra.violations().is_empty(),
+        "{:?}",
+        m.entra.violations()
+    );
+    assert!(
+        m.tokenx.violations().is_empty(),
+        "{:?}",
+        m.tokenx.violations()
+    );
+    let grants: Vec<String> = m
+        .entra
+        .requests()
+        .iter()
+        .map(|r| r.field("grant_type").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        grants,
+        [
+            "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            "client_credentials"
+        ]
+    );
+    let tx = m.tokenx.requests();
+    assert_eq!(tx.len(), 1);
+    assert_eq!(tx[0].field("subject_token"), Some(alice.as_str()));
+    assert_eq!(tx[0].field("audience"), Some(TX_AUDIENCE));
+    assert!(tx[0].field("client_assertion").is_some());
+}
+
+#[test]
+fn a_token_exchange_target_refuses_a_request_without_a_caller_token() {
+    let m = mesh("replace");
+    assert_eq!(call(&m, "tx.example.com", None), (401, vec![]));
+    assert_eq!(m.tokenx.count(), 0);
+}
+
+#[test]
+fn client_credentials_can_keep_or_refuse_a_callers_authorization() {
+    let alice = bearer(&user_token("alice"));
+    let m = mesh("keep");
+    assert_eq!(
+        call(&m, "app.example.com", Some(&alice)),
+        (200, vec![alice.clone()])
+    );
+    assert_eq!(m.entra.count(), 0);
+    let m = mesh("refuse");
+    assert_eq!(call(&m, "app.example.com", Some(&alice)), (400, vec![]));
+    assert_eq!(m.entra.count(), 0);
+}
