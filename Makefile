@@ -16,7 +16,7 @@ PYTHON        ?= python3
 export ENVOY_BIN := $(ENVOY)
 export OBO_WASM  := $(WASM)
 
-.PHONY: all build wasm-target envoy test unit e2e test-compat run lint fuzz soak bench clean check-config image release
+.PHONY: all build wasm-target envoy test unit e2e test-compat run lint fuzz soak bench clean check-config image release demo-key
 
 all: build
 
@@ -105,6 +105,11 @@ bench: build $(ENVOY)
 soak: build $(ENVOY)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	cargo run --release --quiet --example soak
+
+# A throw-away private key (JWK) for the docker-compose demo, into envoy/.env, which git ignores.
+demo-key:
+	cargo run --quiet --release --example demo_key > envoy/.env
+	@echo "wrote envoy/.env (OBO_DEMO_JWK)"
 
 # Envoy with the filter, a mock Entra ID token endpoint and an echo API, all on loopback.
 run: build $(ENVOY)

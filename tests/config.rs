@@ -120,6 +120,16 @@ fn envoy_validates(file: &str, rewrite: impl Fn(String) -> String) {
             "https://login.microsoftonline.com/t/oauth2/v2.0/token",
         )
         .env("OBO_DEMO_SCOPE", "https://graph.microsoft.com/.default")
+        .env("AZURE_APP_JWK", &support::client_key::client_key().jwk)
+        .env("TOKEN_X_CLIENT_ID", "local:demo:caller")
+        .env(
+            "TOKEN_X_PRIVATE_JWK",
+            &support::client_key::client_key().jwk,
+        )
+        .env(
+            "TOKEN_X_TOKEN_ENDPOINT",
+            "http://mock-oauth2-server:8080/tokenx/token",
+        )
         .output()
         .unwrap();
     let log =

@@ -5,7 +5,9 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use entra_obo_filter::config::{self, ConfigError, ENV_CLIENT_JWK, ENV_TOKEN_ENDPOINT};
+use entra_obo_filter::config::{
+    self, ConfigError, ENV_CLIENT_JWK, ENV_TOKEN_ENDPOINT, ENV_TOKEN_X_ENDPOINT, ENV_TOKEN_X_JWK,
+};
 use serde_json::Value;
 
 /// One plugin configuration found in a file.
@@ -240,11 +242,35 @@ pub fn check(found: &Found, env: &CheckEnv) -> Report {
 }
 
 fn placeholder(name: &str) -> String {
-    if name == ENV_TOKEN_ENDPOINT {
-        "https://login.microsoftonline.com/placeholder-tenant/oauth2/v2.0/token".to_string()
-    } else {
-        format!("placeholder-{name}")
+    match name {
+        ENV_TOKEN_ENDPOINT => {
+            "https://login.microsoftonline.com/placeholder-tenant/oauth2/v2.0/token".to_string()
+        }
+        ENV_TOKEN_X_ENDPOINT => "https://tokenx.placeholder.example/token".to_string(),
+        ENV_TOKEN_X_JWK => throwaway_jwk().to_string(),
+        _ => format!("placeholder-{name}"),
     }
+}
+
+/// A private key made for this check only, so a configuration that needs one can be checked
+/// without the real one.
+fn throwaway_jwk() -> &'static str {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    static JWK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    JWK.get_or_init(|| {
+        let Ok(key) = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048) else {
+            return String::new();
+        };
+        let b64 = |n: &rsa::BigUint| URL_SAFE_NO_PAD.encode(n.to_bytes_be());
+        serde_json::json!({
+            "kty": "RSA", "kid": "placeholder",
+            "n": b64(key.n()), "e": b64(key.e()), "d": b64(key.d()),
+            "p": b64(&key.primes()[0]), "q": b64(&key.primes()[1]),
+        })
+        .to_string()
+    })
 }
 
 #[cfg(test)]
