@@ -25,12 +25,36 @@ struct Mesh {
     envoy: Envoy,
 }
 
+/// How each provider authenticates: as in NAIS (a secret for Entra ID, the key for TokenX), or the
+/// other way round (Entra ID's client credentials with the key, a Keycloak-style exchange with a
+/// secret).
+#[derive(Clone, Copy, PartialEq)]
+enum Credentials {
+    AsNais,
+    Swapped,
+}
+
 fn mesh(existing_authorization: &str) -> Mesh {
+    mesh_with(existing_authorization, Credentials::AsNais)
+}
+
+fn mesh_with(existing_authorization: &str, credentials: Credentials) -> Mesh {
     let entra = MockIdp::start();
     let tokenx = MockIdp::start();
     tokenx.expect_client_id(TX_CLIENT_ID);
-    tokenx.expect_private_key(client_key().public.clone(), &tokenx.endpoint());
+    let swapped = credentials == Credentials::Swapped;
+    if swapped {
+        entra.expect_private_key(client_key().public.clone(), &entra.endpoint());
+    } else {
+        tokenx.expect_private_key(client_key().public.clone(), &tokenx.endpoint());
+    }
     let upstream = Upstream::start();
+    // Swapped: every Entra ID provider uses the key, and TokenX a secret (the mock's).
+    let (azure_key, tokenx_secret) = if swapped {
+        (json!(client_key().jwk), json!(CLIENT_SECRET))
+    } else {
+        (Value::Null, Value::Null)
+    };
     let config = plugin_config(
         &entra,
         &json!({
@@ -38,9 +62,11 @@ fn mesh(existing_authorization: &str) -> Mesh {
                 "app": {"token_cluster": "entra_id", "grant": "client_credentials",
                         "token_endpoint": entra.endpoint(),
                         "client_id": support::mock_idp::CLIENT_ID,
+                        "client_jwk": azure_key,
                         "existing_authorization": existing_authorization},
                 // Endpoint, client id and key from TOKEN_X_*.
-                "tokenx": {"token_cluster": "tokenx", "grant": "token_exchange"}
+                "tokenx": {"token_cluster": "tokenx", "grant": "token_exchange",
+                           "client_secret": tokenx_secret}
             },
             "targets": [
                 {"host": "api.example.com", "scope": API_SCOPE},
@@ -49,6 +75,17 @@ fn mesh(existing_authorization: &str) -> Mesh {
             ]
         }),
     );
+    let mut config = config;
+    // Unset credentials fall back to the environment.
+    for provider in ["app", "tokenx"] {
+        let fields = config["providers"][provider].as_object_mut().unwrap();
+        fields.retain(|_, v| !v.is_null());
+    }
+    if swapped {
+        let top = config.as_object_mut().unwrap();
+        top.remove("client_secret");
+        top.insert("client_jwk".into(), json!(client_key().jwk));
+    }
     let mut opts = EnvoyOptions::new(&config, entra.port, upstream.port);
     opts.vm_env = vec![
         ("AZURE_APP_CLIENT_SECRET".into(), CLIENT_SECRET.into()),
@@ -160,4 +197,37 @@ fn client_credentials_can_keep_or_refuse_a_callers_authorization() {
     let m = mesh("refuse");
     assert_eq!(call(&m, "app.example.com", Some(&alice)), (400, vec![]));
     assert_eq!(m.entra.count(), 0);
+}
+
+#[test]
+fn client_credentials_with_the_key_and_token_exchange_with_a_secret_work_too() {
+    let m = mesh_with("replace", Credentials::Swapped);
+    let alice = user_token("alice");
+    assert_eq!(
+        call(&m, "api.example.com", Some(&bearer(&alice))),
+        (200, vec![bearer(&obo_token_for(&alice, API_SCOPE))])
+    );
+    assert_eq!(
+        call(&m, "app.example.com", None),
+        (200, vec![bearer(&obo_token_for("", APP_SCOPE))])
+    );
+    assert_eq!(
+        call(&m, "tx.example.com", Some(&bearer(&alice))),
+        (200, vec![bearer(&obo_token_for(&alice, TX_AUDIENCE))])
+    );
+    assert!(
+        m.entra.violations().is_empty(),
+        "{:?}",
+        m.entra.violations()
+    );
+    assert!(
+        m.tokenx.violations().is_empty(),
+        "{:?}",
+        m.tokenx.violations()
+    );
+    let entra = m.entra.requests();
+    assert!(entra.iter().all(|r| r.field("client_assertion").is_some()));
+    let tx = m.tokenx.requests();
+    assert_eq!(tx[0].field("client_secret"), Some(CLIENT_SECRET));
+    assert_eq!(tx[0].field("client_id"), Some(TX_CLIENT_ID));
 }
