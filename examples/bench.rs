@@ -63,6 +63,18 @@ fn obo_config(idp: &MockIdp, cluster: &str, max_entries: u32) -> String {
     .to_string()
 }
 
+/// The same, authenticating with a private key (a signed assertion per token request).
+fn obo_config_with_key(idp: &MockIdp, cluster: &str, max_entries: u32) -> String {
+    let mut config: Value = serde_json::from_str(&obo_config(idp, cluster, max_entries)).unwrap();
+    let fields = config.as_object_mut().unwrap();
+    fields.remove("client_secret");
+    fields.insert(
+        "client_jwk".into(),
+        json!(support::client_key::client_key().jwk),
+    );
+    config.to_string()
+}
+
 const LUA: &str =
     "function envoy_on_request(h) h:headers():replace('authorization', 'Bearer static-token') end";
 
@@ -108,6 +120,11 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
             "entra_obo_cold",
             &wasm,
             &obo_config(idp, "entra_id_slow", max_entries),
+        )],
+        "obo_cold_key" => vec![wasm_filter(
+            "entra_obo_cold",
+            &wasm,
+            &obo_config_with_key(idp, "entra_id_slow", max_entries),
         )],
         other => panic!("unknown filter set {other}"),
     }
@@ -175,11 +192,12 @@ const VARIANTS: &[(&str, &str, bool)] = &[
     ("proxied: entra-obo-filter, cache hit", "obo", true),
 ];
 
+/// `cold` is the filter set of the cold-path listener (`obo_cold` or `obo_cold_key`).
 fn start_envoy(
     concurrency: u32,
     idp: &MockIdp,
     slow_idp: &MockIdp,
-    cold_port: u16,
+    (cold_port, cold): (u16, &str),
     max_entries: u32,
 ) -> Bench {
     let direct = json!({"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}});
@@ -212,7 +230,7 @@ fn start_envoy(
     listeners.push(listener(
         "cold",
         cold_port,
-        filters_for("obo_cold", slow_idp, max_entries),
+        filters_for(cold, slow_idp, max_entries),
         direct,
     ));
     let bootstrap = json!({
@@ -518,7 +536,13 @@ fn main() {
     ));
     for &concurrency in &concurrencies {
         let cold_port = free_port();
-        let bench = start_envoy(concurrency, &idp, &slow_idp, cold_port, 200_000);
+        let bench = start_envoy(
+            concurrency,
+            &idp,
+            &slow_idp,
+            (cold_port, "obo_cold"),
+            200_000,
+        );
         // Warm the cache of the bench user on every worker's view (shared data: once is enough).
         for v in &bench.variants {
             let _ = wrk(v.port, 1, 1, 1, None, &[]);
@@ -547,6 +571,37 @@ fn main() {
                 r.p99_ms,
                 r.non_2xx
             );
+            // The same with private_key_jwt: an RSA signature in the VM per token request.
+            let key_idp = MockIdp::start();
+            key_idp.set(Behaviour::Delay(
+                Duration::from_millis(20),
+                Box::new(Behaviour::issue()),
+            ));
+            key_idp.expect_private_key(
+                support::client_key::client_key().public.clone(),
+                &key_idp.endpoint(),
+            );
+            let key_port = free_port();
+            let key_bench = start_envoy(1, &idp, &key_idp, (key_port, "obo_cold_key"), 200_000);
+            let tokens = write_tokens(scratch.path(), users, "cold-key");
+            let r = wrk(
+                key_port,
+                seconds * 2,
+                1,
+                64,
+                Some(&sequential),
+                &[("BENCH_TOKENS", &tokens)],
+            );
+            let signed = key_idp.count();
+            println!(
+                "Cold path with `private_key_jwt` (an RS256 assertion signed in the VM for each token request), same load: {:.0} exchanges/s, p50 {:.1} ms, p99 {:.1} ms, {} non-2xx, {} refused by the mock.",
+                signed as f64 / (seconds * 2) as f64,
+                r.p50_ms,
+                r.p99_ms,
+                r.non_2xx,
+                key_idp.violations().len()
+            );
+            drop(key_bench);
         }
     }
 
@@ -557,7 +612,7 @@ fn main() {
     let big_idp = MockIdp::start();
     big_idp.set(Behaviour::IssueSized(1500));
     let cold_port = free_port();
-    let bench = start_envoy(1, &big_idp, &big_idp, cold_port, 200_000);
+    let bench = start_envoy(1, &big_idp, &big_idp, (cold_port, "obo_cold"), 200_000);
     std::thread::sleep(Duration::from_secs(1));
     let base = memory_allocated(bench.admin_port);
     let mut line = String::from("\nMemory (Envoy admin `/memory`, allocated, 1.5 KB tokens):");
