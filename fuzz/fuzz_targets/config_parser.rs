@@ -7,8 +7,12 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     // Every `${NAME}` resolves, so the fuzzer can reach the checks behind the expansion.
     let env = |name: &str| match name {
-        "AZURE_OPENID_CONFIG_TOKEN_ENDPOINT" => Some("https://login.example/t/oauth2/v2.0/token".to_string()),
-        "UNSET" => None,
+        "AZURE_OPENID_CONFIG_TOKEN_ENDPOINT" | "TOKEN_X_TOKEN_ENDPOINT" => {
+            Some("https://login.example/t/oauth2/v2.0/token".to_string())
+        }
+        // Keys: only a client_jwk in the input is parsed (a "value-of-..." key would refuse
+        // every configuration that relies on the secret variable).
+        "UNSET" | "AZURE_APP_JWK" | "TOKEN_X_PRIVATE_JWK" => None,
         other => Some(format!("value-of-{other}")),
     };
     if let Ok(cfg) = config::parse(data, &env) {
