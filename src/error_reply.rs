@@ -5,6 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Serialize;
 
+use crate::config::Grant;
 use crate::exchange::Ask;
 use crate::subject_token::SubjectTokenProblem;
 use crate::token_response::{ExchangeFailure, IdpError};
@@ -270,11 +271,16 @@ pub fn log_line(refusal: &Refusal) -> String {
     }
 }
 
-/// The log line of a failed exchange: what the IdP said (`log_line`), and the scope, target host
-/// and request id of the request that began it.
+/// The log line of a failed exchange: what the IdP said (`log_line`), and the grant, the scope
+/// (or audience), target host and request id of the request that began it.
 pub fn exchange_log_line(refusal: &Refusal, ask: &Ask) -> String {
+    let resource = match ask.grant {
+        Grant::TokenExchange => "audience",
+        Grant::OnBehalfOf | Grant::ClientCredentials => "scope",
+    };
     format!(
-        "token exchange failed: scope={} host={} request_id={}: {}",
+        "token exchange failed: grant={} {resource}={} host={} request_id={}: {}",
+        ask.grant.name(),
         sanitize_for_log_with(&ask.resource, ":/"),
         sanitize_for_log_with(&ask.target_host, ":"),
         sanitize_for_log(ask.request_id.as_deref().unwrap_or("-")),

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use crate::backoff;
 use crate::cache_key::CacheKey;
 use crate::claim::{self, Claim};
-use crate::config::Config;
+use crate::config::{Config, Grant};
 use crate::error_reply::{exchange_log_line, reply_for, Refusal, Reply};
 use crate::front_cache::FrontCache;
 use crate::host::{Callout, DispatchError, Host, LogLevel};
@@ -40,8 +40,9 @@ const REFRESH_RETRY_S: u64 = 10;
 /// What an exchange is for, and the request that began it (named in the log if it fails).
 #[derive(Clone)]
 pub struct Ask {
-    /// Its provider: an index into `Config::providers`.
+    /// Its provider: an index into `Config::providers`, and that provider's grant.
     pub provider: usize,
+    pub grant: Grant,
     /// The scope, or for `token_exchange` the audience.
     pub resource: String,
     /// Kept only while the exchange is in flight, to send it again if needed.

@@ -70,6 +70,7 @@ impl RequestFilter {
         // What an exchange for this request is for; built only when one is needed.
         let ask = |subject_token: &str, subject_exp: Option<u64>| Ask {
             provider: target.provider,
+            grant: config.providers[target.provider].grant,
             resource: target.resource.clone(),
             subject_token: subject_token.to_string(),
             subject_exp,

@@ -1388,3 +1388,23 @@ fn token_exchange_target_sends_the_callers_token_for_its_audience() {
     assert_eq!(verdict, Verdict::Pause);
     assert_eq!(host.stream(12).reply.map(|r| r.status), Some(401));
 }
+
+#[test]
+fn failed_token_exchange_log_names_the_grant_and_the_audience() {
+    let host = FakeHost::default();
+    let w = worker_with_grants("replace");
+    let (mut f, _) = request(&host, &w, 10, "tx.example.com", "/", Some(BEARER_U));
+    answer(
+        &host,
+        &mut f,
+        0,
+        fixture_answer(400, "error-invalid-grant-expired.json"),
+    );
+    let logs = host.logs.borrow();
+    assert!(
+        logs.iter().any(|(_, m)| m.contains(
+            "token exchange failed: grant=token_exchange audience=dev:team:app host=tx.example.com"
+        )),
+        "{logs:?}"
+    );
+}
