@@ -54,6 +54,13 @@ pub struct Ask {
     pub request_id: Option<String>,
 }
 
+impl Ask {
+    /// The shared-data key of its scope's backoff.
+    fn backoff_key(&self, config: &Config) -> String {
+        backoff::scope_key(&config.providers[self.provider], &self.resource)
+    }
+}
+
 struct Flight {
     ask: Ask,
     /// The stream whose token request is in flight; None while the root is to send it.
@@ -205,13 +212,7 @@ impl Worker {
             return;
         };
         let now_ms = host.now_ms();
-        if backoff::remaining_s(
-            host,
-            &backoff::scope_key(&config.providers[ask.provider], &ask.resource),
-            now_ms,
-        )
-        .is_some()
-        {
+        if backoff::remaining_s(host, &ask.backoff_key(&config), now_ms).is_some() {
             return;
         }
         let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
@@ -256,10 +257,7 @@ impl Worker {
         let settlement =
             match read_answer(answer.status, answer.retry_after.as_deref(), &answer.body) {
                 Ok(issued) => {
-                    host.count(Counter::ExchangesOk);
-                    host.record_exchange_latency_ms(
-                        host.now_ms().saturating_sub(flight.started_ms),
-                    );
+                    record_outcome(host, Counter::ExchangesOk, &flight);
                     // In the shared cache before the claim ends, so no waiter misses it.
                     store(host, &config, &key, &flight, &issued);
                     claim::release(host, &key, config.cache.max_entries, self.id);
@@ -281,10 +279,7 @@ impl Worker {
                         host.set_tick_period_ms(TICK_MS);
                         return;
                     }
-                    host.count(Counter::for_failure(&failure));
-                    host.record_exchange_latency_ms(
-                        host.now_ms().saturating_sub(flight.started_ms),
-                    );
+                    record_outcome(host, Counter::for_failure(&failure), &flight);
                     if flight.background {
                         // Keep serving the cached token; try again a little later.
                         let now = host.now_unix();
@@ -295,10 +290,7 @@ impl Worker {
                             now,
                         );
                         if let Some(wait_s) = backoff::wait_for(&failure, &config.backoff) {
-                            let scope_key = backoff::scope_key(
-                                &config.providers[flight.ask.provider],
-                                &flight.ask.resource,
-                            );
+                            let scope_key = flight.ask.backoff_key(&config);
                             backoff::start(host, &scope_key, host.now_ms(), wait_s);
                         }
                     } else {
@@ -403,14 +395,11 @@ impl Worker {
                     let refusal = Refusal::Exchange(ExchangeFailure::InvalidGrant(Box::new(idp)));
                     Some(Settlement::Refuse(reply_for(&refusal)))
                 }
-                None => backoff::remaining_s(
-                    host,
-                    &backoff::scope_key(&config.providers[wait.ask.provider], &wait.ask.resource),
-                    now_ms,
-                )
-                .map(|retry_after_s| {
-                    Settlement::Refuse(reply_for(&Refusal::BackingOff { retry_after_s }))
-                }),
+                None => backoff::remaining_s(host, &wait.ask.backoff_key(config), now_ms).map(
+                    |retry_after_s| {
+                        Settlement::Refuse(reply_for(&Refusal::BackingOff { retry_after_s }))
+                    },
+                ),
             };
             if let Some(settlement) = settlement {
                 if let Some(wait) = self.remote.remove(&key) {
@@ -484,6 +473,12 @@ fn retry_at(
     (flight.deadline_ms.saturating_sub(due_ms) >= MIN_RETRY_BUDGET_MS).then_some(due_ms)
 }
 
+/// Counts an exchange's final outcome and records its latency.
+fn record_outcome(host: &dyn Host, outcome: Counter, flight: &Flight) {
+    host.count(outcome);
+    host.record_exchange_latency_ms(host.now_ms().saturating_sub(flight.started_ms));
+}
+
 fn store(host: &dyn Host, config: &Config, key: &CacheKey, flight: &Flight, issued: &IssuedToken) {
     let now = host.now_unix();
     let skew = config.cache.expiry_skew_s;
@@ -534,12 +529,7 @@ fn remember_failure(
         }
     }
     if let Some(wait_s) = backoff::wait_for(failure, &config.backoff) {
-        backoff::start(
-            host,
-            &backoff::scope_key(&config.providers[flight.ask.provider], &flight.ask.resource),
-            host.now_ms(),
-            wait_s,
-        );
+        backoff::start(host, &flight.ask.backoff_key(config), host.now_ms(), wait_s);
     }
 }
 

@@ -67,19 +67,19 @@ impl RequestFilter {
                 Unmatched::Deny => refuse(host, &Refusal::UnmatchedDenied),
             };
         };
+        // Targets name providers by an index checked when the configuration was loaded.
+        let provider = &config.providers[target.provider];
+        let grant = provider.grant;
         // What an exchange for this request is for; built only when one is needed.
         let ask = |subject_token: &str, subject_exp: Option<u64>| Ask {
             provider: target.provider,
-            grant: config.providers[target.provider].grant,
+            grant,
             resource: target.resource.clone(),
             subject_token: subject_token.to_string(),
             subject_exp,
             target_host: authority.clone(),
             request_id: request_id.clone(),
         };
-        // Targets name providers by an index checked when the configuration was loaded.
-        let provider = &config.providers[target.provider];
-        let grant = provider.grant;
         // The caller's token, or for client_credentials none (the application asks as itself).
         let subject_token = if grant.needs_subject_token() {
             let Some(subject_token) = authorization.as_deref().and_then(bearer_token) else {
