@@ -6,6 +6,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use entra_obo_filter::cache_key::CacheKey;
+use entra_obo_filter::front_cache::FrontCache;
 use entra_obo_filter::subject_token::{bearer_token, read_claims};
 use entra_obo_filter::token_response::read_answer;
 
@@ -63,6 +64,15 @@ fn main() {
     let key = CacheKey::derive("e", "c", "g", "s", &subject);
     bench("slot index", || {
         black_box(black_box(&key).slot(black_box(10_000)));
+    });
+    let mut front = FrontCache::new(1_000);
+    let print = front.fingerprint(0, &subject);
+    front.put_token(print, key, "t", (u64::MAX, u64::MAX), 0);
+    bench("front cache fingerprint (1.6 KB subject token)", || {
+        black_box(front.fingerprint(black_box(0), black_box(&subject)));
+    });
+    bench("front cache lookup", || {
+        black_box(front.get(black_box(&print), black_box(1)));
     });
     bench("bearer token from Authorization", || {
         black_box(bearer_token(black_box(&header)));

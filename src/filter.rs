@@ -11,7 +11,9 @@ use crate::error_reply::{log_line, reply_for, Refusal};
 use crate::exchange::{send_reply, Ask, CallAnswer, Worker};
 use crate::host::{Host, LogLevel};
 use crate::metrics::Counter;
-use crate::subject_token::{self, bearer_token, SubjectTokenProblem, MAX_SUBJECT_TOKEN_BYTES};
+use crate::subject_token::{
+    self, bearer_part, token_chars_ok, SubjectTokenProblem, MAX_SUBJECT_TOKEN_BYTES,
+};
 use crate::target_match::find_target;
 use crate::token_cache::{Cached, TokenCache};
 use crate::token_response::{ExchangeFailure, IdpError};
@@ -82,7 +84,7 @@ impl RequestFilter {
         };
         // The caller's token, or for client_credentials none (the application asks as itself).
         let subject_token = if grant.needs_subject_token() {
-            let Some(subject_token) = authorization.as_deref().and_then(bearer_token) else {
+            let Some(subject_token) = authorization.as_deref().and_then(bearer_part) else {
                 return refuse(host, &Refusal::NoBearerToken);
             };
             if subject_token.len() > MAX_SUBJECT_TOKEN_BYTES {
@@ -128,6 +130,11 @@ impl RequestFilter {
                 }
             }
             return Verdict::Continue;
+        }
+        // The front cache holds only tokens that passed this check; everything else is checked
+        // here, before anything is derived from the token.
+        if !token_chars_ok(subject_token) {
+            return refuse(host, &Refusal::NoBearerToken);
         }
         let key = CacheKey::derive(
             &provider.token_endpoint.url,
@@ -196,11 +203,14 @@ impl RequestFilter {
         let Some(key) = self.served_with.take() else {
             return;
         };
-        if host.response_header(":status").as_deref() != Some("401") {
+        // `www-authenticate` first: on the usual answer it is absent, and Envoy reports an absent
+        // header without allocating in the VM, where reading `:status` would allocate each time.
+        let Some(challenge) = host.response_header("www-authenticate") else {
             return;
-        }
-        let challenge = host.response_header("www-authenticate").unwrap_or_default();
-        if !challenge.contains("insufficient_claims") {
+        };
+        if !challenge.contains("insufficient_claims")
+            || host.response_header(":status").as_deref() != Some("401")
+        {
             return;
         }
         let mut worker = self.worker.borrow_mut();
@@ -222,7 +232,9 @@ impl RequestFilter {
             .complete(host, token_id, answer, self.context_id);
     }
 
-    pub fn on_done(&mut self, host: &dyn Host) {
+    /// The stream is gone: it no longer waits for an exchange (one it sent is re-sent from the
+    /// root context if others still wait for it).
+    pub fn on_end(&mut self, host: &dyn Host) {
         if let Some(key) = self.waiting_on.take() {
             self.worker.borrow_mut().leave(host, self.context_id, &key);
         }

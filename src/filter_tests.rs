@@ -343,7 +343,7 @@ fn waiter_that_goes_away_is_not_touched() {
     let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
     let (mut second, _) = request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
     host.close_stream(11);
-    second.on_done(&host);
+    second.on_end(&host);
     answer(&host, &mut first, 0, ok_answer("obo-1", 3599.into()));
     assert!(host.stream(10).resumed);
     assert!(!host.stream(11).resumed);
@@ -357,7 +357,7 @@ fn exchange_is_re_sent_by_the_root_when_its_sender_goes_away() {
     let _second = request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
     host.close_stream(10);
     host.enter(10);
-    first.on_done(&host);
+    first.on_end(&host);
     assert_eq!(host.tick_period_ms.get(), 1);
     host.enter(ROOT);
     assert_eq!(w.borrow_mut().on_tick(&host, ROOT), 0);
@@ -383,7 +383,7 @@ fn sender_that_goes_away_alone_leaves_nothing_in_flight() {
     let host = FakeHost::default();
     let w = worker();
     let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
-    first.on_done(&host);
+    first.on_end(&host);
     assert_eq!(host.tick_period_ms.get(), 0);
     assert_eq!(w.borrow().in_flight(), 0);
 }
@@ -442,6 +442,10 @@ fn matched_request_without_a_bearer_token_is_401() {
         Some("Basic dXNlcjpwYXNz"),
         Some("Bearer "),
         Some("Bearer"),
+        // Characters a token cannot have, caught after the front-cache lookup.
+        Some("Bearer a b"),
+        Some("Bearer ab\u{7f}"),
+        Some("Bearer \u{e4}b"),
     ] {
         let host = FakeHost::default();
         let w = worker();

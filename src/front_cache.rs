@@ -1,17 +1,32 @@
 //! A small per-worker cache in front of the shared-data cache, so that a cache hit costs neither a
 //! SHA-256 over the subject token nor a shared-data read (the two dearest steps of the hot path).
 //!
-//! Entries are found by a 128-bit fingerprint of (target, subject token) made with two SipHash
-//! hashers keyed at random per worker: no outsider can aim for a collision, and the subject token
-//! itself is not kept. An entry lives at most `MAX_AGE_S`, so a token dropped from the shared cache
+//! Entries are found by a 128-bit fingerprint of (target, subject token): SipHash-1-3 with 128-bit
+//! output, in one pass over the token, keyed at random per worker. No outsider can aim for a
+//! collision, and the subject token itself is not kept. An entry lives at most `MAX_AGE_S`, so a token dropped from the shared cache
 //! on another worker (continuous access evaluation) stops being used here soon after. The number
 //! of entries is bounded.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
+
+use siphasher::sip128::{Hasher128, SipHasher13};
 use std::rc::Rc;
 
 use crate::cache_key::CacheKey;
+
+/// 16 random bytes from the standard library's per-process random hash keys (WASI's
+/// `random_get` in the VM): each `RandomState` hashes nothing to an unpredictable 64-bit value.
+fn random_key() -> [u8; 16] {
+    let mut key = [0u8; 16];
+    for half in key.chunks_mut(8) {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        half.copy_from_slice(&random.to_le_bytes());
+    }
+    key
+}
 
 /// How long a worker serves an entry before it looks in the shared cache again.
 pub const MAX_AGE_S: u64 = 5;
@@ -33,10 +48,8 @@ pub struct FrontEntry {
 
 pub struct FrontCache {
     capacity: usize,
-    hashers: (
-        std::collections::hash_map::RandomState,
-        std::collections::hash_map::RandomState,
-    ),
+    /// The SipHash key, drawn at random for each worker.
+    hash_key: [u8; 16],
     entries: HashMap<Fingerprint, FrontEntry>,
 }
 
@@ -44,19 +57,17 @@ impl FrontCache {
     pub fn new(capacity: usize) -> Self {
         FrontCache {
             capacity,
-            hashers: Default::default(),
+            hash_key: random_key(),
             entries: HashMap::new(),
         }
     }
 
     pub fn fingerprint(&self, target: usize, subject_token: &str) -> Fingerprint {
-        let hash = |builder: &std::collections::hash_map::RandomState| {
-            let mut h = builder.build_hasher();
-            target.hash(&mut h);
-            subject_token.hash(&mut h);
-            h.finish()
-        };
-        Fingerprint(hash(&self.hashers.0), hash(&self.hashers.1))
+        let mut h = SipHasher13::new_with_key(&self.hash_key);
+        h.write_u64(target as u64);
+        h.write(subject_token.as_bytes());
+        let hash = h.finish128();
+        Fingerprint(hash.h1, hash.h2)
     }
 
     pub fn get(&self, fingerprint: &Fingerprint, now: u64) -> Option<&FrontEntry> {

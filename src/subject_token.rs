@@ -15,13 +15,24 @@ const BASE64URL: GeneralPurpose = GeneralPurpose::new(
 
 /// The token of an `Authorization` value with the `Bearer` scheme (any case), or None.
 pub fn bearer_token(authorization: &str) -> Option<&str> {
+    bearer_part(authorization).filter(|token| token_chars_ok(token))
+}
+
+/// What follows the `Bearer` scheme (any case), not yet checked character by character: the hot
+/// path looks the token up in the front cache first, which holds only tokens that passed
+/// `token_chars_ok`, and checks the characters of the rest (a scan over the whole token).
+pub fn bearer_part(authorization: &str) -> Option<&str> {
     let (scheme, rest) = authorization.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
     let token = rest.trim_start_matches(' ');
-    let valid = !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic());
-    valid.then_some(token)
+    (!token.is_empty()).then_some(token)
+}
+
+/// Whether every character of a token is printable ASCII, not a space.
+pub fn token_chars_ok(token: &str) -> bool {
+    token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Subject tokens longer than this are refused before anything else is done with them.

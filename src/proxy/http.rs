@@ -28,10 +28,13 @@ impl Context for RequestContext {
         let answer = read_call_answer(num_headers, body_size);
         self.filter.on_token_answer(&ProxyHost, token_id, &answer);
     }
+}
 
-    fn on_done(&mut self) -> bool {
-        self.filter.on_done(&ProxyHost);
-        true
+// When the stream ends, on proxy_on_delete (the SDK drops the context there). The module does not
+// export proxy_on_done, which would cost every request a call into the VM (see exports.json).
+impl Drop for RequestContext {
+    fn drop(&mut self) {
+        self.filter.on_end(&ProxyHost);
     }
 }
 

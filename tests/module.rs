@@ -1,0 +1,34 @@
+//! The built `.wasm` itself: what it offers Envoy.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use support::envoy::wasm_path;
+
+/// Envoy calls into the VM only for the callbacks a module exports, so every extra export of the
+/// SDK (on_done, on_log, the body callbacks) would cost each request or body chunk a VM call. The
+/// build keeps only those listed in src/proxy/exports.json.
+#[test]
+fn module_exports_only_the_callbacks_the_filter_uses() {
+    let listed: serde_json::Value = serde_json::from_str(include_str!("../src/proxy/exports.json"))
+        .expect("src/proxy/exports.json is JSON");
+    let listed: BTreeSet<String> = listed
+        .as_array()
+        .expect("a list of nodes")
+        .iter()
+        .filter_map(|node| node["export"].as_str().map(str::to_string))
+        .collect();
+    assert!(listed.contains("proxy_on_request_headers"));
+
+    let module = std::fs::read(wasm_path()).expect("the .wasm");
+    let mut exported = BTreeSet::new();
+    for payload in wasmparser::Parser::new(0).parse_all(&module) {
+        if let wasmparser::Payload::ExportSection(reader) = payload.expect("a valid module") {
+            for export in reader {
+                exported.insert(export.expect("an export").name.to_string());
+            }
+        }
+    }
+    assert_eq!(exported, listed);
+}
