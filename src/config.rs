@@ -878,34 +878,39 @@ fn or_env(
 }
 
 fn parse_endpoint(field: &str, raw: &str) -> Result<TokenEndpoint, ConfigError> {
-    let field = field.to_string();
-    let url = url::Url::parse(raw)
-        .map_err(|e| ConfigError::new(&field, format!("is not a valid URL: {e}")))?;
-    if url.scheme() != "https" && url.scheme() != "http" {
-        return Err(ConfigError::new(
-            &field,
-            "must be an https:// (or http://) URL",
-        ));
-    }
-    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
-        return Err(ConfigError::new(&field, "has no host"));
+    let uri: http::Uri = raw
+        .parse()
+        .map_err(|e| ConfigError::new(field, format!("is not a valid URL: {e}")))?;
+    let scheme = match uri.scheme_str() {
+        Some(scheme @ ("https" | "http")) => scheme,
+        _ => {
+            return Err(ConfigError::new(
+                field,
+                "must be an https:// (or http://) URL",
+            ))
+        }
     };
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::new(&field, "must not carry credentials"));
-    }
-    if url.fragment().is_some() {
-        return Err(ConfigError::new(&field, "must not have a #fragment"));
-    }
-    let authority = match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
+    let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
+        return Err(ConfigError::new(field, "has no host"));
     };
-    let path = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_string(),
+    // The parser accepts both and drops a fragment silently.
+    if authority.as_str().contains('@') {
+        return Err(ConfigError::new(field, "must not carry credentials"));
+    }
+    if raw.contains('#') {
+        return Err(ConfigError::new(field, "must not have a #fragment"));
+    }
+    let host = authority.host().to_ascii_lowercase();
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let authority = match authority.port_u16() {
+        Some(port) if port != default_port => format!("{host}:{port}"),
+        _ => host,
     };
+    let path = uri
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
     Ok(TokenEndpoint {
-        url: url.to_string(),
+        url: format!("{scheme}://{authority}{path}"),
         authority,
         path,
     })
@@ -1244,6 +1249,33 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_host_is_lowercased_and_a_default_port_dropped() {
+        for (raw, authority, url) in [
+            (
+                "https://LOGIN.example:443",
+                "login.example",
+                "https://login.example/",
+            ),
+            (
+                "http://idp.local:80/t?a=b",
+                "idp.local",
+                "http://idp.local/t?a=b",
+            ),
+            ("https://[::1]:8443/t", "[::1]:8443", "https://[::1]:8443/t"),
+        ] {
+            let mut v = minimal();
+            v["token_endpoint"] = json!(raw);
+            let endpoint = parse_value(&v, ENV).unwrap().providers[0]
+                .token_endpoint
+                .clone();
+            assert_eq!(
+                (endpoint.authority.as_str(), endpoint.url.as_str()),
+                (authority, url)
+            );
+        }
+    }
+
+    #[test]
     fn malformed_endpoints_are_refused() {
         for bad in [
             "not a url",
@@ -1251,6 +1283,8 @@ mod tests {
             "https://user:pw@login.example/token",
             "https://login.example/token#frag",
             "login.example/token",
+            "https:///token",
+            "https://login.example/to ken",
         ] {
             let mut v = minimal();
             v["token_endpoint"] = json!(bad);
