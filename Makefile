@@ -23,12 +23,18 @@ all: build
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
-# The release .wasm, then two binaryen tools over it in place (Debian package binaryen):
-# - wasm-opt -Oz: about 15% smaller, measured as fast as -O3;
-# - wasm-metadce: keeps only the exports listed in src/proxy/exports.json. Envoy calls into the VM
+# The source paths of dependencies (in panic messages) name the crate, not this machine's cargo
+# home: the same .wasm from any machine with the same toolchain, and a few KB smaller.
+CARGO_HOME ?= $(HOME)/.cargo
+export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)/registry/src/=
+
+# The release .wasm, then binaryen's tools over it in place (Debian package binaryen):
+# - wasm-metadce keeps only the exports listed in src/proxy/exports.json. Envoy calls into the VM
 #   only for callbacks a module exports, and the SDK exports all of them, so without this every
 #   request also pays for on_done and on_log, and every body chunk for on_*_body, all of which
-#   would do nothing here.
+#   would do nothing here. It runs between two wasm-opt passes: the first leaves it less to read,
+#   the second removes what the dropped exports alone kept.
+# - wasm-opt -Oz: about 20% smaller, measured as fast as -O3.
 # Without binaryen the module works the same, only larger and a little slower.
 WASM_FEATURES  := --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
 WASM_OPT_FLAGS := -Oz $(WASM_FEATURES)
@@ -39,6 +45,7 @@ build: wasm-target
 	@if command -v wasm-opt >/dev/null; then \
 	  if [ ! -e $(WASM).opt-stamp ] || [ $(WASM) -nt $(WASM).opt-stamp ]; then wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM) \
 	      && wasm-metadce -f src/proxy/exports.json $(WASM_FEATURES) $(WASM) -o $(WASM) >/dev/null \
+	      && wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM) \
 	      && touch $(WASM).opt-stamp; fi; \
 	else echo "build: binaryen (wasm-opt, wasm-metadce) not available; the .wasm is not optimized"; fi
 	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'

@@ -64,6 +64,8 @@ struct Jwk {
     x5c: Vec<String>,
 }
 
+const NOT_A_JWK: &str = "is not a JWK (JSON with kty, n, e, d, p and q)";
+
 fn big(field: &str, b64: &str) -> Result<BigUint, String> {
     URL_SAFE_NO_PAD
         .decode(b64.trim_end_matches('='))
@@ -72,11 +74,15 @@ fn big(field: &str, b64: &str) -> Result<BigUint, String> {
 }
 
 impl ClientKey {
-    /// Reads an RSA private key from a JWK (JSON). The problem never quotes the key.
+    /// Reads an RSA private key from a JWK (JSON text). The problem never quotes the key.
     pub fn from_jwk(json: &str) -> Result<ClientKey, String> {
+        Self::from_jwk_value(serde_json::from_str(json).map_err(|_| NOT_A_JWK.to_string())?)
+    }
+
+    /// Reads an RSA private key from a JWK already read as JSON.
+    pub fn from_jwk_value(jwk: serde_json::Value) -> Result<ClientKey, String> {
         // serde's message could quote a value, and every value here is key material.
-        let jwk: Jwk = serde_json::from_str(json)
-            .map_err(|_| "is not a JWK (JSON with kty, n, e, d, p and q)".to_string())?;
+        let jwk: Jwk = serde_json::from_value(jwk).map_err(|_| NOT_A_JWK.to_string())?;
         if jwk.kty != "RSA" {
             return Err("must be an RSA key (kty RSA)".into());
         }
@@ -193,27 +199,35 @@ fn b64_json<T: Serialize>(part: &T) -> Result<String, String> {
         .map_err(|_| "the assertion could not be encoded".to_string())
 }
 
+/// `key` as a private JWK (`kty`, `n`, `e`, `d`, `p`, `q`, and the fields of `extra`): for
+/// throw-away keys (`make demo-key`, the benchmarks, the tests).
+pub fn private_jwk(key: &RsaPrivateKey, extra: serde_json::Value) -> String {
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    let b64 = |n: &rsa::BigUint| URL_SAFE_NO_PAD.encode(n.to_bytes_be());
+    let mut jwk = serde_json::json!({
+        "kty": "RSA",
+        "n": b64(key.n()), "e": b64(key.e()), "d": b64(key.d()),
+        "p": b64(&key.primes()[0]), "q": b64(&key.primes()[1]),
+    });
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        jwk[k] = v;
+    }
+    jwk.to_string()
+}
+
 /// A private key for the tests, made once, and its JWK.
 #[cfg(test)]
 pub(crate) mod test_key {
     use std::sync::OnceLock;
 
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
     use rsa::RsaPrivateKey;
 
     pub fn jwk_of(key: &RsaPrivateKey, extra: serde_json::Value) -> String {
-        let b64 = |n: &rsa::BigUint| URL_SAFE_NO_PAD.encode(n.to_bytes_be());
-        let mut jwk = serde_json::json!({
-            "kty": "RSA", "kid": "key-1",
-            "n": b64(key.n()), "e": b64(key.e()), "d": b64(key.d()),
-            "p": b64(&key.primes()[0]), "q": b64(&key.primes()[1]),
-        });
+        let mut with_kid = serde_json::json!({"kid": "key-1"});
         for (k, v) in extra.as_object().cloned().unwrap_or_default() {
-            jwk[k] = v;
+            with_kid[k] = v;
         }
-        jwk.to_string()
+        super::private_jwk(key, with_kid)
     }
 
     pub fn key() -> &'static RsaPrivateKey {

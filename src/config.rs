@@ -304,64 +304,228 @@ impl Problems {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One JSON object read field by field: a field of the wrong type and an unknown field are named
+/// with their whole path (`targets[1].scope`), and every such problem is reported, not only the
+/// first. (Reading with serde's derive would stop at the first, and naming its path would take
+/// another crate and a second copy of the deserialization code in the .wasm.)
+struct Fields<'a> {
+    map: serde_json::Map<String, Value>,
+    /// The fields asked for (only looked up, not removed: that keeps the map's removal code out
+    /// of the .wasm).
+    read: Vec<&'static str>,
+    /// `""` at the top level, else the object's path and a dot: `cache.`, `targets[0].`.
+    prefix: String,
+    problems: &'a mut Problems,
+}
+
+impl<'a> Fields<'a> {
+    /// The object at `path` (`""`: the whole configuration), or None (reported) if it is not one.
+    fn of(value: Value, path: &str, problems: &'a mut Problems) -> Option<Self> {
+        match value {
+            Value::Object(map) => Some(Fields {
+                map,
+                read: Vec::new(),
+                prefix: if path.is_empty() {
+                    String::new()
+                } else {
+                    format!("{path}.")
+                },
+                problems,
+            }),
+            _ => {
+                let field = if path.is_empty() {
+                    "configuration"
+                } else {
+                    path
+                };
+                problems
+                    .0
+                    .push(ConfigError::new(field, "must be a JSON object"));
+                None
+            }
+        }
+    }
+
+    fn path(&self, field: &str) -> String {
+        format!("{}{field}", self.prefix)
+    }
+
+    /// The field's value; None if it is absent or null.
+    fn value(&mut self, field: &'static str) -> Option<Value> {
+        self.read.push(field);
+        self.map.get(field).filter(|v| !v.is_null()).cloned()
+    }
+
+    /// The field as a T; None if it is absent, or of the wrong type (reported).
+    fn opt<T: serde::de::DeserializeOwned>(&mut self, field: &'static str) -> Option<T> {
+        let value = self.value(field)?;
+        match serde_json::from_value(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let path = self.path(field);
+                self.problems.0.push(ConfigError::new(path, e.to_string()));
+                None
+            }
+        }
+    }
+
+    fn or<T: serde::de::DeserializeOwned>(&mut self, field: &'static str, default: T) -> T {
+        self.opt(field).unwrap_or(default)
+    }
+
+    /// A field the configuration cannot go without; its absence is reported.
+    fn required<T: serde::de::DeserializeOwned>(&mut self, field: &'static str) -> Option<T> {
+        if self.map.get(field).is_none_or(Value::is_null) {
+            let path = self.path(field);
+            self.problems.0.push(ConfigError::new(path, "is required"));
+            return None;
+        }
+        self.opt(field)
+    }
+
+    /// A nested object, read by `read` (absent: `read` sees an empty object, for the defaults).
+    fn object<T>(&mut self, field: &'static str, read: impl FnOnce(&mut Fields) -> T) -> Option<T> {
+        let value = self
+            .value(field)
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        let path = self.path(field);
+        let mut fields = Fields::of(value, &path, self.problems)?;
+        let read = read(&mut fields);
+        fields.finish();
+        Some(read)
+    }
+
+    /// Reports the fields nobody read.
+    fn finish(self) {
+        for key in self.map.keys().filter(|k| !self.read.contains(&k.as_str())) {
+            let path = format!("{}{key}", self.prefix);
+            self.problems
+                .0
+                .push(ConfigError::new(path, "is not a known field"));
+        }
+    }
+}
+
 struct RawConfig {
-    // The default provider's fields repeat `RawProvider`'s: serde cannot flatten a struct into
-    // one that refuses unknown fields.
+    /// The top-level provider fields.
+    default: RawProvider,
+    providers: Vec<(String, RawProvider)>,
+    token_timeout_ms: u64,
+    targets: Vec<RawTarget>,
+    unmatched: Unmatched,
+    cache: RawCache,
+    require_audience: bool,
+    subject_token_leeway_s: u64,
+    negative_cache_s: u64,
+    backoff: RawBackoff,
+}
+
+impl RawConfig {
+    fn read(f: &mut Fields) -> Self {
+        let default = RawProvider::read(f);
+        let providers = match f.value("providers") {
+            None => Vec::new(),
+            Some(Value::Object(map)) => map
+                .into_iter()
+                .filter_map(|(name, value)| {
+                    let path = format!("providers.{name}");
+                    let mut fields = Fields::of(value, &path, f.problems)?;
+                    let provider = RawProvider::read(&mut fields);
+                    fields.finish();
+                    Some((name, provider))
+                })
+                .collect(),
+            Some(_) => {
+                let problem = "must be an object of named providers";
+                f.problems.0.push(ConfigError::new("providers", problem));
+                Vec::new()
+            }
+        };
+        let targets = match f.value("targets") {
+            None => {
+                f.problems
+                    .0
+                    .push(ConfigError::new("targets", "is required"));
+                None
+            }
+            Some(Value::Array(items)) => Some(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| {
+                        let mut fields = Fields::of(item, &format!("targets[{i}]"), f.problems)?;
+                        let target = RawTarget::read(&mut fields);
+                        fields.finish();
+                        Some(target)
+                    })
+                    .collect(),
+            ),
+            Some(_) => {
+                f.problems
+                    .0
+                    .push(ConfigError::new("targets", "must be a list"));
+                None
+            }
+        };
+        RawConfig {
+            default,
+            providers,
+            token_timeout_ms: f.or("token_timeout_ms", DEFAULT_TOKEN_TIMEOUT_MS),
+            targets: targets.unwrap_or_default(),
+            unmatched: f.or("unmatched", Unmatched::default()),
+            cache: f.object("cache", RawCache::read).unwrap_or_default(),
+            require_audience: f.or("require_audience", false),
+            subject_token_leeway_s: f.or("subject_token_leeway_s", DEFAULT_SUBJECT_TOKEN_LEEWAY_S),
+            negative_cache_s: f.or("negative_cache_s", DEFAULT_NEGATIVE_CACHE_S),
+            backoff: f.object("backoff", RawBackoff::read).unwrap_or_default(),
+        }
+    }
+}
+
+/// A provider's fields, in `providers` and (the default provider) at the top level.
+struct RawProvider {
     token_cluster: Option<String>,
     token_endpoint: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
     /// A JWK: a JSON object, or a string holding one (`${AZURE_APP_JWK}`).
     client_jwk: Option<Value>,
-    #[serde(default)]
     client_assertion: RawAssertion,
-    grant: Option<Grant>,
-    existing_authorization: Option<ExistingAuthorization>,
-    #[serde(default)]
-    providers: std::collections::BTreeMap<String, RawProvider>,
-    #[serde(default = "default_token_timeout_ms")]
-    token_timeout_ms: u64,
-    targets: Vec<RawTarget>,
-    #[serde(default)]
-    unmatched: Unmatched,
-    #[serde(default)]
-    cache: RawCache,
-    #[serde(default)]
-    require_audience: bool,
-    #[serde(default = "default_subject_token_leeway_s")]
-    subject_token_leeway_s: u64,
-    #[serde(default = "default_negative_cache_s")]
-    negative_cache_s: u64,
-    #[serde(default)]
-    backoff: RawBackoff,
-}
-
-/// A provider's fields, in `providers` and (the default provider) at the top level.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawProvider {
-    token_cluster: Option<String>,
-    token_endpoint: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    client_jwk: Option<Value>,
-    #[serde(default)]
-    client_assertion: RawAssertion,
-    #[serde(default)]
     grant: Grant,
     existing_authorization: Option<ExistingAuthorization>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+impl RawProvider {
+    fn read(f: &mut Fields) -> Self {
+        RawProvider {
+            token_cluster: f.opt("token_cluster"),
+            token_endpoint: f.opt("token_endpoint"),
+            client_id: f.opt("client_id"),
+            client_secret: f.opt("client_secret"),
+            client_jwk: f.value("client_jwk"),
+            client_assertion: f
+                .object("client_assertion", RawAssertion::read)
+                .unwrap_or_default(),
+            grant: f.or("grant", Grant::default()),
+            existing_authorization: f.opt("existing_authorization"),
+        }
+    }
+}
+
 struct RawAssertion {
-    #[serde(default)]
     alg: SigningAlg,
     audience: Option<String>,
-    #[serde(default = "default_assertion_lifetime_s")]
     lifetime_s: u64,
+}
+
+impl RawAssertion {
+    fn read(f: &mut Fields) -> Self {
+        RawAssertion {
+            alg: f.or("alg", SigningAlg::default()),
+            audience: f.opt("audience"),
+            lifetime_s: f.or("lifetime_s", DEFAULT_ASSERTION_LIFETIME_S),
+        }
+    }
 }
 
 impl Default for RawAssertion {
@@ -374,17 +538,18 @@ impl Default for RawAssertion {
     }
 }
 
-fn default_assertion_lifetime_s() -> u64 {
-    DEFAULT_ASSERTION_LIFETIME_S
+struct RawBackoff {
+    default_s: u64,
+    max_s: u64,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBackoff {
-    #[serde(default = "default_backoff_s")]
-    default_s: u64,
-    #[serde(default = "default_backoff_max_s")]
-    max_s: u64,
+impl RawBackoff {
+    fn read(f: &mut Fields) -> Self {
+        RawBackoff {
+            default_s: f.or("default_s", DEFAULT_BACKOFF_S),
+            max_s: f.or("max_s", DEFAULT_BACKOFF_MAX_S),
+        }
+    }
 }
 
 impl Default for RawBackoff {
@@ -396,8 +561,6 @@ impl Default for RawBackoff {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawTarget {
     host: String,
     path_prefix: Option<String>,
@@ -406,19 +569,36 @@ struct RawTarget {
     provider: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+impl RawTarget {
+    fn read(f: &mut Fields) -> Self {
+        RawTarget {
+            host: f.required("host").unwrap_or_default(),
+            path_prefix: f.opt("path_prefix"),
+            scope: f.opt("scope"),
+            audience: f.opt("audience"),
+            provider: f.opt("provider"),
+        }
+    }
+}
+
 struct RawCache {
-    #[serde(default = "default_max_entries")]
     max_entries: u32,
-    #[serde(default = "default_expiry_skew_s")]
     expiry_skew_s: u64,
-    #[serde(default = "default_worker_entries")]
     worker_entries: u32,
-    #[serde(default = "default_refresh_ahead_s")]
     refresh_ahead_s: u64,
-    #[serde(default = "default_refresh_ahead_percent")]
     refresh_ahead_percent: u64,
+}
+
+impl RawCache {
+    fn read(f: &mut Fields) -> Self {
+        RawCache {
+            max_entries: f.or("max_entries", DEFAULT_MAX_ENTRIES),
+            expiry_skew_s: f.or("expiry_skew_s", DEFAULT_EXPIRY_SKEW_S),
+            worker_entries: f.or("worker_entries", DEFAULT_WORKER_ENTRIES),
+            refresh_ahead_s: f.or("refresh_ahead_s", DEFAULT_REFRESH_AHEAD_S),
+            refresh_ahead_percent: f.or("refresh_ahead_percent", DEFAULT_REFRESH_AHEAD_PERCENT),
+        }
+    }
 }
 
 impl Default for RawCache {
@@ -431,37 +611,6 @@ impl Default for RawCache {
             refresh_ahead_percent: DEFAULT_REFRESH_AHEAD_PERCENT,
         }
     }
-}
-
-fn default_token_timeout_ms() -> u64 {
-    DEFAULT_TOKEN_TIMEOUT_MS
-}
-fn default_max_entries() -> u32 {
-    DEFAULT_MAX_ENTRIES
-}
-fn default_expiry_skew_s() -> u64 {
-    DEFAULT_EXPIRY_SKEW_S
-}
-fn default_refresh_ahead_s() -> u64 {
-    DEFAULT_REFRESH_AHEAD_S
-}
-fn default_refresh_ahead_percent() -> u64 {
-    DEFAULT_REFRESH_AHEAD_PERCENT
-}
-fn default_worker_entries() -> u32 {
-    DEFAULT_WORKER_ENTRIES
-}
-fn default_subject_token_leeway_s() -> u64 {
-    DEFAULT_SUBJECT_TOKEN_LEEWAY_S
-}
-fn default_negative_cache_s() -> u64 {
-    DEFAULT_NEGATIVE_CACHE_S
-}
-fn default_backoff_s() -> u64 {
-    DEFAULT_BACKOFF_S
-}
-fn default_backoff_max_s() -> u64 {
-    DEFAULT_BACKOFF_MAX_S
 }
 
 /// One line about a valid configuration, for the log and `obo-config`: targets and providers.
@@ -503,16 +652,15 @@ pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
     if !problems.0.is_empty() {
         return problems.into_result(None);
     }
-    // serde stops at the first structural problem (unknown field, wrong type).
-    let raw: RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            "configuration".to_string()
-        } else {
-            path
-        };
-        ConfigError::new(field, e.into_inner().to_string())
-    })?;
+    // Every field of the wrong type and every unknown field, before any value is validated.
+    let raw = Fields::of(tree, "", &mut problems).map(|mut fields| {
+        let raw = RawConfig::read(&mut fields);
+        fields.finish();
+        raw
+    });
+    let Some(raw) = raw.filter(|_| problems.0.is_empty()) else {
+        return problems.into_result(None);
+    };
     validate(raw, env)
 }
 
@@ -571,16 +719,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     let mut p = Problems::default();
     // The top-level fields are the default provider: validated when a target uses it or when it
     // is configured at all.
-    let default = RawProvider {
-        token_cluster: raw.token_cluster,
-        token_endpoint: raw.token_endpoint,
-        client_id: raw.client_id,
-        client_secret: raw.client_secret,
-        client_jwk: raw.client_jwk,
-        client_assertion: raw.client_assertion,
-        grant: raw.grant.unwrap_or_default(),
-        existing_authorization: raw.existing_authorization,
-    };
+    let default = raw.default;
     let default_used = raw.targets.iter().any(|t| t.provider.is_none());
     let mut providers = Vec::new();
     // Each provider's name, index (None if it is invalid) and grant.
@@ -801,7 +940,7 @@ fn client_auth(
         p.check(non_empty(&field("client_secret"), secret))
             .map(|s| ClientAuth::Secret(Secret(s)))
     };
-    let jwk_text = match (raw.secret, raw.jwk) {
+    let jwk = match (raw.secret, raw.jwk) {
         (Some(_), Some(_)) => {
             p.0.push(ConfigError::new(
                 field("client_jwk"),
@@ -810,8 +949,8 @@ fn client_auth(
             return None;
         }
         (Some(secret), None) => return secret_auth(secret, p),
-        (None, Some(Value::String(text))) => text,
-        (None, Some(object @ Value::Object(_))) => object.to_string(),
+        (None, Some(Value::String(text))) => ClientKey::from_jwk(&text),
+        (None, Some(object @ Value::Object(_))) => ClientKey::from_jwk_value(object),
         (None, Some(_)) => {
             p.0.push(ConfigError::new(
                 field("client_jwk"),
@@ -820,7 +959,7 @@ fn client_auth(
             return None;
         }
         (None, None) => match (env_value(names.jwk), names.secret.and_then(env_value)) {
-            (Some(jwk), _) => jwk,
+            (Some(jwk), _) => ClientKey::from_jwk(&jwk),
             (None, Some(secret)) => return secret_auth(secret, p),
             (None, None) => {
                 let variables = match names.secret {
@@ -835,9 +974,7 @@ fn client_auth(
             }
         },
     };
-    let key = p.check(
-        ClientKey::from_jwk(&jwk_text).map_err(|e| ConfigError::new(field("client_jwk"), e)),
-    );
+    let key = p.check(jwk.map_err(|e| ConfigError::new(field("client_jwk"), e)));
     Some(ClientAuth::PrivateKey(Box::new(AssertionSettings {
         key: key?,
         alg: assertion.alg,
@@ -906,9 +1043,11 @@ fn parse_endpoint(field: &str, raw: &str) -> Result<TokenEndpoint, ConfigError> 
         Some(port) if port != default_port => format!("{host}:{port}"),
         _ => host,
     };
-    let path = uri
-        .path_and_query()
-        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    // `path()` is "/" when the URL has none; `path_and_query()` would then start with the `?`.
+    let path = match uri.query() {
+        Some(query) => format!("{}?{query}", uri.path()),
+        None => uri.path().to_string(),
+    };
     Ok(TokenEndpoint {
         url: format!("{scheme}://{authority}{path}"),
         authority,
@@ -1187,8 +1326,7 @@ mod tests {
         let mut v = minimal();
         v["targets"][0]["path_prefx"] = json!("/v1");
         let e = error_of(v);
-        assert!(e.field.starts_with("targets[0]"), "{e}");
-        assert!(e.to_string().contains("path_prefx"), "{e}");
+        assert_eq!(e.field, "targets[0].path_prefx");
     }
 
     #[test]
@@ -1262,6 +1400,11 @@ mod tests {
                 "http://idp.local/t?a=b",
             ),
             ("https://[::1]:8443/t", "[::1]:8443", "https://[::1]:8443/t"),
+            (
+                "https://login.example?x=1",
+                "login.example",
+                "https://login.example/?x=1",
+            ),
         ] {
             let mut v = minimal();
             v["token_endpoint"] = json!(raw);
@@ -1380,6 +1523,41 @@ mod tests {
             ]
         );
         assert_eq!(errors.to_string().lines().count(), fields.len());
+    }
+
+    #[test]
+    fn every_wrong_type_and_unknown_field_is_reported_with_its_path() {
+        let mut v = minimal();
+        v["token_clustr"] = json!("typo");
+        v["token_timeout_ms"] = json!(-5);
+        v["unmatched"] = json!("allow");
+        v["cache"] = json!({"max_entries": "many", "max_entrys": 5});
+        v["providers"] = json!({"tokenx": {"grant": "magic", "client_jwk": {}}});
+        v["targets"] = json!([{"host": "a.example", "path_prefx": "/v1"}, {"scope": 7}, 5]);
+        let errors = parse(v.to_string().as_bytes(), &env_with(ENV)).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "providers.tokenx.grant",
+                "targets[0].path_prefx",
+                "targets[1].host",
+                "targets[1].scope",
+                "targets[2]",
+                "token_timeout_ms",
+                "unmatched",
+                "cache.max_entries",
+                "cache.max_entrys",
+                "token_clustr",
+            ]
+        );
+        let text = errors.to_string();
+        assert!(text.contains("targets[1].host: is required"), "{text}");
+        assert!(
+            text.contains("cache.max_entrys: is not a known field"),
+            "{text}"
+        );
+        assert!(text.contains("unknown variant `allow`"), "{text}");
     }
 
     #[test]

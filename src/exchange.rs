@@ -65,6 +65,8 @@ struct Flight {
     ask: Ask,
     /// The stream whose token request is in flight; None while the root is to send it.
     sender: Option<u32>,
+    /// The token id of that request (an answer with any other id is stale).
+    call: Option<u32>,
     /// Every stream waiting for this exchange, the sender included.
     waiters: Vec<u32>,
     /// Token requests sent so far (at most two: one retry).
@@ -89,6 +91,7 @@ impl Flight {
         Flight {
             ask,
             sender,
+            call: None,
             attempts: u32::from(sender.is_some()),
             waiters,
             deadline_ms,
@@ -114,7 +117,6 @@ pub struct Worker {
     front: FrontCache,
     remote: HashMap<CacheKey, RemoteWait>,
     flights: HashMap<CacheKey, Flight>,
-    calls: HashMap<u32, CacheKey>,
     /// Exchanges the root context is to send, and from when.
     pending: Vec<(CacheKey, u64)>,
 }
@@ -138,7 +140,6 @@ impl Default for Worker {
             front: FrontCache::new(0),
             remote: HashMap::new(),
             flights: HashMap::new(),
-            calls: HashMap::new(),
             pending: Vec::new(),
         }
     }
@@ -195,8 +196,10 @@ impl Worker {
         let token_id = send(host, &config, &ask, deadline_ms).inspect_err(|_| {
             claim::release(host, &key, slots, self.id);
         })?;
-        self.calls.insert(token_id, key);
-        let flight = Flight::new(ask, Some(context_id), vec![context_id], now_ms, deadline_ms);
+        let flight = Flight {
+            call: Some(token_id),
+            ..Flight::new(ask, Some(context_id), vec![context_id], now_ms, deadline_ms)
+        };
         self.flights.insert(key, flight);
         Ok(())
     }
@@ -239,7 +242,14 @@ impl Worker {
     /// stream with it, or refuses them all; or, for a failure worth it, schedules one retry.
     /// `current` is the context the host is acting for now.
     pub fn complete(&mut self, host: &dyn Host, token_id: u32, answer: &CallAnswer, current: u32) {
-        let Some(key) = self.calls.remove(&token_id) else {
+        // A scan: a worker has few exchanges in flight, and a map from token id would cost the
+        // .wasm another instance of the hash map's code.
+        let Some(key) = self
+            .flights
+            .iter()
+            .find(|(_, f)| f.call == Some(token_id))
+            .map(|(key, _)| *key)
+        else {
             return;
         };
         let Some(mut flight) = self.flights.remove(&key) else {
@@ -274,6 +284,7 @@ impl Worker {
                             ),
                         );
                         flight.sender = None;
+                        flight.call = None;
                         self.flights.insert(key, flight);
                         self.pending.push((key, due_ms));
                         host.set_tick_period_ms(TICK_MS);
@@ -321,12 +332,11 @@ impl Worker {
         flight.waiters.retain(|w| *w != context_id);
         if flight.waiters.is_empty() {
             self.flights.remove(key);
-            self.calls.retain(|_, k| k != key);
             return;
         }
         if flight.sender == Some(context_id) {
             flight.sender = None;
-            self.calls.retain(|_, k| k != key);
+            flight.call = None;
             self.pending.push((*key, 0));
             host.set_tick_period_ms(1);
         }
@@ -353,8 +363,8 @@ impl Worker {
             match send(host, &config, &flight.ask, flight.deadline_ms) {
                 Ok(token_id) => {
                     flight.sender = Some(root_id);
+                    flight.call = Some(token_id);
                     flight.attempts += 1;
-                    self.calls.insert(token_id, key);
                 }
                 Err(refusal) => {
                     if let Some(flight) = self.flights.remove(&key) {
@@ -426,9 +436,10 @@ impl Worker {
             };
             match send(host, config, &wait.ask, deadline_ms) {
                 Ok(token_id) => {
-                    self.calls.insert(token_id, key);
-                    let flight =
-                        Flight::new(wait.ask, Some(root_id), wait.waiters, now_ms, deadline_ms);
+                    let flight = Flight {
+                        call: Some(token_id),
+                        ..Flight::new(wait.ask, Some(root_id), wait.waiters, now_ms, deadline_ms)
+                    };
                     self.flights.insert(key, flight);
                 }
                 Err(refusal) => {

@@ -49,7 +49,11 @@ mod fake_host;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    // A panic aborts the VM; its message goes to Envoy's log first. (The SDK's set_log_level does
+    // the same and also installs a `log` crate logger, which nothing here uses.)
+    std::panic::set_hook(Box::new(|panic| {
+        let _ = proxy_wasm::hostcalls::log(proxy_wasm::types::LogLevel::Critical, &panic.to_string());
+    }));
     proxy_wasm::set_root_context(proxy::new_root_context);
 }}
 

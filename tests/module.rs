@@ -32,3 +32,13 @@ fn module_exports_only_the_callbacks_the_filter_uses() {
     }
     assert_eq!(exported, listed);
 }
+
+/// Issue #4's budget: under 400 KB in release, for a sidecar in every pod.
+#[test]
+fn module_is_under_400_kb() {
+    let size = std::fs::metadata(wasm_path()).expect("the .wasm").len();
+    assert!(
+        size < 400_000,
+        "the .wasm is {size} bytes; see BENCHMARKS.md for where the bytes go"
+    );
+}
