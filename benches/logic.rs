@@ -6,6 +6,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use entra_obo_filter::cache_key::CacheKey;
+use entra_obo_filter::client_assertion::{self, private_jwk, AssertionSettings, ClientKey};
 use entra_obo_filter::front_cache::FrontCache;
 use entra_obo_filter::subject_token::{bearer_token, read_claims};
 use entra_obo_filter::token_response::read_answer;
@@ -85,5 +86,17 @@ fn main() {
     });
     bench("token response, invalid_grant", || {
         let _ = black_box(read_answer(Some(400), None, black_box(&error)));
+    });
+    // A token request with private_key_jwt signs a fresh assertion (RS256, 2048-bit key).
+    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).expect("an RSA key");
+    let settings = AssertionSettings {
+        key: ClientKey::from_jwk(&private_jwk(&key, serde_json::json!({"kid": "bench"})))
+            .expect("the key as a JWK"),
+        alg: Default::default(),
+        audience: "https://login.microsoftonline.com/t/oauth2/v2.0/token".into(),
+        lifetime_s: 60,
+    };
+    bench("client assertion, RS256 with a 2048-bit key", || {
+        let _ = black_box(client_assertion::sign(&settings, "client", 1_800_000_000));
     });
 }

@@ -83,6 +83,7 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
     match kind {
         "none" => vec![],
         "noop" => vec![wasm_filter("noop", &noop_wasm(), "")],
+        "floor" => vec![wasm_filter("floor", &noop_wasm(), "hostcalls")],
         "lua" => vec![json!({
             "name": "envoy.filters.http.lua",
             "typed_config": {
@@ -188,7 +189,9 @@ const VARIANTS: &[(&str, &str, bool)] = &[
     ("direct: Lua", "lua", false),
     ("direct: credential_injector", "injector", false),
     ("direct: entra-obo-filter, cache hit", "obo", false),
+    ("direct: no-op Wasm + the hit's hostcalls", "floor", false),
     ("proxied: no filter", "none", true),
+    ("proxied: no-op Wasm", "noop", true),
     ("proxied: entra-obo-filter, cache hit", "obo", true),
 ];
 
@@ -466,6 +469,14 @@ fn run_suite(bench: &Bench, concurrency: u32, rounds: u64, seconds: u64, connect
             median(p99[&i].clone())
         );
     }
+    let (hit, floor) = (
+        index("direct: entra-obo-filter, cache hit"),
+        index("direct: no-op Wasm + the hit's hostcalls"),
+    );
+    println!(
+        "\nCache hit × the no-op Wasm filter making the same hostcalls (the floor for them): {:.2}",
+        ratio(hit, floor)
+    );
     if errors > 0 {
         println!("\n(non-2xx answers during the suite: {errors})");
     }
