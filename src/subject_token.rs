@@ -60,15 +60,10 @@ pub struct SubjectClaims {
 #[derive(Deserialize)]
 struct RawClaims {
     exp: Option<serde_json::Number>,
+    /// A string or a list of strings. (Read as JSON and matched below: serde's untagged enums
+    /// buffer the value in code of their own, which the .wasm would carry only for this.)
     #[serde(default)]
-    aud: Option<Audience>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Audience {
-    One(String),
-    Many(Vec<String>),
+    aud: Option<serde_json::Value>,
 }
 
 /// Decodes the payload of a JWT; the signature is Entra ID's to check, not ours.
@@ -106,8 +101,15 @@ pub fn read_claims(token: &str) -> Result<SubjectClaims, SubjectTokenProblem> {
     };
     let aud = match raw.aud {
         None => Vec::new(),
-        Some(Audience::One(a)) => vec![a],
-        Some(Audience::Many(a)) => a,
+        Some(serde_json::Value::String(a)) => vec![a],
+        Some(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                serde_json::Value::String(a) => Ok(a),
+                _ => Err(NotJwt),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(NotJwt),
     };
     Ok(SubjectClaims { exp, aud })
 }
@@ -226,10 +228,14 @@ mod tests {
             read_claims(&jwt(r#"{"aud":["a","b"]}"#)).unwrap().aud,
             vec!["a", "b"]
         );
-        assert_eq!(
-            read_claims(&jwt(r#"{"aud":5}"#)),
-            Err(SubjectTokenProblem::NotJwt)
-        );
+        for bad in [r#"{"aud":5}"#, r#"{"aud":["a",5]}"#, r#"{"aud":{"a":1}}"#] {
+            assert_eq!(
+                read_claims(&jwt(bad)),
+                Err(SubjectTokenProblem::NotJwt),
+                "{bad}"
+            );
+        }
+        assert!(read_claims(&jwt(r#"{"aud":null}"#)).unwrap().aud.is_empty());
     }
 
     #[test]
