@@ -1099,7 +1099,7 @@ fn validate_target(
         (Some(Grant::TokenExchange), _, _) => {
             p.0.push(ConfigError::new(
                 field("audience"),
-                "is required (and scope is not used) for a token_exchange provider",
+                "is required (and scope is not used) with the token_exchange grant",
             ));
             None
         }
@@ -1108,7 +1108,7 @@ fn validate_target(
             p.0.push(ConfigError::new(
                 field("scope"),
                 format!(
-                    "is required (and audience is not used) for a {} provider",
+                    "is required (and audience is not used) with the {} grant",
                     g.name()
                 ),
             ));
