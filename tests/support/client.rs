@@ -56,6 +56,34 @@ pub fn try_get(
     )
 }
 
+/// A POST of `body`, with `authorization` if given.
+pub fn post(
+    port: u16,
+    authority: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Response {
+    let mut req = agent(Duration::from_secs(20))
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .header("host", authority);
+    for (name, value) in authorization_header(authorization) {
+        req = req.header(name, value);
+    }
+    read(
+        req.send(body)
+            .unwrap_or_else(|e| panic!("request to envoy failed: {e}")),
+    )
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
 fn send(
     port: u16,
     authority: &str,
@@ -63,18 +91,16 @@ fn send(
     headers: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<Response, ureq::Error> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into();
-    let mut req = agent
+    let mut req = agent(timeout)
         .get(format!("http://127.0.0.1:{port}{path}"))
         .header("host", authority);
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
-    let mut resp = req.call()?;
+    Ok(read(req.call()?))
+}
+
+fn read(mut resp: ureq::http::Response<ureq::Body>) -> Response {
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -82,11 +108,11 @@ fn send(
         .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
     let body = resp.body_mut().read_to_string().unwrap_or_default();
-    Ok(Response {
+    Response {
         status,
         headers,
         body,
-    })
+    }
 }
 
 pub fn bearer(token: &str) -> String {

@@ -61,4 +61,14 @@ impl Stack {
     ) -> super::client::Response {
         super::client::get(self.envoy.port, authority, path, authorization)
     }
+
+    pub fn post(
+        &self,
+        authority: &str,
+        path: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> super::client::Response {
+        super::client::post(self.envoy.port, authority, path, authorization, body)
+    }
 }

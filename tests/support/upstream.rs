@@ -16,6 +16,7 @@ pub struct Seen {
     pub path: String,
     /// Every Authorization header the request arrived with.
     pub authorization: Vec<String>,
+    pub body: Vec<u8>,
 }
 
 pub struct Upstream {
@@ -33,43 +34,47 @@ impl Upstream {
     pub fn start_on(port: u16) -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
-        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
-            let record = record.clone();
-            async move {
-                let values = |name: &str| -> Vec<String> {
-                    headers
-                        .get_all(name)
-                        .iter()
-                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                        .collect()
-                };
-                let entry = Seen {
-                    host: values("host").into_iter().next(),
-                    path: uri.to_string(),
-                    authorization: values("authorization"),
-                };
-                let reply = serde_json::json!({
-                    "echo": "the request as the API received it",
-                    "host": entry.host,
-                    "path": entry.path,
-                    "authorization": entry.authorization,
-                })
-                .to_string();
-                let challenge = entry.path.starts_with(CLAIMS_CHALLENGE_PATH);
-                record.lock().unwrap().push(entry);
-                if challenge {
-                    let mut response = axum::response::Response::new(axum::body::Body::from(reply));
-                    *response.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
-                    response.headers_mut().insert(
-                        "www-authenticate",
-                        axum::http::HeaderValue::from_static(CLAIMS_CHALLENGE),
-                    );
-                    response
-                } else {
-                    axum::response::Response::new(axum::body::Body::from(reply))
+        let app = axum::Router::new().fallback(
+            move |uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
+                let record = record.clone();
+                async move {
+                    let values = |name: &str| -> Vec<String> {
+                        headers
+                            .get_all(name)
+                            .iter()
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                            .collect()
+                    };
+                    let entry = Seen {
+                        host: values("host").into_iter().next(),
+                        path: uri.to_string(),
+                        authorization: values("authorization"),
+                        body: body.to_vec(),
+                    };
+                    let reply = serde_json::json!({
+                        "echo": "the request as the API received it",
+                        "host": entry.host,
+                        "path": entry.path,
+                        "authorization": entry.authorization,
+                    })
+                    .to_string();
+                    let challenge = entry.path.starts_with(CLAIMS_CHALLENGE_PATH);
+                    record.lock().unwrap().push(entry);
+                    if challenge {
+                        let mut response =
+                            axum::response::Response::new(axum::body::Body::from(reply));
+                        *response.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
+                        response.headers_mut().insert(
+                            "www-authenticate",
+                            axum::http::HeaderValue::from_static(CLAIMS_CHALLENGE),
+                        );
+                        response
+                    } else {
+                        axum::response::Response::new(axum::body::Body::from(reply))
+                    }
                 }
-            }
-        });
+            },
+        );
         let server = Server::start_on(port, app);
         Upstream {
             port: server.port,
