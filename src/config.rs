@@ -369,6 +369,20 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A string that is a secret: a value of another type is refused without being quoted (serde's
+    /// message would quote it).
+    fn secret(&mut self, field: &'static str) -> Option<String> {
+        match self.value(field)? {
+            Value::String(secret) => Some(secret),
+            _ => {
+                let path = self.path(field);
+                let problem = ConfigError::new(path, "must be a string (the value is not shown)");
+                self.problems.0.push(problem);
+                None
+            }
+        }
+    }
+
     fn or<T: serde::de::DeserializeOwned>(&mut self, field: &'static str, default: T) -> T {
         self.opt(field).unwrap_or(default)
     }
@@ -501,7 +515,7 @@ impl RawProvider {
             token_cluster: f.opt("token_cluster"),
             token_endpoint: f.opt("token_endpoint"),
             client_id: f.opt("client_id"),
-            client_secret: f.opt("client_secret"),
+            client_secret: f.secret("client_secret"),
             client_jwk: f.value("client_jwk"),
             client_assertion: f
                 .object("client_assertion", RawAssertion::read)
@@ -1558,6 +1572,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("unknown variant `allow`"), "{text}");
+    }
+
+    #[test]
+    fn a_client_secret_of_the_wrong_type_is_refused_without_its_value() {
+        let mut v = minimal();
+        v["client_secret"] = json!(918273645);
+        let e = error_of(v);
+        assert_eq!(e.field, "client_secret");
+        assert!(!e.to_string().contains("918273645"), "{e}");
     }
 
     #[test]
