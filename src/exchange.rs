@@ -242,8 +242,8 @@ impl Worker {
     /// stream with it, or refuses them all; or, for a failure worth it, schedules one retry.
     /// `current` is the context the host is acting for now.
     pub fn complete(&mut self, host: &dyn Host, token_id: u32, answer: &CallAnswer, current: u32) {
-        // A scan: a worker has few exchanges in flight, and a map from token id would cost the
-        // .wasm another instance of the hash map's code.
+        // A scan over this worker's exchanges in flight (tens usually, a few thousand in a burst
+        // of new users): a map from token id would cost the .wasm another copy of the hash map.
         let Some(key) = self
             .flights
             .iter()

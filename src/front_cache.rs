@@ -3,15 +3,15 @@
 //!
 //! Entries are found by a 128-bit fingerprint of (target, subject token): SipHash-1-3 with 128-bit
 //! output, in one pass over the token, keyed at random per worker. No outsider can aim for a
-//! collision, and the subject token itself is not kept. An entry lives at most `MAX_AGE_S`, so a token dropped from the shared cache
-//! on another worker (continuous access evaluation) stops being used here soon after. The number
-//! of entries is bounded.
+//! collision, and the subject token itself is not kept. An entry lives at most `MAX_AGE_S`, so a
+//! token dropped from the shared cache on another worker (continuous access evaluation) stops
+//! being used here soon after. The number of entries is bounded.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+use std::rc::Rc;
 
 use siphasher::sip128::{Hasher128, SipHasher13};
-use std::rc::Rc;
 
 use crate::cache_key::CacheKey;
 
