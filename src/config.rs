@@ -397,16 +397,30 @@ impl<'a> Fields<'a> {
         self.opt(field)
     }
 
-    /// A nested object, read by `read` (absent: `read` sees an empty object, for the defaults).
-    fn object<T>(&mut self, field: &'static str, read: impl FnOnce(&mut Fields) -> T) -> Option<T> {
+    /// A nested object, read by `read`. Absent, or not an object (reported), `read` sees an empty
+    /// object and so gives the defaults.
+    fn object<T>(&mut self, field: &'static str, read: impl FnOnce(&mut Fields) -> T) -> T {
         let value = self
             .value(field)
             .unwrap_or_else(|| Value::Object(Default::default()));
         let path = self.path(field);
-        let mut fields = Fields::of(value, &path, self.problems)?;
+        let map = match value {
+            Value::Object(map) => map,
+            _ => {
+                let problem = ConfigError::new(path.clone(), "must be a JSON object");
+                self.problems.0.push(problem);
+                Default::default()
+            }
+        };
+        let mut fields = Fields {
+            map,
+            read: Vec::new(),
+            prefix: format!("{path}."),
+            problems: self.problems,
+        };
         let read = read(&mut fields);
         fields.finish();
-        Some(read)
+        read
     }
 
     /// Reports the fields nobody read.
@@ -487,11 +501,11 @@ impl RawConfig {
             token_timeout_ms: f.or("token_timeout_ms", DEFAULT_TOKEN_TIMEOUT_MS),
             targets: targets.unwrap_or_default(),
             unmatched: f.or("unmatched", Unmatched::default()),
-            cache: f.object("cache", RawCache::read).unwrap_or_default(),
+            cache: f.object("cache", RawCache::read),
             require_audience: f.or("require_audience", false),
             subject_token_leeway_s: f.or("subject_token_leeway_s", DEFAULT_SUBJECT_TOKEN_LEEWAY_S),
             negative_cache_s: f.or("negative_cache_s", DEFAULT_NEGATIVE_CACHE_S),
-            backoff: f.object("backoff", RawBackoff::read).unwrap_or_default(),
+            backoff: f.object("backoff", RawBackoff::read),
         }
     }
 }
@@ -517,9 +531,7 @@ impl RawProvider {
             client_id: f.opt("client_id"),
             client_secret: f.secret("client_secret"),
             client_jwk: f.value("client_jwk"),
-            client_assertion: f
-                .object("client_assertion", RawAssertion::read)
-                .unwrap_or_default(),
+            client_assertion: f.object("client_assertion", RawAssertion::read),
             grant: f.or("grant", Grant::default()),
             existing_authorization: f.opt("existing_authorization"),
         }
@@ -542,16 +554,6 @@ impl RawAssertion {
     }
 }
 
-impl Default for RawAssertion {
-    fn default() -> Self {
-        RawAssertion {
-            alg: SigningAlg::default(),
-            audience: None,
-            lifetime_s: DEFAULT_ASSERTION_LIFETIME_S,
-        }
-    }
-}
-
 struct RawBackoff {
     default_s: u64,
     max_s: u64,
@@ -562,15 +564,6 @@ impl RawBackoff {
         RawBackoff {
             default_s: f.or("default_s", DEFAULT_BACKOFF_S),
             max_s: f.or("max_s", DEFAULT_BACKOFF_MAX_S),
-        }
-    }
-}
-
-impl Default for RawBackoff {
-    fn default() -> Self {
-        RawBackoff {
-            default_s: DEFAULT_BACKOFF_S,
-            max_s: DEFAULT_BACKOFF_MAX_S,
         }
     }
 }
@@ -611,18 +604,6 @@ impl RawCache {
             worker_entries: f.or("worker_entries", DEFAULT_WORKER_ENTRIES),
             refresh_ahead_s: f.or("refresh_ahead_s", DEFAULT_REFRESH_AHEAD_S),
             refresh_ahead_percent: f.or("refresh_ahead_percent", DEFAULT_REFRESH_AHEAD_PERCENT),
-        }
-    }
-}
-
-impl Default for RawCache {
-    fn default() -> Self {
-        RawCache {
-            max_entries: DEFAULT_MAX_ENTRIES,
-            expiry_skew_s: DEFAULT_EXPIRY_SKEW_S,
-            worker_entries: DEFAULT_WORKER_ENTRIES,
-            refresh_ahead_s: DEFAULT_REFRESH_AHEAD_S,
-            refresh_ahead_percent: DEFAULT_REFRESH_AHEAD_PERCENT,
         }
     }
 }
@@ -1572,6 +1553,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("unknown variant `allow`"), "{text}");
+    }
+
+    #[test]
+    fn a_settings_object_of_the_wrong_type_is_named() {
+        let mut v = minimal();
+        v["backoff"] = json!(5);
+        let e = error_of(v);
+        assert_eq!(
+            (e.field.as_str(), e.problem.as_str()),
+            ("backoff", "must be a JSON object")
+        );
     }
 
     #[test]
