@@ -3,7 +3,13 @@
 //! variant alike. Prints markdown for BENCHMARKS.md.
 //!
 //! BENCH_ROUNDS (default 5), BENCH_SECONDS per listener and round (default 4), BENCH_CONNECTIONS
-//! (default 16), BENCH_PARTS (default `hot,cold,memory`), BENCH_CONCURRENCY (default `1,2`).
+//! (default 16), BENCH_PARTS (default `hot,cold,refresh,memory`), BENCH_CONCURRENCY (default `1,2`).
+//!
+//! BENCH_HOSTCALLS prices hostcalls one by one: a `;`-separated list of no-op configurations (see
+//! `benches/noop`), each an extra listener; by default each of the hit's hostcalls alone, the
+//! single-header read, and the three request-side ones together. Empty: none, and no trimmed no-op.
+//! The no-op with only the exports entra-obo-filter keeps (`noop_trimmed.wasm`, made by `make
+//! bench`) comes with them.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -31,6 +37,12 @@ fn root() -> &'static Path {
 
 fn noop_wasm() -> PathBuf {
     root().join("benches/noop/target/wasm32-wasip1/release/noop_filter.wasm")
+}
+
+/// The no-op filter with only the exports entra-obo-filter keeps (src/proxy/exports.json): Envoy
+/// calls into it for the same callbacks, and no others.
+fn noop_trimmed_wasm() -> PathBuf {
+    root().join("benches/noop/target/wasm32-wasip1/release/noop_trimmed.wasm")
 }
 
 fn wasm_filter(name: &str, file: &Path, config: &str) -> Value {
@@ -84,6 +96,13 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
         "none" => vec![],
         "noop" => vec![wasm_filter("noop", &noop_wasm(), "")],
         "floor" => vec![wasm_filter("floor", &noop_wasm(), "hostcalls")],
+        "noop_trimmed" => vec![wasm_filter("noop_trimmed", &noop_trimmed_wasm(), "")],
+        // BENCH_HOSTCALLS: the no-op making the hostcalls named after the colon.
+        calls if calls.starts_with("noop:") => vec![wasm_filter(
+            &format!("noop_{}", calls.replace([':', ','], "_")),
+            &noop_wasm(),
+            &calls["noop:".len()..],
+        )],
         "lua" => vec![json!({
             "name": "envoy.filters.http.lua",
             "typed_config": {
@@ -122,6 +141,14 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
             &wasm,
             &obo_config(idp, "entra_id_slow", max_entries),
         )],
+        // Tokens usable for 6 s (expires_in 66, skew 60), refreshed ahead in their last half.
+        "obo_refresh" => {
+            let mut config: Value =
+                serde_json::from_str(&obo_config(idp, "entra_id_slow", max_entries)).unwrap();
+            config["cache"]["expiry_skew_s"] = json!(60);
+            config["cache"]["refresh_ahead_percent"] = json!(50);
+            vec![wasm_filter("entra_obo_refresh", &wasm, &config.to_string())]
+        }
         "obo_cold_key" => vec![wasm_filter(
             "entra_obo_cold",
             &wasm,
@@ -192,8 +219,12 @@ const VARIANTS: &[(&str, &str, bool)] = &[
     ("direct: no-op Wasm + the hit's hostcalls", "floor", false),
     ("proxied: no filter", "none", true),
     ("proxied: no-op Wasm", "noop", true),
+    ("proxied: Lua", "lua", true),
     ("proxied: entra-obo-filter, cache hit", "obo", true),
 ];
+
+/// The no-op configurations priced by default (BENCH_HOSTCALLS).
+const DEFAULT_HOSTCALLS: &str = "pairs;header;clock;replace;response;pairs,clock,replace";
 
 /// `cold` is the filter set of the cold-path listener (`obo_cold` or `obo_cold_key`).
 fn start_envoy(
@@ -215,7 +246,28 @@ fn start_envoy(
             false,
         )
     });
-    for (i, (name, filters, proxied)) in VARIANTS.iter().copied().chain(compare).enumerate() {
+    let calls = std::env::var("BENCH_HOSTCALLS").unwrap_or_else(|_| DEFAULT_HOSTCALLS.into());
+    let mut hostcalls: Vec<(&'static str, &'static str, bool)> = Vec::new();
+    if !calls.is_empty() {
+        hostcalls.push((
+            "direct: no-op Wasm, exports trimmed as entra-obo-filter's",
+            "noop_trimmed",
+            false,
+        ));
+        for c in calls.split(';').filter(|c| !c.is_empty()) {
+            // Leaked: a handful of names that live as long as the benchmark.
+            let name: &'static str = format!("direct: no-op Wasm + {c}").leak();
+            let filters: &'static str = format!("noop:{c}").leak();
+            hostcalls.push((name, filters, false));
+        }
+    }
+    for (i, (name, filters, proxied)) in VARIANTS
+        .iter()
+        .copied()
+        .chain(compare)
+        .chain(hostcalls)
+        .enumerate()
+    {
         let port = free_port();
         let route = if proxied {
             to_upstream.clone()
@@ -320,6 +372,7 @@ struct WrkResult {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    max_ms: f64,
     non_2xx: u64,
 }
 
@@ -333,6 +386,13 @@ fn parse_latency(line: &str) -> f64 {
         "s" => n * 1000.0,
         _ => n,
     }
+}
+
+/// The one user of the hot-path runs. Made once: a token made later would differ (its `exp`), and
+/// each run would then begin with a cold exchange.
+fn bench_user_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| support::user_token("bench-user"))
 }
 
 fn wrk(
@@ -359,10 +419,7 @@ fn wrk(
     } else {
         cmd.args([
             "-H",
-            &format!(
-                "Authorization: Bearer {}",
-                support::user_token("bench-user")
-            ),
+            &format!("Authorization: Bearer {}", bench_user_token()),
         ]);
     }
     for (k, v) in env {
@@ -377,6 +434,7 @@ fn wrk(
         rps: 0.0,
         p50_ms: 0.0,
         p99_ms: 0.0,
+        max_ms: 0.0,
         non_2xx: 0,
     };
     for line in text.lines() {
@@ -387,6 +445,10 @@ fn wrk(
             r.p50_ms = parse_latency(t);
         } else if t.starts_with("99%") {
             r.p99_ms = parse_latency(t);
+        } else if t.starts_with("Latency") && !t.starts_with("Latency Distribution") {
+            // `Latency  avg  stdev  max  +/- stdev`: the slowest request.
+            let max = t.split_whitespace().nth(3).unwrap_or("0");
+            r.max_ms = parse_latency(max);
         } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
             r.non_2xx = v.trim().parse().unwrap_or(0);
         }
@@ -441,30 +503,30 @@ fn run_suite(bench: &Bench, concurrency: u32, rounds: u64, seconds: u64, connect
         )
     };
     let index = |name: &str| bench.variants.iter().position(|v| v.name == name).unwrap();
-    let (none, noop, proxied_none) = (
+    let (none, noop, proxied_none, proxied_noop) = (
         index("direct: no filter"),
         index("direct: no-op Wasm"),
         index("proxied: no filter"),
+        index("proxied: no-op Wasm"),
     );
     println!("\n### Envoy `--concurrency {concurrency}`, wrk {concurrency} thread(s), {connections} connections, {rounds} rounds of {seconds} s\n");
     println!(
-        "| variant | req/s (median) | × no filter (same group) | × no-op Wasm | p50 ms | p99 ms |"
+        "| variant | req/s (median) | × no filter (same group) | × no-op Wasm (same group) | p50 ms | p99 ms |"
     );
     println!("|---|---|---|---|---|---|");
     for (i, v) in bench.variants.iter().enumerate() {
         let proxied = v.name.starts_with("proxied");
-        let reference = if proxied { proxied_none } else { none };
-        let vs_noop = if proxied {
-            "".to_string()
+        let (reference, reference_noop) = if proxied {
+            (proxied_none, proxied_noop)
         } else {
-            format!("{:.2}", ratio(i, noop))
+            (none, noop)
         };
         println!(
-            "| {} | {:.0} | {:.2} | {} | {:.2} | {:.2} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
             v.name,
             median(rps[&i].clone()),
             ratio(i, reference),
-            vs_noop,
+            ratio(i, reference_noop),
             median(p50[&i].clone()),
             median(p99[&i].clone())
         );
@@ -516,6 +578,67 @@ fn fill(port: u16, from: usize, to: usize) {
     }
 }
 
+/// Refresh ahead under load: one user's requests across many expiries of short-lived tokens (usable
+/// 6 s, refreshed in their last half, the IdP answering in 300 ms), side by side with the same load
+/// on a token that stays warm. A request that waited for an exchange would take 300 ms or more.
+fn refresh_ahead(idp: &MockIdp, rounds: u64, seconds: u64, connections: u64) {
+    let refresh_idp = MockIdp::start();
+    refresh_idp.set(Behaviour::Delay(
+        Duration::from_millis(300),
+        Box::new(Behaviour::Issue {
+            expires_in: json!(66),
+        }),
+    ));
+    let refresh_port = free_port();
+    let bench = start_envoy(1, idp, &refresh_idp, (refresh_port, "obo_refresh"), 200_000);
+    let hit = bench
+        .variants
+        .iter()
+        .find(|v| v.name == "direct: entra-obo-filter, cache hit")
+        .unwrap()
+        .port;
+    let _ = wrk(hit, 1, 1, 1, None, &[]);
+    let seconds = (seconds * 2).max(6);
+    let (mut warm, mut refreshing) = (Vec::new(), Vec::new());
+    let mut exchanges = 0;
+    for round in 0..rounds.min(3) {
+        let order = if round % 2 == 0 {
+            [(hit, true), (refresh_port, false)]
+        } else {
+            [(refresh_port, false), (hit, true)]
+        };
+        for (port, is_warm) in order {
+            if is_warm {
+                warm.push(wrk(port, seconds, 1, connections, None, &[]));
+            } else {
+                // The token expired while the other listener ran: one request takes a new one
+                // (a cold exchange, not part of the measure) before the measured run.
+                let _ = wrk(port, 1, 1, 1, None, &[]);
+                let before = refresh_idp.count();
+                refreshing.push(wrk(port, seconds, 1, connections, None, &[]));
+                exchanges += refresh_idp.count() - before;
+            }
+        }
+    }
+    let summary = |runs: &[WrkResult]| {
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms, slowest {:.1} ms, {:.0} req/s, {} non-2xx",
+            median(runs.iter().map(|r| r.p50_ms).collect()),
+            median(runs.iter().map(|r| r.p99_ms).collect()),
+            runs.iter().map(|r| r.max_ms).fold(0.0, f64::max),
+            median(runs.iter().map(|r| r.rps).collect()),
+            runs.iter().map(|r| r.non_2xx).sum::<u64>()
+        )
+    };
+    println!(
+        "\nRefresh ahead (`--concurrency 1`, {connections} connections, one user, {} runs of {seconds} s each, interleaved): tokens usable for 6 s and refreshed in their last half, the IdP answering in 300 ms: {}; {exchanges} token requests ({:.1} s apart). The same load on a warm token: {}.",
+        refreshing.len(),
+        summary(&refreshing),
+        (refreshing.len() as u64 * seconds) as f64 / exchanges.max(1) as f64,
+        summary(&warm)
+    );
+}
+
 fn main() {
     let rounds = support::env_or("BENCH_ROUNDS", 5);
     let seconds = support::env_or("BENCH_SECONDS", 4);
@@ -533,7 +656,7 @@ fn main() {
         std::fs::metadata(noop_wasm()).map(|m| m.len()).unwrap_or(0)
     );
 
-    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "hot,cold,memory".into());
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "hot,cold,refresh,memory".into());
     let concurrencies: Vec<u32> = std::env::var("BENCH_CONCURRENCY")
         .unwrap_or_else(|_| "1,2".into())
         .split(',')
@@ -616,6 +739,9 @@ fn main() {
         }
     }
 
+    if parts.contains("refresh") {
+        refresh_ahead(&idp, rounds, seconds, connections);
+    }
     if !parts.contains("memory") {
         return;
     }

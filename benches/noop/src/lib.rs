@@ -1,33 +1,68 @@
 //! A proxy-wasm HTTP filter that lets every request through untouched: the floor every Wasm filter
-//! pays. With the plugin configuration `hostcalls` it also makes the hostcalls of
-//! entra-obo-filter's cache hit, and nothing else: the floor for a filter that must read the
-//! request headers, the clock, set `Authorization` and look at one response header.
+//! pays. Its plugin configuration may name hostcalls to make on each request, and it makes those
+//! and nothing else, so that `make bench` can price each one:
+//!
+//! - `pairs`: the request headers, all in one `proxy_get_header_map_pairs`;
+//! - `header`: the request's `authorization` header alone;
+//! - `clock`: the current time;
+//! - `replace`: set the request's `authorization`;
+//! - `response`: the response's `www-authenticate` header.
+//!
+//! `hostcalls` names the four that entra-obo-filter's cache hit makes (`pairs,clock,replace,response`).
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot { hostcalls: false }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot { calls: Calls::default() }) });
 }}
 
+#[derive(Clone, Copy, Default)]
+struct Calls {
+    pairs: bool,
+    header: bool,
+    clock: bool,
+    replace: bool,
+    response: bool,
+}
+
+impl Calls {
+    fn parse(configuration: &str) -> Calls {
+        let configuration = match configuration {
+            "hostcalls" => "pairs,clock,replace,response",
+            other => other,
+        };
+        let mut calls = Calls::default();
+        for name in configuration.split(',').filter(|n| !n.is_empty()) {
+            match name {
+                "pairs" => calls.pairs = true,
+                "header" => calls.header = true,
+                "clock" => calls.clock = true,
+                "replace" => calls.replace = true,
+                "response" => calls.response = true,
+                other => panic!("noop filter: unknown hostcall {other}"),
+            }
+        }
+        calls
+    }
+}
+
 struct NoopRoot {
-    hostcalls: bool,
+    calls: Calls,
 }
 
 impl Context for NoopRoot {}
 
 impl RootContext for NoopRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        self.hostcalls =
-            self.get_plugin_configuration().as_deref() == Some(b"hostcalls".as_slice());
+        let configuration = self.get_plugin_configuration().unwrap_or_default();
+        self.calls = Calls::parse(std::str::from_utf8(&configuration).unwrap_or(""));
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Noop {
-            hostcalls: self.hostcalls,
-        }))
+        Some(Box::new(Noop { calls: self.calls }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -36,23 +71,31 @@ impl RootContext for NoopRoot {
 }
 
 struct Noop {
-    hostcalls: bool,
+    calls: Calls,
 }
 
 impl Context for Noop {}
 
 impl HttpContext for Noop {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if self.hostcalls {
-            let headers = self.get_http_request_headers_bytes();
-            std::hint::black_box((headers, self.get_current_time()));
+        let calls = self.calls;
+        if calls.pairs {
+            std::hint::black_box(self.get_http_request_headers_bytes());
+        }
+        if calls.header {
+            std::hint::black_box(self.get_http_request_header_bytes("authorization"));
+        }
+        if calls.clock {
+            std::hint::black_box(self.get_current_time());
+        }
+        if calls.replace {
             self.set_http_request_header("authorization", Some("Bearer static-token"));
         }
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if self.hostcalls {
+        if self.calls.response {
             std::hint::black_box(self.get_http_response_header_bytes("www-authenticate"));
         }
         Action::Continue
