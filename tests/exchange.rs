@@ -58,6 +58,37 @@ fn subject_token_is_swapped_for_an_obo_token() {
     );
 }
 
+/// Envoy matches the route again after the filter sets `Authorization` (it does so after any Wasm
+/// filter changes a request header): a route chosen by the caller's token is not the one the
+/// request takes. README, "Routing sees the new token".
+#[test]
+fn the_route_is_matched_again_on_the_obo_token() {
+    let subject = user_token("alice");
+    let routed_on_subject = bearer(&subject);
+    let s = Stack::start_with(json!({}), move |o| {
+        o.bootstrap_patch = Some(Box::new(move |bootstrap: &mut serde_json::Value| {
+            let routes = &mut bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]
+                ["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"];
+            routes.as_array_mut().unwrap().insert(
+                0,
+                json!({
+                    "match": {"prefix": "/", "headers": [{
+                        "name": "authorization",
+                        "string_match": {"exact": routed_on_subject}
+                    }]},
+                    "direct_response": {"status": 418, "body": {"inline_string": "routed on the subject token"}}
+                }),
+            );
+        }));
+    });
+    let r = s.get("api.example.com", "/", Some(&bearer(&subject)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        s.upstream.seen()[0].authorization,
+        vec![bearer(&obo_token_for(&subject, API_SCOPE))]
+    );
+}
+
 #[test]
 fn expires_in_as_a_string_is_accepted_and_cached() {
     let s = Stack::start(json!({}));
