@@ -77,6 +77,10 @@ struct Flight {
     background: bool,
     /// When the exchange began, for the latency histogram.
     started_ms: u64,
+    /// Another worker holds the claim and exchanges: this one sends nothing, its waiters wait for
+    /// that token in shared data until then, and after it this worker exchanges itself (the other
+    /// may have died).
+    elsewhere_until: Option<u64>,
 }
 
 impl Flight {
@@ -97,16 +101,9 @@ impl Flight {
             deadline_ms,
             background: false,
             started_ms,
+            elsewhere_until: None,
         }
     }
-}
-
-/// Requests of this worker waiting for a token another worker is exchanging.
-struct RemoteWait {
-    ask: Ask,
-    waiters: Vec<u32>,
-    /// When to stop waiting and exchange here (the other worker may have died).
-    give_up_ms: u64,
 }
 
 /// Per-worker state, shared by the worker's root context and its request contexts.
@@ -115,7 +112,7 @@ pub struct Worker {
     /// Names this worker in shared-data claims; random, so workers (and VMs) differ.
     id: u64,
     front: FrontCache,
-    remote: HashMap<CacheKey, RemoteWait>,
+    /// The exchanges this worker's requests wait for: its own, and those of other workers.
     flights: HashMap<CacheKey, Flight>,
     /// Exchanges the root context is to send, and from when.
     pending: Vec<(CacheKey, u64)>,
@@ -138,7 +135,6 @@ impl Default for Worker {
                 .build_hasher()
                 .finish(),
             front: FrontCache::new(0),
-            remote: HashMap::new(),
             flights: HashMap::new(),
             pending: Vec::new(),
         }
@@ -171,10 +167,6 @@ impl Worker {
             flight.waiters.push(context_id);
             return Ok(());
         }
-        if let Some(wait) = self.remote.get_mut(&key) {
-            wait.waiters.push(context_id);
-            return Ok(());
-        }
         let config = self.config.clone().ok_or(Refusal::NotConfigured)?;
         let now_ms = host.now_ms();
         let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
@@ -182,14 +174,11 @@ impl Worker {
         let slots = config.cache.max_entries;
         if claim::try_claim(host, &key, slots, self.id, now_ms, claim_until) == Claim::HeldElsewhere
         {
-            self.remote.insert(
-                key,
-                RemoteWait {
-                    ask,
-                    waiters: vec![context_id],
-                    give_up_ms: claim_until,
-                },
-            );
+            let wait = Flight {
+                elsewhere_until: Some(claim_until),
+                ..Flight::new(ask, None, vec![context_id], now_ms, deadline_ms)
+            };
+            self.flights.insert(key, wait);
             host.set_tick_period_ms(TICK_MS);
             return Ok(());
         }
@@ -208,7 +197,7 @@ impl Worker {
     /// exchange for it is already under way here or on another worker, or the scope backs off.
     /// The request that noticed goes on with the cached token, as does everyone else.
     pub fn refresh(&mut self, host: &dyn Host, key: CacheKey, ask: Ask) {
-        if self.flights.contains_key(&key) || self.remote.contains_key(&key) {
+        if self.flights.contains_key(&key) {
             return;
         }
         let Some(config) = self.config.clone() else {
@@ -320,12 +309,6 @@ impl Worker {
     /// A stream went away. If it had sent the token request, that request dies with it, so the
     /// root context sends it again for whoever still waits.
     pub fn leave(&mut self, host: &dyn Host, context_id: u32, key: &CacheKey) {
-        if let Some(wait) = self.remote.get_mut(key) {
-            wait.waiters.retain(|w| *w != context_id);
-            if wait.waiters.is_empty() {
-                self.remote.remove(key);
-            }
-        }
         let Some(flight) = self.flights.get_mut(key) else {
             return;
         };
@@ -357,7 +340,7 @@ impl Worker {
             let Some(flight) = self.flights.get_mut(&key) else {
                 continue;
             };
-            if flight.sender.is_some() {
+            if flight.sender.is_some() || flight.elsewhere_until.is_some() {
                 continue;
             }
             match send(host, &config, &flight.ask, flight.deadline_ms) {
@@ -379,7 +362,7 @@ impl Worker {
             }
         }
         self.poll_remote(host, &config, root_id);
-        if self.pending.is_empty() && self.remote.is_empty() {
+        if self.pending.is_empty() && !self.flights.values().any(|f| f.elsewhere_until.is_some()) {
             0
         } else {
             TICK_MS
@@ -391,11 +374,17 @@ impl Worker {
     fn poll_remote(&mut self, host: &dyn Host, config: &Rc<Config>, root_id: u32) {
         let now_ms = host.now_ms();
         let slots = config.cache.max_entries;
-        let keys: Vec<CacheKey> = self.remote.keys().copied().collect();
+        let keys: Vec<CacheKey> = self
+            .flights
+            .iter()
+            .filter(|(_, f)| f.elsewhere_until.is_some())
+            .map(|(key, _)| *key)
+            .collect();
         for key in keys {
-            let Some(wait) = self.remote.get(&key) else {
+            let Some(wait) = self.flights.get(&key) else {
                 continue;
             };
+            let give_up_ms = wait.elsewhere_until.unwrap_or(0);
             let settlement = match TokenCache::new(slots).get(host, &key, now_ms / 1000) {
                 Some(Cached::Token { token, .. }) => {
                     Some(Settlement::Forward(format!("Bearer {token}")))
@@ -412,14 +401,14 @@ impl Worker {
                 ),
             };
             if let Some(settlement) = settlement {
-                if let Some(wait) = self.remote.remove(&key) {
+                if let Some(wait) = self.flights.remove(&key) {
                     settle(host, &wait.waiters, &settlement);
                     host.switch_to(root_id);
                 }
                 continue;
             }
             let claimer_gone = !claim::held_elsewhere(host, &key, slots, self.id, now_ms);
-            if !claimer_gone && now_ms < wait.give_up_ms {
+            if !claimer_gone && now_ms < give_up_ms {
                 continue;
             }
             // Exchange here: claim the key (if another worker beat us to it, wait on that one).
@@ -427,29 +416,33 @@ impl Worker {
             let claim_until = deadline_ms.saturating_add(CLAIM_MARGIN_MS);
             if claim::try_claim(host, &key, slots, self.id, now_ms, claim_until)
                 == Claim::HeldElsewhere
-                && now_ms < wait.give_up_ms
+                && now_ms < give_up_ms
             {
                 continue;
             }
-            let Some(wait) = self.remote.remove(&key) else {
+            let Some(wait) = self.flights.get_mut(&key) else {
                 continue;
             };
             match send(host, config, &wait.ask, deadline_ms) {
                 Ok(token_id) => {
-                    let flight = Flight {
-                        call: Some(token_id),
-                        ..Flight::new(wait.ask, Some(root_id), wait.waiters, now_ms, deadline_ms)
-                    };
-                    self.flights.insert(key, flight);
+                    // Now this worker's own exchange, sent by the root context.
+                    wait.elsewhere_until = None;
+                    wait.sender = Some(root_id);
+                    wait.call = Some(token_id);
+                    wait.attempts = 1;
+                    wait.started_ms = now_ms;
+                    wait.deadline_ms = deadline_ms;
                 }
                 Err(refusal) => {
                     claim::release(host, &key, slots, self.id);
-                    settle(
-                        host,
-                        &wait.waiters,
-                        &Settlement::Refuse(reply_for(&refusal)),
-                    );
-                    host.switch_to(root_id);
+                    if let Some(wait) = self.flights.remove(&key) {
+                        settle(
+                            host,
+                            &wait.waiters,
+                            &Settlement::Refuse(reply_for(&refusal)),
+                        );
+                        host.switch_to(root_id);
+                    }
                 }
             }
         }
