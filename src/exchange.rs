@@ -349,16 +349,7 @@ impl Worker {
                     flight.call = Some(token_id);
                     flight.attempts += 1;
                 }
-                Err(refusal) => {
-                    if let Some(flight) = self.flights.remove(&key) {
-                        settle(
-                            host,
-                            &flight.waiters,
-                            &Settlement::Refuse(reply_for(&refusal)),
-                        );
-                        host.switch_to(root_id);
-                    }
-                }
+                Err(refusal) => self.give_up(host, &key, &refusal, root_id),
             }
         }
         self.poll_remote(host, &config, root_id);
@@ -435,16 +426,22 @@ impl Worker {
                 }
                 Err(refusal) => {
                     claim::release(host, &key, slots, self.id);
-                    if let Some(wait) = self.flights.remove(&key) {
-                        settle(
-                            host,
-                            &wait.waiters,
-                            &Settlement::Refuse(reply_for(&refusal)),
-                        );
-                        host.switch_to(root_id);
-                    }
+                    self.give_up(host, &key, &refusal, root_id);
                 }
             }
+        }
+    }
+
+    /// Ends the exchange for `key` with `refusal` for everyone waiting on it; `current` is the
+    /// context the host is acting for now.
+    fn give_up(&mut self, host: &dyn Host, key: &CacheKey, refusal: &Refusal, current: u32) {
+        if let Some(flight) = self.flights.remove(key) {
+            settle(
+                host,
+                &flight.waiters,
+                &Settlement::Refuse(reply_for(refusal)),
+            );
+            host.switch_to(current);
         }
     }
 
