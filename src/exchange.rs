@@ -307,13 +307,14 @@ impl Worker {
     }
 
     /// A stream went away. If it had sent the token request, that request dies with it, so the
-    /// root context sends it again for whoever still waits.
+    /// root context sends it again for whoever still waits. A refresh goes on without waiters:
+    /// the root sends it and its token is cached for the requests to come.
     pub fn leave(&mut self, host: &dyn Host, context_id: u32, key: &CacheKey) {
         let Some(flight) = self.flights.get_mut(key) else {
             return;
         };
         flight.waiters.retain(|w| *w != context_id);
-        if flight.waiters.is_empty() {
+        if flight.waiters.is_empty() && !flight.background {
             self.flights.remove(key);
             return;
         }

@@ -1100,6 +1100,44 @@ fn token_in_its_refresh_window_is_served_while_the_root_refreshes_it() {
 }
 
 #[test]
+fn a_refresh_outlives_a_request_that_joined_it_and_went_away() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    answer(&host, &mut f, 0, ok_answer("obo-1", 1060.into()));
+    host.now.set(host.now.get() + 999);
+    request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
+    host.enter(ROOT);
+    w.borrow_mut().on_tick(&host, ROOT);
+    let refresh = host.dispatched.borrow()[1].clone();
+    // The token runs out before the refresh is answered: a request waits for the refresh, and
+    // its caller hangs up.
+    host.now.set(host.now.get() + 2);
+    let (mut gone, verdict) = request(&host, &w, 12, "api.example.com", "/", Some(BEARER_U));
+    assert_eq!(verdict, Verdict::Pause);
+    gone.on_end(&host);
+    w.borrow_mut().complete(
+        &host,
+        refresh.token_id,
+        &ok_answer("obo-2", 1060.into()),
+        ROOT,
+    );
+    assert_eq!(
+        request(&host, &w, 13, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Continue
+    );
+    assert_eq!(
+        host.header_of(13, "authorization").as_deref(),
+        Some("Bearer obo-2")
+    );
+    assert_eq!(
+        host.dispatched.borrow().len(),
+        2,
+        "the refresh's token was kept"
+    );
+}
+
+#[test]
 fn failed_refresh_keeps_serving_the_valid_token() {
     let host = FakeHost::default();
     let w = worker();
