@@ -249,11 +249,14 @@ fn start_envoy(
     let calls = std::env::var("BENCH_HOSTCALLS").unwrap_or_else(|_| DEFAULT_HOSTCALLS.into());
     let mut hostcalls: Vec<(&'static str, &'static str, bool)> = Vec::new();
     if !calls.is_empty() {
-        hostcalls.push((
-            "direct: no-op Wasm, exports trimmed as entra-obo-filter's",
-            "noop_trimmed",
-            false,
-        ));
+        // Made by `make bench` with binaryen's wasm-metadce; without binaryen there is none.
+        if noop_trimmed_wasm().exists() {
+            hostcalls.push((
+                "direct: no-op Wasm, exports trimmed as entra-obo-filter's",
+                "noop_trimmed",
+                false,
+            ));
+        }
         for c in calls.split(';').filter(|c| !c.is_empty()) {
             // Leaked: a handful of names that live as long as the benchmark.
             let name: &'static str = format!("direct: no-op Wasm + {c}").leak();
