@@ -97,6 +97,11 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
         "noop" => vec![wasm_filter("noop", &noop_wasm(), "")],
         "floor" => vec![wasm_filter("floor", &noop_wasm(), "hostcalls")],
         "noop_trimmed" => vec![wasm_filter("noop_trimmed", &noop_trimmed_wasm(), "")],
+        "floor_trimmed" => vec![wasm_filter(
+            "floor_trimmed",
+            &noop_trimmed_wasm(),
+            "hostcalls",
+        )],
         // BENCH_HOSTCALLS: the no-op making the hostcalls named after the colon.
         calls if calls.starts_with("noop:") => vec![wasm_filter(
             &format!("noop_{}", calls.replace([':', ','], "_")),
@@ -223,6 +228,11 @@ const VARIANTS: &[(&str, &str, bool)] = &[
     ("proxied: entra-obo-filter, cache hit", "obo", true),
 ];
 
+/// The no-op trimmed to entra-obo-filter's exports, making the hit's hostcalls: Envoy calls into
+/// both for the same callbacks and both make the same calls, so what is left is the filter's work
+/// in the VM.
+const TRIMMED_FLOOR: &str = "direct: no-op Wasm, exports trimmed, + the hit's hostcalls";
+
 /// The no-op configurations priced by default (BENCH_HOSTCALLS).
 const DEFAULT_HOSTCALLS: &str = "pairs;header;clock;replace;response;pairs,clock,replace";
 
@@ -256,6 +266,7 @@ fn start_envoy(
                 "noop_trimmed",
                 false,
             ));
+            hostcalls.push((TRIMMED_FLOOR, "floor_trimmed", false));
         }
         for c in calls.split(';').filter(|c| !c.is_empty()) {
             // Leaked: a handful of names that live as long as the benchmark.
@@ -542,6 +553,22 @@ fn run_suite(bench: &Bench, concurrency: u32, rounds: u64, seconds: u64, connect
         "\nCache hit × the no-op Wasm filter making the same hostcalls (the floor for them): {:.2}",
         ratio(hit, floor)
     );
+    if let Some(trimmed) = bench.variants.iter().position(|v| v.name == TRIMMED_FLOOR) {
+        println!(
+            "\nCache hit × the same floor with entra-obo-filter's exports (the filter's own work in the VM): {:.2}",
+            ratio(hit, trimmed)
+        );
+    }
+    if let Some(compare) = bench
+        .variants
+        .iter()
+        .position(|v| v.name.ends_with("BENCH_COMPARE_WASM"))
+    {
+        println!(
+            "\nCache hit × the same with BENCH_COMPARE_WASM: {:.2}",
+            ratio(hit, compare)
+        );
+    }
     if errors > 0 {
         println!("\n(non-2xx answers during the suite: {errors})");
     }

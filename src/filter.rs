@@ -12,7 +12,7 @@ use crate::exchange::{send_reply, Ask, CallAnswer, Worker};
 use crate::host::{Host, LogLevel};
 use crate::metrics::Counter;
 use crate::subject_token::{
-    self, bearer_part, token_chars_ok, SubjectTokenProblem, MAX_SUBJECT_TOKEN_BYTES,
+    self, bearer_part, token_text, SubjectTokenProblem, MAX_SUBJECT_TOKEN_BYTES,
 };
 use crate::target_match::find_target;
 use crate::token_cache::{Cached, TokenCache};
@@ -50,16 +50,10 @@ impl RequestFilter {
         let Some(config) = worker.config() else {
             return refuse(host, &Refusal::NotConfigured);
         };
-        let mut headers = host
-            .request_headers(&[":authority", ":path", "authorization", "x-request-id"])
-            .into_iter();
-        let mut next = || headers.next().flatten();
-        let (authority, path, authorization, request_id) = (
-            next().unwrap_or_default(),
-            next().unwrap_or_default(),
-            next(),
-            next(),
-        );
+        let headers =
+            host.request_headers(&[":authority", ":path", "authorization", "x-request-id"]);
+        let authority = headers.text(0).unwrap_or_default();
+        let path = headers.text(1).unwrap_or_default();
         let Some((target_index, target)) = find_target(&config.targets, &authority, &path) else {
             return match config.unmatched {
                 Unmatched::Passthrough => {
@@ -79,23 +73,25 @@ impl RequestFilter {
             resource: target.resource.clone(),
             subject_token: subject_token.to_string(),
             subject_exp,
-            target_host: authority.clone(),
-            request_id: request_id.clone(),
+            target_host: authority.to_string(),
+            request_id: headers.text(3).map(|id| id.into_owned()),
         };
         // The caller's token, or for client_credentials none (the application asks as itself).
-        let subject_token = if grant.needs_subject_token() {
-            let Some(subject_token) = authorization.as_deref().and_then(bearer_part) else {
+        // Bytes as Envoy gave them: the front cache holds only tokens that passed `token_text`,
+        // so a hit needs no check of its own.
+        let subject: &[u8] = if grant.needs_subject_token() {
+            let Some(subject) = headers.bytes(2).and_then(bearer_part) else {
                 return refuse(host, &Refusal::NoBearerToken);
             };
-            if subject_token.len() > MAX_SUBJECT_TOKEN_BYTES {
+            if subject.len() > MAX_SUBJECT_TOKEN_BYTES {
                 return refuse(
                     host,
                     &Refusal::BadSubjectToken(SubjectTokenProblem::TooLarge),
                 );
             }
-            subject_token
+            subject
         } else {
-            match (authorization.is_some(), provider.existing_authorization) {
+            match (headers.bytes(2).is_some(), provider.existing_authorization) {
                 (true, ExistingAuthorization::Keep) => {
                     host.count(Counter::PassedThrough);
                     return Verdict::Continue;
@@ -103,11 +99,11 @@ impl RequestFilter {
                 (true, ExistingAuthorization::Refuse) => {
                     return refuse(host, &Refusal::AuthorizationPresent)
                 }
-                _ => "",
+                _ => b"",
             }
         };
         let now = host.now_unix();
-        let fingerprint = worker.front().fingerprint(target_index, subject_token);
+        let fingerprint = worker.front().fingerprint(target_index, subject);
         if let Some(entry) = worker.front().get(&fingerprint, now) {
             host.set_request_header("authorization", &entry.authorization);
             host.count(Counter::CacheHits);
@@ -126,16 +122,22 @@ impl RequestFilter {
                             .front()
                             .put_token(fingerprint, key, &token, times, now);
                     }
-                    _ => worker.refresh(host, key, ask(subject_token, exp_of(subject_token))),
+                    // The token passed `token_text` when its entry was made.
+                    _ => {
+                        if let Some(subject_token) = token_text(subject) {
+                            let ask = ask(subject_token, exp_of(subject_token));
+                            worker.refresh(host, key, ask);
+                        }
+                    }
                 }
             }
             return Verdict::Continue;
         }
         // The front cache holds only tokens that passed this check; everything else is checked
         // here, before anything is derived from the token.
-        if !token_chars_ok(subject_token) {
+        let Some(subject_token) = token_text(subject) else {
             return refuse(host, &Refusal::NoBearerToken);
-        }
+        };
         let key = CacheKey::derive(
             &provider.token_endpoint.url,
             &provider.client_id,

@@ -62,10 +62,10 @@ impl FrontCache {
         }
     }
 
-    pub fn fingerprint(&self, target: usize, subject_token: &str) -> Fingerprint {
+    pub fn fingerprint(&self, target: usize, subject_token: &[u8]) -> Fingerprint {
         let mut h = SipHasher13::new_with_key(&self.hash_key);
         h.write_u64(target as u64);
-        h.write(subject_token.as_bytes());
+        h.write(subject_token);
         let hash = h.finish128();
         Fingerprint(hash.h1, hash.h2)
     }
@@ -147,7 +147,7 @@ mod tests {
     #[test]
     fn entry_is_served_until_its_time_and_at_most_max_age() {
         let mut c = FrontCache::new(10);
-        let fp = c.fingerprint(0, "subject");
+        let fp = c.fingerprint(0, b"subject");
         c.put(fp, key(1), "Bearer a".into(), (1_000, 1_000), 100);
         assert_eq!(c.get(&fp, 104).map(|e| &*e.authorization), Some("Bearer a"));
         assert!(c.get(&fp, 105).is_none(), "MAX_AGE_S caps it");
@@ -158,13 +158,13 @@ mod tests {
     #[test]
     fn fingerprint_separates_targets_and_tokens() {
         let c = FrontCache::new(10);
-        assert_eq!(c.fingerprint(0, "t"), c.fingerprint(0, "t"));
-        assert_ne!(c.fingerprint(0, "t"), c.fingerprint(1, "t"));
-        assert_ne!(c.fingerprint(0, "t"), c.fingerprint(0, "u"));
+        assert_eq!(c.fingerprint(0, b"t"), c.fingerprint(0, b"t"));
+        assert_ne!(c.fingerprint(0, b"t"), c.fingerprint(1, b"t"));
+        assert_ne!(c.fingerprint(0, b"t"), c.fingerprint(0, b"u"));
         let other_worker = FrontCache::new(10);
         assert_ne!(
-            c.fingerprint(0, "t"),
-            other_worker.fingerprint(0, "t"),
+            c.fingerprint(0, b"t"),
+            other_worker.fingerprint(0, b"t"),
             "keyed per worker"
         );
     }
@@ -173,7 +173,7 @@ mod tests {
     fn size_stays_within_capacity() {
         let mut c = FrontCache::new(8);
         for i in 0..1_000 {
-            let fp = c.fingerprint(0, &i.to_string());
+            let fp = c.fingerprint(0, i.to_string().as_bytes());
             c.put(fp, key(1), "Bearer a".into(), (10_000, 10_000), 100);
             assert!(c.len() <= 8);
         }
@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn forget_drops_the_entries_of_a_key() {
         let mut c = FrontCache::new(8);
-        let (a, b) = (c.fingerprint(0, "a"), c.fingerprint(0, "b"));
+        let (a, b) = (c.fingerprint(0, b"a"), c.fingerprint(0, b"b"));
         c.put(a, key(1), "Bearer a".into(), (10_000, 10_000), 100);
         c.put(b, key(2), "Bearer b".into(), (10_000, 10_000), 100);
         c.forget(&key(1));
@@ -193,7 +193,7 @@ mod tests {
     #[test]
     fn zero_capacity_keeps_nothing() {
         let mut c = FrontCache::new(0);
-        let fp = c.fingerprint(0, "a");
+        let fp = c.fingerprint(0, b"a");
         c.put(fp, key(1), "Bearer a".into(), (10_000, 10_000), 100);
         assert!(c.is_empty());
     }

@@ -15,24 +15,32 @@ const BASE64URL: GeneralPurpose = GeneralPurpose::new(
 
 /// The token of an `Authorization` value with the `Bearer` scheme (any case), or None.
 pub fn bearer_token(authorization: &str) -> Option<&str> {
-    bearer_part(authorization).filter(|token| token_chars_ok(token))
+    bearer_part(authorization.as_bytes()).and_then(token_text)
 }
 
-/// What follows the `Bearer` scheme (any case), not yet checked character by character: the hot
-/// path looks the token up in the front cache first, which holds only tokens that passed
-/// `token_chars_ok`, and checks the characters of the rest (a scan over the whole token).
-pub fn bearer_part(authorization: &str) -> Option<&str> {
-    let (scheme, rest) = authorization.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+/// What follows the `Bearer` scheme (any case), as the bytes Envoy handed over, not yet checked
+/// character by character: the hot path looks the token up in the front cache first, which holds
+/// only tokens that passed `token_text`, and checks the characters of the rest (a scan over the
+/// whole token).
+pub fn bearer_part(authorization: &[u8]) -> Option<&[u8]> {
+    let value = authorization.trim_ascii();
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return None;
     }
-    let token = rest.trim_start_matches(' ');
-    (!token.is_empty()).then_some(token)
+    // At least one byte that is not a space: the value was trimmed, so the token is not empty.
+    let start = rest.iter().position(|&b| b != b' ')?;
+    Some(&rest[start..])
 }
 
-/// Whether every character of a token is printable ASCII, not a space.
-pub fn token_chars_ok(token: &str) -> bool {
-    token.bytes().all(|b| b.is_ascii_graphic())
+/// The token as text if every character is printable ASCII, not a space; None otherwise.
+pub fn token_text(token: &[u8]) -> Option<&str> {
+    if token.iter().all(u8::is_ascii_graphic) {
+        std::str::from_utf8(token).ok()
+    } else {
+        None
+    }
 }
 
 /// Subject tokens longer than this are refused before anything else is done with them.
@@ -170,6 +178,20 @@ mod tests {
         assert_eq!(bearer_token("Bearerabc"), None);
         assert_eq!(bearer_token("Bearer a b"), None);
         assert_eq!(bearer_token("Bearer ä"), None);
+    }
+
+    #[test]
+    fn bearer_part_takes_raw_bytes_and_token_text_refuses_what_is_not_printable_ascii() {
+        // As Envoy may hand them over: not UTF-8, or with tabs around the value.
+        assert_eq!(
+            bearer_part(b"Bearer abc\xff\xfedef"),
+            Some(&b"abc\xff\xfedef"[..])
+        );
+        assert_eq!(token_text(b"abc\xff\xfedef"), None);
+        assert_eq!(bearer_part(b"\tBearer  abc\t"), Some(&b"abc"[..]));
+        assert_eq!(token_text(b"abc"), Some("abc"));
+        assert_eq!(token_text(b"a\tb"), None);
+        assert_eq!(bearer_part(b"Bearer\tabc"), None);
     }
 
     fn exp(token: &str) -> Option<u64> {

@@ -1,13 +1,14 @@
 //! `Host` over the proxy-wasm hostcalls of the Envoy this filter runs in.
 
 use std::cell::Cell;
+use std::ops::Range;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
 
 use crate::exchange::CallAnswer;
-use crate::host::{Callout, DispatchError, Host, LogLevel};
+use crate::host::{Callout, DispatchError, HeaderValues, Host, LogLevel};
 use crate::metrics::{Counter, EXCHANGE_LATENCY_MS};
 use crate::token_response::MAX_TOKEN_RESPONSE_BYTES;
 
@@ -141,59 +142,64 @@ fn header_text(map_type: MapType, name: &str) -> Option<String> {
 }
 
 /// Several request headers in one hostcall: Envoy serializes the whole map once, instead of one
-/// call (and one allocation in the VM) per header.
-fn request_header_values(names: &[&str]) -> Vec<Option<String>> {
+/// call (and one allocation in the VM) per header. The values stay where Envoy put them.
+fn request_header_values(names: &[&str]) -> HeaderValues {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
     // SAFETY: the out-pointers are valid for the call.
     let status =
         unsafe { proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) };
     if !matches!(status, Status::Ok) {
-        return vec![None; names.len()];
+        return HeaderValues::default();
     }
-    pick_headers(&host_block(data, size), names)
-        .into_iter()
-        .map(|v| v.map(text))
-        .collect()
+    pick_headers(host_block(data, size), names)
 }
 
-/// The values of `names` in a map serialized the proxy-wasm way: a u32 count, then a u32 length
-/// pair per entry, then each name and value followed by a NUL. A name that occurs more than once
-/// has its values joined with `,`, as Envoy joins them for a single-header read.
-pub(crate) fn pick_headers(map: &[u8], names: &[&str]) -> Vec<Option<Vec<u8>>> {
-    let mut found: Vec<Option<Vec<u8>>> = vec![None; names.len()];
-    let u32_at = |at: usize| -> Option<usize> {
-        let bytes = map.get(at..at.saturating_add(4))?;
-        Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize)
-    };
-    let Some(count) = u32_at(0) else {
-        return found;
+fn u32_at(map: &[u8], at: usize) -> Option<usize> {
+    let bytes = map.get(at..at.saturating_add(4))?;
+    Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize)
+}
+
+/// The values of `names` (up to `HeaderValues::MAX`) in a map serialized the proxy-wasm way: a
+/// u32 count, then a u32 length pair per entry, then each name and value followed by a NUL. A
+/// name that occurs more than once has its values joined with `,`, as Envoy joins them for a
+/// single-header read (the joined value is appended to the map's buffer).
+pub(crate) fn pick_headers(mut map: Vec<u8>, names: &[&str]) -> HeaderValues {
+    let mut spans: [Option<Range<usize>>; HeaderValues::MAX] = Default::default();
+    let names = &names[..names.len().min(HeaderValues::MAX)];
+    let Some(count) = u32_at(&map, 0) else {
+        return HeaderValues::default();
     };
     let mut data = 4usize.saturating_add(count.saturating_mul(8));
     for i in 0..count {
-        let (Some(name_len), Some(value_len)) = (u32_at(4 + i * 8), u32_at(8 + i * 8)) else {
+        let (Some(name_len), Some(value_len)) = (u32_at(&map, 4 + i * 8), u32_at(&map, 8 + i * 8))
+        else {
             // `i < count` and the table of lengths is read first: a short map ends here.
-            return found;
+            break;
         };
         let name_end = data.saturating_add(name_len);
         let value_start = name_end.saturating_add(1);
         let value_end = value_start.saturating_add(value_len);
-        let (name, value) = (map.get(data..name_end), map.get(value_start..value_end));
+        let (name, value) = (data..name_end, value_start..value_end);
         data = value_end.saturating_add(1);
-        let (Some(name), Some(value)) = (name, value) else {
-            return found;
+        let (Some(name), true) = (map.get(name), value_end <= map.len()) else {
+            break;
         };
-        if let Some(slot) = names.iter().position(|n| n.as_bytes() == name) {
-            match &mut found[slot] {
-                Some(existing) => {
-                    existing.push(b',');
-                    existing.extend_from_slice(value);
-                }
-                empty => *empty = Some(value.to_vec()),
+        let Some(slot) = names.iter().position(|n| n.as_bytes() == name) else {
+            continue;
+        };
+        spans[slot] = Some(match spans[slot].take() {
+            Some(existing) => {
+                let start = map.len();
+                map.extend_from_within(existing);
+                map.push(b',');
+                map.extend_from_within(value);
+                start..map.len()
             }
-        }
+            None => value,
+        });
     }
-    found
+    HeaderValues::new(map, spans)
 }
 
 /// Up to `max` bytes of a buffer; empty when there is none.
@@ -234,7 +240,7 @@ impl Host for ProxyHost {
         header_text(MapType::HttpRequestHeaders, name)
     }
 
-    fn request_headers(&self, names: &[&str]) -> Vec<Option<String>> {
+    fn request_headers(&self, names: &[&str]) -> HeaderValues {
         request_header_values(names)
     }
 
@@ -354,6 +360,13 @@ mod tests {
         out
     }
 
+    fn values(map: Vec<u8>, names: &[&str]) -> Vec<Option<Vec<u8>>> {
+        let found = pick_headers(map, names);
+        (0..names.len())
+            .map(|i| found.bytes(i).map(<[u8]>::to_vec))
+            .collect()
+    }
+
     #[test]
     fn picks_the_asked_headers_from_a_serialized_map() {
         let map = serialize(&[
@@ -362,7 +375,7 @@ mod tests {
             ("authorization", "Bearer t"),
         ]);
         assert_eq!(
-            pick_headers(&map, &[":authority", "authorization", "missing"]),
+            values(map, &[":authority", "authorization", "missing"]),
             vec![
                 Some(b"api.example.com".to_vec()),
                 Some(b"Bearer t".to_vec()),
@@ -377,20 +390,27 @@ mod tests {
             ("authorization", "Bearer a"),
             ("x", "y"),
             ("authorization", "Bearer b"),
+            ("x", "z"),
+            ("authorization", "Bearer c"),
         ]);
         assert_eq!(
-            pick_headers(&map, &["authorization"]),
-            vec![Some(b"Bearer a,Bearer b".to_vec())]
+            values(map, &["x", "authorization"]),
+            vec![
+                Some(b"y,z".to_vec()),
+                Some(b"Bearer a,Bearer b,Bearer c".to_vec())
+            ]
         );
     }
 
     #[test]
-    fn truncated_or_garbage_maps_give_nothing_and_never_panic() {
-        let map = serialize(&[(":authority", "api.example.com")]);
+    fn truncated_or_garbage_maps_give_what_was_whole_and_never_panic() {
+        let map = serialize(&[(":authority", "api.example.com"), ("x", "y")]);
         for cut in 0..map.len() {
-            let _ = pick_headers(&map[..cut], &[":authority"]);
+            let found = values(map[..cut].to_vec(), &[":authority", "x"]);
+            assert!(found[0].is_none() || found[0].as_deref() == Some(&b"api.example.com"[..]));
+            assert!(found[1].is_none() || found[1].as_deref() == Some(&b"y"[..]));
         }
-        assert_eq!(pick_headers(&[0xff; 12], &["a"]), vec![None]);
-        assert_eq!(pick_headers(&[], &["a"]), vec![None]);
+        assert_eq!(values(vec![0xff; 12], &["a"]), vec![None]);
+        assert_eq!(values(Vec::new(), &["a"]), vec![None]);
     }
 }
