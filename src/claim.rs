@@ -10,6 +10,8 @@ use crate::cache_key::CacheKey;
 use crate::host::Host;
 
 const PREFIX: &str = "entra-obo-filter/v1/claim/";
+/// Written only for its version (see `version_no_slot_has`).
+const ANCHOR: &str = "entra-obo-filter/v1/claim-anchor";
 
 /// What a claim attempt found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,13 +70,7 @@ pub fn try_claim(
     until_ms: u64,
 ) -> Claim {
     let name = claim_key(key, slots);
-    let (mut value, mut version) = host.shared_get_versioned(&name);
-    if value.is_none() {
-        // A compare-and-swap needs a version to compare with: create the slot empty first (two
-        // workers doing this at once both write the same nothing).
-        host.shared_set(&name, b"");
-        (value, version) = host.shared_get_versioned(&name);
-    }
+    let (value, version) = host.shared_get_versioned(&name);
     let live_elsewhere = value
         .as_deref()
         .and_then(decode)
@@ -82,11 +78,33 @@ pub fn try_claim(
     if live_elsewhere {
         return Claim::HeldElsewhere;
     }
+    let version = match value {
+        Some(_) => version,
+        None => match version_no_slot_has(host) {
+            Some(version) => version,
+            // Without shared data every worker exchanges on its own.
+            None => return Claim::Won,
+        },
+    };
     if host.shared_set_if(&name, &encode(key, worker, until_ms), version) {
         Claim::Won
     } else {
         Claim::HeldElsewhere
     }
+}
+
+/// A version that no claim slot can have, for the first claim in a slot.
+///
+/// Envoy writes an absent key whatever version the write names, so a slot cannot be created
+/// empty and then swapped: a second worker creating it too would wipe the first one's claim, and
+/// both would exchange. But Envoy numbers every write from one counter, and a write to a
+/// key takes a number no other key's write takes. So the version of a fresh write to another key
+/// (`ANCHOR`) makes the swap create the slot if it is still absent, and fail if another worker
+/// created it first: "create if absent", in one step.
+fn version_no_slot_has(host: &dyn Host) -> Option<u32> {
+    host.shared_set(ANCHOR, b"");
+    let (_, version) = host.shared_get_versioned(ANCHOR);
+    (version != 0).then_some(version)
 }
 
 /// Ends `worker`'s claim on `key` (if it still holds it), so waiters stop waiting at once.
@@ -159,6 +177,24 @@ mod tests {
         let (_, version) = host.shared_get_versioned(&name);
         host.shared_set(&name, &encode(&key(1), 2, 5_000));
         assert!(!host.shared_set_if(&name, &encode(&key(1), 1, 5_000), version));
+    }
+
+    #[test]
+    fn two_workers_claiming_a_new_slot_at_once_do_not_both_win() {
+        // Worker 2 claims the slot between worker 1 finding it absent and worker 1's first
+        // write: as two workers missing the same key at the same moment on a fresh Envoy.
+        let host = FakeHost::default();
+        let worker_2_won = std::rc::Rc::new(std::cell::Cell::new(None));
+        let seen = worker_2_won.clone();
+        *host.before_next_write.borrow_mut() = Some(Box::new(move |h: &FakeHost| {
+            seen.set(Some(try_claim(h, &key(1), 10, 2, 0, 5_000)));
+        }));
+        assert_eq!(
+            try_claim(&host, &key(1), 10, 1, 0, 5_000),
+            Claim::HeldElsewhere
+        );
+        assert_eq!(worker_2_won.get(), Some(Claim::Won));
+        assert!(held_elsewhere(&host, &key(1), 10, 1, 1));
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::time::Duration;
 use crate::host::{Callout, DispatchError, Host, LogLevel};
 use crate::metrics::Counter;
 
+pub type SharedWriteHook = RefCell<Option<Box<dyn FnOnce(&FakeHost)>>>;
+
 #[derive(Debug, Clone, Default)]
 pub struct FakeStream {
     pub headers: Vec<(String, String)>,
@@ -60,6 +62,10 @@ pub struct FakeHost {
     current: Cell<u32>,
     streams: RefCell<HashMap<u32, FakeStream>>,
     shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    /// The version the next shared-data write gets: one counter for all keys, as in Envoy.
+    next_version: Cell<u32>,
+    /// Runs once, just before the next shared-data write: another worker's steps, interleaved.
+    pub before_next_write: SharedWriteHook,
     pub dispatched: RefCell<Vec<Dispatched>>,
     pub logs: RefCell<Vec<(LogLevel, String)>>,
     pub dispatch_error: Cell<Option<DispatchError>>,
@@ -77,6 +83,8 @@ impl Default for FakeHost {
             current: Cell::new(0),
             streams: RefCell::default(),
             shared: RefCell::default(),
+            next_version: Cell::new(1),
+            before_next_write: RefCell::default(),
             dispatched: RefCell::default(),
             logs: RefCell::default(),
             dispatch_error: Cell::new(None),
@@ -243,14 +251,22 @@ impl Host for FakeHost {
         }
     }
 
-    /// Like Envoy: version 0 writes unconditionally; another version must match.
+    /// Like Envoy: an absent key is written whatever the version; a present one only if the
+    /// version is 0 or its own. Every write takes the next number of one counter for all keys.
     fn shared_set_if(&self, key: &str, value: &[u8], version: u32) -> bool {
-        let mut shared = self.shared.borrow_mut();
-        let current = shared.get(key).map_or(0, |(_, v)| *v);
-        if version != 0 && version != current {
-            return false;
+        let hook = self.before_next_write.borrow_mut().take();
+        if let Some(hook) = hook {
+            hook(self);
         }
-        shared.insert(key.to_string(), (value.to_vec(), current + 1));
+        let mut shared = self.shared.borrow_mut();
+        if let Some((_, current)) = shared.get(key) {
+            if version != 0 && version != *current {
+                return false;
+            }
+        }
+        let written = self.next_version.get();
+        self.next_version.set(written + 1);
+        shared.insert(key.to_string(), (value.to_vec(), written));
         true
     }
 
