@@ -7,6 +7,7 @@ pub mod client;
 pub mod client_key;
 pub mod connect_proxy;
 pub mod envoy;
+pub mod grpc_client;
 pub mod mock_idp;
 pub mod raw_idp;
 pub mod server;
