@@ -5,6 +5,9 @@
 //! BENCH_ROUNDS (default 5), BENCH_SECONDS per listener and round (default 4), BENCH_CONNECTIONS
 //! (default 16), BENCH_PARTS (default `hot,cold,refresh,memory`), BENCH_CONCURRENCY (default `1,2`).
 //!
+//! BENCH_SIDECAR_HEADERS=1 sends the headers of a typical service-to-service call with each
+//! request (trace context, request id, client headers), as a sidecar sees them.
+//!
 //! BENCH_HOSTCALLS prices hostcalls one by one: a `;`-separated list of no-op configurations (see
 //! `benches/noop`), each an extra listener; by default each of the hit's hostcalls alone, the
 //! single-header read, and the three request-side ones together. Empty: none, and no trimmed no-op.
@@ -233,6 +236,26 @@ const VARIANTS: &[(&str, &str, bool)] = &[
 /// in the VM.
 const TRIMMED_FLOOR: &str = "direct: no-op Wasm, exports trimmed, + the hit's hostcalls";
 
+/// What an application's call to another service carries besides `Host` and `Authorization` as it
+/// passes its sidecar (BENCH_SIDECAR_HEADERS=1): trace context, the request id, the usual client
+/// headers. About 600 bytes.
+const SIDECAR_HEADERS: &[&str] = &[
+    "User-Agent: orders-service/4.12.0 (okhttp/4.12.0)",
+    "Accept: application/json",
+    "Accept-Encoding: gzip",
+    "Content-Type: application/json; charset=utf-8",
+    "X-Request-Id: 3f2b8c1e-9a4d-4e7b-8f6a-2c1d0e9b8a7f",
+    "Traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "Tracestate: congo=t61rcWkgMzE,rojo=00f067aa0ba902b7",
+    "X-B3-Traceid: 4bf92f3577b34da6a3ce929d0e0e4736",
+    "X-B3-Spanid: 00f067aa0ba902b7",
+    "X-B3-Parentspanid: a3ce929d0e0e4736",
+    "X-B3-Sampled: 1",
+    "Baggage: userId=alice,serverNode=DF%2028,isProduction=false",
+    "X-Forwarded-Proto: http",
+    "X-Correlation-Id: 7c8d9e0f-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
+];
+
 /// The no-op configurations priced by default (BENCH_HOSTCALLS).
 const DEFAULT_HOSTCALLS: &str = "pairs;header;clock;replace;response;pairs,clock,replace";
 
@@ -428,6 +451,11 @@ fn wrk(
         "--latency",
     ]);
     cmd.args(["-H", "Host: api.example.com"]);
+    if std::env::var("BENCH_SIDECAR_HEADERS").is_ok_and(|v| v == "1") {
+        for header in SIDECAR_HEADERS {
+            cmd.args(["-H", header]);
+        }
+    }
     if let Some(s) = script {
         cmd.arg("-s").arg(s);
     } else {
