@@ -296,3 +296,45 @@ fn warm_key_never_waits_for_an_exchange_across_many_expiries() {
         "of {sent} requests on the warm key, these waited or failed (started at, took, status): {slow:?}"
     );
 }
+
+#[test]
+fn a_failed_refresh_keeps_serving_the_valid_token_until_it_expires() {
+    // Tokens usable for 5 to 6 s (expires_in 66, skew 60, counted in whole seconds), refreshed
+    // from half their life on. After the first exchange every token request fails.
+    let s = Stack::start(json!({"cache": {"expiry_skew_s": 60, "refresh_ahead_percent": 50}}));
+    s.idp.set(Behaviour::Issue {
+        expires_in: json!(66),
+    });
+    let subject = user_token("alice");
+    ok(&s, &subject);
+    let issued = std::time::Instant::now();
+    s.idp.set(Behaviour::Answer {
+        status: 500,
+        body: b"down".to_vec(),
+        headers: vec![],
+    });
+    // In the refresh window, before the end of the token's life: served while refreshes fail.
+    std::thread::sleep(Duration::from_millis(3_600));
+    while issued.elapsed() < Duration::from_millis(4_800) {
+        ok(&s, &subject);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        s.idp.count() >= 2,
+        "a refresh was tried: {} token requests",
+        s.idp.count()
+    );
+    let expected = vec![bearer(&obo_token_for(&subject, API_SCOPE))];
+    assert!(s
+        .upstream
+        .seen()
+        .iter()
+        .all(|x| x.authorization == expected));
+    // Past its life the token is not used: the request is refused, not sent on.
+    std::thread::sleep(Duration::from_millis(7_000).saturating_sub(issued.elapsed()));
+    let forwarded = s.upstream.seen().len();
+    let r = s.get("api.example.com", "/", Some(&bearer(&subject)));
+    assert_ne!(r.status, 200, "{}", r.body);
+    assert_eq!(s.upstream.seen().len(), forwarded);
+    s.upstream.assert_never_saw(&subject);
+}
