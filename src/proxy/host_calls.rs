@@ -170,6 +170,8 @@ pub(crate) fn pick_headers(mut map: Vec<u8>, names: &[&str]) -> HeaderValues {
     let Some(count) = u32_at(&map, 0) else {
         return HeaderValues::default();
     };
+    // What Envoy wrote; joined values go after it and are no part of the map.
+    let serialized = map.len();
     let mut data = 4usize.saturating_add(count.saturating_mul(8));
     for i in 0..count {
         let (Some(name_len), Some(value_len)) = (u32_at(&map, 4 + i * 8), u32_at(&map, 8 + i * 8))
@@ -182,7 +184,10 @@ pub(crate) fn pick_headers(mut map: Vec<u8>, names: &[&str]) -> HeaderValues {
         let value_end = value_start.saturating_add(value_len);
         let (name, value) = (data..name_end, value_start..value_end);
         data = value_end.saturating_add(1);
-        let (Some(name), true) = (map.get(name), value_end <= map.len()) else {
+        if value_end > serialized {
+            break;
+        }
+        let Some(name) = map.get(name) else {
             break;
         };
         let Some(slot) = names.iter().position(|n| n.as_bytes() == name) else {
@@ -409,6 +414,12 @@ mod tests {
             let found = values(map[..cut].to_vec(), &[":authority", "x"]);
             assert!(found[0].is_none() || found[0].as_deref() == Some(&b"api.example.com"[..]));
             assert!(found[1].is_none() || found[1].as_deref() == Some(&b"y"[..]));
+        }
+        // A joined value is appended to the buffer: it must not pass for the rest of a cut map.
+        let map = serialize(&[("x", "y"), ("x", "z"), ("a", "bcdef")]);
+        for cut in 0..map.len() {
+            let found = values(map[..cut].to_vec(), &["x", "a"]);
+            assert!(found[1].is_none() || found[1].as_deref() == Some(&b"bcdef"[..]));
         }
         assert_eq!(values(vec![0xff; 12], &["a"]), vec![None]);
         assert_eq!(values(Vec::new(), &["a"]), vec![None]);
