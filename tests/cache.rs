@@ -15,6 +15,14 @@ fn ok(s: &Stack, subject: &str) {
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
+/// Every request the upstream received carried the on-behalf-of token of `subject`, alone.
+fn upstream_saw_only_the_obo_token_of(s: &Stack, subject: &str) {
+    let expected = vec![bearer(&obo_token_for(subject, API_SCOPE))];
+    for seen in s.upstream.seen() {
+        assert_eq!(seen.authorization, expected, "on {}", seen.path);
+    }
+}
+
 #[test]
 fn repeated_requests_are_served_from_one_cache_across_workers() {
     let s = Stack::start(json!({}));
@@ -24,12 +32,7 @@ fn repeated_requests_are_served_from_one_cache_across_workers() {
         ok(&s, &subject);
     }
     assert_eq!(s.idp.count(), 1);
-    let expected = vec![bearer(&obo_token_for(&subject, API_SCOPE))];
-    assert!(s
-        .upstream
-        .seen()
-        .iter()
-        .all(|x| x.authorization == expected));
+    upstream_saw_only_the_obo_token_of(&s, &subject);
 }
 
 #[test]
@@ -144,10 +147,8 @@ fn concurrent_requests_on_one_worker_share_one_exchange() {
         1,
         "one token request for twenty waiting requests"
     );
-    let expected = vec![bearer(&obo_token_for(&subject, API_SCOPE))];
-    let seen = s.upstream.seen();
-    assert_eq!(seen.len(), 20);
-    assert!(seen.iter().all(|x| x.authorization == expected));
+    assert_eq!(s.upstream.seen().len(), 20);
+    upstream_saw_only_the_obo_token_of(&s, &subject);
 }
 
 #[test]
@@ -214,12 +215,7 @@ fn two_hundred_concurrent_requests_across_four_workers_cause_one_token_request()
         1,
         "one token request for 200 requests on four workers"
     );
-    let expected = vec![bearer(&obo_token_for(&subject, API_SCOPE))];
-    assert!(s
-        .upstream
-        .seen()
-        .iter()
-        .all(|x| x.authorization == expected));
+    upstream_saw_only_the_obo_token_of(&s, &subject);
     assert_eq!(s.upstream.seen().len(), 200);
     // The requests did spread over the workers (Envoy counts connections per worker).
     let stats = s
@@ -324,12 +320,7 @@ fn a_failed_refresh_keeps_serving_the_valid_token_until_it_expires() {
         "a refresh was tried: {} token requests",
         s.idp.count()
     );
-    let expected = vec![bearer(&obo_token_for(&subject, API_SCOPE))];
-    assert!(s
-        .upstream
-        .seen()
-        .iter()
-        .all(|x| x.authorization == expected));
+    upstream_saw_only_the_obo_token_of(&s, &subject);
     // Past its life the token is not used: the request is refused, not sent on.
     std::thread::sleep(Duration::from_millis(7_000).saturating_sub(issued.elapsed()));
     let forwarded = s.upstream.seen().len();
