@@ -5,6 +5,9 @@
 //! BENCH_ROUNDS (default 5), BENCH_SECONDS per listener and round (default 4), BENCH_CONNECTIONS
 //! (default 16), BENCH_PARTS (default `hot,cold,refresh,memory`), BENCH_CONCURRENCY (default `1,2`).
 //!
+//! BENCH_ROUTES=N puts N prefix routes that no request matches before each listener's route, as a
+//! sidecar with many routes in one virtual host has them: Envoy walks them on every route match.
+//!
 //! BENCH_SIDECAR_HEADERS=1 sends the headers of a typical service-to-service call with each
 //! request (trace context, request id, client headers), as a sidecar sees them.
 //!
@@ -167,7 +170,12 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
 }
 
 fn listener(name: &str, port: u16, filters: Vec<Value>, route: Value) -> Value {
-    // `route`: the whole route entry (a direct_response or a route to a cluster).
+    // `route`: the whole route entry (a direct_response or a route to a cluster), after
+    // BENCH_ROUTES prefix routes that no bench request matches.
+    let mut routes: Vec<Value> = (0..support::env_or("BENCH_ROUTES", 0))
+        .map(|i| json!({"match": {"prefix": format!("/service-{i}/")}, "direct_response": {"status": 404}}))
+        .collect();
+    routes.push(route);
     let mut http_filters = filters;
     http_filters.push(json!({
         "name": "envoy.filters.http.router",
@@ -181,7 +189,7 @@ fn listener(name: &str, port: u16, filters: Vec<Value>, route: Value) -> Value {
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": name,
-                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
                 "http_filters": http_filters
             }
         }]}]
@@ -357,7 +365,8 @@ fn start_envoy(
         .stderr(Stdio::null())
         .spawn()
         .expect("start envoy");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Many listeners, each with its own Wasm VMs and BENCH_ROUTES routes, take a while to load.
+    let deadline = Instant::now() + Duration::from_secs(90);
     let admin_port = loop {
         if let Some(p) = std::fs::read_to_string(&admin_file).ok().and_then(|a| {
             a.trim()
