@@ -46,6 +46,10 @@ pub trait Host {
     /// Up to `HeaderValues::MAX` request headers at once (a repeated header's values joined with
     /// `,`).
     fn request_headers(&self, names: &[&str]) -> HeaderValues {
+        debug_assert!(
+            names.len() <= HeaderValues::MAX,
+            "more names than HeaderValues holds"
+        );
         HeaderValues::copied(names.iter().map(|n| self.request_header(n)))
     }
     /// Response header of the current stream (in the response callbacks).

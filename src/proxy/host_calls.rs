@@ -166,6 +166,10 @@ fn u32_at(map: &[u8], at: usize) -> Option<usize> {
 /// single-header read (the joined value is appended to the map's buffer).
 pub(crate) fn pick_headers(mut map: Vec<u8>, names: &[&str]) -> HeaderValues {
     let mut spans: [Option<Range<usize>>; HeaderValues::MAX] = Default::default();
+    debug_assert!(
+        names.len() <= HeaderValues::MAX,
+        "more names than HeaderValues holds"
+    );
     let names = &names[..names.len().min(HeaderValues::MAX)];
     let Some(count) = u32_at(&map, 0) else {
         return HeaderValues::default();
