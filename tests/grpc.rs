@@ -12,17 +12,24 @@ use support::user_token;
 
 const METHOD: &str = "/team.api.v1.Orders/Get";
 
-#[test]
-fn a_grpc_call_over_http2_reaches_the_upstream_with_the_obo_token() {
-    let s = Stack::start(json!({}));
-    let subject = user_token("alice");
+/// Calls METHOD on api.example.com with `subject` as the bearer token; every gRPC answer is HTTP
+/// 200, refusals included.
+fn call_with_token(s: &Stack, subject: &str) -> GrpcAnswer {
     let answer = call(
         s.envoy.port,
         "api.example.com",
         METHOD,
-        Some(&bearer(&subject)),
+        Some(&bearer(subject)),
     );
     assert_eq!(answer.http_status, 200, "{:?}", answer.headers);
+    answer
+}
+
+#[test]
+fn a_grpc_call_over_http2_reaches_the_upstream_with_the_obo_token() {
+    let s = Stack::start(json!({}));
+    let subject = user_token("alice");
+    let answer = call_with_token(&s, &subject);
     assert_eq!(answer.grpc_status(), None, "{:?}", answer.headers);
     let seen = s.upstream.seen();
     assert_eq!(seen.len(), 1);
@@ -50,13 +57,7 @@ fn refused_call(behaviour: Behaviour) -> GrpcAnswer {
     let s = Stack::start(json!({}));
     s.idp.set(behaviour);
     let subject = user_token("alice");
-    let answer = call(
-        s.envoy.port,
-        "api.example.com",
-        METHOD,
-        Some(&bearer(&subject)),
-    );
-    assert_eq!(answer.http_status, 200, "{:?}", answer.headers);
+    let answer = call_with_token(&s, &subject);
     assert!(s.upstream.seen().is_empty(), "{:?}", s.upstream.seen());
     s.upstream.assert_never_saw(&subject);
     answer
