@@ -12,15 +12,10 @@ use support::user_token;
 
 const METHOD: &str = "/team.api.v1.Orders/Get";
 
-/// Calls METHOD on api.example.com with `subject` as the bearer token; every gRPC answer is HTTP
-/// 200, refusals included.
-fn call_with_token(s: &Stack, subject: &str) -> GrpcAnswer {
-    let answer = call(
-        s.envoy.port,
-        "api.example.com",
-        METHOD,
-        Some(&bearer(subject)),
-    );
+/// Calls METHOD on `authority` with `subject` as the bearer token; every gRPC answer is HTTP 200,
+/// refusals included.
+fn call_with_token(s: &Stack, authority: &str, subject: &str) -> GrpcAnswer {
+    let answer = call(s.envoy.port, authority, METHOD, Some(&bearer(subject)));
     assert_eq!(answer.http_status, 200, "{:?}", answer.headers);
     answer
 }
@@ -29,7 +24,7 @@ fn call_with_token(s: &Stack, subject: &str) -> GrpcAnswer {
 fn a_grpc_call_over_http2_reaches_the_upstream_with_the_obo_token() {
     let s = Stack::start(json!({}));
     let subject = user_token("alice");
-    let answer = call_with_token(&s, &subject);
+    let answer = call_with_token(&s, "api.example.com", &subject);
     assert_eq!(answer.grpc_status(), None, "{:?}", answer.headers);
     let seen = s.upstream.seen();
     assert_eq!(seen.len(), 1);
@@ -57,7 +52,7 @@ fn refused_call(behaviour: Behaviour) -> GrpcAnswer {
     let s = Stack::start(json!({}));
     s.idp.set(behaviour);
     let subject = user_token("alice");
-    let answer = call_with_token(&s, &subject);
+    let answer = call_with_token(&s, "api.example.com", &subject);
     assert!(s.upstream.seen().is_empty(), "{:?}", s.upstream.seen());
     s.upstream.assert_never_saw(&subject);
     answer
@@ -91,17 +86,15 @@ fn a_grpc_call_while_entra_id_throttles_ends_unavailable_so_the_client_may_retry
 fn other_refusals_take_the_grpc_status_of_their_http_status() {
     let s = Stack::start(json!({"unmatched": "deny", "token_timeout_ms": 300}));
     let subject = user_token("alice");
-    let answer_for = |authority: &str| {
-        let answer = call(s.envoy.port, authority, METHOD, Some(&bearer(&subject)));
-        assert_eq!(answer.http_status, 200, "{:?}", answer.headers);
-        answer
-    };
     // 403: no target for this host.
-    assert_eq!(answer_for("unknown.example.com").grpc_status(), Some("7"));
+    assert_eq!(
+        call_with_token(&s, "unknown.example.com", &subject).grpc_status(),
+        Some("7")
+    );
     // 502: Entra ID refuses the client.
     s.idp
         .set(Behaviour::fixture(401, "error-invalid-client.json"));
-    let refused = answer_for("api.example.com");
+    let refused = call_with_token(&s, "api.example.com", &subject);
     assert_eq!(refused.grpc_status(), Some("14"));
     assert!(refused
         .header("grpc-message")
@@ -112,7 +105,7 @@ fn other_refusals_take_the_grpc_status_of_their_http_status() {
         std::time::Duration::from_secs(2),
         Box::new(Behaviour::issue()),
     ));
-    let timed_out = answer_for("api.example.com");
+    let timed_out = call_with_token(&s, "api.example.com", &subject);
     assert_eq!(timed_out.grpc_status(), Some("14"));
     assert!(timed_out
         .header("grpc-message")
