@@ -141,6 +141,12 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
             &wasm,
             &obo_config(idp, "entra_id", max_entries),
         )],
+        "obo_shared" => {
+            let mut config: Value =
+                serde_json::from_str(&obo_config(idp, "entra_id", max_entries)).unwrap();
+            config["cache"]["worker_entries"] = json!(0);
+            vec![wasm_filter("entra_obo_shared", &wasm, &config.to_string())]
+        }
         // Another build of the filter, side by side with this one (BENCH_COMPARE_WASM).
         "obo_compare" => vec![wasm_filter(
             "entra_obo_compare",
@@ -232,12 +238,21 @@ const VARIANTS: &[(&str, &str, bool)] = &[
     ("direct: Lua", "lua", false),
     ("direct: credential_injector", "injector", false),
     ("direct: entra-obo-filter, cache hit", "obo", false),
+    SHARED_HIT,
     ("direct: no-op Wasm + the hit's hostcalls", "floor", false),
     ("proxied: no filter", "none", true),
     ("proxied: no-op Wasm", "noop", true),
     ("proxied: Lua", "lua", true),
     ("proxied: entra-obo-filter, cache hit", "obo", true),
 ];
+
+/// A cache hit found in the shared cache, not in the worker's own (`cache.worker_entries` 0): what a
+/// request costs when its user's token is not in this worker's front cache.
+const SHARED_HIT: (&str, &str, bool) = (
+    "direct: entra-obo-filter, cache hit in shared data only",
+    "obo_shared",
+    false,
+);
 
 /// The no-op trimmed to entra-obo-filter's exports, making the hit's hostcalls: Envoy calls into
 /// both for the same callbacks and both make the same calls, so what is left is the filter's work

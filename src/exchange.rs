@@ -11,6 +11,7 @@ use crate::backoff;
 use crate::cache_key::CacheKey;
 use crate::claim::{self, Claim};
 use crate::config::{Config, Grant};
+use crate::drop_signal::DropWatch;
 use crate::error_reply::{exchange_log_line, reply_for, Refusal, Reply};
 use crate::front_cache::FrontCache;
 use crate::host::{Callout, DispatchError, Host, LogLevel};
@@ -112,6 +113,8 @@ pub struct Worker {
     /// Names this worker in shared-data claims; random, so workers (and VMs) differ.
     id: u64,
     front: FrontCache,
+    /// Whether another worker dropped a token, so the front cache must be cleared.
+    drops: DropWatch,
     /// The exchanges this worker's requests wait for: its own, and those of other workers.
     flights: HashMap<CacheKey, Flight>,
     /// Exchanges the root context is to send, and from when.
@@ -135,6 +138,7 @@ impl Default for Worker {
                 .build_hasher()
                 .finish(),
             front: FrontCache::new(0),
+            drops: DropWatch::default(),
             flights: HashMap::new(),
             pending: Vec::new(),
         }
@@ -149,6 +153,14 @@ impl Worker {
 
     pub fn front(&mut self) -> &mut FrontCache {
         &mut self.front
+    }
+
+    /// Clears the front cache if a token was dropped from the shared cache since the last look
+    /// (at most one look a second).
+    pub fn catch_up_on_drops(&mut self, host: &dyn Host, now: u64) {
+        if self.drops.dropped_since_last_look(host, now) {
+            self.front.clear();
+        }
     }
 
     pub fn config(&self) -> Option<Rc<Config>> {

@@ -62,6 +62,8 @@ pub struct FakeHost {
     current: Cell<u32>,
     streams: RefCell<HashMap<u32, FakeStream>>,
     shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    /// Every shared-data key read, in order.
+    pub shared_reads: RefCell<Vec<String>>,
     /// The version the next shared-data write gets: one counter for all keys, as in Envoy.
     next_version: Cell<u32>,
     /// Runs once, just before the next shared-data write: another worker's steps, interleaved.
@@ -83,6 +85,7 @@ impl Default for FakeHost {
             current: Cell::new(0),
             streams: RefCell::default(),
             shared: RefCell::default(),
+            shared_reads: RefCell::default(),
             next_version: Cell::new(1),
             before_next_write: RefCell::default(),
             dispatched: RefCell::default(),
@@ -237,6 +240,7 @@ impl Host for FakeHost {
     }
 
     fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
+        self.shared_reads.borrow_mut().push(key.to_string());
         self.shared.borrow().get(key).map(|(v, _)| v.clone())
     }
 
@@ -245,6 +249,7 @@ impl Host for FakeHost {
     }
 
     fn shared_get_versioned(&self, key: &str) -> (Option<Vec<u8>>, u32) {
+        self.shared_reads.borrow_mut().push(key.to_string());
         match self.shared.borrow().get(key) {
             Some((v, version)) => (Some(v.clone()), *version),
             None => (None, 0),

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use crate::backoff;
 use crate::cache_key::CacheKey;
 use crate::config::{ExistingAuthorization, Unmatched};
+use crate::drop_signal;
 use crate::error_reply::{log_line, reply_for, Refusal};
 use crate::exchange::{send_reply, Ask, CallAnswer, Worker};
 use crate::host::{Host, LogLevel};
@@ -103,34 +104,41 @@ impl RequestFilter {
             }
         };
         let now = host.now_unix();
+        worker.catch_up_on_drops(host, now);
         let fingerprint = worker.front().fingerprint(target_index, subject);
         if let Some(entry) = worker.front().get(&fingerprint, now) {
-            host.set_request_header("authorization", &entry.authorization);
-            host.count(Counter::CacheHits);
-            let (key, refresh_now) = (entry.key, now >= entry.refresh_at);
+            let key = entry.key;
             self.served_with = Some(key);
-            if refresh_now {
-                // Another worker may have refreshed it already: then take its token, not a turn.
-                match TokenCache::new(config.cache.max_entries).get(host, &key, now) {
-                    Some(Cached::Token {
-                        token,
-                        until,
-                        refresh_at,
-                    }) if refresh_at > now => {
-                        let times = (until, refresh_at);
-                        worker
-                            .front()
-                            .put_token(fingerprint, key, &token, times, now);
-                    }
-                    // The token passed `token_text` when its entry was made.
-                    _ => {
-                        if let Some(subject_token) = token_text(subject) {
-                            let ask = ask(subject_token, exp_of(subject_token));
-                            worker.refresh(host, key, ask);
-                        }
-                    }
-                }
+            host.count(Counter::CacheHits);
+            if now < entry.refresh_at {
+                host.set_request_header("authorization", &entry.authorization);
+                return Verdict::Continue;
             }
+            // In the refresh window. Another worker (or this one) may have refreshed it already:
+            // then send its token and keep it, rather than start a refresh.
+            let cached = entry.authorization.clone();
+            let authorization = match TokenCache::new(config.cache.max_entries).get(host, &key, now)
+            {
+                Some(Cached::Token {
+                    token,
+                    until,
+                    refresh_at,
+                }) if refresh_at > now => {
+                    let times = (until, refresh_at);
+                    worker
+                        .front()
+                        .put_token(fingerprint, key, &token, times, now)
+                }
+                // The token passed `token_text` when its entry was made.
+                _ => {
+                    if let Some(subject_token) = token_text(subject) {
+                        let ask = ask(subject_token, exp_of(subject_token));
+                        worker.refresh(host, key, ask);
+                    }
+                    cached
+                }
+            };
+            host.set_request_header("authorization", &authorization);
             return Verdict::Continue;
         }
         // The front cache holds only tokens that passed this check; everything else is checked
@@ -219,6 +227,7 @@ impl RequestFilter {
         worker.front().forget(&key);
         if let Some(config) = worker.config() {
             TokenCache::new(config.cache.max_entries).forget(host, &key);
+            drop_signal::announce(host);
             host.log(
                 LogLevel::Info,
                 "upstream asked for more claims (insufficient_claims): cached token dropped",

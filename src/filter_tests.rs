@@ -792,6 +792,21 @@ fn invalid_grant_is_remembered_briefly_for_that_user_only() {
     assert_eq!(host.dispatched.borrow().len(), 3);
 }
 
+/// The upstream answers stream `id` with a continuous access evaluation challenge.
+fn upstream_asks_for_more_claims(host: &FakeHost, filter: &mut RequestFilter, id: u32) {
+    host.respond(
+        id,
+        &[
+            (":status", "401"),
+            (
+                "www-authenticate",
+                r#"Bearer error="insufficient_claims", claims="eyJ9""#,
+            ),
+        ],
+    );
+    filter.on_response_headers(host);
+}
+
 #[test]
 fn upstream_insufficient_claims_drops_the_cached_token() {
     let host = FakeHost::default();
@@ -802,20 +817,57 @@ fn upstream_insufficient_claims_drops_the_cached_token() {
     f.on_response_headers(&host);
     let (mut f2, v) = request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
     assert_eq!(v, Verdict::Continue, "still cached after a 200");
-    host.respond(
-        11,
-        &[
-            (":status", "401"),
-            (
-                "www-authenticate",
-                r#"Bearer error="insufficient_claims", claims="eyJ9""#,
-            ),
-        ],
-    );
-    f2.on_response_headers(&host);
+    upstream_asks_for_more_claims(&host, &mut f2, 11);
     assert_eq!(
         request(&host, &w, 12, "api.example.com", "/", Some(BEARER_U)).1,
         Verdict::Pause
+    );
+    assert_eq!(host.dispatched.borrow().len(), 2);
+}
+
+#[test]
+fn a_user_whose_requests_come_minutes_apart_is_served_without_reading_shared_data() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    answer(&host, &mut f, 0, ok_answer("obo-1", 3599.into()));
+    // The first hit on this worker takes the token from the shared cache into the worker's own.
+    request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
+    host.now.set(host.now.get() + 20 * 60);
+    host.shared_reads.borrow_mut().clear();
+    assert_eq!(
+        request(&host, &w, 12, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Continue
+    );
+    assert_eq!(
+        host.header_of(12, "authorization").as_deref(),
+        Some("Bearer obo-1")
+    );
+    let reads = host.shared_reads.borrow();
+    assert!(
+        reads.iter().all(|k| *k == "entra-obo-filter/v1/dropped"),
+        "only the once-a-second look for dropped tokens: {reads:?}"
+    );
+}
+
+#[test]
+fn a_token_dropped_on_one_worker_is_not_served_by_another_a_second_later() {
+    let host = FakeHost::default();
+    let (w1, w2) = (worker(), worker());
+    let (mut f, _) = request(&host, &w1, 10, "api.example.com", "/", Some(BEARER_U));
+    answer(&host, &mut f, 0, ok_answer("obo-1", 3599.into()));
+    // The other worker takes the token from the shared cache into its own.
+    assert_eq!(
+        request(&host, &w2, 11, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Continue
+    );
+    let (mut f, _) = request(&host, &w1, 12, "api.example.com", "/", Some(BEARER_U));
+    upstream_asks_for_more_claims(&host, &mut f, 12);
+    host.now.set(host.now.get() + 1);
+    assert_eq!(
+        request(&host, &w2, 13, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Pause,
+        "exchanges again instead of sending the dropped token"
     );
     assert_eq!(host.dispatched.borrow().len(), 2);
 }
@@ -1088,7 +1140,7 @@ fn token_in_its_refresh_window_is_served_while_the_root_refreshes_it() {
         &ok_answer("obo-2", 1060.into()),
         ROOT,
     );
-    host.now.set(host.now.get() + 6); // past the front cache's 5 s
+    // The next request in the window finds the new token in the shared cache and is sent with it.
     assert_eq!(
         request(&host, &w, 14, "api.example.com", "/", Some(BEARER_U)).1,
         Verdict::Continue

@@ -3,9 +3,11 @@
 //!
 //! Entries are found by a 128-bit fingerprint of (target, subject token): SipHash-1-3 with 128-bit
 //! output, in one pass over the token, keyed at random per worker. No outsider can aim for a
-//! collision, and the subject token itself is not kept. An entry lives at most `MAX_AGE_S`, so a
-//! token dropped from the shared cache on another worker (continuous access evaluation) stops
-//! being used here soon after. The number of entries is bounded.
+//! collision, and the subject token itself is not kept. An entry is served as long as its token is
+//! (and from `refresh_at` each hit looks in the shared cache for a newer one), so a user whose
+//! requests come minutes apart is still served from here. A token dropped from the shared cache on
+//! another worker (continuous access evaluation) stops being used here within a second: see
+//! `drop_signal`. The number of entries is bounded.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -27,9 +29,6 @@ fn random_key() -> [u8; 16] {
     }
     key
 }
-
-/// How long a worker serves an entry before it looks in the shared cache again.
-pub const MAX_AGE_S: u64 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(u64, u64);
@@ -74,8 +73,7 @@ impl FrontCache {
         self.entries.get(fingerprint).filter(|e| now < e.until)
     }
 
-    /// Keeps `authorization` for `fingerprint` until `use_until` (and at most `MAX_AGE_S`), to be
-    /// refreshed from `refresh_at`.
+    /// Keeps `authorization` for `fingerprint` until `use_until`, to be refreshed from `refresh_at`.
     pub fn put(
         &mut self,
         fingerprint: Fingerprint,
@@ -90,19 +88,21 @@ impl FrontCache {
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&fingerprint) {
             self.entries.retain(|_, e| now < e.until);
             if self.entries.len() >= self.capacity {
-                // Still full of live entries: make room by dropping one (whichever comes first).
-                if let Some(victim) = self.entries.keys().next().copied() {
+                // Still full of live entries: drop an eighth of them (whichever come first), so
+                // that the scan above runs once per that many new entries, not for each.
+                let keep = self.capacity - self.capacity.div_ceil(8);
+                let victims: Vec<Fingerprint> = self.entries.keys().skip(keep).copied().collect();
+                for victim in victims {
                     self.entries.remove(&victim);
                 }
             }
         }
-        let until = use_until.min(now.saturating_add(MAX_AGE_S));
         self.entries.insert(
             fingerprint,
             FrontEntry {
                 authorization,
                 key,
-                until,
+                until: use_until,
                 refresh_at,
             },
         );
@@ -120,6 +120,11 @@ impl FrontCache {
         let authorization: Rc<str> = format!("Bearer {token}").into();
         self.put(fingerprint, key, authorization.clone(), times, now);
         authorization
+    }
+
+    /// Drops every entry (another worker dropped a token from the shared cache).
+    pub fn clear(&mut self) {
+        self.entries.clear();
     }
 
     /// Drops every entry for the shared cache's `key`.
@@ -145,14 +150,12 @@ mod tests {
     }
 
     #[test]
-    fn entry_is_served_until_its_time_and_at_most_max_age() {
+    fn entry_is_served_until_its_token_ends() {
         let mut c = FrontCache::new(10);
         let fp = c.fingerprint(0, b"subject");
-        c.put(fp, key(1), "Bearer a".into(), (1_000, 1_000), 100);
-        assert_eq!(c.get(&fp, 104).map(|e| &*e.authorization), Some("Bearer a"));
-        assert!(c.get(&fp, 105).is_none(), "MAX_AGE_S caps it");
-        c.put(fp, key(1), "Bearer a".into(), (102, 102), 100);
-        assert!(c.get(&fp, 102).is_none(), "the token's own end caps it");
+        c.put(fp, key(1), "Bearer a".into(), (1_000, 900), 100);
+        assert_eq!(c.get(&fp, 999).map(|e| &*e.authorization), Some("Bearer a"));
+        assert!(c.get(&fp, 1_000).is_none());
     }
 
     #[test]
@@ -176,7 +179,30 @@ mod tests {
             let fp = c.fingerprint(0, i.to_string().as_bytes());
             c.put(fp, key(1), "Bearer a".into(), (10_000, 10_000), 100);
             assert!(c.len() <= 8);
+            assert_eq!(c.get(&fp, 100).map(|e| &*e.authorization), Some("Bearer a"));
         }
+    }
+
+    #[test]
+    fn a_full_cache_first_makes_room_from_expired_entries() {
+        let mut c = FrontCache::new(8);
+        let fps: Vec<Fingerprint> = (0..8u8).map(|i| c.fingerprint(0, &[i])).collect();
+        for (i, fp) in fps.iter().enumerate() {
+            let until = if i == 3 { 150 } else { 10_000 };
+            c.put(*fp, key(1), "Bearer a".into(), (until, until), 100);
+        }
+        c.put(
+            c.fingerprint(0, b"new"),
+            key(1),
+            "Bearer a".into(),
+            (10_000, 10_000),
+            200,
+        );
+        assert_eq!(c.len(), 8, "only the expired entry made room");
+        assert!(fps
+            .iter()
+            .enumerate()
+            .all(|(i, fp)| i == 3 || c.get(fp, 200).is_some()));
     }
 
     #[test]
@@ -188,6 +214,15 @@ mod tests {
         c.forget(&key(1));
         assert!(c.get(&a, 100).is_none());
         assert!(c.get(&b, 100).is_some());
+    }
+
+    #[test]
+    fn clear_drops_everything() {
+        let mut c = FrontCache::new(8);
+        let fp = c.fingerprint(0, b"a");
+        c.put(fp, key(1), "Bearer a".into(), (10_000, 10_000), 100);
+        c.clear();
+        assert!(c.is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - `subject_token`: the caller's bearer token and its `exp`;
 //! - `cache_key`, `token_cache`: the cache key and the shared-data slot table;
 //! - `front_cache`: each worker's small cache in front of it, for the hot path;
+//! - `drop_signal`: how every worker learns that a token was dropped from the shared cache;
 //! - `token_request`, `token_response`: the OBO request and reading its answer;
 //! - `exchange`: one token request per key, shared by all who wait for it, retried once;
 //! - `claim`: which worker sends it when several need the same token;
@@ -28,6 +29,7 @@ pub mod cache_key;
 pub mod claim;
 pub mod client_assertion;
 pub mod config;
+pub mod drop_signal;
 pub mod error_reply;
 pub mod exchange;
 pub mod filter;

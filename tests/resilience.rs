@@ -153,7 +153,7 @@ fn invalid_grant_costs_the_idp_one_request_not_one_per_retry() {
 
 #[test]
 fn upstream_claims_challenge_drops_the_cached_token_and_passes_unchanged() {
-    // One worker: another worker's front cache would serve the token for up to five more seconds.
+    // One worker: the next test shows the drop reaching the others.
     let s = Stack::start_with(json!({}), |opts| opts.concurrency = 1);
     let subject = user_token("alice");
     assert_eq!(
@@ -185,6 +185,38 @@ fn upstream_claims_challenge_drops_the_cached_token_and_passes_unchanged() {
         200
     );
     assert_eq!(s.idp.count(), 2, "the next request exchanged again");
+}
+
+#[test]
+fn a_claims_challenge_on_one_worker_stops_the_token_on_every_worker_within_a_second() {
+    let s = Stack::start_with(json!({}), |opts| opts.concurrency = 2);
+    let subject = bearer(&user_token("alice"));
+    // Each request comes on a connection of its own, so both workers serve the token from their
+    // own caches.
+    for _ in 0..20 {
+        assert_eq!(s.get("api.example.com", "/", Some(&subject)).status, 200);
+    }
+    assert_eq!(s.idp.count(), 1);
+    let dropped = s.upstream.seen()[0].authorization.clone();
+    let r = s.get("api.example.com", CLAIMS_CHALLENGE_PATH, Some(&subject));
+    assert_eq!(r.status, 401);
+    // The IdP's next token differs from the dropped one, so the upstream shows which it got.
+    s.idp.set(Behaviour::IssueSized(dropped[0].len() + 16));
+    std::thread::sleep(Duration::from_millis(1_500));
+    let before = s.upstream.seen().len();
+    for _ in 0..20 {
+        assert_eq!(s.get("api.example.com", "/", Some(&subject)).status, 200);
+    }
+    assert_eq!(s.idp.count(), 2, "one exchange for the new token");
+    let sent: Vec<String> = s.upstream.seen()[before..]
+        .iter()
+        .flat_map(|seen| seen.authorization.clone())
+        .collect();
+    assert_eq!(sent.len(), 20);
+    assert!(
+        sent.iter().all(|a| !dropped.contains(a)),
+        "a worker still sent the dropped token"
+    );
 }
 
 #[test]
