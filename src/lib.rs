@@ -61,3 +61,6 @@ proxy_wasm::main! {{
 
 #[cfg(test)]
 mod filter_tests;
+
+#[cfg(test)]
+mod hot_path_allocations;

@@ -1,0 +1,208 @@
+//! A cache hit allocates nothing of its own: counted by a global allocator that counts only on the
+//! thread that asks, through a host that itself allocates nothing. (In Envoy the header block is
+//! written into memory the VM allocates for it; that is the ABI's allocation, not the filter's,
+//! and here the block is made before counting starts.)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use crate::config;
+use crate::exchange::{CallAnswer, Worker};
+use crate::fake_host::FakeHost;
+use crate::filter::{RequestFilter, Verdict};
+use crate::host::{Callout, DispatchError, HeaderValues, Host, LogLevel};
+use crate::metrics::Counter;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+struct CountingAllocator;
+
+fn note_allocation() {
+    let _ = COUNTING.try_with(|on| {
+        if on.get() {
+            ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        }
+    });
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_allocation();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// How many allocations `f` makes on this thread.
+fn allocations_in(f: impl FnOnce()) -> u64 {
+    ALLOCATIONS.with(|n| n.set(0));
+    COUNTING.with(|on| on.set(true));
+    f();
+    COUNTING.with(|on| on.set(false));
+    ALLOCATIONS.with(|n| n.get())
+}
+
+const SUBJECT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjE4MDAwMDM2MDAsInN1YiI6InN1YmplY3QtMSJ9.c2ln";
+
+/// A host for one cache hit: the request's headers made beforehand, the `Authorization` it sets
+/// compared rather than kept, a 200 without `WWW-Authenticate`; the rest is the fake host's.
+struct HitHost<'a> {
+    fake: &'a FakeHost,
+    headers: RefCell<Option<HeaderValues>>,
+    expected_authorization: &'a str,
+    sent_expected: Cell<bool>,
+}
+
+impl Host for HitHost<'_> {
+    fn now_ms(&self) -> u64 {
+        self.fake.now_ms()
+    }
+    fn log(&self, level: LogLevel, message: &str) {
+        self.fake.log(level, message)
+    }
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.fake.request_header(name)
+    }
+    fn request_headers(&self, _names: &[&str]) -> HeaderValues {
+        self.headers.borrow_mut().take().unwrap_or_default()
+    }
+    fn response_header(&self, _name: &str) -> Option<String> {
+        None
+    }
+    fn set_request_header(&self, name: &str, value: &str) {
+        self.sent_expected
+            .set(name == "authorization" && value == self.expected_authorization);
+    }
+    fn resume_request(&self) {
+        self.fake.resume_request()
+    }
+    fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
+        self.fake.send_reply(status, headers, body)
+    }
+    fn switch_to(&self, context_id: u32) -> bool {
+        self.fake.switch_to(context_id)
+    }
+    fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
+        self.fake.shared_get(key)
+    }
+    fn shared_set(&self, key: &str, value: &[u8]) -> bool {
+        self.fake.shared_set(key, value)
+    }
+    fn shared_get_versioned(&self, key: &str) -> (Option<Vec<u8>>, u32) {
+        self.fake.shared_get_versioned(key)
+    }
+    fn shared_set_if(&self, key: &str, value: &[u8], version: u32) -> bool {
+        self.fake.shared_set_if(key, value, version)
+    }
+    fn dispatch(&self, callout: &Callout<'_>) -> Result<u32, DispatchError> {
+        self.fake.dispatch(callout)
+    }
+    fn set_tick_period_ms(&self, period_ms: u64) {
+        self.fake.set_tick_period_ms(period_ms)
+    }
+    fn count(&self, counter: Counter) {
+        self.fake.count(counter)
+    }
+    fn record_exchange_latency_ms(&self, ms: u64) {
+        self.fake.record_exchange_latency_ms(ms)
+    }
+}
+
+fn hit_host<'a>(fake: &'a FakeHost, expected_authorization: &'a str) -> HitHost<'a> {
+    let headers = HeaderValues::copied([
+        Some("api.example.com".to_string()),
+        Some("/orders".to_string()),
+        Some(format!("Bearer {SUBJECT}")),
+        Some("3f2b8c1e-9a4d-4e7b-8f6a-2c1d0e9b8a7f".to_string()),
+    ]);
+    HitHost {
+        fake,
+        headers: RefCell::new(Some(headers)),
+        expected_authorization,
+        sent_expected: Cell::new(false),
+    }
+}
+
+/// A worker whose caches hold the OBO token for `SUBJECT`.
+fn warm_worker(host: &FakeHost) -> Rc<RefCell<Worker>> {
+    let config = config::parse(
+        serde_json::json!({
+            "token_cluster": "entra_id",
+            "token_endpoint": "https://login.example/tenant/oauth2/v2.0/token",
+            "client_id": "client-1",
+            "client_secret": "client-secret-value",
+            "targets": [{"host": "api.example.com", "scope": "api://prod.team.api/.default"}]
+        })
+        .to_string()
+        .as_bytes(),
+        &|_| None,
+    )
+    .unwrap();
+    let mut worker = Worker::default();
+    worker.configure(config);
+    let w = Rc::new(RefCell::new(worker));
+    let authorization = format!("Bearer {SUBJECT}");
+    host.open_stream(
+        10,
+        &[
+            (":authority", "api.example.com"),
+            (":path", "/"),
+            ("authorization", &authorization),
+        ],
+    );
+    let mut first = RequestFilter::new(10, w.clone());
+    assert_eq!(first.on_request_headers(host), Verdict::Pause);
+    let token_id = host.dispatched.borrow()[0].token_id;
+    let answer = CallAnswer {
+        status: Some(200),
+        retry_after: None,
+        body: br#"{"token_type":"Bearer","access_token":"obo-1","expires_in":3599}"#.to_vec(),
+    };
+    first.on_token_answer(host, token_id, &answer);
+    // The first hit takes the token from the shared cache into the worker's own, and makes the
+    // counters' entries.
+    let warm_up = hit_host(host, "Bearer obo-1");
+    assert_eq!(
+        RequestFilter::new(11, w.clone()).on_request_headers(&warm_up),
+        Verdict::Continue
+    );
+    assert!(warm_up.sent_expected.get());
+    w
+}
+
+#[test]
+fn a_cache_hit_allocates_nothing() {
+    let fake = FakeHost::default();
+    let w = warm_worker(&fake);
+    let host = hit_host(&fake, "Bearer obo-1");
+    let allocations = allocations_in(|| {
+        let mut filter = RequestFilter::new(12, w.clone());
+        assert_eq!(filter.on_request_headers(&host), Verdict::Continue);
+        filter.on_response_headers(&host);
+    });
+    assert!(host.sent_expected.get(), "sent with the OBO token");
+    assert_eq!(allocations, 0);
+}
+
+#[test]
+fn the_counting_allocator_counts() {
+    assert_eq!(allocations_in(|| drop(std::hint::black_box(vec![1u8]))), 1);
+}
