@@ -3,7 +3,8 @@
 //! variant alike. Prints markdown for BENCHMARKS.md.
 //!
 //! BENCH_ROUNDS (default 5), BENCH_SECONDS per listener and round (default 4), BENCH_CONNECTIONS
-//! (default 16), BENCH_PARTS (default `hot,cold,refresh,memory`), BENCH_CONCURRENCY (default `1,2`).
+//! (default 16), BENCH_PARTS (default `hot,cold,users,refresh,memory`), BENCH_CONCURRENCY (default
+//! `1,2`).
 //!
 //! BENCH_ROUTES=N puts N prefix routes that no request matches before each listener's route, as a
 //! sidecar with many routes in one virtual host has them: Envoy walks them on every route match.
@@ -222,6 +223,13 @@ struct Bench {
     admin_port: u16,
     variants: Vec<Variant>,
     _dir: tempfile::TempDir,
+}
+
+impl Bench {
+    /// The port of the listener of the variant named `name`.
+    fn port_of(&self, name: &str) -> u16 {
+        self.variants.iter().find(|v| v.name == name).unwrap().port
+    }
 }
 
 impl Drop for Bench {
@@ -635,17 +643,26 @@ fn write_tokens(dir: &Path, users: usize, prefix: &str) -> PathBuf {
     path
 }
 
-/// Sends one request for each of the users `from..to` (each a new exchange), from 16 threads.
+/// Sends one request for each of the users `from..to` (each a new exchange).
 fn fill(port: u16, from: usize, to: usize) {
+    let tokens = (from..to)
+        .map(|i| support::user_token(&format!("mem-{i}")))
+        .collect();
+    request_each(port, tokens);
+}
+
+/// Sends one request with each token, from 16 threads: each token is then cached.
+fn request_each(port: u16, tokens: Vec<String>) {
+    let tokens = std::sync::Arc::new(tokens);
     let threads: Vec<_> = (0..16)
         .map(|t| {
+            let tokens = tokens.clone();
             std::thread::spawn(move || {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .http_status_as_error(false)
                     .build()
                     .into();
-                for i in (from..to).filter(|i| i % 16 == t) {
-                    let token = support::user_token(&format!("mem-{i}"));
+                for token in tokens.iter().skip(t).step_by(16) {
                     let _ = agent
                         .get(format!("http://127.0.0.1:{port}/"))
                         .header("host", "api.example.com")
@@ -658,6 +675,58 @@ fn fill(port: u16, from: usize, to: usize) {
     for t in threads {
         let _ = t.join();
     }
+}
+
+/// Cache hits spread over many users (`--concurrency 1`, every token already cached): each request
+/// from the next user in turn, as many users as the worker's front cache holds (1024 by default)
+/// and more. Within one user count every request is a front-cache hit after the first round;
+/// beyond it, some find their token only in shared data. Compared with one user sent the same way.
+fn many_users(idp: &MockIdp, scratch: &Path, rounds: u64, seconds: u64, connections: u64) {
+    let bench = start_envoy(1, idp, idp, (free_port(), "obo_cold"), 200_000);
+    let hit = bench.port_of("direct: entra-obo-filter, cache hit");
+    let script = root().join("benches/sequential_users.lua");
+    let counts = [1usize, 500, 4_000];
+    let files: Vec<PathBuf> = counts
+        .iter()
+        .map(|&n| {
+            let file = write_tokens(scratch, n, &format!("users-{n}"));
+            let tokens = std::fs::read_to_string(&file).unwrap();
+            request_each(hit, tokens.lines().map(str::to_string).collect());
+            file
+        })
+        .collect();
+    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); counts.len()];
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..counts.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let r = wrk(
+                hit,
+                seconds,
+                1,
+                connections,
+                Some(&script),
+                &[("BENCH_TOKENS", &files[i])],
+            );
+            rps[i].push(r.rps);
+        }
+    }
+    let per_user: Vec<String> = counts
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, n)| {
+            let ratio = median(rps[i].iter().zip(&rps[0]).map(|(a, b)| a / b).collect());
+            format!("{n} users {:.0} req/s, {ratio:.2}x", median(rps[i].clone()))
+        })
+        .collect();
+    println!(
+        "\nCache hits over many users (`--concurrency 1`, {connections} connections, {rounds} rounds of {seconds} s, every token cached, `cache.worker_entries` 1024, each request from the next user in turn): one user {:.0} req/s; {}.",
+        median(rps[0].clone()),
+        per_user.join("; ")
+    );
 }
 
 /// Refresh ahead under load: one user's requests across many expiries of short-lived tokens (usable
@@ -673,12 +742,7 @@ fn refresh_ahead(idp: &MockIdp, rounds: u64, seconds: u64, connections: u64) {
     ));
     let refresh_port = free_port();
     let bench = start_envoy(1, idp, &refresh_idp, (refresh_port, "obo_refresh"), 200_000);
-    let hit = bench
-        .variants
-        .iter()
-        .find(|v| v.name == "direct: entra-obo-filter, cache hit")
-        .unwrap()
-        .port;
+    let hit = bench.port_of("direct: entra-obo-filter, cache hit");
     let _ = wrk(hit, 1, 1, 1, None, &[]);
     let seconds = (seconds * 2).max(6);
     let (mut warm, mut refreshing) = (Vec::new(), Vec::new());
@@ -738,7 +802,8 @@ fn main() {
         std::fs::metadata(noop_wasm()).map(|m| m.len()).unwrap_or(0)
     );
 
-    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "hot,cold,refresh,memory".into());
+    let parts =
+        std::env::var("BENCH_PARTS").unwrap_or_else(|_| "hot,cold,users,refresh,memory".into());
     let concurrencies: Vec<u32> = std::env::var("BENCH_CONCURRENCY")
         .unwrap_or_else(|_| "1,2".into())
         .split(',')
@@ -821,6 +886,9 @@ fn main() {
         }
     }
 
+    if parts.contains("users") {
+        many_users(&idp, scratch.path(), rounds, seconds, connections);
+    }
     if parts.contains("refresh") {
         refresh_ahead(&idp, rounds, seconds, connections);
     }

@@ -9,6 +9,7 @@
 //! another worker (continuous access evaluation) stops being used here within a second: see
 //! `drop_signal`. The number of entries is bounded.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
@@ -43,6 +44,8 @@ pub struct FrontEntry {
     pub until: u64,
     /// From when the token is to be refreshed in the background.
     pub refresh_at: u64,
+    /// The second it was last served, so a full cache makes room from the entries unused longest.
+    last_used: Cell<u64>,
 }
 
 pub struct FrontCache {
@@ -70,7 +73,9 @@ impl FrontCache {
     }
 
     pub fn get(&self, fingerprint: &Fingerprint, now: u64) -> Option<&FrontEntry> {
-        self.entries.get(fingerprint).filter(|e| now < e.until)
+        let entry = self.entries.get(fingerprint).filter(|e| now < e.until)?;
+        entry.last_used.set(now);
+        Some(entry)
     }
 
     /// Keeps `authorization` for `fingerprint` until `use_until`, to be refreshed from `refresh_at`.
@@ -88,13 +93,7 @@ impl FrontCache {
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&fingerprint) {
             self.entries.retain(|_, e| now < e.until);
             if self.entries.len() >= self.capacity {
-                // Still full of live entries: drop an eighth of them (whichever come first), so
-                // that the scan above runs once per that many new entries, not for each.
-                let keep = self.capacity - self.capacity.div_ceil(8);
-                let victims: Vec<Fingerprint> = self.entries.keys().skip(keep).copied().collect();
-                for victim in victims {
-                    self.entries.remove(&victim);
-                }
+                self.drop_least_recently_used(self.capacity.div_ceil(8), now);
             }
         }
         self.entries.insert(
@@ -104,8 +103,38 @@ impl FrontCache {
                 key,
                 until: use_until,
                 refresh_at,
+                last_used: Cell::new(now),
             },
         );
+    }
+
+    /// Drops `n` of the entries served longest ago. A full cache drops an eighth of its entries at
+    /// once, so its scans run once per that many new entries, not for each. Which entries go
+    /// matters: users no longer seen must make room, not whichever entries the map lists first, or
+    /// a cache full of them would keep turning away the users who are here now. Ages are counted
+    /// in powers of two, which finds the oldest `n` without sorting (and within one such band,
+    /// any).
+    fn drop_least_recently_used(&mut self, n: usize, now: u64) {
+        let band = |e: &FrontEntry| 64 - now.saturating_sub(e.last_used.get()).leading_zeros();
+        let mut in_band = [0usize; 65];
+        for e in self.entries.values() {
+            in_band[band(e) as usize] += 1;
+        }
+        // The band where the oldest `n` end, and how many of them lie in older bands.
+        let (mut last, mut older) = (64u32, 0usize);
+        while last > 0 && older + in_band[last as usize] < n {
+            older += in_band[last as usize];
+            last -= 1;
+        }
+        let mut from_last = n.saturating_sub(older);
+        self.entries.retain(|_, e| match band(e).cmp(&last) {
+            std::cmp::Ordering::Greater => false,
+            std::cmp::Ordering::Equal if from_last > 0 => {
+                from_last -= 1;
+                false
+            }
+            _ => true,
+        });
     }
 
     /// Keeps the shared cache's `token` as an entry, and returns the `Authorization` value it sends.
@@ -214,6 +243,34 @@ mod tests {
         c.forget(&key(1));
         assert!(c.get(&a, 100).is_none());
         assert!(c.get(&b, 100).is_some());
+    }
+
+    #[test]
+    fn users_who_came_back_recently_stay_when_a_full_cache_makes_room() {
+        // The cache is full of entries nobody has used for an hour; then 32 users come, again
+        // and again. Room is made from the unused entries, so after the first round every one of
+        // those users is served from the cache.
+        let mut c = FrontCache::new(64);
+        for i in 0..64u32 {
+            let stale = c.fingerprint(1, &i.to_le_bytes());
+            c.put(stale, key(1), "Bearer old".into(), (100_000, 100_000), 100);
+        }
+        let users: Vec<Fingerprint> = (0..32u32)
+            .map(|i| c.fingerprint(0, &i.to_le_bytes()))
+            .collect();
+        let mut misses_in_last_round = 0;
+        for round in 0..4 {
+            for (i, fp) in users.iter().enumerate() {
+                let now = 3_700 + round * 10 + i as u64 / 8;
+                if c.get(fp, now).is_none() {
+                    c.put(*fp, key(2), "Bearer a".into(), (100_000, 100_000), now);
+                    if round == 3 {
+                        misses_in_last_round += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(misses_in_last_round, 0);
     }
 
     #[test]
