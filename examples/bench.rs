@@ -681,8 +681,7 @@ fn request_each(port: u16, tokens: Vec<String>) {
 /// from the next user in turn, as many users as the worker's front cache holds (1024 by default)
 /// and more. Within one user count every request is a front-cache hit after the first round;
 /// beyond it, some find their token only in shared data. Compared with one user sent the same way.
-fn many_users(idp: &MockIdp, scratch: &Path, rounds: u64, seconds: u64, connections: u64) {
-    let bench = start_envoy(1, idp, idp, (free_port(), "obo_cold"), 200_000);
+fn many_users(bench: &Bench, scratch: &Path, rounds: u64, seconds: u64, connections: u64) {
     let hit = bench.port_of("direct: entra-obo-filter, cache hit");
     let script = root().join("benches/sequential_users.lua");
     let counts = [1usize, 500, 4_000];
@@ -831,6 +830,9 @@ fn main() {
         if parts.contains("hot") {
             run_suite(&bench, concurrency, rounds, seconds, connections);
         }
+        if concurrency == 1 && parts.contains("users") {
+            many_users(&bench, scratch.path(), rounds, seconds, connections);
+        }
         if concurrency == 1 && parts.contains("cold") {
             // Cold path: every request a new user, the IdP answering after 20 ms.
             let users = 200_000;
@@ -886,9 +888,6 @@ fn main() {
         }
     }
 
-    if parts.contains("users") {
-        many_users(&idp, scratch.path(), rounds, seconds, connections);
-    }
     if parts.contains("refresh") {
         refresh_ahead(&idp, rounds, seconds, connections);
     }
