@@ -91,9 +91,12 @@ impl FrontCache {
             return;
         }
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&fingerprint) {
+            // Room for an eighth of the capacity at once, so the scans run once per that many new
+            // entries, not for each: expired entries first, then those served longest ago.
             self.entries.retain(|_, e| now < e.until);
-            if self.entries.len() >= self.capacity {
-                self.drop_least_recently_used(self.capacity.div_ceil(8), now);
+            let keep = self.capacity - self.capacity.div_ceil(8);
+            if self.entries.len() > keep {
+                self.drop_least_recently_used(self.entries.len() - keep, now);
             }
         }
         self.entries.insert(
@@ -108,12 +111,10 @@ impl FrontCache {
         );
     }
 
-    /// Drops `n` of the entries served longest ago. A full cache drops an eighth of its entries at
-    /// once, so its scans run once per that many new entries, not for each. Which entries go
-    /// matters: users no longer seen must make room, not whichever entries the map lists first, or
-    /// a cache full of them would keep turning away the users who are here now. Ages are counted
-    /// in powers of two, which finds the oldest `n` without sorting (and within one such band,
-    /// any).
+    /// Drops `n` of the entries served longest ago. Which entries go matters: users no longer seen
+    /// must make room, not whichever entries the map lists first, or a cache full of them would
+    /// keep turning away the users who are here now. Ages are counted in powers of two, which finds
+    /// the oldest `n` without sorting (and within one such band, any).
     fn drop_least_recently_used(&mut self, n: usize, now: u64) {
         let band = |e: &FrontEntry| 64 - now.saturating_sub(e.last_used.get()).leading_zeros();
         let mut in_band = [0usize; 65];
@@ -176,6 +177,13 @@ mod tests {
 
     fn key(n: u8) -> CacheKey {
         CacheKey([n; 32])
+    }
+
+    /// Keeps an entry for the subject token `subject` (target 0), usable until `until`, at `now`.
+    fn put_user(c: &mut FrontCache, subject: &[u8], until: u64, now: u64) -> Fingerprint {
+        let fp = c.fingerprint(0, subject);
+        c.put(fp, key(1), "Bearer a".into(), (until, until), now);
+        fp
     }
 
     #[test]
@@ -271,6 +279,32 @@ mod tests {
             }
         }
         assert_eq!(misses_in_last_round, 0);
+    }
+
+    #[test]
+    fn a_full_cache_makes_room_for_an_eighth_of_it_at_once_from_the_least_recently_used() {
+        let mut c = FrontCache::new(16);
+        // Users 0 and 1 were last served about 1,900 s before 2,000, the others about 500 s.
+        let users: Vec<Fingerprint> = (0..16u8)
+            .map(|i| put_user(&mut c, &[i], 100_000, if i < 2 { 100 } else { 1_500 }))
+            .collect();
+        put_user(&mut c, b"new", 100_000, 2_000);
+        assert_eq!(c.len(), 15, "two made room for one");
+        assert!(c.get(&users[0], 2_000).is_none() && c.get(&users[1], 2_000).is_none());
+        assert!(users[2..].iter().all(|fp| c.get(fp, 2_000).is_some()));
+        put_user(&mut c, b"next", 100_000, 2_000);
+        assert_eq!(c.len(), 16, "the room made before is used first");
+    }
+
+    #[test]
+    fn a_full_cache_with_one_expired_entry_still_makes_room_for_an_eighth_of_it() {
+        // Otherwise, with tokens ending one by one, each new entry would scan the whole cache.
+        let mut c = FrontCache::new(16);
+        for i in 0..16u8 {
+            put_user(&mut c, &[i], if i == 0 { 150 } else { 100_000 }, 100);
+        }
+        put_user(&mut c, b"new", 100_000, 200);
+        assert_eq!(c.len(), 15, "the expired entry and one more made room");
     }
 
     #[test]
