@@ -80,6 +80,18 @@ fn request(
     (filter, verdict)
 }
 
+/// User U's request `id` to api.example.com goes on at once, carrying `authorization`.
+fn assert_forwarded_with(host: &FakeHost, w: &Rc<RefCell<Worker>>, id: u32, authorization: &str) {
+    assert_eq!(
+        request(host, w, id, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Continue
+    );
+    assert_eq!(
+        host.header_of(id, "authorization").as_deref(),
+        Some(authorization)
+    );
+}
+
 fn ok_answer(token: &str, expires_in: serde_json::Value) -> CallAnswer {
     CallAnswer {
         status: Some(200),
@@ -835,14 +847,7 @@ fn a_user_whose_requests_come_minutes_apart_is_served_without_reading_shared_dat
     request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
     host.now.set(host.now.get() + 20 * 60);
     host.shared_reads.borrow_mut().clear();
-    assert_eq!(
-        request(&host, &w, 12, "api.example.com", "/", Some(BEARER_U)).1,
-        Verdict::Continue
-    );
-    assert_eq!(
-        host.header_of(12, "authorization").as_deref(),
-        Some("Bearer obo-1")
-    );
+    assert_forwarded_with(&host, &w, 12, "Bearer obo-1");
     let reads = host.shared_reads.borrow();
     assert!(
         reads.iter().all(|k| *k == "entra-obo-filter/v1/dropped"),
@@ -1111,14 +1116,7 @@ fn token_in_its_refresh_window_is_served_while_the_root_refreshes_it() {
     );
     assert_eq!(host.tick_period_ms.get(), 0, "not yet in the window");
     host.now.set(host.now.get() + 1);
-    assert_eq!(
-        request(&host, &w, 12, "api.example.com", "/", Some(BEARER_U)).1,
-        Verdict::Continue
-    );
-    assert_eq!(
-        host.header_of(12, "authorization").as_deref(),
-        Some("Bearer obo-1")
-    );
+    assert_forwarded_with(&host, &w, 12, "Bearer obo-1");
     assert_eq!(
         host.dispatched.borrow().len(),
         1,
@@ -1141,14 +1139,7 @@ fn token_in_its_refresh_window_is_served_while_the_root_refreshes_it() {
         ROOT,
     );
     // The next request in the window finds the new token in the shared cache and is sent with it.
-    assert_eq!(
-        request(&host, &w, 14, "api.example.com", "/", Some(BEARER_U)).1,
-        Verdict::Continue
-    );
-    assert_eq!(
-        host.header_of(14, "authorization").as_deref(),
-        Some("Bearer obo-2")
-    );
+    assert_forwarded_with(&host, &w, 14, "Bearer obo-2");
 }
 
 #[test]
@@ -1174,14 +1165,7 @@ fn a_refresh_outlives_a_request_that_joined_it_and_went_away() {
         &ok_answer("obo-2", 1060.into()),
         ROOT,
     );
-    assert_eq!(
-        request(&host, &w, 13, "api.example.com", "/", Some(BEARER_U)).1,
-        Verdict::Continue
-    );
-    assert_eq!(
-        host.header_of(13, "authorization").as_deref(),
-        Some("Bearer obo-2")
-    );
+    assert_forwarded_with(&host, &w, 13, "Bearer obo-2");
     assert_eq!(
         host.dispatched.borrow().len(),
         2,
@@ -1204,14 +1188,7 @@ fn failed_refresh_keeps_serving_the_valid_token() {
     w.borrow_mut()
         .complete(&host, refresh.token_id, &rejected, ROOT);
     host.now.set(host.now.get() + 6);
-    assert_eq!(
-        request(&host, &w, 12, "api.example.com", "/", Some(BEARER_U)).1,
-        Verdict::Continue
-    );
-    assert_eq!(
-        host.header_of(12, "authorization").as_deref(),
-        Some("Bearer obo-1")
-    );
+    assert_forwarded_with(&host, &w, 12, "Bearer obo-1");
     assert_eq!(
         host.dispatched.borrow().len(),
         2,
@@ -1244,14 +1221,7 @@ fn a_token_refreshed_by_one_worker_is_not_refreshed_again_by_another() {
         request(&host, &b, 21, "api.example.com", "/", Some(BEARER_U)).1,
         Verdict::Continue
     );
-    assert_eq!(
-        request(&host, &b, 22, "api.example.com", "/", Some(BEARER_U)).1,
-        Verdict::Continue
-    );
-    assert_eq!(
-        host.header_of(22, "authorization").as_deref(),
-        Some("Bearer obo-2")
-    );
+    assert_forwarded_with(&host, &b, 22, "Bearer obo-2");
     host.enter(ROOT);
     assert_eq!(b.borrow_mut().on_tick(&host, ROOT), 0);
     assert_eq!(
