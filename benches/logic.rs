@@ -88,7 +88,7 @@ fn main() {
         let _ = black_box(read_answer(Some(400), None, black_box(&error)));
     });
     // A token request with private_key_jwt signs a fresh assertion (RS256, 2048-bit key).
-    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).expect("an RSA key");
+    let key = rsa::PrivateKey::new(&mut getrandom::SysRng, 2048).expect("an RSA key");
     let settings = AssertionSettings {
         key: ClientKey::from_jwk(&private_jwk(&key, serde_json::json!({"kid": "bench"})))
             .expect("the key as a JWK"),

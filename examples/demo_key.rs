@@ -2,10 +2,10 @@
 //! `private_key_jwt` (printed as `OBO_DEMO_JWK='…'`, the line docker compose reads from `.env`).
 
 use entra_obo_filter::client_assertion::private_jwk;
-use rsa::RsaPrivateKey;
+use rsa::PrivateKey;
 
 fn main() {
-    let key = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).expect("an RSA key");
+    let key = PrivateKey::new(&mut getrandom::SysRng, 2048).expect("an RSA key");
     let jwk = private_jwk(
         &key,
         serde_json::json!({"kid": "obo-demo", "use": "sig", "alg": "RS256"}),

@@ -6,10 +6,9 @@ use std::fmt;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use rand_core::{OsRng, RngCore};
+use getrandom::SysRng;
 use rsa::signature::{RandomizedSigner, SignatureEncoding};
-use rsa::traits::PublicKeyParts;
-use rsa::{BigUint, RsaPrivateKey};
+use rsa::{BoxedUint, PrivateKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -39,7 +38,7 @@ impl SigningAlg {
 /// The application's private key, with the ids the assertion's header names it by.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientKey {
-    key: RsaPrivateKey,
+    key: PrivateKey,
     kid: Option<String>,
     /// `x5t#S256`: the SHA-256 thumbprint of the JWK's first `x5c` certificate.
     x5t_s256: Option<String>,
@@ -66,11 +65,17 @@ struct Jwk {
 
 const NOT_A_JWK: &str = "is not a JWK (JSON with kty, n, e, d, p and q)";
 
-fn big(field: &str, b64: &str) -> Result<BigUint, String> {
+fn bytes(field: &str, b64: &str) -> Result<Vec<u8>, String> {
     URL_SAFE_NO_PAD
         .decode(b64.trim_end_matches('='))
-        .map(|bytes| BigUint::from_bytes_be(&bytes))
         .map_err(|_| format!("its {field} is not base64url"))
+}
+
+/// A key component as a number `bits` wide: the modulus's width for `n`, `d`, `p` and `q`, as
+/// `rsa` itself reads a PKCS#1 key. A component wider than that is not part of a consistent key.
+fn big(be: &[u8], bits: usize) -> Result<BoxedUint, String> {
+    let bits = u32::try_from(bits.max(8)).map_err(|_| "is too large".to_string())?;
+    BoxedUint::from_be_slice(be, bits).map_err(|_| "is not a consistent RSA key".to_string())
 }
 
 impl ClientKey {
@@ -89,21 +94,22 @@ impl ClientKey {
         let (Some(d), Some(p), Some(q)) = (&jwk.d, &jwk.p, &jwk.q) else {
             return Err("must be a private key with d, p and q".into());
         };
-        let primes = vec![big("p", p)?, big("q", q)?];
-        let mut key = RsaPrivateKey::from_components(
-            big("n", &jwk.n)?,
-            big("e", &jwk.e)?,
-            big("d", d)?,
-            primes,
-        )
-        .map_err(|_| "is not a consistent RSA key".to_string())?;
-        key.validate()
-            .map_err(|_| "is not a consistent RSA key".to_string())?;
-        if key.size() * 8 < MIN_KEY_BITS {
+        let (n, e) = (bytes("n", &jwk.n)?, bytes("e", &jwk.e)?);
+        let (d, p, q) = (bytes("d", d)?, bytes("p", p)?, bytes("q", q)?);
+        if bit_width(&n) < MIN_KEY_BITS {
             return Err(format!("must be at least {MIN_KEY_BITS} bits"));
         }
-        key.precompute()
-            .map_err(|_| "is not a consistent RSA key".to_string())?;
+        // `n` as written, in whole bytes, so that `d`, `p` and `q` fit the same width.
+        let bits = n.len() * 8;
+        // `from_components` checks the key (its primes' product, d·e ≡ 1 mod λ(n)) and
+        // precomputes the CRT values.
+        let key = PrivateKey::from_components(
+            big(&n, bits)?,
+            big(&e, e.len() * 8)?,
+            big(&d, bits)?,
+            vec![big(&p, bits)?, big(&q, bits)?],
+        )
+        .map_err(|_| "is not a consistent RSA key".to_string())?;
         let x5t_s256 = match jwk.x5c.first() {
             None => None,
             Some(cert) => {
@@ -118,6 +124,14 @@ impl ClientKey {
             kid: jwk.kid.filter(|k| !k.is_empty()),
             x5t_s256,
         })
+    }
+}
+
+/// The width in bits of a big-endian number.
+fn bit_width(be: &[u8]) -> usize {
+    match be.iter().position(|&b| b != 0) {
+        Some(i) => (be.len() - i) * 8 - be[i].leading_zeros() as usize,
+        None => 0,
     }
 }
 
@@ -155,9 +169,7 @@ struct Claims<'a> {
 /// A fresh signed assertion for `client_id` at `now`: a new random `jti` every time.
 pub fn sign(settings: &AssertionSettings, client_id: &str, now: u64) -> Result<String, String> {
     let mut jti = [0u8; 16];
-    OsRng
-        .try_fill_bytes(&mut jti)
-        .map_err(|_| "no randomness for the assertion's jti".to_string())?;
+    getrandom::fill(&mut jti).map_err(|_| "no randomness for the assertion's jti".to_string())?;
     let jti = URL_SAFE_NO_PAD.encode(jti);
     let header = Header {
         alg: settings.alg.name(),
@@ -179,10 +191,10 @@ pub fn sign(settings: &AssertionSettings, client_id: &str, now: u64) -> Result<S
     // Randomized (blinded) signing: the key's timing does not depend on what is signed.
     let signature = match settings.alg {
         SigningAlg::Rs256 => rsa::pkcs1v15::SigningKey::<Sha256>::new(key)
-            .try_sign_with_rng(&mut OsRng, signing_input.as_bytes())
+            .try_sign_with_rng(&mut SysRng, signing_input.as_bytes())
             .map(|s| s.to_vec()),
-        SigningAlg::Ps256 => rsa::pss::BlindedSigningKey::<Sha256>::new(key)
-            .try_sign_with_rng(&mut OsRng, signing_input.as_bytes())
+        SigningAlg::Ps256 => rsa::pss::SigningKey::<Sha256>::new(key)
+            .try_sign_with_rng(&mut SysRng, signing_input.as_bytes())
             .map(|s| s.to_vec()),
     }
     .map_err(|_| "the assertion could not be signed".to_string())?;
@@ -201,12 +213,12 @@ fn b64_json<T: Serialize>(part: &T) -> Result<String, String> {
 
 /// `key` as a private JWK (`kty`, `n`, `e`, `d`, `p`, `q`, and the fields of `extra`): for
 /// throw-away keys (`make demo-key`, the benchmarks, the tests).
-pub fn private_jwk(key: &RsaPrivateKey, extra: serde_json::Value) -> String {
+pub fn private_jwk(key: &PrivateKey, extra: serde_json::Value) -> String {
     use rsa::traits::{PrivateKeyParts, PublicKeyParts};
-    let b64 = |n: &rsa::BigUint| URL_SAFE_NO_PAD.encode(n.to_bytes_be());
+    let b64 = |n: &BoxedUint| URL_SAFE_NO_PAD.encode(n.to_be_bytes_trimmed_vartime());
     let mut jwk = serde_json::json!({
         "kty": "RSA",
-        "n": b64(key.n()), "e": b64(key.e()), "d": b64(key.d()),
+        "n": b64(key.n().as_ref()), "e": b64(key.e()), "d": b64(key.d()),
         "p": b64(&key.primes()[0]), "q": b64(&key.primes()[1]),
     });
     for (k, v) in extra.as_object().cloned().unwrap_or_default() {
@@ -220,9 +232,9 @@ pub fn private_jwk(key: &RsaPrivateKey, extra: serde_json::Value) -> String {
 pub(crate) mod test_key {
     use std::sync::OnceLock;
 
-    use rsa::RsaPrivateKey;
+    use rsa::PrivateKey;
 
-    pub fn jwk_of(key: &RsaPrivateKey, extra: serde_json::Value) -> String {
+    pub fn jwk_of(key: &PrivateKey, extra: serde_json::Value) -> String {
         let mut with_kid = serde_json::json!({"kid": "key-1"});
         for (k, v) in extra.as_object().cloned().unwrap_or_default() {
             with_kid[k] = v;
@@ -230,9 +242,9 @@ pub(crate) mod test_key {
         super::private_jwk(key, with_kid)
     }
 
-    pub fn key() -> &'static RsaPrivateKey {
-        static KEY: OnceLock<RsaPrivateKey> = OnceLock::new();
-        KEY.get_or_init(|| RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap())
+    pub fn key() -> &'static PrivateKey {
+        static KEY: OnceLock<PrivateKey> = OnceLock::new();
+        KEY.get_or_init(|| PrivateKey::new(&mut getrandom::SysRng, 2048).unwrap())
     }
 
     pub fn jwk() -> String {
@@ -357,10 +369,40 @@ mod tests {
             assert!(!problem.contains(&d[..20]), "{problem}");
         }
         assert!(ClientKey::from_jwk("not json").is_err());
-        let small = RsaPrivateKey::new(&mut OsRng, 1024).unwrap();
+        let small = PrivateKey::new(&mut SysRng, 1024).unwrap();
         let problem =
             ClientKey::from_jwk(&test_key::jwk_of(&small, serde_json::json!({}))).unwrap_err();
         assert!(problem.contains("2048"), "{problem}");
+    }
+
+    #[test]
+    fn components_written_with_leading_zero_bytes_are_the_same_key() {
+        // RFC 7518 says no leading zeros, but some tools write them; the key is the same.
+        let mut jwk: Value = serde_json::from_str(&test_key::jwk()).unwrap();
+        for part in ["n", "d", "p"] {
+            let mut bytes = URL_SAFE_NO_PAD.decode(jwk[part].as_str().unwrap()).unwrap();
+            bytes.insert(0, 0);
+            jwk[part] = Value::from(URL_SAFE_NO_PAD.encode(bytes));
+        }
+        let padded = ClientKey::from_jwk(&jwk.to_string()).expect("the same key, read");
+        assert_eq!(padded.key.to_public_key(), test_key::key().to_public_key());
+        let jwt = sign(
+            &AssertionSettings {
+                key: padded,
+                ..settings(SigningAlg::Rs256, &test_key::jwk())
+            },
+            "client-1",
+            1_000,
+        )
+        .unwrap();
+        let (_, _, signature, signed) = parts(&jwt);
+        assert_eq!(signature.len(), 256, "a 2048-bit key signs in 256 bytes");
+        rsa::pkcs1v15::VerifyingKey::<Sha256>::new(test_key::key().to_public_key())
+            .verify(
+                signed.as_bytes(),
+                &rsa::pkcs1v15::Signature::try_from(signature.as_slice()).unwrap(),
+            )
+            .expect("the signature verifies with the public key");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::server::Server;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use rsa::RsaPublicKey;
+use rsa::PublicKey;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -81,7 +81,7 @@ enum ClientAuth {
     Secret,
     /// `private_key_jwt`: a `client_assertion` signed by this key, for this `aud`.
     PrivateKey {
-        public: RsaPublicKey,
+        public: PublicKey,
         audience: String,
     },
 }
@@ -156,7 +156,7 @@ impl MockIdp {
 
     /// From now on, expect `client_assertion`s signed by `public`'s key with this `aud` instead
     /// of the client secret.
-    pub fn expect_private_key(&self, public: RsaPublicKey, audience: &str) {
+    pub fn expect_private_key(&self, public: PublicKey, audience: &str) {
         self.state.lock().unwrap().client_auth = ClientAuth::PrivateKey {
             public,
             audience: audience.to_string(),
@@ -396,7 +396,7 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
 /// application's public key, and every header field and claim. Returns its `jti`.
 fn check_assertion(
     jwt: &str,
-    public: &RsaPublicKey,
+    public: &PublicKey,
     audience: &str,
     client_id: &str,
 ) -> Result<String, String> {

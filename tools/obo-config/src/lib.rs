@@ -255,21 +255,15 @@ fn placeholder(name: &str) -> String {
 /// A private key made for this check only, so a configuration that needs one can be checked
 /// without the real one.
 fn throwaway_jwk() -> &'static str {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
     static JWK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     JWK.get_or_init(|| {
-        let Ok(key) = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048) else {
+        let Ok(key) = rsa::PrivateKey::new(&mut getrandom::SysRng, 2048) else {
             return String::new();
         };
-        let b64 = |n: &rsa::BigUint| URL_SAFE_NO_PAD.encode(n.to_bytes_be());
-        serde_json::json!({
-            "kty": "RSA", "kid": "placeholder",
-            "n": b64(key.n()), "e": b64(key.e()), "d": b64(key.d()),
-            "p": b64(&key.primes()[0]), "q": b64(&key.primes()[1]),
-        })
-        .to_string()
+        entra_obo_filter::client_assertion::private_jwk(
+            &key,
+            serde_json::json!({"kid": "placeholder"}),
+        )
     })
 }
 
