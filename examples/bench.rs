@@ -371,7 +371,9 @@ fn start_envoy(
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bench.json");
     let admin_file = dir.path().join("admin");
+    let log_path = dir.path().join("envoy.log");
     std::fs::write(&config, bootstrap.to_string()).unwrap();
+    let log = std::fs::File::create(&log_path).expect("envoy's log file");
     let child = Command::new(support::envoy::envoy_bin())
         .arg("-c")
         .arg(&config)
@@ -385,32 +387,44 @@ fn start_envoy(
         .arg("--admin-address-path")
         .arg(&admin_file)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start envoy");
-    // Many listeners, each with its own Wasm VMs and BENCH_ROUTES routes, take a while to load.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let admin_port = loop {
-        if let Some(p) = std::fs::read_to_string(&admin_file).ok().and_then(|a| {
-            a.trim()
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse::<u16>().ok())
-        }) {
-            break p;
-        }
-        assert!(Instant::now() < deadline, "envoy did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let bench = Bench {
+    // From here on, dropping the bench (a panic included) stops this Envoy.
+    let mut bench = Bench {
         child,
-        admin_port,
+        admin_port: 0,
         variants,
         _dir: dir,
     };
+    // Many listeners, each with its own Wasm VMs and BENCH_ROUTES routes, take a while to load.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let give_up = |why: &str, bench: &mut Bench| {
+        if let Ok(Some(status)) = bench.child.try_wait() {
+            eprintln!("envoy exited with {status}");
+        }
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!("{why}; the end of its log:\n{}", tail.join("\n"));
+    };
+    while bench.admin_port == 0 {
+        bench.admin_port = std::fs::read_to_string(&admin_file)
+            .ok()
+            .and_then(|a| a.trim().rsplit(':').next().and_then(|p| p.parse().ok()))
+            .unwrap_or(0);
+        if bench.admin_port == 0 {
+            if Instant::now() >= deadline || matches!(bench.child.try_wait(), Ok(Some(_))) {
+                give_up("envoy did not start", &mut bench);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     while admin_get(bench.admin_port, "/ready").map(|r| r.trim().to_string()) != Some("LIVE".into())
     {
-        assert!(Instant::now() < deadline, "envoy not ready");
+        if Instant::now() >= deadline || matches!(bench.child.try_wait(), Ok(Some(_))) {
+            give_up("envoy not ready within 90 s", &mut bench);
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     bench
