@@ -93,7 +93,7 @@ lint: wasm-target
 
 # Each fuzz target for FUZZ_SECONDS, from the committed seeds in fuzz/corpus (new inputs go to a
 # scratch folder, so the seeds stay as committed). Needs the nightly toolchain this machine has.
-FUZZ_TARGETS       := config_parser token_response subject_token authorization_header
+FUZZ_TARGETS       := config_parser token_response subject_token authorization_header client_key
 FUZZ_SECONDS       ?= 60
 FUZZ_SMOKE_SECONDS ?= 5
 
