@@ -27,8 +27,8 @@ wasm-target:
 # home: the same .wasm from any machine with the same toolchain, and a few KB smaller.
 # cpubits="32": crypto-bigint (RSA signing) takes 64-bit limbs on wasm32 by default, but Wasm has
 # no 64x64->128-bit multiply, so each limb product goes through a 128-bit multiply routine; with
-# 32-bit limbs it is one i64.mul. Measured side by side (cold path with private_key_jwt): 161 against 108 assertions
-# a second, and 3.5 KB smaller.
+# 32-bit limbs it is one i64.mul. Measured side by side (cold path with private_key_jwt): 161
+# against 108 assertions a second, and 3.5 KB smaller.
 CARGO_HOME ?= $(HOME)/.cargo
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)/registry/src/= --cfg cpubits="32"
 
