@@ -278,6 +278,16 @@ mod tests {
         )
     }
 
+    /// The RS256 `signature` over `signed` verifies with the test key's public half.
+    fn assert_rs256_verifies(signed: &str, signature: &[u8]) {
+        rsa::pkcs1v15::VerifyingKey::<Sha256>::new(test_key::key().to_public_key())
+            .verify(
+                signed.as_bytes(),
+                &rsa::pkcs1v15::Signature::try_from(signature).unwrap(),
+            )
+            .expect("the signature verifies with the public key");
+    }
+
     #[test]
     fn rs256_assertion_is_signed_by_the_key_and_carries_the_documented_claims() {
         let jwt = sign(
@@ -291,13 +301,7 @@ mod tests {
             header,
             serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": "key-1"})
         );
-        let public = test_key::key().to_public_key();
-        rsa::pkcs1v15::VerifyingKey::<Sha256>::new(public)
-            .verify(
-                signed.as_bytes(),
-                &rsa::pkcs1v15::Signature::try_from(signature.as_slice()).unwrap(),
-            )
-            .expect("the signature verifies with the public key");
+        assert_rs256_verifies(&signed, &signature);
         assert_eq!(claims["iss"], "client-1");
         assert_eq!(claims["sub"], "client-1");
         assert_eq!(claims["aud"], "https://login.example/t/oauth2/v2.0/token");
@@ -397,12 +401,7 @@ mod tests {
         .unwrap();
         let (_, _, signature, signed) = parts(&jwt);
         assert_eq!(signature.len(), 256, "a 2048-bit key signs in 256 bytes");
-        rsa::pkcs1v15::VerifyingKey::<Sha256>::new(test_key::key().to_public_key())
-            .verify(
-                signed.as_bytes(),
-                &rsa::pkcs1v15::Signature::try_from(signature.as_slice()).unwrap(),
-            )
-            .expect("the signature verifies with the public key");
+        assert_rs256_verifies(&signed, &signature);
     }
 
     #[test]
