@@ -24,13 +24,10 @@ wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
 # The source paths of dependencies (in panic messages) name the crate, not this machine's cargo
-# home: the same .wasm from any machine with the same toolchain, and a few KB smaller.
-# cpubits="32": crypto-bigint (RSA signing) takes 64-bit limbs on wasm32 by default, but Wasm has
-# no 64x64->128-bit multiply, so each limb product goes through a 128-bit multiply routine; with
-# 32-bit limbs it is one i64.mul. Measured side by side (cold path with private_key_jwt): 161
-# against 108 assertions a second, and 3.5 KB smaller.
+# home: the same .wasm from any machine with the same toolchain, and a few KB smaller. Cargo adds
+# these flags to those in .cargo/config.toml (32-bit limbs for RSA signing).
 CARGO_HOME ?= $(HOME)/.cargo
-export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)/registry/src/= --cfg cpubits="32"
+export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)/registry/src/=
 
 # The release .wasm, then binaryen's tools over it in place (Debian package binaryen):
 # - wasm-metadce keeps only the exports listed in src/proxy/exports.json. Envoy calls into the VM
