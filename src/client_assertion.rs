@@ -9,7 +9,8 @@ use base64::Engine;
 use getrandom::SysRng;
 use rsa::signature::{RandomizedSigner, SignatureEncoding};
 use rsa::{BoxedUint, PrivateKey};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -17,13 +18,20 @@ pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-
 const MIN_KEY_BITS: usize = 2048;
 
 /// The JWS algorithm of the assertion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SigningAlg {
     #[default]
-    #[serde(rename = "RS256")]
     Rs256,
-    #[serde(rename = "PS256")]
     Ps256,
+}
+
+impl crate::json::FromJson for SigningAlg {
+    const EXPECTED: &'static str = "`RS256` or `PS256`";
+    fn from_json(value: &Value) -> Option<Self> {
+        [SigningAlg::Rs256, SigningAlg::Ps256]
+            .into_iter()
+            .find(|alg| value.as_str() == Some(alg.name()))
+    }
 }
 
 impl SigningAlg {
@@ -50,19 +58,6 @@ impl fmt::Debug for ClientKey {
     }
 }
 
-#[derive(Deserialize)]
-struct Jwk {
-    kty: String,
-    n: String,
-    e: String,
-    d: Option<String>,
-    p: Option<String>,
-    q: Option<String>,
-    kid: Option<String>,
-    #[serde(default)]
-    x5c: Vec<String>,
-}
-
 const NOT_A_JWK: &str = "is not a JWK (JSON with kty, n, e, d, p and q)";
 
 fn bytes(field: &str, b64: &str) -> Result<Vec<u8>, String> {
@@ -85,16 +80,37 @@ impl ClientKey {
     }
 
     /// Reads an RSA private key from a JWK already read as JSON.
-    pub fn from_jwk_value(jwk: serde_json::Value) -> Result<ClientKey, String> {
-        // serde's message could quote a value, and every value here is key material.
-        let jwk: Jwk = serde_json::from_value(jwk).map_err(|_| NOT_A_JWK.to_string())?;
-        if jwk.kty != "RSA" {
+    pub fn from_jwk_value(jwk: Value) -> Result<ClientKey, String> {
+        // One message for every malformed JWK: every value here is key material, never quoted.
+        let not_a_jwk = || NOT_A_JWK.to_string();
+        let Value::Object(jwk) = jwk else {
+            return Err(not_a_jwk());
+        };
+        // A member that is absent or null is None; one of another type is not a JWK.
+        let member = |name: &str| match jwk.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(not_a_jwk()),
+        };
+        let (kty, n, e) = match (member("kty")?, member("n")?, member("e")?) {
+            (Some(kty), Some(n), Some(e)) => (kty, n, e),
+            _ => return Err(not_a_jwk()),
+        };
+        let (d, p, q, kid) = (member("d")?, member("p")?, member("q")?, member("kid")?);
+        let first_x5c = match jwk.get("x5c") {
+            None => None,
+            Some(Value::Array(certs)) if certs.iter().all(Value::is_string) => {
+                certs.first().and_then(Value::as_str)
+            }
+            Some(_) => return Err(not_a_jwk()),
+        };
+        if kty != "RSA" {
             return Err("must be an RSA key (kty RSA)".into());
         }
-        let (Some(d), Some(p), Some(q)) = (&jwk.d, &jwk.p, &jwk.q) else {
+        let (Some(d), Some(p), Some(q)) = (d, p, q) else {
             return Err("must be a private key with d, p and q".into());
         };
-        let (n, e) = (bytes("n", &jwk.n)?, bytes("e", &jwk.e)?);
+        let (n, e) = (bytes("n", n)?, bytes("e", e)?);
         let (d, p, q) = (bytes("d", d)?, bytes("p", p)?, bytes("q", q)?);
         if bit_width(&n) < MIN_KEY_BITS {
             return Err(format!("must be at least {MIN_KEY_BITS} bits"));
@@ -110,7 +126,7 @@ impl ClientKey {
             vec![big(&p, bits)?, big(&q, bits)?],
         )
         .map_err(|_| "is not a consistent RSA key".to_string())?;
-        let x5t_s256 = match jwk.x5c.first() {
+        let x5t_s256 = match first_x5c {
             None => None,
             Some(cert) => {
                 let der = STANDARD
@@ -121,7 +137,7 @@ impl ClientKey {
         };
         Ok(ClientKey {
             key,
-            kid: jwk.kid.filter(|k| !k.is_empty()),
+            kid: kid.filter(|k| !k.is_empty()).map(str::to_string),
             x5t_s256,
         })
     }

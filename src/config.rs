@@ -4,10 +4,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::client_assertion::{AssertionSettings, ClientKey, SigningAlg};
+use crate::json::{self, FromJson};
 use crate::target_match::HostPattern;
 
 pub const ENV_TOKEN_ENDPOINT: &str = "AZURE_OPENID_CONFIG_TOKEN_ENDPOINT";
@@ -75,8 +75,7 @@ pub struct Provider {
 }
 
 /// The OAuth 2.0 grant a provider is asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Grant {
     /// Entra ID's on-behalf-of flow: the caller's token for one for the target's scope.
     #[default]
@@ -121,6 +120,19 @@ impl Grant {
     }
 }
 
+impl FromJson for Grant {
+    const EXPECTED: &'static str = "`on_behalf_of`, `client_credentials` or `token_exchange`";
+    fn from_json(value: &Value) -> Option<Self> {
+        [
+            Grant::OnBehalfOf,
+            Grant::ClientCredentials,
+            Grant::TokenExchange,
+        ]
+        .into_iter()
+        .find(|grant| value.as_str() == Some(grant.name()))
+    }
+}
+
 struct EnvNames {
     endpoint: &'static str,
     client_id: &'static str,
@@ -129,8 +141,7 @@ struct EnvNames {
 }
 
 /// What a `client_credentials` target does with a request that already carries `Authorization`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ExistingAuthorization {
     /// Put the application's token in its place (the caller's never reaches the upstream).
     #[default]
@@ -139,6 +150,17 @@ pub enum ExistingAuthorization {
     Keep,
     /// Answer 400.
     Refuse,
+}
+
+impl FromJson for ExistingAuthorization {
+    const EXPECTED: &'static str = "`replace`, `keep` or `refuse`";
+    fn from_json(value: &Value) -> Option<Self> {
+        use ExistingAuthorization::*;
+        json::named(
+            value,
+            &[("replace", Replace), ("keep", Keep), ("refuse", Refuse)],
+        )
+    }
 }
 
 /// The local checks on a subject token before it is exchanged.
@@ -176,12 +198,24 @@ pub struct Target {
     pub resource: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Unmatched {
     #[default]
     Passthrough,
     Deny,
+}
+
+impl FromJson for Unmatched {
+    const EXPECTED: &'static str = "`passthrough` or `deny`";
+    fn from_json(value: &Value) -> Option<Self> {
+        json::named(
+            value,
+            &[
+                ("passthrough", Unmatched::Passthrough),
+                ("deny", Unmatched::Deny),
+            ],
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,16 +391,15 @@ impl<'a> Fields<'a> {
     }
 
     /// The field as a T; None if it is absent, or of the wrong type (reported).
-    fn opt<T: serde::de::DeserializeOwned>(&mut self, field: &'static str) -> Option<T> {
+    fn opt<T: FromJson>(&mut self, field: &'static str) -> Option<T> {
         let value = self.value(field)?;
-        match serde_json::from_value(value) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let path = self.path(field);
-                self.problems.0.push(ConfigError::new(path, e.to_string()));
-                None
-            }
+        let read = T::from_json(&value);
+        if read.is_none() {
+            let path = self.path(field);
+            let problem = format!("must be {}, not {}", T::EXPECTED, json::described(&value));
+            self.problems.0.push(ConfigError::new(path, problem));
         }
+        read
     }
 
     /// A string that is a secret: a value of another type is refused without being quoted (serde's
@@ -383,12 +416,12 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn or<T: serde::de::DeserializeOwned>(&mut self, field: &'static str, default: T) -> T {
+    fn or<T: FromJson>(&mut self, field: &'static str, default: T) -> T {
         self.opt(field).unwrap_or(default)
     }
 
     /// A field the configuration cannot go without; its absence is reported.
-    fn required<T: serde::de::DeserializeOwned>(&mut self, field: &'static str) -> Option<T> {
+    fn required<T: FromJson>(&mut self, field: &'static str) -> Option<T> {
         if self.map.get(field).is_none_or(Value::is_null) {
             let path = self.path(field);
             self.problems.0.push(ConfigError::new(path, "is required"));
@@ -1552,7 +1585,14 @@ mod tests {
             text.contains("cache.max_entrys: is not a known field"),
             "{text}"
         );
-        assert!(text.contains("unknown variant `allow`"), "{text}");
+        // Each wrong value says what the field takes and what it got.
+        for message in [
+            "unmatched: must be `passthrough` or `deny`, not the string \"allow\"",
+            "token_timeout_ms: must be a whole number, 0 or more, not `-5`",
+            "targets[1].scope: must be a string, not `7`",
+        ] {
+            assert!(text.contains(message), "{text}");
+        }
     }
 
     #[test]

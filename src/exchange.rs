@@ -394,7 +394,7 @@ impl Worker {
                     Some(Settlement::Forward(format!("Bearer {token}")))
                 }
                 Some(Cached::Rejected(json)) => {
-                    let idp: IdpError = serde_json::from_str(&json).unwrap_or_default();
+                    let idp = IdpError::from_json(json.as_bytes()).unwrap_or_default();
                     let refusal = Refusal::Exchange(ExchangeFailure::InvalidGrant(Box::new(idp)));
                     Some(Settlement::Refuse(reply_for(&refusal)))
                 }

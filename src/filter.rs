@@ -172,7 +172,7 @@ impl RequestFilter {
                 return Verdict::Continue;
             }
             Some(Cached::Rejected(error_json)) => {
-                let idp: IdpError = serde_json::from_str(&error_json).unwrap_or_default();
+                let idp = IdpError::from_json(error_json.as_bytes()).unwrap_or_default();
                 let refusal = Refusal::Exchange(ExchangeFailure::InvalidGrant(Box::new(idp)));
                 return refuse(host, &refusal);
             }

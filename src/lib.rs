@@ -16,6 +16,8 @@
 //! - `metrics`: the counters and the latency histogram Envoy's stats show;
 //! - `filter`: one request's way through all of the above.
 //!
+//! `json` reads typed values out of parsed JSON for all of them.
+//!
 //! None of these import proxy-wasm; `proxy` is the thin shell over the host.
 
 // A panic aborts the worker's Wasm VM: filter code returns errors instead. Tests may panic.
@@ -35,6 +37,7 @@ pub mod exchange;
 pub mod filter;
 pub mod front_cache;
 pub mod host;
+pub mod json;
 pub mod metrics;
 pub mod subject_token;
 pub mod target_match;

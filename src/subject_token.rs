@@ -5,7 +5,7 @@
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine};
-use serde::Deserialize;
+use serde_json::Value;
 
 /// base64url that accepts the padded and the unpadded form.
 const BASE64URL: GeneralPurpose = GeneralPurpose::new(
@@ -65,15 +65,6 @@ pub struct SubjectClaims {
     pub aud: Vec<String>,
 }
 
-#[derive(Deserialize)]
-struct RawClaims {
-    exp: Option<serde_json::Number>,
-    /// A string or a list of strings. (Read as JSON and matched below: serde's untagged enums
-    /// buffer the value in code of their own, which the .wasm would carry only for this.)
-    #[serde(default)]
-    aud: Option<serde_json::Value>,
-}
-
 /// Decodes the payload of a JWT; the signature is Entra ID's to check, not ours.
 pub fn read_claims(token: &str) -> Result<SubjectClaims, SubjectTokenProblem> {
     use SubjectTokenProblem::NotJwt;
@@ -94,11 +85,13 @@ pub fn read_claims(token: &str) -> Result<SubjectClaims, SubjectTokenProblem> {
         return Err(NotJwt);
     }
     let json = BASE64URL.decode(payload).map_err(|_| NotJwt)?;
-    let raw: RawClaims = serde_json::from_slice(&json).map_err(|_| NotJwt)?;
+    let Ok(Value::Object(claims)) = serde_json::from_slice(&json) else {
+        return Err(NotJwt);
+    };
     // A fractional or negative `exp` is legal JSON; round it toward "already expired".
-    let exp = match raw.exp {
-        None => None,
-        Some(n) => Some(
+    let exp = match claims.get("exp") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(
             n.as_u64()
                 .or_else(|| {
                     n.as_f64()
@@ -106,16 +99,15 @@ pub fn read_claims(token: &str) -> Result<SubjectClaims, SubjectTokenProblem> {
                 })
                 .ok_or(NotJwt)?,
         ),
+        Some(_) => return Err(NotJwt),
     };
-    let aud = match raw.aud {
-        None => Vec::new(),
-        Some(serde_json::Value::String(a)) => vec![a],
-        Some(serde_json::Value::Array(items)) => items
-            .into_iter()
-            .map(|item| match item {
-                serde_json::Value::String(a) => Ok(a),
-                _ => Err(NotJwt),
-            })
+    // A string or a list of strings.
+    let aud = match claims.get("aud") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(a)) => vec![a.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_string).ok_or(NotJwt))
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(NotJwt),
     };

@@ -1,7 +1,9 @@
 //! Reading the token endpoint's answer: an issued token, or why there is none.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
+
+use crate::json;
 
 /// Token responses larger than this are refused unread.
 pub const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
@@ -17,12 +19,10 @@ pub struct IssuedToken {
 }
 
 /// The error fields Entra ID puts in a failed token response, as far as it gave them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct IdpError {
-    #[serde(default)]
     pub error: String,
     pub error_description: Option<String>,
-    #[serde(default)]
     pub error_codes: Vec<u64>,
     pub suberror: Option<String>,
     pub trace_id: Option<String>,
@@ -56,10 +56,28 @@ pub enum ExchangeFailure {
     Unreachable,
 }
 
-#[derive(Deserialize)]
-struct SuccessBody {
-    access_token: Option<String>,
-    expires_in: Option<Value>,
+impl IdpError {
+    /// Reads the error fields of a token endpoint's JSON answer (or of one kept in the cache);
+    /// None when it has no `error`. A field of another type than Entra ID documents is left out.
+    pub fn from_json(text: &[u8]) -> Option<IdpError> {
+        let Ok(Value::Object(fields)) = serde_json::from_slice(text) else {
+            return None;
+        };
+        let error = json::text(&fields, "error").filter(|e| !e.is_empty())?;
+        let error_codes = match fields.get("error_codes") {
+            Some(Value::Array(codes)) => codes.iter().filter_map(Value::as_u64).collect(),
+            _ => Vec::new(),
+        };
+        Some(IdpError {
+            error,
+            error_description: json::text(&fields, "error_description"),
+            error_codes,
+            suberror: json::text(&fields, "suberror"),
+            trace_id: json::text(&fields, "trace_id"),
+            correlation_id: json::text(&fields, "correlation_id"),
+            claims: json::text(&fields, "claims"),
+        })
+    }
 }
 
 /// Reads a callout's answer. `status` is None when Envoy gave no `:status` (a reset).
@@ -108,15 +126,16 @@ pub fn read_answer(
 }
 
 fn read_success(body: &[u8]) -> Result<IssuedToken, ExchangeFailure> {
-    let parsed: SuccessBody = serde_json::from_slice(body)
-        .map_err(|_| ExchangeFailure::BadAnswer("token response is not a JSON object"))?;
-    let access_token =
-        parsed
-            .access_token
-            .filter(|t| !t.is_empty())
-            .ok_or(ExchangeFailure::BadAnswer(
-                "token response has no access_token",
-            ))?;
+    let Ok(Value::Object(parsed)) = serde_json::from_slice(body) else {
+        return Err(ExchangeFailure::BadAnswer(
+            "token response is not a JSON object",
+        ));
+    };
+    let Some(access_token) = json::text(&parsed, "access_token").filter(|t| !t.is_empty()) else {
+        return Err(ExchangeFailure::BadAnswer(
+            "token response has no access_token",
+        ));
+    };
     if access_token.len() > MAX_ACCESS_TOKEN_BYTES {
         return Err(ExchangeFailure::BadAnswer("access_token is too large"));
     }
@@ -125,7 +144,7 @@ fn read_success(body: &[u8]) -> Result<IssuedToken, ExchangeFailure> {
             "access_token has characters a header cannot carry",
         ));
     }
-    let expires_in = match parsed.expires_in {
+    let expires_in = match parsed.get("expires_in") {
         None | Some(Value::Null) => 0,
         Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
         Some(Value::String(s)) => s
@@ -141,10 +160,7 @@ fn read_success(body: &[u8]) -> Result<IssuedToken, ExchangeFailure> {
 }
 
 fn read_error(body: &[u8]) -> Option<Box<IdpError>> {
-    serde_json::from_slice::<IdpError>(body)
-        .ok()
-        .filter(|e| !e.error.is_empty())
-        .map(Box::new)
+    IdpError::from_json(body).map(Box::new)
 }
 
 #[cfg(test)]
@@ -278,6 +294,7 @@ mod tests {
             br#"{"access_token":"","expires_in":3599}"#,
             br#"{"access_token":"a\nb","expires_in":3599}"#,
             br#"{"access_token":"abc","expires_in":"soon"}"#,
+            br#"{"access_token":{"value":"abc"},"expires_in":3599}"#,
             br#"[1,2]"#,
             b"\xff\xfe",
         ] {
@@ -311,6 +328,29 @@ mod tests {
     fn success_without_expiry_is_used_but_not_cacheable() {
         let t = read_answer(Some(200), None, br#"{"access_token":"abc"}"#).unwrap();
         assert_eq!(t.expires_in, 0);
+    }
+
+    #[test]
+    fn an_idp_error_keeps_its_error_when_another_field_has_an_unexpected_type() {
+        // `error` decides the answer; a field Entra ID might one day write differently must not
+        // turn an invalid_grant into an unexplained IdP error.
+        let body = br#"{"error":"invalid_grant","error_codes":["AADSTS50013",50013],"trace_id":7,
+                        "correlation_id":"c0ffee","timestamp":"2026-11-26 06:00:00Z"}"#;
+        match read_answer(Some(400), None, body) {
+            Err(ExchangeFailure::InvalidGrant(e)) => {
+                assert_eq!(e.error_codes, [50013]);
+                assert_eq!(e.trace_id, None);
+                assert_eq!(e.correlation_id.as_deref(), Some("c0ffee"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_error_kept_in_the_cache_reads_back_the_same() {
+        let idp = IdpError::from_json(&fixture("error-consent-required.json")).unwrap();
+        let kept = serde_json::to_string(&idp).unwrap();
+        assert_eq!(IdpError::from_json(kept.as_bytes()), Some(idp));
     }
 
     #[test]
