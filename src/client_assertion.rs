@@ -92,9 +92,14 @@ impl ClientKey {
             Some(Value::String(s)) => Ok(Some(s.as_str())),
             Some(_) => Err(not_a_jwk()),
         };
-        let (kty, n, e) = match (member("kty")?, member("n")?, member("e")?) {
-            (Some(kty), Some(n), Some(e)) => (kty, n, e),
-            _ => return Err(not_a_jwk()),
+        // An EC or oct key (no `n`) is told what kind of key it must be.
+        match member("kty")? {
+            Some("RSA") => {}
+            Some(_) => return Err("must be an RSA key (kty RSA)".into()),
+            None => return Err(not_a_jwk()),
+        }
+        let (Some(n), Some(e)) = (member("n")?, member("e")?) else {
+            return Err(not_a_jwk());
         };
         let (d, p, q, kid) = (member("d")?, member("p")?, member("q")?, member("kid")?);
         let first_x5c = match jwk.get("x5c") {
@@ -104,9 +109,6 @@ impl ClientKey {
             }
             Some(_) => return Err(not_a_jwk()),
         };
-        if kty != "RSA" {
-            return Err("must be an RSA key (kty RSA)".into());
-        }
         let (Some(d), Some(p), Some(q)) = (d, p, q) else {
             return Err("must be a private key with d, p and q".into());
         };
@@ -384,6 +386,12 @@ mod tests {
         tampered["p"] = full["q"].clone();
         let mut ec = full.clone();
         ec["kty"] = serde_json::json!("EC");
+        let ec_key =
+            serde_json::json!({"kty": "EC", "crv": "P-256", "x": "eA", "y": "eQ", "d": &d});
+        assert_eq!(
+            ClientKey::from_jwk_value(ec_key).unwrap_err(),
+            "must be an RSA key (kty RSA)"
+        );
         for bad in [public_only, wrong_type, tampered, ec] {
             let problem = ClientKey::from_jwk(&bad.to_string()).unwrap_err();
             assert!(!problem.contains(&d[..20]), "{problem}");
