@@ -93,7 +93,8 @@ struct State {
     client_auth: ClientAuth,
     /// The `client_id` (and assertion issuer) the application must present.
     client_id: String,
-    /// Every assertion `jti` seen: a reused one is refused, as Entra ID refuses replays.
+    /// Every assertion `jti` seen: a reused one is refused (as RFC 7523 allows and Keycloak does;
+    /// Entra ID accepts one until its `exp`), which shows that each token request signs anew.
     seen_jti: HashSet<String>,
 }
 
