@@ -402,7 +402,7 @@ impl<'a> Fields<'a> {
         read
     }
 
-    /// A string that is a secret: a value of another type is refused without being quoted (serde's
+    /// A string that is a secret: a value of another type is refused without being quoted (`opt`'s
     /// message would quote it).
     fn secret(&mut self, field: &'static str) -> Option<String> {
         match self.value(field)? {
