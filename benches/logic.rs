@@ -95,6 +95,7 @@ fn main() {
         alg: Default::default(),
         audience: "https://login.microsoftonline.com/t/oauth2/v2.0/token".into(),
         lifetime_s: 60,
+        reuse_s: 0,
     };
     bench("client assertion, RS256 with a 2048-bit key", || {
         let _ = black_box(client_assertion::sign(&settings, "client", 1_800_000_000));

@@ -82,8 +82,14 @@ fn obo_config(idp: &MockIdp, cluster: &str, max_entries: u32) -> String {
     .to_string()
 }
 
-/// The same, authenticating with a private key (a signed assertion per token request).
-fn obo_config_with_key(idp: &MockIdp, cluster: &str, max_entries: u32) -> String {
+/// The same, authenticating with a private key: a signed assertion sent again for `reuse_s`
+/// (None: the default, 30 s), or (0) a new one for every token request.
+fn obo_config_with_key(
+    idp: &MockIdp,
+    cluster: &str,
+    max_entries: u32,
+    reuse_s: Option<u64>,
+) -> String {
     let mut config: Value = serde_json::from_str(&obo_config(idp, cluster, max_entries)).unwrap();
     let fields = config.as_object_mut().unwrap();
     fields.remove("client_secret");
@@ -91,6 +97,9 @@ fn obo_config_with_key(idp: &MockIdp, cluster: &str, max_entries: u32) -> String
         "client_jwk".into(),
         json!(support::client_key::client_key().jwk),
     );
+    if let Some(reuse_s) = reuse_s {
+        fields.insert("client_assertion".into(), json!({ "reuse_s": reuse_s }));
+    }
     config.to_string()
 }
 
@@ -170,7 +179,12 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
         "obo_cold_key" => vec![wasm_filter(
             "entra_obo_cold",
             &wasm,
-            &obo_config_with_key(idp, "entra_id_slow", max_entries),
+            &obo_config_with_key(idp, "entra_id_slow", max_entries, None),
+        )],
+        "obo_cold_key_each" => vec![wasm_filter(
+            "entra_obo_cold",
+            &wasm,
+            &obo_config_with_key(idp, "entra_id_slow", max_entries, Some(0)),
         )],
         other => panic!("unknown filter set {other}"),
     }
@@ -868,37 +882,49 @@ fn main() {
                 r.p99_ms,
                 r.non_2xx
             );
-            // The same with private_key_jwt: an RSA signature in the VM per token request.
-            let key_idp = MockIdp::start();
-            key_idp.set(Behaviour::Delay(
-                Duration::from_millis(20),
-                Box::new(Behaviour::issue()),
-            ));
-            key_idp.expect_private_key(
-                support::client_key::client_key().public.clone(),
-                &key_idp.endpoint(),
-            );
-            let key_port = free_port();
-            let key_bench = start_envoy(1, &idp, &key_idp, (key_port, "obo_cold_key"), 200_000);
-            let tokens = write_tokens(scratch.path(), users, "cold-key");
-            let r = wrk(
-                key_port,
-                seconds * 2,
-                1,
-                64,
-                Some(&sequential),
-                &[("BENCH_TOKENS", &tokens)],
-            );
-            let signed = key_idp.count();
-            println!(
-                "Cold path with `private_key_jwt` (an RS256 assertion signed in the VM for each token request), same load: {:.0} exchanges/s, p50 {:.1} ms, p99 {:.1} ms, {} non-2xx, {} refused by the mock.",
-                signed as f64 / (seconds * 2) as f64,
-                r.p50_ms,
-                r.p99_ms,
-                r.non_2xx,
-                key_idp.violations().len()
-            );
-            drop(key_bench);
+            // The same with private_key_jwt (RS256 assertions signed in the VM): one assertion
+            // sent again for `reuse_s` (the default), then a new one for every token request.
+            for (kind, how) in [
+                (
+                    "obo_cold_key",
+                    "one assertion sent again for `reuse_s`, the default",
+                ),
+                (
+                    "obo_cold_key_each",
+                    "a new assertion per token request, `reuse_s` 0",
+                ),
+            ] {
+                let key_idp = MockIdp::start();
+                key_idp.set(Behaviour::Delay(
+                    Duration::from_millis(20),
+                    Box::new(Behaviour::issue()),
+                ));
+                key_idp.expect_private_key(
+                    support::client_key::client_key().public.clone(),
+                    &key_idp.endpoint(),
+                );
+                let key_port = free_port();
+                let key_bench = start_envoy(1, &idp, &key_idp, (key_port, kind), 200_000);
+                let tokens = write_tokens(scratch.path(), users, kind);
+                let r = wrk(
+                    key_port,
+                    seconds * 2,
+                    1,
+                    64,
+                    Some(&sequential),
+                    &[("BENCH_TOKENS", &tokens)],
+                );
+                let exchanges = key_idp.count();
+                println!(
+                    "Cold path with `private_key_jwt`, {how}, same load: {:.0} exchanges/s, p50 {:.1} ms, p99 {:.1} ms, {} non-2xx, {} refused by the mock.",
+                    exchanges as f64 / (seconds * 2) as f64,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.non_2xx,
+                    key_idp.violations().len()
+                );
+                drop(key_bench);
+            }
         }
     }
 

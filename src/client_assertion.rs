@@ -1,6 +1,8 @@
 //! Client authentication with a private key (`private_key_jwt`): the application's RSA key, read
-//! once from a JWK, signs a short-lived JWT for every token request, sent as `client_assertion`
-//! instead of a client secret. The key never leaves this module and never shows in `Debug`.
+//! once from a JWK, signs a short-lived JWT, sent as `client_assertion` instead of a client
+//! secret. A worker sends the assertion it signed last again for `reuse_s` (Entra ID accepts one
+//! until its `exp`), or signs one for every token request. The key never leaves this module and
+//! never shows in `Debug`.
 
 use std::fmt;
 
@@ -161,6 +163,8 @@ pub struct AssertionSettings {
     /// The `aud` claim: the token endpoint unless configured (NAIS's sidecar uses the issuer).
     pub audience: String,
     pub lifetime_s: u64,
+    /// How long after signing an assertion is sent again; 0: a new one for every token request.
+    pub reuse_s: u64,
 }
 
 #[derive(Serialize)]
@@ -220,6 +224,48 @@ pub fn sign(settings: &AssertionSettings, client_id: &str, now: u64) -> Result<S
         "{signing_input}.{}",
         URL_SAFE_NO_PAD.encode(signature)
     ))
+}
+
+/// The assertion a worker signed last for one provider. Signing takes a worker about 6 ms (RSA in
+/// the VM), during which its other requests wait; Entra ID accepts an assertion again until its
+/// `exp`, so one signature can serve every token request of a few seconds.
+#[derive(Default)]
+pub struct LastAssertion(Option<Signed>);
+
+struct Signed {
+    jwt: String,
+    /// Sent again before this second (`reuse_s` after signing)...
+    reuse_until: u64,
+    /// ...if the token endpoint will have it before its `exp`.
+    exp: u64,
+}
+
+impl LastAssertion {
+    /// The assertion for a token request sent at `now` that the token endpoint receives before
+    /// `arrive_by` at the latest: the last one while its reuse lasts and it is still valid then,
+    /// or a newly signed one.
+    pub fn for_request(
+        &mut self,
+        settings: &AssertionSettings,
+        client_id: &str,
+        now: u64,
+        arrive_by: u64,
+    ) -> Result<&str, String> {
+        let signed = match self.0.take() {
+            Some(last) if now < last.reuse_until && arrive_by < last.exp => last,
+            _ => Signed {
+                jwt: sign(settings, client_id, now)?,
+                reuse_until: now.saturating_add(settings.reuse_s),
+                exp: now.saturating_add(settings.lifetime_s),
+            },
+        };
+        Ok(&self.0.insert(signed).jwt)
+    }
+
+    /// Signs anew next time: the token endpoint refused the client (`invalid_client`).
+    pub fn forget(&mut self) {
+        self.0 = None;
+    }
 }
 
 /// A JWT part: JSON, base64url without padding.
@@ -282,6 +328,7 @@ mod tests {
             alg,
             audience: "https://login.example/t/oauth2/v2.0/token".into(),
             lifetime_s: 60,
+            reuse_s: 30,
         }
     }
 
@@ -358,6 +405,59 @@ mod tests {
             jti(sign(&s, "c", 1).unwrap()),
         );
         assert_ne!(a, b);
+    }
+
+    /// The assertion `last` gives for a request at `now` that arrives by `arrive_by`.
+    fn next(last: &mut LastAssertion, s: &AssertionSettings, now: u64, arrive_by: u64) -> String {
+        last.for_request(s, "c", now, arrive_by)
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn the_last_assertion_is_sent_again_until_reuse_s_has_passed() {
+        // Signed at 1,000: reused until 1,030, valid until 1,060.
+        let s = settings(SigningAlg::Rs256, &test_key::jwk());
+        let mut last = LastAssertion::default();
+        let first = next(&mut last, &s, 1_000, 1_005);
+        assert_eq!(next(&mut last, &s, 1_029, 1_034), first);
+        let second = next(&mut last, &s, 1_030, 1_035);
+        assert_ne!(second, first);
+        assert_eq!(parts(&second).1["iat"], 1_030);
+        assert_eq!(next(&mut last, &s, 1_031, 1_036), second);
+    }
+
+    #[test]
+    fn an_assertion_that_would_expire_before_it_arrives_is_not_sent_again() {
+        let s = AssertionSettings {
+            reuse_s: 60,
+            ..settings(SigningAlg::Rs256, &test_key::jwk())
+        };
+        let mut last = LastAssertion::default();
+        let first = next(&mut last, &s, 1_000, 1_005);
+        assert_eq!(next(&mut last, &s, 1_054, 1_059), first);
+        // Its exp is 1,060: a request that may arrive then gets a new one.
+        assert_ne!(next(&mut last, &s, 1_055, 1_060), first);
+    }
+
+    #[test]
+    fn with_reuse_s_0_every_request_gets_a_new_assertion() {
+        let s = AssertionSettings {
+            reuse_s: 0,
+            ..settings(SigningAlg::Rs256, &test_key::jwk())
+        };
+        let mut last = LastAssertion::default();
+        let first = next(&mut last, &s, 1_000, 1_005);
+        assert_ne!(next(&mut last, &s, 1_000, 1_005), first);
+    }
+
+    #[test]
+    fn a_forgotten_assertion_is_not_sent_again() {
+        let s = settings(SigningAlg::Rs256, &test_key::jwk());
+        let mut last = LastAssertion::default();
+        let first = next(&mut last, &s, 1_000, 1_005);
+        last.forget();
+        assert_ne!(next(&mut last, &s, 1_001, 1_006), first);
     }
 
     #[test]

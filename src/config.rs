@@ -575,6 +575,7 @@ struct RawAssertion {
     alg: SigningAlg,
     audience: Option<String>,
     lifetime_s: u64,
+    reuse_s: Option<u64>,
 }
 
 impl RawAssertion {
@@ -583,6 +584,7 @@ impl RawAssertion {
             alg: f.or("alg", SigningAlg::default()),
             audience: f.opt("audience"),
             lifetime_s: f.or("lifetime_s", DEFAULT_ASSERTION_LIFETIME_S),
+            reuse_s: f.opt("reuse_s"),
         }
     }
 }
@@ -909,7 +911,7 @@ fn validate_provider(
         jwk: raw.client_jwk,
         assertion: raw.client_assertion,
     };
-    let client_auth = client_auth(prefix, &names, credentials, endpoint_url, env, p);
+    let client_auth = client_auth(prefix, &names, credentials, raw.grant, endpoint_url, env, p);
     let existing_authorization = match raw.existing_authorization {
         Some(_) if raw.grant != Grant::ClientCredentials => {
             p.0.push(ConfigError::new(
@@ -947,6 +949,7 @@ fn client_auth(
     prefix: &str,
     names: &EnvNames,
     raw: RawCredentials,
+    grant: Grant,
     endpoint_url: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
     p: &mut Problems,
@@ -957,6 +960,22 @@ fn client_auth(
         p.0.push(ConfigError::new(
             field("client_assertion.lifetime_s"),
             format!("must be between 1 and {MAX_ASSERTION_LIFETIME_S}"),
+        ));
+    }
+    // Entra ID accepts an assertion until its exp, and on-behalf-of needs one for every new
+    // user; an IdP that refuses a repeated `jti` (Keycloak) gets a new one unless configured.
+    let reuse_s = match (assertion.reuse_s, grant) {
+        (Some(reuse_s), _) => reuse_s,
+        (None, Grant::OnBehalfOf) => assertion.lifetime_s / 2,
+        (None, _) => 0,
+    };
+    if assertion.reuse_s.is_some() && reuse_s >= assertion.lifetime_s {
+        p.0.push(ConfigError::new(
+            field("client_assertion.reuse_s"),
+            format!(
+                "must be less than client_assertion.lifetime_s ({})",
+                assertion.lifetime_s
+            ),
         ));
     }
     let audience = match assertion.audience {
@@ -1008,6 +1027,7 @@ fn client_auth(
         alg: assertion.alg,
         audience: audience?,
         lifetime_s: assertion.lifetime_s,
+        reuse_s,
     })))
 }
 
@@ -1718,6 +1738,46 @@ mod tests {
             .unwrap_err()
             .field
             .starts_with("client_assertion"));
+    }
+
+    #[test]
+    fn an_assertion_is_sent_again_for_half_its_lifetime_by_default_with_on_behalf_of_only() {
+        let reuse = |cfg: &Config| -> Vec<u64> {
+            let settings = cfg.providers.iter().map(|p| match &p.client_auth {
+                ClientAuth::PrivateKey(settings) => settings.reuse_s,
+                ClientAuth::Secret(_) => panic!("a secret where a private key was expected"),
+            });
+            settings.collect()
+        };
+        let env = jwk_env(&[
+            (ENV_TOKEN_X_ENDPOINT, "https://tokenx.example/token"),
+            (ENV_TOKEN_X_CLIENT_ID, "dev:team:me"),
+        ]);
+        // on_behalf_of, client_credentials, token_exchange.
+        assert_eq!(reuse(&parse_value(&mixed(), &env).unwrap()), [30, 0, 0]);
+        let mut v = mixed();
+        v["client_assertion"] = json!({"lifetime_s": 600});
+        v["providers"]["tokenx"]["client_assertion"] = json!({"reuse_s": 20});
+        assert_eq!(reuse(&parse_value(&v, &env).unwrap()), [300, 0, 20]);
+        v["client_assertion"] = json!({"reuse_s": 0});
+        assert_eq!(reuse(&parse_value(&v, &env).unwrap()), [0, 0, 20]);
+    }
+
+    #[test]
+    fn an_assertion_sent_again_after_it_expires_is_refused_by_name() {
+        let mut v = minimal();
+        v["client_assertion"] = json!({"lifetime_s": 60, "reuse_s": 60});
+        let e = parse_value(&v, &jwk_env(&[])).unwrap_err();
+        assert_eq!(e.field, "client_assertion.reuse_s");
+        assert!(e.problem.contains("less than"), "{e}");
+        let mut v = mixed();
+        v["providers"]["tokenx"]["client_assertion"] = json!({"reuse_s": "10"});
+        let env = jwk_env(&[
+            (ENV_TOKEN_X_ENDPOINT, "https://tokenx.example/token"),
+            (ENV_TOKEN_X_CLIENT_ID, "dev:team:me"),
+        ]);
+        let e = parse_value(&v, &env).unwrap_err();
+        assert_eq!(e.field, "providers.tokenx.client_assertion.reuse_s");
     }
 
     fn mixed() -> Value {

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use crate::backoff;
 use crate::cache_key::CacheKey;
 use crate::claim::{self, Claim};
+use crate::client_assertion::LastAssertion;
 use crate::config::{Config, Grant};
 use crate::drop_signal::DropWatch;
 use crate::error_reply::{exchange_log_line, reply_for, Refusal, Reply};
@@ -119,6 +120,8 @@ pub struct Worker {
     flights: HashMap<CacheKey, Flight>,
     /// Exchanges the root context is to send, and from when.
     pending: Vec<(CacheKey, u64)>,
+    /// Each provider's last signed client assertion (`private_key_jwt`), by provider index.
+    assertions: Vec<LastAssertion>,
 }
 
 /// What every request waiting on an exchange does once it is settled.
@@ -141,6 +144,7 @@ impl Default for Worker {
             drops: DropWatch::default(),
             flights: HashMap::new(),
             pending: Vec::new(),
+            assertions: Vec::new(),
         }
     }
 }
@@ -148,6 +152,12 @@ impl Default for Worker {
 impl Worker {
     pub fn configure(&mut self, config: Config) {
         self.front = FrontCache::new(config.cache.worker_entries as usize);
+        // A new configuration may hold new keys: nothing signed with the old ones is sent.
+        self.assertions = config
+            .providers
+            .iter()
+            .map(|_| Default::default())
+            .collect();
         self.config = Some(Rc::new(config));
     }
 
@@ -194,9 +204,10 @@ impl Worker {
             host.set_tick_period_ms(TICK_MS);
             return Ok(());
         }
-        let token_id = send(host, &config, &ask, deadline_ms).inspect_err(|_| {
-            claim::release(host, &key, slots, self.id);
-        })?;
+        let token_id =
+            send(host, &config, &mut self.assertions, &ask, deadline_ms).inspect_err(|_| {
+                claim::release(host, &key, slots, self.id);
+            })?;
         let flight = Flight {
             call: Some(token_id),
             ..Flight::new(ask, Some(context_id), vec![context_id], now_ms, deadline_ms)
@@ -275,6 +286,12 @@ impl Worker {
                     Settlement::Forward(format!("Bearer {}", issued.access_token))
                 }
                 Err(failure) => {
+                    if is_invalid_client(&failure) {
+                        // Perhaps its assertion was refused: the next token request signs a new one.
+                        if let Some(last) = self.assertions.get_mut(flight.ask.provider) {
+                            last.forget();
+                        }
+                    }
                     if let Some(due_ms) = retry_at(host, &key, &flight, &failure) {
                         let refusal = Refusal::Exchange(failure);
                         host.log(
@@ -356,7 +373,13 @@ impl Worker {
             if flight.sender.is_some() || flight.elsewhere_until.is_some() {
                 continue;
             }
-            match send(host, &config, &flight.ask, flight.deadline_ms) {
+            match send(
+                host,
+                &config,
+                &mut self.assertions,
+                &flight.ask,
+                flight.deadline_ms,
+            ) {
                 Ok(token_id) => {
                     flight.sender = Some(root_id);
                     flight.call = Some(token_id);
@@ -427,7 +450,7 @@ impl Worker {
             let Some(wait) = self.flights.get_mut(&key) else {
                 continue;
             };
-            match send(host, config, &wait.ask, deadline_ms) {
+            match send(host, config, &mut self.assertions, &wait.ask, deadline_ms) {
                 Ok(token_id) => {
                     // Now this worker's own exchange, sent by the root context.
                     wait.elsewhere_until = None;
@@ -547,18 +570,34 @@ fn remember_failure(
     }
 }
 
-fn send(host: &dyn Host, config: &Config, ask: &Ask, deadline_ms: u64) -> Result<u32, Refusal> {
+/// Whether the token endpoint refused the client's credential.
+fn is_invalid_client(failure: &ExchangeFailure) -> bool {
+    matches!(failure, ExchangeFailure::IdpError { idp: Some(idp), .. } if idp.error == "invalid_client")
+}
+
+fn send(
+    host: &dyn Host,
+    config: &Config,
+    assertions: &mut [LastAssertion],
+    ask: &Ask,
+    deadline_ms: u64,
+) -> Result<u32, Refusal> {
     // Targets name providers by an index checked when the configuration was loaded.
     let provider = &config.providers[ask.provider];
+    let left_ms = deadline_ms.saturating_sub(host.now_ms()).max(1);
+    let now = host.now_unix();
+    // The last second in which the token endpoint may still receive this request.
+    let arrive_by = now.saturating_add(left_ms.div_ceil(1000));
+    let mut unsigned = LastAssertion::default();
+    let last = assertions.get_mut(ask.provider).unwrap_or(&mut unsigned);
     let credential =
-        token_request::client_credential(provider, host.now_unix()).map_err(|why| {
+        token_request::client_credential(provider, last, now, arrive_by).map_err(|why| {
             host.count(Counter::ExchangesUpstreamError);
             host.log(LogLevel::Warn, &format!("token request not sent: {why}"));
             Refusal::CannotDispatch
         })?;
     let body = token_request::form_body(provider, &credential, &ask.resource, &ask.subject_token);
     let headers = token_request::headers(provider);
-    let left_ms = deadline_ms.saturating_sub(host.now_ms()).max(1);
     let callout = Callout {
         cluster: &provider.token_cluster,
         headers: &headers,

@@ -1472,3 +1472,66 @@ fn failed_token_exchange_log_names_the_grant_and_the_audience() {
         "{logs:?}"
     );
 }
+
+/// A worker whose default provider (on-behalf-of) authenticates with the test key.
+fn worker_with_private_key(client_assertion: serde_json::Value) -> Rc<RefCell<Worker>> {
+    let json = serde_json::json!({
+        "token_cluster": "entra_id",
+        "token_endpoint": "https://login.example/tenant/oauth2/v2.0/token",
+        "client_id": "client-1",
+        "client_jwk": crate::client_assertion::test_key::jwk(),
+        "client_assertion": client_assertion,
+        "targets": [{"host": "api.example.com", "scope": "api://prod.team.api/.default"}]
+    });
+    let cfg = config::parse(json.to_string().as_bytes(), &|_| None).unwrap();
+    let mut worker = Worker::default();
+    worker.configure(cfg);
+    Rc::new(RefCell::new(worker))
+}
+
+/// The `client_assertion` of every token request sent so far.
+fn assertions_sent(host: &FakeHost) -> Vec<String> {
+    let dispatched = host.dispatched.borrow();
+    let sent = dispatched.iter().map(|d| d.field("client_assertion"));
+    sent.map(|a| a.unwrap_or_default().to_string()).collect()
+}
+
+#[test]
+fn one_signed_assertion_serves_new_users_until_reuse_s_passes_or_the_client_is_refused() {
+    let host = FakeHost::default();
+    // Reused for 30 s, the default for on-behalf-of (half the 60 s lifetime).
+    let w = worker_with_private_key(serde_json::json!({}));
+    let users = [ALICE, BOB, U, SUBJECT_1].map(|t| format!("Bearer {t}"));
+    let (_alice, _) = request(&host, &w, 10, "api.example.com", "/", Some(&users[0]));
+    host.now.set(host.now.get() + 29);
+    let (mut bob, _) = request(&host, &w, 11, "api.example.com", "/", Some(&users[1]));
+    let sent = assertions_sent(&host);
+    assert!(!sent[0].is_empty());
+    assert_eq!(sent[1], sent[0], "signed again within reuse_s");
+    // An invalid_client answer may be the assertion's fault: the next request signs anew.
+    answer(
+        &host,
+        &mut bob,
+        1,
+        fixture_answer(401, "error-invalid-client.json"),
+    );
+    let (_u, _) = request(&host, &w, 12, "api.example.com", "/", Some(&users[2]));
+    let sent = assertions_sent(&host);
+    assert_ne!(sent[2], sent[1]);
+    host.now.set(host.now.get() + 30);
+    let (_s, _) = request(&host, &w, 13, "api.example.com", "/", Some(&users[3]));
+    let sent = assertions_sent(&host);
+    assert_ne!(sent[3], sent[2], "sent again after reuse_s");
+}
+
+#[test]
+fn with_reuse_s_0_every_token_request_carries_a_new_assertion() {
+    let host = FakeHost::default();
+    let w = worker_with_private_key(serde_json::json!({"reuse_s": 0}));
+    for (id, user) in [(10, ALICE), (11, BOB), (12, U)] {
+        let authorization = format!("Bearer {user}");
+        request(&host, &w, id, "api.example.com", "/", Some(&authorization));
+    }
+    let sent: std::collections::HashSet<String> = assertions_sent(&host).into_iter().collect();
+    assert_eq!(sent.len(), 3);
+}

@@ -10,7 +10,7 @@
 //!
 //! The client's credential is `client_secret`, or `client_assertion_type` and `client_assertion`.
 
-use crate::client_assertion::{self, CLIENT_ASSERTION_TYPE};
+use crate::client_assertion::{LastAssertion, CLIENT_ASSERTION_TYPE};
 use crate::config::{ClientAuth, Grant, Provider};
 
 pub const GRANT_TYPE_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -22,18 +22,23 @@ pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 /// How the application proves itself in one token request.
 pub enum ClientCredential<'a> {
     Secret(&'a str),
-    /// A freshly signed `client_assertion`.
-    Assertion(String),
+    /// A signed `client_assertion`.
+    Assertion(&'a str),
 }
 
-/// The credential for a token request sent at `now`: the secret, or a new signed assertion.
-pub fn client_credential(provider: &Provider, now: u64) -> Result<ClientCredential<'_>, String> {
+/// The credential for a token request sent at `now` that reaches the token endpoint before
+/// `arrive_by`: the secret, or the provider's assertion (`last`, signed anew when it is due).
+pub fn client_credential<'a>(
+    provider: &'a Provider,
+    last: &'a mut LastAssertion,
+    now: u64,
+    arrive_by: u64,
+) -> Result<ClientCredential<'a>, String> {
     match &provider.client_auth {
         ClientAuth::Secret(secret) => Ok(ClientCredential::Secret(secret.expose())),
-        ClientAuth::PrivateKey(settings) => {
-            client_assertion::sign(settings, &provider.client_id, now)
-                .map(ClientCredential::Assertion)
-        }
+        ClientAuth::PrivateKey(settings) => last
+            .for_request(settings, &provider.client_id, now, arrive_by)
+            .map(ClientCredential::Assertion),
     }
 }
 
@@ -118,7 +123,8 @@ mod tests {
     }
 
     fn fields(provider: &Provider, resource: &str, subject: &str) -> Vec<(String, String)> {
-        let credential = client_credential(provider, 0).unwrap();
+        let mut last = LastAssertion::default();
+        let credential = client_credential(provider, &mut last, 0, 5).unwrap();
         let body = form_body(provider, &credential, resource, subject);
         form_urlencoded::parse(&body).into_owned().collect()
     }

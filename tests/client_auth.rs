@@ -1,6 +1,8 @@
 //! Client authentication with a private key (`private_key_jwt`), as NAIS gives applications an
-//! `AZURE_APP_JWK`: every token request carries a fresh assertion signed with the key, which the
-//! mock token endpoint verifies (signature, header, claims) and refuses if its `jti` repeats.
+//! `AZURE_APP_JWK`: token requests carry an assertion signed with the key, which the mock token
+//! endpoint verifies (signature, header, claims). Like Entra ID, it accepts one assertion until
+//! its `exp`, so a worker sends it again for `client_assertion.reuse_s`; told to, it refuses a
+//! repeated `jti`, as Keycloak does.
 
 mod support;
 
@@ -22,7 +24,10 @@ struct World {
 /// The filter with no client secret configured and the key in `AZURE_APP_JWK` (and, to show
 /// which wins, the secret in `AZURE_APP_CLIENT_SECRET` too).
 fn with_private_key(extra: Value, audience: Option<&str>) -> World {
-    let idp = MockIdp::start();
+    with_private_key_at(MockIdp::start(), extra, audience)
+}
+
+fn with_private_key_at(idp: MockIdp, extra: Value, audience: Option<&str>) -> World {
     let upstream = Upstream::start();
     let mut config = plugin_config(&idp, &extra);
     config.as_object_mut().unwrap().remove("client_secret");
@@ -31,6 +36,8 @@ fn with_private_key(extra: Value, audience: Option<&str>) -> World {
         audience.unwrap_or(&idp.endpoint()),
     );
     let mut opts = EnvoyOptions::new(&config, idp.port, upstream.port);
+    // One worker: each worker keeps its own last assertion.
+    opts.concurrency = 1;
     opts.vm_env = vec![
         ("AZURE_APP_JWK".into(), client_key().jwk.clone()),
         ("AZURE_APP_CLIENT_SECRET".into(), CLIENT_SECRET.into()),
@@ -54,11 +61,10 @@ fn call(w: &World, user: &str) -> (u16, String) {
     (r.status, subject)
 }
 
-#[test]
-fn each_token_request_carries_a_fresh_assertion_signed_with_the_key() {
-    let w = with_private_key(json!({}), None);
+/// Three users' calls, each answered with their own token; the distinct assertions sent.
+fn three_users_get_their_tokens(w: &World) -> std::collections::HashSet<String> {
     for user in ["alice", "bob", "carol"] {
-        let (status, subject) = call(&w, user);
+        let (status, subject) = call(w, user);
         assert_eq!(status, 200, "{:?}", w.idp.violations());
         let seen = w.upstream.seen();
         assert_eq!(
@@ -70,11 +76,17 @@ fn each_token_request_carries_a_fresh_assertion_signed_with_the_key() {
     assert_eq!(requests.len(), 3);
     assert!(w.idp.violations().is_empty(), "{:?}", w.idp.violations());
     assert!(requests.iter().all(|r| r.field("client_secret").is_none()));
-    let assertions: std::collections::HashSet<_> = requests
+    requests
         .iter()
         .map(|r| r.field("client_assertion").unwrap().to_string())
-        .collect();
-    assert_eq!(assertions.len(), 3, "an assertion was sent twice");
+        .collect()
+}
+
+#[test]
+fn one_assertion_signed_with_the_key_serves_the_token_requests_of_several_users() {
+    let w = with_private_key(json!({}), None);
+    let assertions = three_users_get_their_tokens(&w);
+    assert_eq!(assertions.len(), 1, "signed anew within reuse_s");
     // Nothing of the key (its private exponent) or of an assertion is in Envoy's log.
     let jwk: Value = serde_json::from_str(&client_key().jwk).unwrap();
     let log = w.envoy.log();
@@ -83,6 +95,14 @@ fn each_token_request_carries_a_fresh_assertion_signed_with_the_key() {
         "key material in the log"
     );
     assert!(assertions.iter().all(|a| !log.contains(a.as_str())));
+}
+
+#[test]
+fn with_reuse_s_0_each_token_request_carries_a_new_assertion() {
+    let idp = MockIdp::start();
+    idp.refuse_reused_assertions();
+    let w = with_private_key_at(idp, json!({"client_assertion": {"reuse_s": 0}}), None);
+    assert_eq!(three_users_get_their_tokens(&w).len(), 3);
 }
 
 #[test]
@@ -109,7 +129,9 @@ fn ps256_and_a_configured_audience_are_used() {
 #[test]
 fn the_mock_refuses_a_replayed_assertion_and_a_wrong_audience() {
     // The mock's checks are what the tests above rely on; show that they bite.
-    let w = with_private_key(json!({}), None);
+    let idp = MockIdp::start();
+    idp.refuse_reused_assertions();
+    let w = with_private_key_at(idp, json!({}), None);
     assert_eq!(call(&w, "alice").0, 200);
     let first = w.idp.requests()[0].form.clone();
     let replay = |form: &[(String, String)]| {

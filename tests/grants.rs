@@ -42,6 +42,8 @@ fn mesh_with(existing_authorization: &str, credentials: Credentials) -> Mesh {
     let entra = MockIdp::start();
     let tokenx = MockIdp::start();
     tokenx.expect_client_id(TX_CLIENT_ID);
+    // As Keycloak does; token_exchange signs a new assertion for every token request by default.
+    tokenx.refuse_reused_assertions();
     let swapped = credentials == Credentials::Swapped;
     if swapped {
         entra.expect_private_key(client_key().public.clone(), &entra.endpoint());
@@ -176,6 +178,20 @@ fn each_target_gets_a_token_from_its_own_provider_and_grant() {
     assert_eq!(tx[0].field("subject_token"), Some(alice.as_str()));
     assert_eq!(tx[0].field("audience"), Some(TX_AUDIENCE));
     assert!(tx[0].field("client_assertion").is_some());
+    // Three more users right after, so that at least two exchanges are a worker's: a new
+    // assertion for each, which this TokenX requires.
+    for user in ["bob", "carol", "dave"] {
+        let subject = user_token(user);
+        assert_eq!(
+            call(&m, "tx.example.com", Some(&bearer(&subject))),
+            (200, vec![bearer(&obo_token_for(&subject, TX_AUDIENCE))])
+        );
+    }
+    assert!(
+        m.tokenx.violations().is_empty(),
+        "{:?}",
+        m.tokenx.violations()
+    );
 }
 
 #[test]

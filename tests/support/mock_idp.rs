@@ -93,9 +93,11 @@ struct State {
     client_auth: ClientAuth,
     /// The `client_id` (and assertion issuer) the application must present.
     client_id: String,
-    /// Every assertion `jti` seen: a reused one is refused (as RFC 7523 allows and Keycloak does;
-    /// Entra ID accepts one until its `exp`), which shows that each token request signs anew.
+    /// Every assertion `jti` seen.
     seen_jti: HashSet<String>,
+    /// Whether an assertion is refused when its `jti` was seen before (as RFC 7523 allows and
+    /// Keycloak does), or accepted again until its `exp`, as Entra ID does.
+    refuse_reused_assertions: bool,
 }
 
 pub struct MockIdp {
@@ -139,6 +141,7 @@ impl MockIdp {
             client_auth: ClientAuth::Secret,
             client_id: CLIENT_ID.to_string(),
             seen_jti: HashSet::new(),
+            refuse_reused_assertions: false,
         }));
         let st = state.clone();
         let app = axum::Router::new().fallback(
@@ -162,6 +165,11 @@ impl MockIdp {
             public,
             audience: audience.to_string(),
         };
+    }
+
+    /// From now on, refuse a client assertion whose `jti` was seen before.
+    pub fn refuse_reused_assertions(&self) {
+        self.state.lock().unwrap().refuse_reused_assertions = true;
     }
 
     /// From now on, expect this client id (the mock as another identity provider, e.g. TokenX).
@@ -377,7 +385,8 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
             let assertion = r.field("client_assertion").unwrap_or("");
             match check_assertion(assertion, public, audience, &client) {
                 Ok(jti) => {
-                    if !state.seen_jti.insert(jti.clone()) {
+                    let seen = !state.seen_jti.insert(jti.clone());
+                    if seen && state.refuse_reused_assertions {
                         problems.push(format!("client_assertion jti {jti} was used before"));
                     }
                 }
