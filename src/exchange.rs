@@ -14,7 +14,7 @@ use crate::client_assertion::LastAssertion;
 use crate::config::{Config, Grant};
 use crate::drop_signal::DropWatch;
 use crate::error_reply::{exchange_log_line, reply_for, Refusal, Reply};
-use crate::front_cache::FrontCache;
+use crate::front_cache::{Fingerprint, FrontCache};
 use crate::host::{Callout, DispatchError, Host, LogLevel};
 use crate::metrics::Counter;
 use crate::token_cache::{refresh_at, use_until, Cached, TokenCache};
@@ -54,6 +54,9 @@ pub struct Ask {
     pub target_host: String,
     /// Its `x-request-id`, if it had one.
     pub request_id: Option<String>,
+    /// Its entry in this worker's front cache, which the token fills, so that the requests to
+    /// come find it there.
+    pub fingerprint: Fingerprint,
 }
 
 impl Ask {
@@ -281,9 +284,18 @@ impl Worker {
                 Ok(issued) => {
                     record_outcome(host, Counter::ExchangesOk, &flight);
                     // In the shared cache before the claim ends, so no waiter misses it.
-                    store(host, &config, &key, &flight, &issued);
+                    let times = store(host, &config, &key, &flight, &issued);
                     claim::release(host, &key, config.cache.max_entries, self.id);
-                    Settlement::Forward(format!("Bearer {}", issued.access_token))
+                    let token = &issued.access_token;
+                    match times {
+                        Some(times) => {
+                            let (fingerprint, now) = (flight.ask.fingerprint, host.now_unix());
+                            let authorization =
+                                self.front.put_token(fingerprint, key, token, times, now);
+                            Settlement::Forward(authorization.to_string())
+                        }
+                        None => Settlement::Forward(format!("Bearer {token}")),
+                    }
                 }
                 Err(failure) => {
                     if is_invalid_client(&failure) {
@@ -412,9 +424,18 @@ impl Worker {
                 continue;
             };
             let give_up_ms = wait.elsewhere_until.unwrap_or(0);
-            let settlement = match TokenCache::new(slots).get(host, &key, now_ms / 1000) {
-                Some(Cached::Token { token, .. }) => {
-                    Some(Settlement::Forward(format!("Bearer {token}")))
+            let now = now_ms / 1000;
+            let settlement = match TokenCache::new(slots).get(host, &key, now) {
+                Some(Cached::Token {
+                    token,
+                    until,
+                    refresh_at,
+                }) => {
+                    let fingerprint = wait.ask.fingerprint;
+                    let authorization =
+                        self.front
+                            .put_token(fingerprint, key, &token, (until, refresh_at), now);
+                    Some(Settlement::Forward(authorization.to_string()))
                 }
                 Some(Cached::Rejected(json)) => {
                     let idp = IdpError::from_json(json.as_bytes()).unwrap_or_default();
@@ -516,7 +537,14 @@ fn record_outcome(host: &dyn Host, outcome: Counter, flight: &Flight) {
     host.record_exchange_latency_ms(host.now_ms().saturating_sub(flight.started_ms));
 }
 
-fn store(host: &dyn Host, config: &Config, key: &CacheKey, flight: &Flight, issued: &IssuedToken) {
+/// Caches the issued token; returns until when it is used and from when refreshed, if it is.
+fn store(
+    host: &dyn Host,
+    config: &Config,
+    key: &CacheKey,
+    flight: &Flight,
+    issued: &IssuedToken,
+) -> Option<(u64, u64)> {
     let now = host.now_unix();
     let skew = config.cache.expiry_skew_s;
     match use_until(now, issued.expires_in, skew, flight.ask.subject_exp) {
@@ -537,14 +565,18 @@ fn store(host: &dyn Host, config: &Config, key: &CacheKey, flight: &Flight, issu
                     until - now
                 ),
             );
+            Some((until, refresh))
         }
-        None => host.log(
-            LogLevel::Debug,
-            &format!(
-                "scope {}: token exchanged, too short-lived to cache",
-                flight.ask.resource
-            ),
-        ),
+        None => {
+            host.log(
+                LogLevel::Debug,
+                &format!(
+                    "scope {}: token exchanged, too short-lived to cache",
+                    flight.ask.resource
+                ),
+            );
+            None
+        }
     }
 }
 

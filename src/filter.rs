@@ -67,16 +67,6 @@ impl RequestFilter {
         // Targets name providers by an index checked when the configuration was loaded.
         let provider = &config.providers[target.provider];
         let grant = provider.grant;
-        // What an exchange for this request is for; built only when one is needed.
-        let ask = |subject_token: &str, subject_exp: Option<u64>| Ask {
-            provider: target.provider,
-            grant,
-            resource: target.resource.clone(),
-            subject_token: subject_token.to_string(),
-            subject_exp,
-            target_host: authority.to_string(),
-            request_id: headers.text(3).map(|id| id.into_owned()),
-        };
         // The caller's token, or for client_credentials none (the application asks as itself).
         // Bytes as Envoy gave them: the front cache holds only tokens that passed `token_text`,
         // so a hit needs no check of its own.
@@ -106,6 +96,17 @@ impl RequestFilter {
         let now = host.now_unix();
         worker.catch_up_on_drops(host, now);
         let fingerprint = worker.front().fingerprint(target_index, subject);
+        // What an exchange for this request is for; built only when one is needed.
+        let ask = |subject_token: &str, subject_exp: Option<u64>| Ask {
+            provider: target.provider,
+            grant,
+            resource: target.resource.clone(),
+            subject_token: subject_token.to_string(),
+            subject_exp,
+            target_host: authority.to_string(),
+            request_id: headers.text(3).map(|id| id.into_owned()),
+            fingerprint,
+        };
         if let Some(entry) = worker.front().get(&fingerprint, now) {
             let key = entry.key;
             self.served_with = Some(key);

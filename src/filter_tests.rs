@@ -1035,6 +1035,34 @@ fn second_worker_waits_for_the_first_workers_exchange() {
     assert_eq!(host.dispatched.borrow().len(), 1);
 }
 
+/// Whether every shared-data read since `shared_reads` was cleared was the once-a-second look for
+/// dropped tokens.
+fn read_no_token_from_shared_data(host: &FakeHost) -> bool {
+    let reads = host.shared_reads.borrow();
+    reads.iter().all(|k| *k == "entra-obo-filter/v1/dropped")
+}
+
+#[test]
+fn after_an_exchange_the_users_next_request_finds_the_token_in_the_worker() {
+    let host = FakeHost::default();
+    let (a, b) = two_workers();
+    // Worker a exchanges; worker b's request waits for a's exchange and reads its token.
+    let (mut fa, _) = request(&host, &a, 10, "api.example.com", "/", Some(BEARER_U));
+    let _fb = request(&host, &b, 20, "api.example.com", "/", Some(BEARER_U));
+    answer(&host, &mut fa, 0, ok_answer("obo-1", 3599.into()));
+    host.enter(ROOT);
+    b.borrow_mut().on_tick(&host, ROOT);
+    assert!(host.stream(20).resumed);
+    host.shared_reads.borrow_mut().clear();
+    assert_forwarded_with(&host, &a, 11, "Bearer obo-1");
+    assert_forwarded_with(&host, &b, 21, "Bearer obo-1");
+    assert!(
+        read_no_token_from_shared_data(&host),
+        "{:?}",
+        host.shared_reads.borrow()
+    );
+}
+
 #[test]
 fn waiting_worker_exchanges_itself_when_the_claimer_dies() {
     let host = FakeHost::default();
