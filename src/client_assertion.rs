@@ -230,7 +230,11 @@ pub fn sign(settings: &AssertionSettings, client_id: &str, now: u64) -> Result<S
 /// the VM), during which its other requests wait; Entra ID accepts an assertion again until its
 /// `exp`, so one signature can serve every token request of a few seconds.
 #[derive(Default)]
-pub struct LastAssertion(Option<Signed>);
+pub struct LastAssertion {
+    last: Option<Signed>,
+    /// Assertions signed so far.
+    signatures: u64,
+}
 
 struct Signed {
     jwt: String,
@@ -251,20 +255,29 @@ impl LastAssertion {
         now: u64,
         arrive_by: u64,
     ) -> Result<&str, String> {
-        let signed = match self.0.take() {
+        let signed = match self.last.take() {
             Some(last) if now < last.reuse_until && arrive_by < last.exp => last,
-            _ => Signed {
-                jwt: sign(settings, client_id, now)?,
-                reuse_until: now.saturating_add(settings.reuse_s),
-                exp: now.saturating_add(settings.lifetime_s),
-            },
+            _ => {
+                let jwt = sign(settings, client_id, now)?;
+                self.signatures += 1;
+                Signed {
+                    jwt,
+                    reuse_until: now.saturating_add(settings.reuse_s),
+                    exp: now.saturating_add(settings.lifetime_s),
+                }
+            }
         };
-        Ok(&self.0.insert(signed).jwt)
+        Ok(&self.last.insert(signed).jwt)
     }
 
     /// Signs anew next time: the token endpoint refused the client (`invalid_client`).
     pub fn forget(&mut self) {
-        self.0 = None;
+        self.last = None;
+    }
+
+    /// How many assertions were signed so far.
+    pub fn signatures(&self) -> u64 {
+        self.signatures
     }
 }
 

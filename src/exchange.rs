@@ -622,6 +622,7 @@ fn send(
     let arrive_by = now.saturating_add(left_ms.div_ceil(1000));
     let mut unsigned = LastAssertion::default();
     let last = assertions.get_mut(ask.provider).unwrap_or(&mut unsigned);
+    let signatures = last.signatures();
     let credential =
         token_request::client_credential(provider, last, now, arrive_by).map_err(|why| {
             host.count(Counter::ExchangesUpstreamError);
@@ -629,6 +630,9 @@ fn send(
             Refusal::CannotDispatch
         })?;
     let body = token_request::form_body(provider, &credential, &ask.resource, &ask.subject_token);
+    if last.signatures() > signatures {
+        host.count(Counter::ClientAssertionsSigned);
+    }
     let headers = token_request::headers(provider);
     let callout = Callout {
         cluster: &provider.token_cluster,

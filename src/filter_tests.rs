@@ -12,6 +12,7 @@ use crate::exchange::{CallAnswer, Worker};
 use crate::fake_host::FakeHost;
 use crate::filter::{RequestFilter, Verdict};
 use crate::host::{DispatchError, LogLevel};
+use crate::metrics::Counter;
 
 const ROOT: u32 = 1;
 const SECRET: &str = "client-secret-value";
@@ -1550,6 +1551,7 @@ fn one_signed_assertion_serves_new_users_until_reuse_s_passes_or_the_client_is_r
     let (_s, _) = request(&host, &w, 13, "api.example.com", "/", Some(&users[3]));
     let sent = assertions_sent(&host);
     assert_ne!(sent[3], sent[2], "sent again after reuse_s");
+    assert_eq!(host.counted(Counter::ClientAssertionsSigned), 3);
 }
 
 #[test]
@@ -1562,4 +1564,5 @@ fn with_reuse_s_0_every_token_request_carries_a_new_assertion() {
     }
     let sent: std::collections::HashSet<String> = assertions_sent(&host).into_iter().collect();
     assert_eq!(sent.len(), 3);
+    assert_eq!(host.counted(Counter::ClientAssertionsSigned), 3);
 }

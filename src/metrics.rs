@@ -29,10 +29,13 @@ pub enum Counter {
     /// could not be sent.
     ExchangesUpstreamError,
     ExchangesTimeout,
+    /// Client assertions signed (`private_key_jwt`); one serves several token requests for
+    /// `client_assertion.reuse_s`.
+    ClientAssertionsSigned,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 12] = [
         Counter::CacheHits,
         Counter::CacheMisses,
         Counter::PassedThrough,
@@ -44,6 +47,7 @@ impl Counter {
         Counter::ExchangesThrottled,
         Counter::ExchangesUpstreamError,
         Counter::ExchangesTimeout,
+        Counter::ClientAssertionsSigned,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +63,7 @@ impl Counter {
             Counter::ExchangesThrottled => "obo_exchanges_throttled",
             Counter::ExchangesUpstreamError => "obo_exchanges_upstream_error",
             Counter::ExchangesTimeout => "obo_exchanges_timeout",
+            Counter::ClientAssertionsSigned => "obo_client_assertions_signed",
         }
     }
 

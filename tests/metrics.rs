@@ -78,6 +78,7 @@ fn metrics_count_each_outcome_exactly_across_workers() {
     let expected: Vec<(String, u64)> = [
         ("obo_cache_hits", 2),
         ("obo_cache_misses", 6),
+        ("obo_client_assertions_signed", 0),
         ("obo_exchanges_interaction_required", 1),
         ("obo_exchanges_invalid_grant", 1),
         ("obo_exchanges_ok", 1),
