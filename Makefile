@@ -114,6 +114,7 @@ NOOP_WASM := $(CURDIR)/benches/noop/target/wasm32-wasip1/release/noop_filter.was
 bench: build $(ENVOY)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	cd benches/noop && cargo build --release --target wasm32-wasip1 --quiet
+	cd benches/bare && cargo build --release --target wasm32-wasip1 --quiet
 	@rm -f $(dir $(NOOP_WASM))noop_trimmed.wasm
 	-command -v wasm-metadce >/dev/null && wasm-metadce -f src/proxy/exports.json $(WASM_FEATURES) $(NOOP_WASM) -o $(dir $(NOOP_WASM))noop_trimmed.wasm >/dev/null
 	cargo bench --bench logic

@@ -16,7 +16,8 @@
 //! `benches/noop`), each an extra listener; by default each of the hit's hostcalls alone, the
 //! single-header read, and the three request-side ones together. Empty: none, and no trimmed no-op.
 //! The no-op with only the exports entra-obo-filter keeps (`noop_trimmed.wasm`, made by `make
-//! bench`) comes with them.
+//! bench`) comes with them, and so does the filter with no SDK (`benches/bare`), alone and making
+//! the hit's four hostcalls, direct and proxied: the least any filter making those calls can cost.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -51,6 +52,15 @@ fn noop_wasm() -> PathBuf {
 fn noop_trimmed_wasm() -> PathBuf {
     root().join("benches/noop/target/wasm32-wasip1/release/noop_trimmed.wasm")
 }
+
+/// The filter with no SDK (`benches/bare`): Envoy calls into it only for request and response
+/// headers.
+fn bare_wasm() -> PathBuf {
+    root().join("benches/bare/target/wasm32-wasip1/release/bare_filter.wasm")
+}
+
+const BARE_FLOOR: &str = "direct: bare Wasm + the hit's four hostcalls";
+const BARE_FLOOR_PROXIED: &str = "proxied: bare Wasm + the hit's four hostcalls";
 
 fn wasm_filter(name: &str, file: &Path, config: &str) -> Value {
     json!({
@@ -118,6 +128,8 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
             &noop_trimmed_wasm(),
             "hostcalls",
         )],
+        "bare" => vec![wasm_filter("bare", &bare_wasm(), "")],
+        "bare_floor" => vec![wasm_filter("bare_floor", &bare_wasm(), "hostcalls")],
         // BENCH_HOSTCALLS: the no-op making the hostcalls named after the colon.
         calls if calls.starts_with("noop:") => vec![wasm_filter(
             &format!("noop_{}", calls.replace([':', ','], "_")),
@@ -335,6 +347,11 @@ fn start_envoy(
                 false,
             ));
             hostcalls.push((TRIMMED_FLOOR, "floor_trimmed", false));
+        }
+        if bare_wasm().exists() {
+            hostcalls.push(("direct: bare Wasm (no SDK, two callbacks)", "bare", false));
+            hostcalls.push((BARE_FLOOR, "bare_floor", false));
+            hostcalls.push((BARE_FLOOR_PROXIED, "bare_floor", true));
         }
         for c in calls.split(';').filter(|c| !c.is_empty()) {
             // Leaked: a handful of names that live as long as the benchmark.
@@ -646,6 +663,14 @@ fn run_suite(bench: &Bench, concurrency: u32, rounds: u64, seconds: u64, connect
             "\nCache hit × the same floor with entra-obo-filter's exports (the filter's own work in the VM): {:.2}",
             ratio(hit, trimmed)
         );
+    }
+    for (floor, hit) in [
+        (BARE_FLOOR, "direct: entra-obo-filter, cache hit"),
+        (BARE_FLOOR_PROXIED, "proxied: entra-obo-filter, cache hit"),
+    ] {
+        if let Some(floor_i) = bench.variants.iter().position(|v| v.name == floor) {
+            println!("\n{hit} × {floor}: {:.2}", ratio(index(hit), floor_i));
+        }
     }
     if let Some(compare) = bench
         .variants
