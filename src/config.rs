@@ -572,6 +572,8 @@ impl RawProvider {
 }
 
 struct RawAssertion {
+    /// Whether the object has any field: it applies only with a private key.
+    configured: bool,
     alg: SigningAlg,
     audience: Option<String>,
     lifetime_s: u64,
@@ -581,6 +583,7 @@ struct RawAssertion {
 impl RawAssertion {
     fn read(f: &mut Fields) -> Self {
         RawAssertion {
+            configured: !f.map.is_empty(),
             alg: f.or("alg", SigningAlg::default()),
             audience: f.opt("audience"),
             lifetime_s: f.or("lifetime_s", DEFAULT_ASSERTION_LIFETIME_S),
@@ -983,7 +986,15 @@ fn client_auth(
         None => endpoint_url.map(str::to_string),
     };
     let env_value = |name: &str| env(name).filter(|v| !v.is_empty());
-    let secret_auth = |secret: String, p: &mut Problems| {
+    // `why`: how the provider came to authenticate with a secret, for a `client_assertion` that
+    // would otherwise be ignored.
+    let secret_auth = |secret: String, why: &str, p: &mut Problems| {
+        if assertion.configured {
+            p.0.push(ConfigError::new(
+                field("client_assertion"),
+                format!("applies only with a private key (client_jwk), and {why}"),
+            ));
+        }
         p.check(non_empty(&field("client_secret"), secret))
             .map(|s| ClientAuth::Secret(Secret(s)))
     };
@@ -995,7 +1006,9 @@ fn client_auth(
             ));
             return None;
         }
-        (Some(secret), None) => return secret_auth(secret, p),
+        (Some(secret), None) => {
+            return secret_auth(secret, "this provider is configured with client_secret", p)
+        }
         (None, Some(Value::String(text))) => ClientKey::from_jwk(&text),
         (None, Some(object @ Value::Object(_))) => ClientKey::from_jwk_value(object),
         (None, Some(_)) => {
@@ -1007,7 +1020,14 @@ fn client_auth(
         }
         (None, None) => match (env_value(names.jwk), names.secret.and_then(env_value)) {
             (Some(jwk), _) => ClientKey::from_jwk(&jwk),
-            (None, Some(secret)) => return secret_auth(secret, p),
+            (None, Some(secret)) => {
+                let why = format!(
+                    "this provider authenticates with the secret in {} because {} is not set",
+                    names.secret.unwrap_or_default(),
+                    names.jwk
+                );
+                return secret_auth(secret, &why, p);
+            }
             (None, None) => {
                 let variables = match names.secret {
                     Some(secret) => format!("neither {} nor {secret} is set", names.jwk),
@@ -1707,6 +1727,32 @@ mod tests {
             parse_value(&v, ENV).unwrap().providers[0].client_auth,
             ClientAuth::PrivateKey(_)
         ));
+    }
+
+    #[test]
+    fn client_assertion_settings_with_a_secret_are_refused_by_name() {
+        let mut v = minimal();
+        v["client_secret"] = json!("s");
+        v["client_assertion"] = json!({"reuse_s": 10});
+        let e = parse_value(&v, &jwk_env(&[])).unwrap_err();
+        assert_eq!(e.field, "client_assertion");
+        assert!(e.problem.contains("configured with client_secret"), "{e}");
+        // From the environment: the secret is used because the key variable is not set.
+        let mut v = minimal();
+        v["client_assertion"] = json!({"alg": "PS256"});
+        let e = parse_value(&v, ENV).unwrap_err();
+        assert_eq!(e.field, "client_assertion");
+        assert!(
+            e.problem.contains(ENV_CLIENT_SECRET) && e.problem.contains(ENV_CLIENT_JWK),
+            "{e}"
+        );
+        assert!(!e.problem.contains("secret-from-env"), "{e}");
+        // An empty object sets nothing, and the key variable set makes the settings apply.
+        v["client_assertion"] = json!({});
+        assert_eq!(secret_of(&parse_value(&v, ENV).unwrap()), "secret-from-env");
+        v["client_assertion"] = json!({"alg": "PS256"});
+        let cfg = parse_value(&v, &jwk_env(&[(ENV_CLIENT_SECRET, "s")])).unwrap();
+        assert_eq!(assertion_settings(&cfg).alg, SigningAlg::Ps256);
     }
 
     #[test]
