@@ -62,6 +62,14 @@ fn take(data: *mut u8, size: usize) -> Vec<u8> {
     unsafe { Vec::from_raw_parts(data, size, size.max(1)) }
 }
 
+/// One header's value, read with `proxy_get_header_map_value`.
+fn header(map: u32, key: &[u8]) -> Vec<u8> {
+    let (mut data, mut len) = (std::ptr::null_mut(), 0);
+    // SAFETY: a valid key and out-pointers valid for the call.
+    unsafe { proxy_get_header_map_value(map, key.as_ptr(), key.len(), &mut data, &mut len) };
+    take(data, len)
+}
+
 #[no_mangle]
 pub extern "C" fn proxy_abi_version_0_2_1() {}
 
@@ -105,18 +113,7 @@ pub extern "C" fn proxy_on_request_headers(_context: u32, _headers: u32, _end: u
         std::hint::black_box(take(data, len));
     }
     if calls & HEADER != 0 {
-        let (mut data, mut len) = (std::ptr::null_mut(), 0);
-        let key = b"authorization";
-        unsafe {
-            proxy_get_header_map_value(
-                REQUEST_HEADERS,
-                key.as_ptr(),
-                key.len(),
-                &mut data,
-                &mut len,
-            )
-        };
-        std::hint::black_box(take(data, len));
+        std::hint::black_box(header(REQUEST_HEADERS, b"authorization"));
     }
     if calls & CLOCK != 0 {
         let mut now = 0u64;
@@ -141,19 +138,7 @@ pub extern "C" fn proxy_on_request_headers(_context: u32, _headers: u32, _end: u
 #[no_mangle]
 pub extern "C" fn proxy_on_response_headers(_context: u32, _headers: u32, _end: u32) -> u32 {
     if CALLS.with(|c| c.get()) & RESPONSE != 0 {
-        let (mut data, mut len) = (std::ptr::null_mut(), 0);
-        let key = b"www-authenticate";
-        // SAFETY: as above.
-        unsafe {
-            proxy_get_header_map_value(
-                RESPONSE_HEADERS,
-                key.as_ptr(),
-                key.len(),
-                &mut data,
-                &mut len,
-            )
-        };
-        std::hint::black_box(take(data, len));
+        std::hint::black_box(header(RESPONSE_HEADERS, b"www-authenticate"));
     }
     0
 }
