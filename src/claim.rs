@@ -7,11 +7,9 @@
 //! number is bounded too.
 
 use crate::cache_key::CacheKey;
-use crate::host::Host;
+use crate::host::{version_for_creating, Host};
 
 const PREFIX: &str = "entra-obo-filter/v1/claim/";
-/// Written only for its version (see `version_no_slot_has`).
-const ANCHOR: &str = "entra-obo-filter/v1/claim-anchor";
 
 /// What a claim attempt found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +78,7 @@ pub fn try_claim(
     }
     let version = match value {
         Some(_) => version,
-        None => match version_no_slot_has(host) {
+        None => match version_for_creating(host) {
             Some(version) => version,
             // Without shared data every worker exchanges on its own.
             None => return Claim::Won,
@@ -91,20 +89,6 @@ pub fn try_claim(
     } else {
         Claim::HeldElsewhere
     }
-}
-
-/// A version that no claim slot can have, for the first claim in a slot.
-///
-/// Envoy writes an absent key whatever version the write names, so a slot cannot be created
-/// empty and then swapped: a second worker creating it too would wipe the first one's claim, and
-/// both would exchange. But Envoy numbers every write from one counter, and a write to a
-/// key takes a number no other key's write takes. So the version of a fresh write to another key
-/// (`ANCHOR`) makes the swap create the slot if it is still absent, and fail if another worker
-/// created it first: "create if absent", in one step.
-fn version_no_slot_has(host: &dyn Host) -> Option<u32> {
-    host.shared_set(ANCHOR, b"");
-    let (_, version) = host.shared_get_versioned(ANCHOR);
-    (version != 0).then_some(version)
 }
 
 /// Ends `worker`'s claim on `key` (if it still holds it), so waiters stop waiting at once.

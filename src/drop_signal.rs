@@ -1,21 +1,85 @@
-//! How every worker learns that a token was dropped from the shared cache (continuous access
-//! evaluation), so that none goes on serving it from its front cache.
+//! How every worker learns which tokens were dropped from the shared cache (continuous access
+//! evaluation), so that none goes on serving them from its front cache.
 //!
-//! The worker that drops a token writes one shared-data key. Envoy gives every write a new version,
-//! so the key's version alone says "something was dropped since you last looked". Each worker looks
-//! at most once a second, before it serves a request, and clears its whole front cache when the
-//! version changed: drops are rare, and each cleared entry costs one shared-data read to restore.
-//! A look is one small shared-data read a second, so the front cache can keep an entry for as long
-//! as its token is valid, and a drop still reaches every worker within about a second.
+//! One shared-data key holds a count of drops so far and the shared-cache keys of the last `RING`
+//! of them. The worker that drops a token adds its key with a compare-and-swap. Each worker looks
+//! at most once a second, before it serves a request: when the key's version changed, it forgets
+//! the entries of the keys dropped since its last look, and every other user stays in its front
+//! cache. Only when it cannot tell which keys those were (more drops than the ring holds, a value
+//! written by another version of the filter, its first look) does it clear its whole front cache,
+//! each cleared entry costing one shared-data read to restore. A look is one small shared-data
+//! read a second, so the front cache can keep an entry for as long as its token is valid, and a
+//! drop still reaches every worker within about a second.
 
-use crate::host::Host;
+use crate::cache_key::CacheKey;
+use crate::host::{version_for_creating, Host};
 
 const KEY: &str = "entra-obo-filter/v1/dropped";
+/// The most recent drops the key names. More between two looks of a worker (a mass revocation)
+/// and it clears its whole front cache.
+const RING: usize = 32;
+/// Compare-and-swap attempts before an announcement falls back to a plain write that makes every
+/// worker clear its whole front cache: it is never lost, only less precise.
+const ATTEMPTS: usize = 8;
+const COUNT_BYTES: usize = 8;
+const KEY_BYTES: usize = 32;
 
-/// Tells every worker that a token was dropped from the shared cache. Call it after the drop, so
-/// that a worker that clears its front cache cannot read the dropped token back.
-pub fn announce(host: &dyn Host) {
-    host.shared_set(KEY, b"");
+/// The drops so far and the keys of the last ones, oldest first (an absent value: none yet); None
+/// if the value is not one this version of the filter writes.
+fn decode(value: Option<&[u8]>) -> Option<(u64, &[[u8; KEY_BYTES]])> {
+    let Some(value) = value else {
+        return Some((0, &[]));
+    };
+    let (count, keys) = value.split_first_chunk::<COUNT_BYTES>()?;
+    let (keys, rest) = keys.as_chunks::<KEY_BYTES>();
+    (rest.is_empty() && keys.len() <= RING).then_some((u64::from_be_bytes(*count), keys))
+}
+
+fn encode(count: u64, keys: &[[u8; KEY_BYTES]]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(COUNT_BYTES + keys.len() * KEY_BYTES);
+    value.extend_from_slice(&count.to_be_bytes());
+    for key in keys {
+        value.extend_from_slice(key);
+    }
+    value
+}
+
+/// Tells every worker that `key`'s token was dropped from the shared cache. Call it after the
+/// drop, so that a worker that forgets the key cannot read the dropped token back.
+pub fn announce(host: &dyn Host, key: &CacheKey) {
+    for _ in 0..ATTEMPTS {
+        let (value, version) = host.shared_get_versioned(KEY);
+        // A value this version cannot read is replaced: its watchers let go of everything anyway.
+        let (count, last) = decode(value.as_deref()).unwrap_or((0, &[]));
+        let mut keys = last[last.len().saturating_sub(RING - 1)..].to_vec();
+        keys.push(key.0);
+        let new_value = encode(count.wrapping_add(1), &keys);
+        let version = match value {
+            Some(_) => Some(version),
+            None => version_for_creating(host),
+        };
+        match version {
+            Some(version) if host.shared_set_if(KEY, &new_value, version) => return,
+            Some(_) => continue,
+            // Without shared data there is no other worker to tell.
+            None => return,
+        }
+    }
+    // Lost every race: a count that no watcher can account for tells each to clear everything.
+    let (value, _) = host.shared_get_versioned(KEY);
+    let count = decode(value.as_deref()).map_or(0, |(c, _)| c);
+    host.shared_set(KEY, &encode(count.wrapping_add(RING as u64 + 1), &[]));
+}
+
+/// What a worker's front cache must let go of.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// Nothing was dropped since the last look.
+    Nothing,
+    /// These keys' tokens were dropped.
+    Keys(Vec<CacheKey>),
+    /// Some tokens were dropped, and which ones is not known: let go of every entry.
+    Unknown,
 }
 
 /// One worker's view of the announcements.
@@ -25,54 +89,165 @@ pub struct DropWatch {
     looked_at_s: u64,
     /// The key's version then (absent: 0); None before the first look.
     seen: Option<u32>,
+    /// The count of drops then, if the value was one this version of the filter writes.
+    seen_count: Option<u64>,
 }
 
 impl DropWatch {
-    /// Whether a token was dropped since the last look, looking at most once per second. The first
-    /// look says yes: this worker knows nothing of what came before.
-    pub fn dropped_since_last_look(&mut self, host: &dyn Host, now: u64) -> bool {
+    /// What was dropped since the last look, looking at most once per second. The first look says
+    /// `Unknown`: this worker knows nothing of what came before.
+    pub fn look(&mut self, host: &dyn Host, now: u64) -> Dropped {
         if now == self.looked_at_s {
-            return false;
+            return Dropped::Nothing;
         }
         self.looked_at_s = now;
-        let (_, version) = host.shared_get_versioned(KEY);
-        let changed = self.seen != Some(version);
+        let (value, version) = host.shared_get_versioned(KEY);
+        if self.seen == Some(version) {
+            return Dropped::Nothing;
+        }
+        let first_look = self.seen.is_none();
         self.seen = Some(version);
-        changed
+        let decoded = decode(value.as_deref());
+        let since = std::mem::replace(&mut self.seen_count, decoded.map(|(count, _)| count));
+        let (Some((count, keys)), Some(since), false) = (decoded, since, first_look) else {
+            return Dropped::Unknown;
+        };
+        // A changed version always means a drop, so no new count is as unaccountable as too many.
+        match usize::try_from(count.wrapping_sub(since)) {
+            Ok(new) if new > 0 && new <= keys.len() => Dropped::Keys(
+                keys[keys.len() - new..]
+                    .iter()
+                    .map(|k| CacheKey(*k))
+                    .collect(),
+            ),
+            _ => Dropped::Unknown,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
     use super::*;
     use crate::fake_host::FakeHost;
+
+    fn key(n: u8) -> CacheKey {
+        CacheKey([n; 32])
+    }
+
+    /// A watcher that has looked once, at the fake clock's second.
+    fn watching(host: &FakeHost) -> (DropWatch, u64) {
+        let now = host.now.get();
+        let mut watch = DropWatch::default();
+        assert_eq!(watch.look(host, now), Dropped::Unknown, "first look");
+        (watch, now)
+    }
 
     #[test]
     fn an_announcement_is_seen_once_at_the_next_second() {
         let host = FakeHost::default();
-        let now = host.now.get();
-        let mut watch = DropWatch::default();
-        assert!(watch.dropped_since_last_look(&host, now), "first look");
-        assert!(!watch.dropped_since_last_look(&host, now + 1));
-        announce(&host);
-        assert!(
-            !watch.dropped_since_last_look(&host, now + 1),
+        let (mut watch, now) = watching(&host);
+        assert_eq!(watch.look(&host, now + 1), Dropped::Nothing);
+        announce(&host, &key(1));
+        assert_eq!(
+            watch.look(&host, now + 1),
+            Dropped::Nothing,
             "looked this second already"
         );
-        assert!(watch.dropped_since_last_look(&host, now + 2));
-        assert!(!watch.dropped_since_last_look(&host, now + 3), "seen once");
+        assert_eq!(watch.look(&host, now + 2), Dropped::Keys(vec![key(1)]));
+        assert_eq!(watch.look(&host, now + 3), Dropped::Nothing, "seen once");
     }
 
     #[test]
-    fn every_announcement_counts_even_when_two_come_between_looks() {
+    fn a_look_names_every_key_dropped_since_the_last_one() {
         let host = FakeHost::default();
-        let now = host.now.get();
-        let mut watch = DropWatch::default();
-        watch.dropped_since_last_look(&host, now);
-        announce(&host);
-        assert!(watch.dropped_since_last_look(&host, now + 1));
-        announce(&host);
-        announce(&host);
-        assert!(watch.dropped_since_last_look(&host, now + 2));
+        announce(&host, &key(1));
+        let (mut watch, now) = watching(&host);
+        announce(&host, &key(2));
+        announce(&host, &key(3));
+        assert_eq!(
+            watch.look(&host, now + 1),
+            Dropped::Keys(vec![key(2), key(3)]),
+            "not key 1, dropped before the first look"
+        );
+    }
+
+    #[test]
+    fn more_drops_between_two_looks_than_the_ring_holds_let_go_of_everything() {
+        let host = FakeHost::default();
+        let (mut watch, now) = watching(&host);
+        for n in 0..RING as u8 {
+            announce(&host, &key(n));
+        }
+        let Dropped::Keys(keys) = watch.look(&host, now + 1) else {
+            panic!("a full ring names its keys");
+        };
+        assert_eq!(keys.len(), RING);
+        for n in 0..=RING as u8 {
+            announce(&host, &key(n));
+        }
+        assert_eq!(watch.look(&host, now + 2), Dropped::Unknown);
+    }
+
+    #[test]
+    fn a_value_written_by_another_version_of_the_filter_lets_go_of_everything() {
+        let host = FakeHost::default();
+        announce(&host, &key(1));
+        let (mut watch, now) = watching(&host);
+        // The filter before the ring wrote an empty value.
+        host.shared_set(KEY, b"");
+        assert_eq!(watch.look(&host, now + 1), Dropped::Unknown);
+        // The next announcement counts from zero again, and cannot be accounted for either.
+        announce(&host, &key(2));
+        assert_eq!(watch.look(&host, now + 2), Dropped::Unknown);
+        announce(&host, &key(3));
+        assert_eq!(watch.look(&host, now + 3), Dropped::Keys(vec![key(3)]));
+    }
+
+    #[test]
+    fn two_workers_announcing_at_once_both_get_their_key_through() {
+        for already_announced in [false, true] {
+            let host = FakeHost::default();
+            if already_announced {
+                announce(&host, &key(9));
+            }
+            let (mut watch, now) = watching(&host);
+            // Worker 2 announces between worker 1's read and its write (on a fresh Envoy: both
+            // creating the key).
+            *host.before_next_write.borrow_mut() =
+                Some(Box::new(|h: &FakeHost| announce(h, &key(2))));
+            announce(&host, &key(1));
+            assert_eq!(
+                watch.look(&host, now + 1),
+                Dropped::Keys(vec![key(2), key(1)]),
+                "key already there: {already_announced}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_announcement_that_keeps_losing_the_race_lets_go_of_everything() {
+        let host = FakeHost::default();
+        let (mut watch, now) = watching(&host);
+        let races = Rc::new(Cell::new(0u8));
+        // Before each of its writes, another worker announces a key of its own.
+        fn race(h: &FakeHost, races: Rc<Cell<u8>>) {
+            races.set(races.get() + 1);
+            announce(h, &key(100 + races.get()));
+            let again = races.clone();
+            *h.before_next_write.borrow_mut() = Some(Box::new(move |h| race(h, again)));
+        }
+        let first = races.clone();
+        *host.before_next_write.borrow_mut() = Some(Box::new(move |h| race(h, first)));
+        announce(&host, &key(1));
+        host.before_next_write.borrow_mut().take();
+        assert!(
+            usize::from(races.get()) > ATTEMPTS,
+            "lost {} races",
+            races.get()
+        );
+        assert_eq!(watch.look(&host, now + 1), Dropped::Unknown);
     }
 }

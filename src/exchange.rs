@@ -12,7 +12,7 @@ use crate::cache_key::CacheKey;
 use crate::claim::{self, Claim};
 use crate::client_assertion::LastAssertion;
 use crate::config::{Config, Grant};
-use crate::drop_signal::DropWatch;
+use crate::drop_signal::{DropWatch, Dropped};
 use crate::error_reply::{exchange_log_line, reply_for, Refusal, Reply};
 use crate::front_cache::{Fingerprint, FrontCache};
 use crate::host::{Callout, DispatchError, Host, LogLevel};
@@ -117,7 +117,7 @@ pub struct Worker {
     /// Names this worker in shared-data claims; random, so workers (and VMs) differ.
     id: u64,
     front: FrontCache,
-    /// Whether another worker dropped a token, so the front cache must be cleared.
+    /// Which tokens other workers dropped, so the front cache must let go of them.
     drops: DropWatch,
     /// The exchanges this worker's requests wait for: its own, and those of other workers.
     flights: HashMap<CacheKey, Flight>,
@@ -168,11 +168,13 @@ impl Worker {
         &mut self.front
     }
 
-    /// Clears the front cache if a token was dropped from the shared cache since the last look
-    /// (at most one look a second).
+    /// Lets go of the front-cache entries of the tokens dropped from the shared cache since the
+    /// last look (at most one look a second), or of every entry if which ones is not known.
     pub fn catch_up_on_drops(&mut self, host: &dyn Host, now: u64) {
-        if self.drops.dropped_since_last_look(host, now) {
-            self.front.clear();
+        match self.drops.look(host, now) {
+            Dropped::Nothing => {}
+            Dropped::Keys(keys) => self.front.forget_each(&keys),
+            Dropped::Unknown => self.front.clear(),
         }
     }
 

@@ -228,7 +228,7 @@ impl RequestFilter {
         worker.front().forget(&key);
         if let Some(config) = worker.config() {
             TokenCache::new(config.cache.max_entries).forget(host, &key);
-            drop_signal::announce(host);
+            drop_signal::announce(host, &key);
             host.log(
                 LogLevel::Info,
                 "upstream asked for more claims (insufficient_claims): cached token dropped",

@@ -879,6 +879,41 @@ fn a_token_dropped_on_one_worker_is_not_served_by_another_a_second_later() {
 }
 
 #[test]
+fn a_token_dropped_on_one_worker_leaves_the_other_users_in_the_other_workers_front_cache() {
+    let host = FakeHost::default();
+    let (w1, w2) = (worker(), worker());
+    let bearer_alice = format!("Bearer {ALICE}");
+    let (mut f, _) = request(&host, &w1, 10, "api.example.com", "/", Some(BEARER_U));
+    answer(&host, &mut f, 0, ok_answer("obo-u", 3599.into()));
+    let (mut f, _) = request(&host, &w1, 11, "api.example.com", "/", Some(&bearer_alice));
+    answer(&host, &mut f, 1, ok_answer("obo-alice", 3599.into()));
+    // The other worker takes both tokens from the shared cache into its own.
+    request(&host, &w2, 20, "api.example.com", "/", Some(BEARER_U));
+    request(&host, &w2, 21, "api.example.com", "/", Some(&bearer_alice));
+    let (mut f, _) = request(&host, &w1, 12, "api.example.com", "/", Some(BEARER_U));
+    upstream_asks_for_more_claims(&host, &mut f, 12);
+    host.now.set(host.now.get() + 1);
+    host.shared_reads.borrow_mut().clear();
+    let (_, v) = request(&host, &w2, 22, "api.example.com", "/", Some(&bearer_alice));
+    assert_eq!(v, Verdict::Continue);
+    assert_eq!(
+        host.header_of(22, "authorization").as_deref(),
+        Some("Bearer obo-alice")
+    );
+    assert!(
+        read_no_token_from_shared_data(&host),
+        "Alice is still served from the worker's own cache: {:?}",
+        host.shared_reads.borrow()
+    );
+    assert_eq!(
+        request(&host, &w2, 23, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Pause,
+        "exchanges again instead of sending the dropped token"
+    );
+    assert_eq!(host.dispatched.borrow().len(), 3);
+}
+
+#[test]
 fn subject_tokens_failing_local_checks_are_401_without_a_token_request() {
     let host = FakeHost::default();
     let w = worker_with(serde_json::json!({"require_audience": true}));

@@ -152,14 +152,19 @@ impl FrontCache {
         authorization
     }
 
-    /// Drops every entry (another worker dropped a token from the shared cache).
+    /// Drops every entry (tokens were dropped from the shared cache, which ones is not known).
     pub fn clear(&mut self) {
         self.entries.clear();
     }
 
     /// Drops every entry for the shared cache's `key`.
     pub fn forget(&mut self, key: &CacheKey) {
-        self.entries.retain(|_, e| e.key != *key);
+        self.forget_each(std::slice::from_ref(key));
+    }
+
+    /// Drops every entry for any of the shared cache's `keys`.
+    pub fn forget_each(&mut self, keys: &[CacheKey]) {
+        self.entries.retain(|_, e| !keys.contains(&e.key));
     }
 
     pub fn len(&self) -> usize {
