@@ -2,9 +2,12 @@
 //! driving many distinct users, a mock Entra ID that flaps between tokens, 500s and 429s. Checks
 //! that every request reaching the upstream carries the OBO token issued for its own user (zero
 //! cross-user tokens), that no subject token reaches it, and prints Envoy's memory after warm-up
-//! and at the end.
+//! and at the end. Some users are revoked: the upstream answers each of their requests 401
+//! `insufficient_claims` (continuous access evaluation), so tokens are dropped and announced to
+//! every worker all through the run, from all four workers at once.
 //!
-//! SOAK_SECONDS (default 60), SOAK_USERS (default 20000), SOAK_CONNECTIONS (default 64).
+//! SOAK_SECONDS (default 60), SOAK_USERS (default 20000), SOAK_CONNECTIONS (default 64),
+//! SOAK_REVOKED (default 50: every 50th user is revoked; 0: none).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -14,7 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use serde_json::json;
 use support::envoy::{Envoy, EnvoyOptions};
 use support::mock_idp::{obo_token_for, Behaviour, MockIdp, CLIENT_SECRET};
@@ -24,6 +28,8 @@ use support::stack::{plugin_config, API_SCOPE};
 #[derive(Default)]
 struct Tally {
     own_token: AtomicU64,
+    /// Of those, the requests of revoked users, answered 401 `insufficient_claims`.
+    revoked: AtomicU64,
     other_users_token: AtomicU64,
     subject_token: AtomicU64,
     unknown: AtomicU64,
@@ -41,6 +47,7 @@ fn main() {
     let seconds = support::env_or("SOAK_SECONDS", 60);
     let users = support::env_or("SOAK_USERS", 20_000) as usize;
     let connections = support::env_or("SOAK_CONNECTIONS", 64);
+    let revoked_every = support::env_or("SOAK_REVOKED", 50) as usize;
 
     let tokens: Vec<String> = (0..users)
         .map(|i| support::user_token(&format!("soak-user-{i}")))
@@ -71,17 +78,31 @@ fn main() {
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            let counter = match user
+            let (counter, own) = match user
                 .and_then(|u| u.checked_sub(1))
                 .and_then(|u| exp.get(u).map(|e| (u, e)))
             {
-                Some((_, e)) if e == auth => &t.own_token,
-                _ if subj.iter().any(|s| s == auth) => &t.subject_token,
-                Some(_) if auth.starts_with("Bearer obo-") => &t.other_users_token,
-                _ => &t.unknown,
+                Some((u, e)) if e == auth => (&t.own_token, Some(u)),
+                _ if subj.iter().any(|s| s == auth) => (&t.subject_token, None),
+                Some(_) if auth.starts_with("Bearer obo-") => (&t.other_users_token, None),
+                _ => (&t.unknown, None),
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            "ok"
+            match own {
+                Some(u) if revoked_every > 0 && u % revoked_every == 0 => {
+                    t.revoked.fetch_add(1, Ordering::Relaxed);
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(
+                            "www-authenticate",
+                            r#"Bearer error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnt9fQ==""#,
+                        )],
+                        "revoked",
+                    )
+                        .into_response()
+                }
+                _ => "ok".into_response(),
+            }
         }
     });
     let upstream = Server::start(app);
@@ -112,7 +133,8 @@ fn main() {
     let envoy = Envoy::start(opts);
 
     println!(
-        "soak: {seconds} s, {users} users, {connections} connections, Envoy --concurrency 4, IdP flapping (1 answer in 200 a 500, 1 in 1000 a 429 with Retry-After: 1)"
+        "soak: {seconds} s, {users} users ({} revoked), {connections} connections, Envoy --concurrency 4, IdP flapping (1 answer in 200 a 500, 1 in 1000 a 429 with Retry-After: 1)",
+        if revoked_every > 0 { users.div_ceil(revoked_every) } else { 0 }
     );
     let started = Instant::now();
     let warmup = Duration::from_secs(seconds / 4);
@@ -148,7 +170,8 @@ fn main() {
     let cross = tally.other_users_token.load(Ordering::Relaxed);
     let leaked = tally.subject_token.load(Ordering::Relaxed);
     let unknown = tally.unknown.load(Ordering::Relaxed);
-    println!("upstream: {own} requests with their own user's OBO token, {cross} with another user's, {leaked} with a subject token, {unknown} other");
+    let revoked = tally.revoked.load(Ordering::Relaxed);
+    println!("upstream: {own} requests with their own user's OBO token ({revoked} of them revoked users', answered 401 insufficient_claims), {cross} with another user's, {leaked} with a subject token, {unknown} other");
     println!("token requests received by the IdP: {}", idp.count());
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let samples_mib: Vec<String> = samples.iter().map(|b| format!("{:.1}", mib(*b))).collect();
