@@ -166,6 +166,7 @@ impl RequestFilter {
                     .put_token(fingerprint, key, &token, times, now);
                 host.set_request_header("authorization", &authorization);
                 host.count(Counter::CacheHits);
+                host.count(Counter::CacheHitsShared);
                 self.served_with = Some(key);
                 if now >= refresh_at {
                     worker.refresh(host, key, ask(subject_token, exp_of(subject_token)));

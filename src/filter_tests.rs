@@ -1299,8 +1299,9 @@ fn a_token_refreshed_by_one_worker_is_not_refreshed_again_by_another() {
 fn every_request_and_exchange_is_counted_once_by_its_outcome() {
     use crate::metrics::Counter as C;
     let host = FakeHost::default();
-    let w = worker();
-    // A miss, its exchange succeeds; two hits (shared cache, then front cache).
+    let (w, w2) = two_workers();
+    // A miss, its exchange succeeds; two hits: from the front cache of the worker that exchanged,
+    // and from the shared cache on another worker.
     let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
     host.extra_ms.set(40);
     answer(
@@ -1310,7 +1311,7 @@ fn every_request_and_exchange_is_counted_once_by_its_outcome() {
         ok_answer("obo-u", serde_json::json!(3600)),
     );
     request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
-    request(&host, &w, 12, "api.example.com", "/", Some(BEARER_U));
+    request(&host, &w2, 12, "api.example.com", "/", Some(BEARER_U));
     // Passed through; refused locally for want of a token.
     request(&host, &w, 13, "other.example.com", "/", None);
     request(&host, &w, 14, "api.example.com", "/", None);
@@ -1328,6 +1329,7 @@ fn every_request_and_exchange_is_counted_once_by_its_outcome() {
         host.counters(),
         vec![
             (C::CacheHits.name(), 2),
+            (C::CacheHitsShared.name(), 1),
             (C::CacheMisses.name(), 3),
             (C::ExchangesInvalidGrant.name(), 1),
             (C::ExchangesOk.name(), 1),

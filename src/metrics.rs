@@ -10,6 +10,10 @@ use crate::token_response::ExchangeFailure;
 pub enum Counter {
     /// Requests sent on with a cached token.
     CacheHits,
+    /// Of those, the ones the worker's front cache did not hold: the token was read from the
+    /// shared cache (a SHA-256 over the subject token and a shared-data read). Many of them mean
+    /// `cache.worker_entries` is smaller than the users one worker serves.
+    CacheHitsShared,
     /// Requests for which no token was cached: they go on to the local checks and an exchange.
     CacheMisses,
     /// Requests no target matched, forwarded unchanged (`unmatched: passthrough`).
@@ -35,8 +39,9 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 13] = [
         Counter::CacheHits,
+        Counter::CacheHitsShared,
         Counter::CacheMisses,
         Counter::PassedThrough,
         Counter::RejectedLocally,
@@ -53,6 +58,7 @@ impl Counter {
     pub fn name(self) -> &'static str {
         match self {
             Counter::CacheHits => "obo_cache_hits",
+            Counter::CacheHitsShared => "obo_cache_hits_shared",
             Counter::CacheMisses => "obo_cache_misses",
             Counter::PassedThrough => "obo_requests_passed_through",
             Counter::RejectedLocally => "obo_requests_rejected_locally",

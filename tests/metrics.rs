@@ -29,10 +29,60 @@ fn counters(s: &Stack) -> Vec<(String, u64)> {
     out
 }
 
+/// Waits until `/stats` shows exactly `expected` (each worker hands its counts to Envoy on its root
+/// context's tick, every second), and fails if it does not within 10 s.
+fn assert_counters_become(s: &Stack, expected: &[(String, u64)]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while counters(s) != expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stats = s.envoy.admin("/stats?filter=obo_").unwrap_or_default();
+    assert_eq!(counters(s), expected, "{stats}");
+}
+
+#[test]
+fn a_hit_the_workers_front_cache_did_not_hold_counts_as_shared() {
+    let s = Stack::start_with(json!({"cache": {"worker_entries": 1}}), |opts| {
+        opts.concurrency = 1
+    });
+    s.idp.set(Behaviour::issue());
+    let (alice, bob) = (user_token("alice"), user_token("bob"));
+    // Alice and Bob exchange; Bob's token takes the front cache's one entry, so Alice's next
+    // request reads hers from the shared cache, and her last one finds it in the front cache.
+    for user in [&alice, &bob, &alice, &alice] {
+        assert_eq!(
+            s.get("api.example.com", "/", Some(&bearer(user))).status,
+            200
+        );
+    }
+    let expected: Vec<(String, u64)> = [
+        ("obo_cache_hits", 2),
+        ("obo_cache_hits_shared", 1),
+        ("obo_cache_misses", 2),
+        ("obo_client_assertions_signed", 0),
+        ("obo_exchanges_interaction_required", 0),
+        ("obo_exchanges_invalid_grant", 0),
+        ("obo_exchanges_ok", 2),
+        ("obo_exchanges_throttled", 0),
+        ("obo_exchanges_timeout", 0),
+        ("obo_exchanges_upstream_error", 0),
+        ("obo_requests_failed_exchange", 0),
+        ("obo_requests_passed_through", 0),
+        ("obo_requests_rejected_locally", 0),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), *v))
+    .collect();
+    assert_counters_become(&s, &expected);
+}
+
 #[test]
 fn metrics_count_each_outcome_exactly_across_workers() {
+    // No front cache: which worker serves a request is Envoy's choice, so every hit is made to
+    // come from the shared cache (the next test tells the two apart on one worker).
     let s = Stack::start_with(
-        json!({"token_timeout_ms": 400, "backoff": {"default_s": 0}, "negative_cache_s": 0}),
+        json!({"token_timeout_ms": 400, "backoff": {"default_s": 0}, "negative_cache_s": 0,
+               "cache": {"worker_entries": 0}}),
         |opts| opts.concurrency = 2,
     );
     let api = |user: &str| s.get("api.example.com", "/", Some(&bearer(&user_token(user))));
@@ -77,6 +127,7 @@ fn metrics_count_each_outcome_exactly_across_workers() {
     }
     let expected: Vec<(String, u64)> = [
         ("obo_cache_hits", 2),
+        ("obo_cache_hits_shared", 2),
         ("obo_cache_misses", 6),
         ("obo_client_assertions_signed", 0),
         ("obo_exchanges_interaction_required", 1),
@@ -92,13 +143,7 @@ fn metrics_count_each_outcome_exactly_across_workers() {
     .iter()
     .map(|(n, v)| (n.to_string(), *v))
     .collect();
-    // Each worker hands its counts to Envoy on its root context's tick (every second).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while counters(&s) != expected && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let stats = s.envoy.admin("/stats?filter=obo_").unwrap_or_default();
-    assert_eq!(counters(&s), expected, "{stats}");
+    assert_counters_become(&s, &expected);
     // The same numbers under the same names in Prometheus's format, and one latency sample per
     // exchange once the histogram is flushed.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
