@@ -207,6 +207,22 @@ mod tests {
     }
 
     #[test]
+    fn a_value_of_any_other_shape_lets_go_of_everything() {
+        let too_many = encode(RING as u64 + 1, &vec![[7; KEY_BYTES]; RING + 1]);
+        for value in [&[1u8; 7][..], &[1; 8 + 31], &[1; 8 + 33], &too_many] {
+            let host = FakeHost::default();
+            let (mut watch, now) = watching(&host);
+            host.shared_set(KEY, value);
+            assert_eq!(
+                watch.look(&host, now + 1),
+                Dropped::Unknown,
+                "{} bytes",
+                value.len()
+            );
+        }
+    }
+
+    #[test]
     fn two_workers_announcing_at_once_both_get_their_key_through() {
         for already_announced in [false, true] {
             let host = FakeHost::default();
