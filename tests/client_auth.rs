@@ -61,24 +61,6 @@ fn call(w: &World, user: &str) -> (u16, String) {
     (r.status, subject)
 }
 
-/// `obo_client_assertions_signed` in Envoy's stats once it reads `expected` (the workers hand
-/// their counts over every second), or after ten seconds whatever it reads.
-fn assertions_signed(w: &World, expected: u64) -> u64 {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let stats = w.envoy.admin("/stats?filter=obo_client_assertions_signed");
-        let count = stats
-            .as_deref()
-            .and_then(|s| s.trim().rsplit_once(": "))
-            .and_then(|(_, n)| n.parse().ok())
-            .unwrap_or(0);
-        if count == expected || std::time::Instant::now() > deadline {
-            return count;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-}
-
 /// Three users' calls, each answered with their own token; the distinct assertions sent.
 fn three_users_get_their_tokens(w: &World) -> std::collections::HashSet<String> {
     for user in ["alice", "bob", "carol"] {
@@ -105,7 +87,10 @@ fn one_assertion_signed_with_the_key_serves_the_token_requests_of_several_users(
     let w = with_private_key(json!({}), None);
     let assertions = three_users_get_their_tokens(&w);
     assert_eq!(assertions.len(), 1, "signed anew within reuse_s");
-    assert_eq!(assertions_signed(&w, 1), 1);
+    assert_eq!(
+        w.envoy.obo_counter_once("obo_client_assertions_signed", 1),
+        1
+    );
     // Nothing of the key (its private exponent) or of an assertion is in Envoy's log.
     let jwk: Value = serde_json::from_str(&client_key().jwk).unwrap();
     let log = w.envoy.log();
@@ -122,7 +107,10 @@ fn with_reuse_s_0_each_token_request_carries_a_new_assertion() {
     idp.refuse_reused_assertions();
     let w = with_private_key_at(idp, json!({"client_assertion": {"reuse_s": 0}}), None);
     assert_eq!(three_users_get_their_tokens(&w).len(), 3);
-    assert_eq!(assertions_signed(&w, 3), 3);
+    assert_eq!(
+        w.envoy.obo_counter_once("obo_client_assertions_signed", 3),
+        3
+    );
 }
 
 #[test]

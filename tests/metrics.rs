@@ -12,32 +12,15 @@ use support::mock_idp::Behaviour;
 use support::stack::Stack;
 use support::user_token;
 
-/// The counter values in `/stats` (names without Envoy's `wasmcustom.` prefix).
-fn counters(s: &Stack) -> Vec<(String, u64)> {
-    let text = s.envoy.admin("/stats?filter=obo_").unwrap_or_default();
-    let mut out: Vec<(String, u64)> = text
-        .lines()
-        .filter_map(|l| {
-            let (name, value) = l.split_once(": ")?;
-            Some((
-                name.trim_start_matches("wasmcustom.").to_string(),
-                value.trim().parse().ok()?,
-            ))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// Waits until `/stats` shows exactly `expected` (each worker hands its counts to Envoy on its root
 /// context's tick, every second), and fails if it does not within 10 s.
 fn assert_counters_become(s: &Stack, expected: &[(String, u64)]) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while counters(s) != expected && std::time::Instant::now() < deadline {
+    while s.envoy.obo_counters() != expected && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
     let stats = s.envoy.admin("/stats?filter=obo_").unwrap_or_default();
-    assert_eq!(counters(s), expected, "{stats}");
+    assert_eq!(s.envoy.obo_counters(), expected, "{stats}");
 }
 
 #[test]

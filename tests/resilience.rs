@@ -220,6 +220,28 @@ fn a_claims_challenge_on_one_worker_stops_the_token_on_every_worker_within_a_sec
 }
 
 #[test]
+fn a_claims_challenge_for_one_user_leaves_the_other_users_in_the_workers_own_cache() {
+    let s = Stack::start_with(json!({}), |opts| opts.concurrency = 1);
+    let (alice, bob) = (bearer(&user_token("alice")), bearer(&user_token("bob")));
+    for user in [&alice, &bob] {
+        assert_eq!(s.get("api.example.com", "/", Some(user)).status, 200);
+    }
+    let r = s.get("api.example.com", CLAIMS_CHALLENGE_PATH, Some(&alice));
+    assert_eq!(r.status, 401);
+    // The worker looks for drops at most once a second: this request is after its next look.
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(s.get("api.example.com", "/", Some(&bob)).status, 200);
+    assert_eq!(s.envoy.obo_counter_once("obo_cache_hits", 2), 2);
+    assert_eq!(
+        s.envoy.obo_counter_once("obo_cache_hits_shared", 0),
+        0,
+        "Bob's token came from the worker's front cache, not the shared one"
+    );
+    assert_eq!(s.get("api.example.com", "/", Some(&alice)).status, 200);
+    assert_eq!(s.idp.count(), 3, "Alice's token was exchanged again");
+}
+
+#[test]
 fn subject_tokens_failing_local_checks_never_reach_the_idp() {
     let s = Stack::start(json!({"require_audience": true}));
     let expired = subject_token("alice", now() - 120);

@@ -223,6 +223,42 @@ impl Envoy {
             .ok()
     }
 
+    /// The filter's counters in `/stats`, by name without Envoy's `wasmcustom.` prefix, sorted.
+    #[allow(dead_code)]
+    pub fn obo_counters(&self) -> Vec<(String, u64)> {
+        let text = self.admin("/stats?filter=obo_").unwrap_or_default();
+        let mut out: Vec<(String, u64)> = text
+            .lines()
+            .filter_map(|l| {
+                let (name, value) = l.split_once(": ")?;
+                Some((
+                    name.trim_start_matches("wasmcustom.").to_string(),
+                    value.trim().parse().ok()?,
+                ))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// One of the filter's counters once it reads `expected` (each worker hands its counts to
+    /// Envoy on its root context's tick, every second), or after ten seconds whatever it reads.
+    #[allow(dead_code)]
+    pub fn obo_counter_once(&self, name: &str, expected: u64) -> u64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let count = self
+                .obo_counters()
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, v)| v);
+            if count == expected || std::time::Instant::now() > deadline {
+                return count;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn listener_port(&self) -> Option<u16> {
         let listeners: Value = serde_json::from_str(&self.admin("/listeners?format=json")?).ok()?;
         listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
