@@ -184,12 +184,24 @@ impl Host for FakeHost {
         self.now.get() * 1000 + self.extra_ms.get()
     }
 
+    /// A stream answered locally has that reply for its response.
     fn response_header(&self, name: &str) -> Option<String> {
-        self.stream(self.current.get())
-            .response_headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+        let stream = self.stream(self.current.get());
+        match stream.reply {
+            Some(reply) => reply
+                .header(name)
+                .map(str::to_string)
+                .or_else(|| (name == ":status").then(|| reply.status.to_string())),
+            None => stream
+                .response_headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone()),
+        }
+    }
+
+    fn response_from_upstream(&self) -> bool {
+        self.stream(self.current.get()).reply.is_none()
     }
 
     fn log(&self, level: LogLevel, message: &str) {

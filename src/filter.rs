@@ -220,8 +220,11 @@ impl RequestFilter {
         let Some(challenge) = host.response_header("www-authenticate") else {
             return;
         };
+        // Last, as it is dearest: a refusal this filter answered itself (`interaction_required`)
+        // looks the same, and drops nothing.
         if !challenge.contains("insufficient_claims")
             || host.response_header(":status").as_deref() != Some("401")
+            || !host.response_from_upstream()
         {
             return;
         }
@@ -230,6 +233,7 @@ impl RequestFilter {
         if let Some(config) = worker.config() {
             TokenCache::new(config.cache.max_entries).forget(host, &key);
             drop_signal::announce(host, &key);
+            host.count(Counter::UpstreamClaimsChallenges);
             host.log(
                 LogLevel::Info,
                 "upstream asked for more claims (insufficient_claims): cached token dropped",

@@ -11,7 +11,7 @@ use crate::config;
 use crate::exchange::{CallAnswer, Worker};
 use crate::fake_host::FakeHost;
 use crate::filter::{RequestFilter, Verdict};
-use crate::host::{DispatchError, LogLevel};
+use crate::host::{DispatchError, Host, LogLevel};
 use crate::metrics::Counter;
 
 const ROOT: u32 = 1;
@@ -830,12 +830,41 @@ fn upstream_insufficient_claims_drops_the_cached_token() {
     f.on_response_headers(&host);
     let (mut f2, v) = request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
     assert_eq!(v, Verdict::Continue, "still cached after a 200");
+    assert_eq!(host.counted(Counter::UpstreamClaimsChallenges), 0);
     upstream_asks_for_more_claims(&host, &mut f2, 11);
+    assert_eq!(host.counted(Counter::UpstreamClaimsChallenges), 1);
     assert_eq!(
         request(&host, &w, 12, "api.example.com", "/", Some(BEARER_U)).1,
         Verdict::Pause
     );
     assert_eq!(host.dispatched.borrow().len(), 2);
+}
+
+#[test]
+fn a_claims_challenge_the_filter_answered_itself_drops_nothing() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    answer(
+        &host,
+        &mut f,
+        0,
+        fixture_answer(400, "error-interaction-required.json"),
+    );
+    let reply = host.stream(10).reply.unwrap();
+    assert_eq!(reply.status, 401);
+    assert!(reply
+        .header("www-authenticate")
+        .is_some_and(|c| c.contains("insufficient_claims")));
+    // Envoy runs the response callbacks for the filter's own reply too.
+    host.enter(10);
+    f.on_response_headers(&host);
+    assert_eq!(host.counted(Counter::UpstreamClaimsChallenges), 0);
+    assert_eq!(
+        host.shared_get_versioned("entra-obo-filter/v1/dropped").0,
+        None,
+        "no drop announced"
+    );
 }
 
 #[test]

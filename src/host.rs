@@ -54,6 +54,9 @@ pub trait Host {
     }
     /// Response header of the current stream (in the response callbacks).
     fn response_header(&self, name: &str) -> Option<String>;
+    /// Whether the current stream's response came from its upstream, not from a local reply
+    /// (this filter's refusals, or another filter's).
+    fn response_from_upstream(&self) -> bool;
     /// Replaces every value of the header with one value.
     fn set_request_header(&self, name: &str, value: &str);
     /// Lets a paused request go on to the next filter.

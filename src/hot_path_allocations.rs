@@ -87,6 +87,9 @@ impl Host for HitHost<'_> {
     fn response_header(&self, _name: &str) -> Option<String> {
         None
     }
+    fn response_from_upstream(&self) -> bool {
+        true
+    }
     fn set_request_header(&self, name: &str, value: &str) {
         self.sent_expected
             .set(name == "authorization" && value == self.expected_authorization);

@@ -36,10 +36,14 @@ pub enum Counter {
     /// Client assertions signed (`private_key_jwt`); one serves several token requests for
     /// `client_assertion.reuse_s`.
     ClientAssertionsSigned,
+    /// Upstream answers 401 `error="insufficient_claims"` (continuous access evaluation, or a
+    /// Conditional Access authentication context) that dropped the cached token they were sent
+    /// with; the next request for it exchanges again.
+    UpstreamClaimsChallenges,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 14] = [
         Counter::CacheHits,
         Counter::CacheHitsShared,
         Counter::CacheMisses,
@@ -53,6 +57,7 @@ impl Counter {
         Counter::ExchangesUpstreamError,
         Counter::ExchangesTimeout,
         Counter::ClientAssertionsSigned,
+        Counter::UpstreamClaimsChallenges,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +75,7 @@ impl Counter {
             Counter::ExchangesUpstreamError => "obo_exchanges_upstream_error",
             Counter::ExchangesTimeout => "obo_exchanges_timeout",
             Counter::ClientAssertionsSigned => "obo_client_assertions_signed",
+            Counter::UpstreamClaimsChallenges => "obo_upstream_claims_challenges",
         }
     }
 

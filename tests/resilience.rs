@@ -228,6 +228,11 @@ fn a_claims_challenge_for_one_user_leaves_the_other_users_in_the_workers_own_cac
     }
     let r = s.get("api.example.com", CLAIMS_CHALLENGE_PATH, Some(&alice));
     assert_eq!(r.status, 401);
+    assert_eq!(
+        s.envoy
+            .obo_counter_once("obo_upstream_claims_challenges", 1),
+        1
+    );
     // The worker looks for drops at most once a second: this request is after its next look.
     std::thread::sleep(Duration::from_millis(1_500));
     assert_eq!(s.get("api.example.com", "/", Some(&bob)).status, 200);

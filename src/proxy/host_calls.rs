@@ -38,6 +38,13 @@ extern "C" {
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
     ) -> Status;
+    // The SDK's property wrapper panics on an unexpected status too.
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> Status;
     // The SDK's metric wrappers panic on an unexpected status too.
     fn proxy_define_metric(
         metric_type: proxy_wasm::types::MetricType,
@@ -135,6 +142,16 @@ fn header_bytes(map_type: MapType, name: &str) -> Option<Vec<u8>> {
 /// check.
 fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// A property of the current stream (path segments joined by NUL), as bytes; None when it is
+/// absent or cannot be read.
+fn property_bytes(path: &[u8]) -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the path is a valid slice; the out-pointers are valid for the call.
+    let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+    matches!(status, Status::Ok).then(|| host_block(data, size))
 }
 
 fn header_text(map_type: MapType, name: &str) -> Option<String> {
@@ -255,6 +272,12 @@ impl Host for ProxyHost {
 
     fn response_header(&self, name: &str) -> Option<String> {
         header_text(MapType::HttpResponseHeaders, name)
+    }
+
+    fn response_from_upstream(&self) -> bool {
+        // Envoy's router marks a response it received from the upstream `via_upstream`; a local
+        // reply (this filter's own, or another filter's) carries its own details.
+        property_bytes(b"response\0code_details").as_deref() == Some(b"via_upstream".as_slice())
     }
 
     fn set_request_header(&self, name: &str, value: &str) {
