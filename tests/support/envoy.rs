@@ -224,7 +224,6 @@ impl Envoy {
     }
 
     /// The filter's counters in `/stats`, by name without Envoy's `wasmcustom.` prefix, sorted.
-    #[allow(dead_code)]
     pub fn obo_counters(&self) -> Vec<(String, u64)> {
         let text = self.admin("/stats?filter=obo_").unwrap_or_default();
         let mut out: Vec<(String, u64)> = text
@@ -243,7 +242,6 @@ impl Envoy {
 
     /// One of the filter's counters once it reads `expected` (each worker hands its counts to
     /// Envoy on its root context's tick, every second), or after ten seconds whatever it reads.
-    #[allow(dead_code)]
     pub fn obo_counter_once(&self, name: &str, expected: u64) -> u64 {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
