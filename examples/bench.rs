@@ -100,7 +100,8 @@ fn obo_config_with_key(
     max_entries: u32,
     reuse_s: Option<u64>,
 ) -> String {
-    let mut config: Value = serde_json::from_str(&obo_config(idp, cluster, max_entries)).unwrap();
+    let mut config: Value =
+        entra_obo_filter::json::parse(obo_config(idp, cluster, max_entries)).unwrap();
     let fields = config.as_object_mut().unwrap();
     fields.remove("client_secret");
     fields.insert(
@@ -165,7 +166,7 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
         )],
         "obo_shared" => {
             let mut config: Value =
-                serde_json::from_str(&obo_config(idp, "entra_id", max_entries)).unwrap();
+                entra_obo_filter::json::parse(obo_config(idp, "entra_id", max_entries)).unwrap();
             config["cache"]["worker_entries"] = json!(0);
             vec![wasm_filter("entra_obo_shared", &wasm, &config.to_string())]
         }
@@ -183,7 +184,8 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
         // Tokens usable for 6 s (expires_in 66, skew 60), refreshed ahead in their last half.
         "obo_refresh" => {
             let mut config: Value =
-                serde_json::from_str(&obo_config(idp, "entra_id_slow", max_entries)).unwrap();
+                entra_obo_filter::json::parse(obo_config(idp, "entra_id_slow", max_entries))
+                    .unwrap();
             config["cache"]["expiry_skew_s"] = json!(60);
             config["cache"]["refresh_ahead_percent"] = json!(50);
             vec![wasm_filter("entra_obo_refresh", &wasm, &config.to_string())]
@@ -477,7 +479,7 @@ fn admin_get(port: u16, path: &str) -> Option<String> {
 
 fn memory_allocated(admin_port: u16) -> u64 {
     admin_get(admin_port, "/memory")
-        .and_then(|m| serde_json::from_str::<Value>(&m).ok())
+        .and_then(|m| entra_obo_filter::json::parse(&m).ok())
         .and_then(|m| m["allocated"].as_str().and_then(|a| a.parse().ok()))
         .unwrap_or(0)
 }

@@ -38,7 +38,7 @@ struct Tally {
 fn memory_allocated(envoy: &Envoy) -> u64 {
     envoy
         .admin("/memory")
-        .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+        .and_then(|m| entra_obo_filter::json::parse(&m).ok())
         .and_then(|m| m["allocated"].as_str().and_then(|a| a.parse().ok()))
         .unwrap_or(0)
 }

@@ -78,7 +78,7 @@ fn big(be: &[u8], bits: usize) -> Result<BoxedUint, String> {
 impl ClientKey {
     /// Reads an RSA private key from a JWK (JSON text). The problem never quotes the key.
     pub fn from_jwk(json: &str) -> Result<ClientKey, String> {
-        Self::from_jwk_value(serde_json::from_str(json).map_err(|_| NOT_A_JWK.to_string())?)
+        Self::from_jwk_value(crate::json::parse(json).map_err(|_| NOT_A_JWK.to_string())?)
     }
 
     /// Reads an RSA private key from a JWK already read as JSON.
@@ -347,7 +347,7 @@ mod tests {
 
     fn parts(jwt: &str) -> (Value, Value, Vec<u8>, String) {
         let p: Vec<&str> = jwt.split('.').collect();
-        let json = |s: &str| serde_json::from_slice(&URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap();
+        let json = |s: &str| crate::json::parse(URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap();
         (
             json(p[0]),
             json(p[1]),
@@ -489,7 +489,7 @@ mod tests {
 
     #[test]
     fn unusable_keys_are_refused_without_quoting_them() {
-        let full: Value = serde_json::from_str(&test_key::jwk()).unwrap();
+        let full: Value = crate::json::parse(test_key::jwk()).unwrap();
         let d = full["d"].as_str().unwrap().to_string();
         let mut public_only = full.clone();
         public_only.as_object_mut().unwrap().remove("d");
@@ -519,7 +519,7 @@ mod tests {
     #[test]
     fn components_written_with_leading_zero_bytes_are_the_same_key() {
         // RFC 7518 says no leading zeros, but some tools write them; the key is the same.
-        let mut jwk: Value = serde_json::from_str(&test_key::jwk()).unwrap();
+        let mut jwk: Value = crate::json::parse(test_key::jwk()).unwrap();
         for part in ["n", "d", "p"] {
             let mut bytes = URL_SAFE_NO_PAD.decode(jwk[part].as_str().unwrap()).unwrap();
             bytes.insert(0, 0);
@@ -544,7 +544,7 @@ mod tests {
     #[test]
     fn debug_output_never_shows_the_key() {
         let s = settings(SigningAlg::Rs256, &test_key::jwk());
-        let full: Value = serde_json::from_str(&test_key::jwk()).unwrap();
+        let full: Value = crate::json::parse(test_key::jwk()).unwrap();
         let dump = format!("{s:?}");
         assert!(!dump.contains(&full["d"].as_str().unwrap()[..20]), "{dump}");
         assert!(dump.contains("redacted"));

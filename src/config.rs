@@ -678,7 +678,7 @@ pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         )
         .into());
     }
-    let mut tree: Value = serde_json::from_slice(bytes)
+    let mut tree: Value = crate::json::parse(bytes)
         .map_err(|e| ConfigError::new("configuration", format!("is not valid JSON: {e}")))?;
     let mut problems = Problems::default();
     expand_env(&mut tree, &mut String::new(), env, &mut problems);
@@ -1722,7 +1722,7 @@ mod tests {
     #[test]
     fn a_jwk_object_is_accepted_inline() {
         let mut v = minimal();
-        v["client_jwk"] = serde_json::from_str(&crate::client_assertion::test_key::jwk()).unwrap();
+        v["client_jwk"] = crate::json::parse(crate::client_assertion::test_key::jwk()).unwrap();
         assert!(matches!(
             parse_value(&v, ENV).unwrap().providers[0].client_auth,
             ClientAuth::PrivateKey(_)

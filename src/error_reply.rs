@@ -368,7 +368,7 @@ mod tests {
     }
 
     fn body(r: &Reply) -> Value {
-        serde_json::from_str(&r.body).unwrap()
+        crate::json::parse(&r.body).unwrap()
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub fn read_claims(token: &str) -> Result<SubjectClaims, SubjectTokenProblem> {
         return Err(NotJwt);
     }
     let json = BASE64URL.decode(payload).map_err(|_| NotJwt)?;
-    let Ok(Value::Object(claims)) = serde_json::from_slice(&json) else {
+    let Ok(Value::Object(claims)) = crate::json::parse(&json) else {
         return Err(NotJwt);
     };
     // A fractional or negative `exp` is legal JSON; round it toward "already expired".

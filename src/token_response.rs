@@ -60,7 +60,7 @@ impl IdpError {
     /// Reads the error fields of a token endpoint's JSON answer (or of one kept in the cache);
     /// None when it has no `error`. A field of another type than Entra ID documents is left out.
     pub fn from_json(text: &[u8]) -> Option<IdpError> {
-        let Ok(Value::Object(fields)) = serde_json::from_slice(text) else {
+        let Ok(Value::Object(fields)) = crate::json::parse(text) else {
             return None;
         };
         let error = json::text(&fields, "error").filter(|e| !e.is_empty())?;
@@ -126,7 +126,7 @@ pub fn read_answer(
 }
 
 fn read_success(body: &[u8]) -> Result<IssuedToken, ExchangeFailure> {
-    let Ok(Value::Object(parsed)) = serde_json::from_slice(body) else {
+    let Ok(Value::Object(parsed)) = crate::json::parse(body) else {
         return Err(ExchangeFailure::BadAnswer(
             "token response is not a JSON object",
         ));

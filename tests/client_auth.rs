@@ -92,7 +92,7 @@ fn one_assertion_signed_with_the_key_serves_the_token_requests_of_several_users(
         1
     );
     // Nothing of the key (its private exponent) or of an assertion is in Envoy's log.
-    let jwk: Value = serde_json::from_str(&client_key().jwk).unwrap();
+    let jwk: Value = entra_obo_filter::json::parse(&client_key().jwk).unwrap();
     let log = w.envoy.log();
     assert!(
         !log.contains(&jwk["d"].as_str().unwrap()[..24]),
@@ -127,8 +127,8 @@ fn ps256_and_a_configured_audience_are_used() {
         .unwrap()
         .to_string();
     let header = assertion.split('.').next().unwrap();
-    let header: Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
+    let header: Value = entra_obo_filter::json::parse(
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
     )
     .unwrap();
     assert_eq!(header["alg"], "PS256");

@@ -11,8 +11,9 @@ use support::envoy::wasm_path;
 /// build keeps only those listed in src/proxy/exports.json.
 #[test]
 fn module_exports_only_the_callbacks_the_filter_uses() {
-    let listed: serde_json::Value = serde_json::from_str(include_str!("../src/proxy/exports.json"))
-        .expect("src/proxy/exports.json is JSON");
+    let listed: serde_json::Value =
+        entra_obo_filter::json::parse(include_str!("../src/proxy/exports.json"))
+            .expect("src/proxy/exports.json is JSON");
     let listed: BTreeSet<String> = listed
         .as_array()
         .expect("a list of nodes")

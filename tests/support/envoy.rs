@@ -258,7 +258,8 @@ impl Envoy {
     }
 
     fn listener_port(&self) -> Option<u16> {
-        let listeners: Value = serde_json::from_str(&self.admin("/listeners?format=json")?).ok()?;
+        let listeners: Value =
+            entra_obo_filter::json::parse(&self.admin("/listeners?format=json")?).ok()?;
         listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())

@@ -419,7 +419,7 @@ fn check_assertion(
         let bytes = URL_SAFE_NO_PAD
             .decode(part)
             .map_err(|_| "a part is not base64url".to_string())?;
-        serde_json::from_slice(&bytes).map_err(|_| "a part is not JSON".to_string())
+        entra_obo_filter::json::parse(&bytes).map_err(|_| "a part is not JSON".to_string())
     };
     let (header, claims) = (decode(header)?, decode(claims)?);
     let signature = URL_SAFE_NO_PAD

@@ -62,7 +62,7 @@ pub fn find_plugin_configs(text: &str) -> Result<Vec<Found>, String> {
     if trimmed.starts_with('{') {
         // JSON: a raw configuration unless it is an Envoy bootstrap written in JSON. Parse errors
         // come from the filter's parser, as the filter would report them.
-        return Ok(match serde_json::from_str::<Value>(text) {
+        return Ok(match entra_obo_filter::json::parse(text) {
             Ok(doc) if is_container(&doc) => embedded(&doc),
             _ => vec![raw(text.to_string())],
         });
