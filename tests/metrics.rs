@@ -14,7 +14,8 @@ use support::user_token;
 
 /// Waits until `/stats` shows exactly `expected` (each worker hands its counts to Envoy on its root
 /// context's tick, every second), and fails if it does not within 10 s.
-fn assert_counters_become(s: &Stack, expected: &[(String, u64)]) {
+fn assert_counters_become(s: &Stack, expected: &[(&str, u64)]) {
+    let expected: Vec<(String, u64)> = expected.iter().map(|(n, v)| (n.to_string(), *v)).collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while s.envoy.obo_counters() != expected && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
@@ -38,7 +39,7 @@ fn a_hit_the_workers_front_cache_did_not_hold_counts_as_shared() {
             200
         );
     }
-    let expected: Vec<(String, u64)> = [
+    let expected = [
         ("obo_cache_hits", 2),
         ("obo_cache_hits_shared", 1),
         ("obo_cache_misses", 2),
@@ -53,10 +54,7 @@ fn a_hit_the_workers_front_cache_did_not_hold_counts_as_shared() {
         ("obo_requests_passed_through", 0),
         ("obo_requests_rejected_locally", 0),
         ("obo_upstream_claims_challenges", 0),
-    ]
-    .iter()
-    .map(|(n, v)| (n.to_string(), *v))
-    .collect();
+    ];
     assert_counters_become(&s, &expected);
 }
 
@@ -109,7 +107,7 @@ fn metrics_count_each_outcome_exactly_across_workers() {
         s.idp.set(behaviour);
         assert_eq!(api(user).status, status, "{user}");
     }
-    let expected: Vec<(String, u64)> = [
+    let expected = [
         ("obo_cache_hits", 2),
         ("obo_cache_hits_shared", 2),
         ("obo_cache_misses", 6),
@@ -124,10 +122,7 @@ fn metrics_count_each_outcome_exactly_across_workers() {
         ("obo_requests_passed_through", 1),
         ("obo_requests_rejected_locally", 1),
         ("obo_upstream_claims_challenges", 0),
-    ]
-    .iter()
-    .map(|(n, v)| (n.to_string(), *v))
-    .collect();
+    ];
     assert_counters_become(&s, &expected);
     // The same numbers under the same names in Prometheus's format, and one latency sample per
     // exchange once the histogram is flushed.
