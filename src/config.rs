@@ -29,6 +29,8 @@ const DEFAULT_WORKER_ENTRIES: u32 = 1_024;
 const MAX_WORKER_ENTRIES: u64 = 100_000;
 const DEFAULT_REFRESH_AHEAD_S: u64 = 300;
 const DEFAULT_REFRESH_AHEAD_PERCENT: u64 = 10;
+const DEFAULT_CLAIMS_CHALLENGE_HOLDOFF_S: u64 = 60;
+const MAX_CLAIMS_CHALLENGE_HOLDOFF_S: u64 = 3_600;
 const MAX_EXPIRY_SKEW_S: u64 = 3_600;
 const DEFAULT_SUBJECT_TOKEN_LEEWAY_S: u64 = 60;
 const MAX_SUBJECT_TOKEN_LEEWAY_S: u64 = 3_600;
@@ -228,6 +230,9 @@ pub struct CacheSettings {
     /// `refresh_ahead_percent` of its lifetime, whichever is shorter.
     pub refresh_ahead_s: u64,
     pub refresh_ahead_percent: u64,
+    /// After a worker drops a token for an upstream's claims challenge, it keeps the next one for
+    /// the same key this long even if the upstream challenges it too (0: drops on every challenge).
+    pub claims_challenge_holdoff_s: u64,
 }
 
 /// The application's credential at the token endpoint.
@@ -632,6 +637,7 @@ struct RawCache {
     worker_entries: u32,
     refresh_ahead_s: u64,
     refresh_ahead_percent: u64,
+    claims_challenge_holdoff_s: u64,
 }
 
 impl RawCache {
@@ -642,6 +648,10 @@ impl RawCache {
             worker_entries: f.or("worker_entries", DEFAULT_WORKER_ENTRIES),
             refresh_ahead_s: f.or("refresh_ahead_s", DEFAULT_REFRESH_AHEAD_S),
             refresh_ahead_percent: f.or("refresh_ahead_percent", DEFAULT_REFRESH_AHEAD_PERCENT),
+            claims_challenge_holdoff_s: f.or(
+                "claims_challenge_holdoff_s",
+                DEFAULT_CLAIMS_CHALLENGE_HOLDOFF_S,
+            ),
         }
     }
 }
@@ -816,6 +826,11 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             90,
         ),
         (
+            "cache.claims_challenge_holdoff_s",
+            raw.cache.claims_challenge_holdoff_s,
+            MAX_CLAIMS_CHALLENGE_HOLDOFF_S,
+        ),
+        (
             "subject_token_leeway_s",
             raw.subject_token_leeway_s,
             MAX_SUBJECT_TOKEN_LEEWAY_S,
@@ -852,6 +867,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             worker_entries: raw.cache.worker_entries,
             refresh_ahead_s: raw.cache.refresh_ahead_s,
             refresh_ahead_percent: raw.cache.refresh_ahead_percent,
+            claims_challenge_holdoff_s: raw.cache.claims_challenge_holdoff_s,
         },
         subject_token: SubjectTokenSettings {
             leeway_s: raw.subject_token_leeway_s,
@@ -1294,6 +1310,7 @@ mod tests {
             (cfg.cache.refresh_ahead_s, cfg.cache.refresh_ahead_percent),
             (300, 10)
         );
+        assert_eq!(cfg.cache.claims_challenge_holdoff_s, 60);
         assert_eq!(cfg.subject_token.leeway_s, 60);
         assert_eq!(cfg.providers[0].audiences, None);
         assert_eq!(cfg.negative_cache_s, 5);
@@ -1545,6 +1562,9 @@ mod tests {
         let mut v = minimal();
         v["cache"] = json!({"worker_entries": 100_001});
         assert_eq!(error_of(v).field, "cache.worker_entries");
+        let mut v = minimal();
+        v["cache"] = json!({"claims_challenge_holdoff_s": 3_601});
+        assert_eq!(error_of(v).field, "cache.claims_challenge_holdoff_s");
         let mut v = minimal();
         v["cache"] = json!({"expiry_skew_s": 100000});
         assert_eq!(error_of(v).field, "cache.expiry_skew_s");

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use crate::backoff;
 use crate::cache_key::CacheKey;
 use crate::claim::{self, Claim};
+use crate::claims_challenge::Holdoff;
 use crate::client_assertion::LastAssertion;
 use crate::config::{Config, Grant};
 use crate::drop_signal::{DropWatch, Dropped};
@@ -125,6 +126,8 @@ pub struct Worker {
     pending: Vec<(CacheKey, u64)>,
     /// Each provider's last signed client assertion (`private_key_jwt`), by provider index.
     assertions: Vec<LastAssertion>,
+    /// When this worker last dropped each token for an upstream's claims challenge.
+    challenges: Holdoff,
 }
 
 /// What every request waiting on an exchange does once it is settled.
@@ -148,6 +151,7 @@ impl Default for Worker {
             flights: HashMap::new(),
             pending: Vec::new(),
             assertions: Vec::new(),
+            challenges: Holdoff::default(),
         }
     }
 }
@@ -166,6 +170,16 @@ impl Worker {
 
     pub fn front(&mut self) -> &mut FrontCache {
         &mut self.front
+    }
+
+    /// Whether an upstream's claims challenge at `now` is to drop `key`'s token
+    /// (`cache.claims_challenge_holdoff_s`).
+    pub fn may_drop_for_challenge(&mut self, key: CacheKey, now: u64) -> bool {
+        let holdoff_s = self
+            .config
+            .as_ref()
+            .map_or(0, |c| c.cache.claims_challenge_holdoff_s);
+        self.challenges.may_drop(key, now, holdoff_s)
     }
 
     /// Lets go of the front-cache entries of the tokens dropped from the shared cache since the

@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use crate::backoff;
 use crate::cache_key::CacheKey;
+use crate::claims_challenge;
 use crate::config::{ExistingAuthorization, Unmatched};
 use crate::drop_signal;
 use crate::error_reply::{log_line, reply_for, Refusal};
@@ -210,25 +211,24 @@ impl RequestFilter {
 
     /// Continuous access evaluation: an upstream that answers 401 with
     /// `error="insufficient_claims"` no longer accepts the cached token, so it is dropped and the
-    /// next request exchanges again. The answer itself goes back to the caller unchanged.
+    /// next request exchanges again, unless this worker dropped that key's token within the
+    /// holdoff (`claims_challenge`). The answer itself goes back to the caller unchanged.
     pub fn on_response_headers(&mut self, host: &dyn Host) {
         let Some(key) = self.served_with.take() else {
             return;
         };
-        // `www-authenticate` first: on the usual answer it is absent, and Envoy reports an absent
-        // header without allocating in the VM, where reading `:status` would allocate each time.
-        let Some(challenge) = host.response_header("www-authenticate") else {
-            return;
-        };
-        // Last, as it is dearest: a refusal this filter answered itself (`interaction_required`)
-        // looks the same, and drops nothing.
-        if !challenge.contains("insufficient_claims")
-            || host.response_header(":status").as_deref() != Some("401")
-            || !host.response_from_upstream()
-        {
+        if !claims_challenge::from_upstream(host) {
             return;
         }
         let mut worker = self.worker.borrow_mut();
+        if !worker.may_drop_for_challenge(key, host.now_unix()) {
+            host.count(Counter::UpstreamClaimsChallengesKept);
+            host.log(
+                LogLevel::Debug,
+                "upstream asked for more claims again within cache.claims_challenge_holdoff_s: cached token kept",
+            );
+            return;
+        }
         worker.front().forget(&key);
         if let Some(config) = worker.config() {
             TokenCache::new(config.cache.max_entries).forget(host, &key);

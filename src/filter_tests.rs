@@ -840,6 +840,56 @@ fn upstream_insufficient_claims_drops_the_cached_token() {
     assert_eq!(host.dispatched.borrow().len(), 2);
 }
 
+/// A challenge to the token that replaced a challenged one, within the holdoff: the upstream wants
+/// what no new token from this subject token carries (an authentication context the user has not
+/// met), so dropping it would make every request of this user a token request.
+#[test]
+fn a_worker_drops_a_key_for_a_claims_challenge_once_per_holdoff() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    answer(&host, &mut f, 0, ok_answer("obo-1", 3599.into()));
+    upstream_asks_for_more_claims(&host, &mut f, 10);
+    let (mut f, v) = request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
+    assert_eq!(v, Verdict::Pause, "the first challenge dropped the token");
+    answer(&host, &mut f, 1, ok_answer("obo-2", 3599.into()));
+    host.now.set(host.now.get() + 59);
+    upstream_asks_for_more_claims(&host, &mut f, 11);
+    assert_eq!(host.counted(Counter::UpstreamClaimsChallenges), 1);
+    assert_eq!(host.counted(Counter::UpstreamClaimsChallengesKept), 1);
+    assert_forwarded_with(&host, &w, 12, "Bearer obo-2");
+    assert_eq!(host.dispatched.borrow().len(), 2, "no token request");
+    // 60 s (the default holdoff) after the drop, a challenge drops again.
+    host.now.set(host.now.get() + 1);
+    let (mut f, _) = request(&host, &w, 13, "api.example.com", "/", Some(BEARER_U));
+    upstream_asks_for_more_claims(&host, &mut f, 13);
+    assert_eq!(host.counted(Counter::UpstreamClaimsChallenges), 2);
+    assert_eq!(
+        request(&host, &w, 14, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Pause
+    );
+    assert_eq!(host.dispatched.borrow().len(), 3);
+}
+
+#[test]
+fn with_no_claims_challenge_holdoff_every_challenge_drops() {
+    let host = FakeHost::default();
+    let w = worker_with(serde_json::json!({"cache": {"claims_challenge_holdoff_s": 0}}));
+    for (nth, id) in [(0, 10), (1, 11), (2, 12)] {
+        let (mut f, v) = request(&host, &w, id, "api.example.com", "/", Some(BEARER_U));
+        assert_eq!(v, Verdict::Pause, "request {id} exchanged");
+        answer(
+            &host,
+            &mut f,
+            nth,
+            ok_answer(&format!("obo-{id}"), 3599.into()),
+        );
+        upstream_asks_for_more_claims(&host, &mut f, id);
+    }
+    assert_eq!(host.counted(Counter::UpstreamClaimsChallenges), 3);
+    assert_eq!(host.counted(Counter::UpstreamClaimsChallengesKept), 0);
+}
+
 #[test]
 fn a_claims_challenge_the_filter_answered_itself_drops_nothing() {
     let host = FakeHost::default();

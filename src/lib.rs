@@ -8,6 +8,7 @@
 //! - `cache_key`, `token_cache`: the cache key and the shared-data slot table;
 //! - `front_cache`: each worker's small cache in front of it, for the hot path;
 //! - `drop_signal`: how every worker learns that a token was dropped from the shared cache;
+//! - `claims_challenge`: an upstream's claims challenge, and when it drops the cached token;
 //! - `token_request`, `token_response`: the OBO request and reading its answer;
 //! - `exchange`: one token request per key, shared by all who wait for it, retried once;
 //! - `claim`: which worker sends it when several need the same token;
@@ -29,6 +30,7 @@
 pub mod backoff;
 pub mod cache_key;
 pub mod claim;
+pub mod claims_challenge;
 pub mod client_assertion;
 pub mod config;
 pub mod drop_signal;

@@ -40,10 +40,14 @@ pub enum Counter {
     /// Conditional Access authentication context) that dropped the cached token they were sent
     /// with; the next request for it exchanges again.
     UpstreamClaimsChallenges,
+    /// Such answers that dropped nothing, because this worker had dropped the token for the same
+    /// user and scope less than `cache.claims_challenge_holdoff_s` before; they go back to the
+    /// caller as they came.
+    UpstreamClaimsChallengesKept,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 14] = [
+    pub const ALL: [Counter; 15] = [
         Counter::CacheHits,
         Counter::CacheHitsShared,
         Counter::CacheMisses,
@@ -58,6 +62,7 @@ impl Counter {
         Counter::ExchangesTimeout,
         Counter::ClientAssertionsSigned,
         Counter::UpstreamClaimsChallenges,
+        Counter::UpstreamClaimsChallengesKept,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +81,7 @@ impl Counter {
             Counter::ExchangesTimeout => "obo_exchanges_timeout",
             Counter::ClientAssertionsSigned => "obo_client_assertions_signed",
             Counter::UpstreamClaimsChallenges => "obo_upstream_claims_challenges",
+            Counter::UpstreamClaimsChallengesKept => "obo_upstream_claims_challenges_kept",
         }
     }
 

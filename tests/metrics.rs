@@ -54,6 +54,7 @@ fn a_hit_the_workers_front_cache_did_not_hold_counts_as_shared() {
         ("obo_requests_passed_through", 0),
         ("obo_requests_rejected_locally", 0),
         ("obo_upstream_claims_challenges", 0),
+        ("obo_upstream_claims_challenges_kept", 0),
     ];
     assert_counters_become(&s, &expected);
 }
@@ -122,6 +123,7 @@ fn metrics_count_each_outcome_exactly_across_workers() {
         ("obo_requests_passed_through", 1),
         ("obo_requests_rejected_locally", 1),
         ("obo_upstream_claims_challenges", 0),
+        ("obo_upstream_claims_challenges_kept", 0),
     ];
     assert_counters_become(&s, &expected);
     // The same numbers under the same names in Prometheus's format, and one latency sample per

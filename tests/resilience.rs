@@ -187,6 +187,36 @@ fn upstream_claims_challenge_drops_the_cached_token_and_passes_unchanged() {
     assert_eq!(s.idp.count(), 2, "the next request exchanged again");
 }
 
+/// An upstream that keeps challenging (it wants an authentication context the user has not met):
+/// the token is dropped once, and the one after it is kept for `cache.claims_challenge_holdoff_s`,
+/// so the user's requests do not each become a token request.
+#[test]
+fn an_upstream_that_keeps_challenging_costs_one_new_token_per_holdoff() {
+    let s = Stack::start_with(json!({}), |opts| opts.concurrency = 1);
+    let subject = bearer(&user_token("alice"));
+    for _ in 0..6 {
+        let r = s.get("api.example.com", CLAIMS_CHALLENGE_PATH, Some(&subject));
+        assert_eq!(r.status, 401);
+        assert_eq!(r.header("www-authenticate"), Some(CLAIMS_CHALLENGE));
+    }
+    assert_eq!(
+        s.envoy
+            .obo_counter_once("obo_upstream_claims_challenges_kept", 5),
+        5,
+        "every challenge after the first kept its token"
+    );
+    assert_eq!(
+        s.envoy
+            .obo_counter_once("obo_upstream_claims_challenges", 1),
+        1
+    );
+    assert_eq!(
+        s.idp.count(),
+        2,
+        "the first token, and one more after its drop"
+    );
+}
+
 #[test]
 fn a_claims_challenge_on_one_worker_stops_the_token_on_every_worker_within_a_second() {
     let s = Stack::start_with(json!({}), |opts| opts.concurrency = 2);
