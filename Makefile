@@ -152,7 +152,8 @@ image: build
 # What a release publishes, in dist/: the .wasm, its SHA-256 (a WasmPlugin's sha256 for an
 # http(s):// or file:// url; an EnvoyFilter's remote sha256), and the image as an OCI archive with
 # its digest (a WasmPlugin's sha256 for an oci:// url). Push it with
-# `skopeo copy oci-archive:dist/entra-obo-filter-$(VERSION).oci.tar docker://REGISTRY/entra-obo-filter:$(VERSION)`.
+# `skopeo copy --preserve-digests oci-archive:dist/entra-obo-filter-$(VERSION).oci.tar docker://REGISTRY/entra-obo-filter:$(VERSION)`
+# (--preserve-digests: fail rather than push an image whose digest is not the one in dist/).
 DIST := $(CURDIR)/dist
 
 release: build
