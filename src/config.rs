@@ -52,7 +52,8 @@ pub struct Config {
     pub unmatched: Unmatched,
     pub cache: CacheSettings,
     pub subject_token: SubjectTokenSettings,
-    /// How long an `invalid_grant` for one subject token and scope is remembered (0: not at all).
+    /// How long an `invalid_grant` or a claims challenge for one subject token and scope is
+    /// remembered (0: not at all).
     pub negative_cache_s: u64,
     pub backoff: BackoffSettings,
 }

@@ -455,7 +455,7 @@ impl Worker {
                 }
                 Some(Cached::Rejected(json)) => {
                     let idp = IdpError::from_json(json.as_bytes()).unwrap_or_default();
-                    let refusal = Refusal::Exchange(ExchangeFailure::InvalidGrant(Box::new(idp)));
+                    let refusal = Refusal::Exchange(ExchangeFailure::remembered(idp));
                     Some(Settlement::Refuse(reply_for(&refusal)))
                 }
                 None => backoff::remaining_s(host, &wait.ask.backoff_key(config), now_ms).map(
@@ -596,8 +596,10 @@ fn store(
     }
 }
 
-/// What a final failure leaves behind: an `invalid_grant` is remembered for this subject token and
-/// scope (negative cache); throttling and server failures make the scope back off.
+/// What a final failure leaves behind: an `invalid_grant` or a claims challenge is remembered for
+/// this subject token and scope (negative cache): Entra ID answers the same token the same way, and
+/// only a new one (after the caller stepped up) can pass. Throttling and server failures make the
+/// scope back off.
 fn remember_failure(
     host: &dyn Host,
     config: &Config,
@@ -605,7 +607,7 @@ fn remember_failure(
     flight: &Flight,
     failure: &ExchangeFailure,
 ) {
-    if let ExchangeFailure::InvalidGrant(idp) = failure {
+    if let ExchangeFailure::InvalidGrant(idp) | ExchangeFailure::ClaimsChallenge(idp) = failure {
         if config.negative_cache_s > 0 {
             if let Ok(json) = serde_json::to_string(idp) {
                 let until = host.now_unix().saturating_add(config.negative_cache_s);

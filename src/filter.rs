@@ -176,7 +176,7 @@ impl RequestFilter {
             }
             Some(Cached::Rejected(error_json)) => {
                 let idp = IdpError::from_json(error_json.as_bytes()).unwrap_or_default();
-                let refusal = Refusal::Exchange(ExchangeFailure::InvalidGrant(Box::new(idp)));
+                let refusal = Refusal::Exchange(ExchangeFailure::remembered(idp));
                 return refuse(host, &refusal);
             }
             None => host.count(Counter::CacheMisses),

@@ -768,6 +768,44 @@ fn throttled_scope_fails_fast_with_retry_after_but_cached_tokens_are_served() {
     assert_eq!(host.dispatched.borrow().len(), 4);
 }
 
+/// A user who must step up (MFA, a Conditional Access policy) gets the same challenge for the same
+/// subject token until they bring a new one: their next requests are answered from memory for
+/// `negative_cache_s`, not each with a token request.
+#[test]
+fn a_claims_challenge_from_entra_id_is_remembered_briefly_and_answered_the_same() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    answer(
+        &host,
+        &mut f,
+        0,
+        fixture_answer(400, "error-interaction-required.json"),
+    );
+    let first = host.stream(10).reply.unwrap();
+    assert_eq!(first.status, 401);
+    let (_f, v) = request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
+    assert_eq!(v, Verdict::Pause);
+    let again = host.stream(11).reply.unwrap();
+    assert_eq!(host.dispatched.borrow().len(), 1, "no second token request");
+    assert_eq!(again.status, 401);
+    assert_eq!(
+        again.header("www-authenticate"),
+        first.header("www-authenticate"),
+        "the same challenge, claims included"
+    );
+    assert!(again
+        .header("www-authenticate")
+        .is_some_and(|c| c.contains("insufficient_claims") && c.contains("claims=")));
+    host.now.set(host.now.get() + 5);
+    request(&host, &w, 12, "api.example.com", "/", Some(BEARER_U));
+    assert_eq!(
+        host.dispatched.borrow().len(),
+        2,
+        "asked again after negative_cache_s"
+    );
+}
+
 #[test]
 fn invalid_grant_is_remembered_briefly_for_that_user_only() {
     let host = FakeHost::default();

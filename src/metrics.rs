@@ -19,7 +19,8 @@ pub enum Counter {
     /// Requests no target matched, forwarded unchanged (`unmatched: passthrough`).
     PassedThrough,
     /// Requests the filter answered itself without asking the IdP: no or bad bearer token, no
-    /// target (`unmatched: deny`), a remembered `invalid_grant`, a scope backing off.
+    /// target (`unmatched: deny`), a remembered `invalid_grant` or claims challenge, a scope backing
+    /// off.
     RejectedLocally,
     /// Requests refused because the exchange they waited for failed.
     FailedExchange,

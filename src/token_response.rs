@@ -56,7 +56,25 @@ pub enum ExchangeFailure {
     Unreachable,
 }
 
+impl ExchangeFailure {
+    /// A refusal remembered for a subject token and scope (`negative_cache_s`), as it was first
+    /// told: a claims challenge again, or else an `invalid_grant`.
+    pub fn remembered(idp: IdpError) -> ExchangeFailure {
+        if idp.is_claims_challenge() {
+            ExchangeFailure::ClaimsChallenge(Box::new(idp))
+        } else {
+            ExchangeFailure::InvalidGrant(Box::new(idp))
+        }
+    }
+}
+
 impl IdpError {
+    /// `interaction_required`, or any error that carries a `claims` challenge.
+    fn is_claims_challenge(&self) -> bool {
+        self.claims.as_deref().is_some_and(|c| !c.is_empty())
+            || self.error == "interaction_required"
+    }
+
     /// Reads the error fields of a token endpoint's JSON answer (or of one kept in the cache);
     /// None when it has no `error`. A field of another type than Entra ID documents is left out.
     pub fn from_json(text: &[u8]) -> Option<IdpError> {
@@ -109,12 +127,7 @@ pub fn read_answer(
             None => Err(ExchangeFailure::Unreachable),
         },
         400..=499 => match read_error(body) {
-            Some(idp)
-                if idp.claims.as_deref().is_some_and(|c| !c.is_empty())
-                    || idp.error == "interaction_required" =>
-            {
-                Err(ExchangeFailure::ClaimsChallenge(idp))
-            }
+            Some(idp) if idp.is_claims_challenge() => Err(ExchangeFailure::ClaimsChallenge(idp)),
             Some(idp) if idp.error == "invalid_grant" => Err(ExchangeFailure::InvalidGrant(idp)),
             idp => Err(ExchangeFailure::IdpError { status, idp }),
         },
@@ -351,6 +364,26 @@ mod tests {
         let idp = IdpError::from_json(&fixture("error-consent-required.json")).unwrap();
         let kept = serde_json::to_string(&idp).unwrap();
         assert_eq!(IdpError::from_json(kept.as_bytes()), Some(idp));
+    }
+
+    #[test]
+    fn a_remembered_refusal_is_told_as_it_was_first() {
+        for (name, challenge) in [
+            ("error-interaction-required.json", true),
+            ("error-consent-required.json", false),
+            ("error-invalid-grant-expired.json", false),
+        ] {
+            let idp = IdpError::from_json(&fixture(name)).unwrap();
+            let first = read_answer(Some(400), None, &fixture(name)).unwrap_err();
+            let kept = serde_json::to_string(&idp).unwrap();
+            let again = ExchangeFailure::remembered(IdpError::from_json(kept.as_bytes()).unwrap());
+            assert_eq!(again, first, "{name}");
+            assert_eq!(
+                matches!(again, ExchangeFailure::ClaimsChallenge(_)),
+                challenge,
+                "{name}"
+            );
+        }
     }
 
     #[test]

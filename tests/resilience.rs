@@ -124,6 +124,28 @@ fn throttled_scope_fails_fast_until_retry_after_has_passed() {
     let _ = OTHER_SCOPE;
 }
 
+/// Entra ID answers the same subject token with the same challenge until the user steps up and
+/// brings a new one, so the answer is remembered like an `invalid_grant`.
+#[test]
+fn a_user_who_must_step_up_costs_the_idp_one_request_not_one_per_retry() {
+    let s = Stack::start(json!({"negative_cache_s": 5}));
+    s.idp
+        .set(Behaviour::fixture(400, "error-interaction-required.json"));
+    let subject = bearer(&user_token("alice"));
+    let first = s.get("api.example.com", "/", Some(&subject));
+    assert_eq!(first.status, 401);
+    let challenge = first.header("www-authenticate").unwrap().to_string();
+    assert!(challenge.contains("insufficient_claims") && challenge.contains("claims="));
+    for _ in 0..9 {
+        let r = s.get("api.example.com", "/", Some(&subject));
+        assert_eq!(r.status, 401);
+        assert_eq!(r.header("www-authenticate"), Some(challenge.as_str()));
+        assert_eq!(r.json()["error_codes"], json!([50079]));
+    }
+    assert_eq!(s.idp.count(), 1);
+    assert!(s.upstream.seen().is_empty());
+}
+
 #[test]
 fn invalid_grant_costs_the_idp_one_request_not_one_per_retry() {
     let s = Stack::start(json!({"negative_cache_s": 5}));
