@@ -2,7 +2,8 @@
 //! authentication context): how it is recognised, and when it drops the cached token.
 //!
 //! The upstream answers 401 with `WWW-Authenticate: Bearer error="insufficient_claims", claims=...`
-//! when it no longer accepts the token. Dropping the token makes the next request exchange again,
+//! when it no longer accepts the token; a gRPC upstream answers `UNAUTHENTICATED` with the same
+//! header (HTTP 200, `grpc-status: 16` among the headers of a trailers-only answer). Dropping the token makes the next request exchange again,
 //! which helps when Entra ID now issues a token the upstream accepts (a revoked session is then
 //! refused by Entra ID itself). It cannot help when the upstream wants a claim the subject token
 //! does not carry (an authentication context the user has not satisfied): every new token is
@@ -29,8 +30,17 @@ pub fn from_upstream(host: &dyn Host) -> bool {
     // Last, as it is dearest: a refusal this filter answered itself (`interaction_required`)
     // looks the same.
     challenge.contains("insufficient_claims")
-        && host.response_header(":status").as_deref() == Some("401")
+        && is_unauthenticated(host)
         && host.response_from_upstream()
+}
+
+/// A 401, or gRPC's `UNAUTHENTICATED`, which comes in a 200.
+fn is_unauthenticated(host: &dyn Host) -> bool {
+    match host.response_header(":status").as_deref() {
+        Some("401") => true,
+        Some("200") => host.response_header("grpc-status").as_deref() == Some("16"),
+        _ => false,
+    }
 }
 
 /// When this worker last dropped each key's token for a challenge.

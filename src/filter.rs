@@ -209,7 +209,7 @@ impl RequestFilter {
         }
     }
 
-    /// Continuous access evaluation: an upstream that answers 401 with
+    /// Continuous access evaluation: an upstream that answers 401 (or gRPC `UNAUTHENTICATED`) with
     /// `error="insufficient_claims"` no longer accepts the cached token, so it is dropped and the
     /// next request exchanges again, unless this worker dropped that key's token within the
     /// holdoff (`claims_challenge`). The answer itself goes back to the caller unchanged.

@@ -878,6 +878,42 @@ fn upstream_insufficient_claims_drops_the_cached_token() {
     assert_eq!(host.dispatched.borrow().len(), 2);
 }
 
+/// gRPC carries `UNAUTHENTICATED` in an HTTP 200 (trailers-only: `grpc-status` among the headers).
+#[test]
+fn a_grpc_upstreams_unauthenticated_with_a_claims_challenge_drops_the_cached_token() {
+    let host = FakeHost::default();
+    let w = worker();
+    let challenge = r#"Bearer error="insufficient_claims", claims="eyJ9""#;
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(BEARER_U));
+    answer(&host, &mut f, 0, ok_answer("obo-1", 3599.into()));
+    // PERMISSION_DENIED is not a claims challenge, whatever header comes with it.
+    host.respond(
+        10,
+        &[
+            (":status", "200"),
+            ("grpc-status", "7"),
+            ("www-authenticate", challenge),
+        ],
+    );
+    f.on_response_headers(&host);
+    let (mut f, v) = request(&host, &w, 11, "api.example.com", "/", Some(BEARER_U));
+    assert_eq!(v, Verdict::Continue, "still cached");
+    host.respond(
+        11,
+        &[
+            (":status", "200"),
+            ("grpc-status", "16"),
+            ("www-authenticate", challenge),
+        ],
+    );
+    f.on_response_headers(&host);
+    assert_eq!(host.counted(Counter::UpstreamClaimsChallenges), 1);
+    assert_eq!(
+        request(&host, &w, 12, "api.example.com", "/", Some(BEARER_U)).1,
+        Verdict::Pause
+    );
+}
+
 /// A challenge to the token that replaced a challenged one, within the holdoff: the upstream wants
 /// what no new token from this subject token carries (an authentication context the user has not
 /// met), so dropping it would make every request of this user a token request.

@@ -37,9 +37,9 @@ pub enum Counter {
     /// Client assertions signed (`private_key_jwt`); one serves several token requests for
     /// `client_assertion.reuse_s`.
     ClientAssertionsSigned,
-    /// Upstream answers 401 `error="insufficient_claims"` (continuous access evaluation, or a
-    /// Conditional Access authentication context) that dropped the cached token they were sent
-    /// with; the next request for it exchanges again.
+    /// Upstream answers 401 (or gRPC `UNAUTHENTICATED`) `error="insufficient_claims"` (continuous
+    /// access evaluation, or a Conditional Access authentication context) that dropped the cached
+    /// token they were sent with; the next request for it exchanges again.
     UpstreamClaimsChallenges,
     /// Such answers that dropped nothing, because this worker had dropped the token for the same
     /// user and scope less than `cache.claims_challenge_holdoff_s` before; they go back to the

@@ -8,6 +8,7 @@ use support::client::bearer;
 use support::grpc_client::{call, GrpcAnswer};
 use support::mock_idp::{obo_token_for, Behaviour};
 use support::stack::{Stack, API_SCOPE};
+use support::upstream::{CLAIMS_CHALLENGE, GRPC_CLAIMS_CHALLENGE_METHOD};
 use support::user_token;
 
 const METHOD: &str = "/team.api.v1.Orders/Get";
@@ -68,6 +69,36 @@ fn a_grpc_call_that_needs_a_step_up_ends_unauthenticated_with_the_claims_challen
         "{:?}",
         answer.headers
     );
+}
+
+/// A gRPC upstream that no longer accepts the token answers `UNAUTHENTICATED` with the claims
+/// challenge: the caller gets it as it came, and the token is dropped as after an HTTP 401.
+#[test]
+fn a_grpc_upstreams_claims_challenge_reaches_the_caller_and_drops_the_token() {
+    let s = Stack::start_with(json!({}), |o| o.concurrency = 1);
+    let subject = user_token("alice");
+    assert_eq!(
+        call_with_token(&s, "api.example.com", &subject).grpc_status(),
+        None
+    );
+    let answer = call(
+        s.envoy.port,
+        "api.example.com",
+        GRPC_CLAIMS_CHALLENGE_METHOD,
+        Some(&bearer(&subject)),
+    );
+    assert_eq!(answer.grpc_status(), Some("16"), "{:?}", answer.headers);
+    assert_eq!(answer.header("www-authenticate"), Some(CLAIMS_CHALLENGE));
+    assert_eq!(
+        s.envoy
+            .obo_counter_once("obo_upstream_claims_challenges", 1),
+        1
+    );
+    assert_eq!(
+        call_with_token(&s, "api.example.com", &subject).grpc_status(),
+        None
+    );
+    assert_eq!(s.idp.count(), 2, "the next call exchanged again");
 }
 
 #[test]

@@ -9,6 +9,9 @@ use super::server::Server;
 pub const CLAIMS_CHALLENGE_PATH: &str = "/claims-challenge";
 pub const CLAIMS_CHALLENGE: &str =
     r#"Bearer error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnt9fQ==""#;
+/// A gRPC method the upstream answers `UNAUTHENTICATED` with CLAIMS_CHALLENGE, as a gRPC server
+/// does: HTTP 200, trailers-only, `grpc-status: 16` among the headers.
+pub const GRPC_CLAIMS_CHALLENGE_METHOD: &str = "/team.api.v1.Orders/AfterRevocation";
 
 #[derive(Clone, Debug)]
 pub struct Seen {
@@ -59,8 +62,22 @@ impl Upstream {
                     })
                     .to_string();
                     let challenge = entry.path.starts_with(CLAIMS_CHALLENGE_PATH);
+                    let grpc_challenge = entry.path == GRPC_CLAIMS_CHALLENGE_METHOD;
                     record.lock().unwrap().push(entry);
-                    if challenge {
+                    if grpc_challenge {
+                        let mut response = axum::response::Response::new(axum::body::Body::empty());
+                        for (name, value) in [
+                            ("content-type", "application/grpc"),
+                            ("grpc-status", "16"),
+                            ("grpc-message", "token revoked"),
+                            ("www-authenticate", CLAIMS_CHALLENGE),
+                        ] {
+                            response
+                                .headers_mut()
+                                .insert(name, axum::http::HeaderValue::from_static(value));
+                        }
+                        response
+                    } else if challenge {
                         let mut response =
                             axum::response::Response::new(axum::body::Body::from(reply));
                         *response.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
