@@ -20,7 +20,7 @@ use crate::host::{Callout, DispatchError, Host, LogLevel};
 use crate::metrics::Counter;
 use crate::token_cache::{refresh_at, use_until, Cached, TokenCache};
 use crate::token_request;
-use crate::token_response::{read_answer, ExchangeFailure, IdpError, IssuedToken};
+use crate::token_response::{read_answer, ExchangeFailure, IssuedToken};
 
 /// A token endpoint's answer as the host delivered it.
 #[derive(Debug, Clone, Default)]
@@ -454,8 +454,7 @@ impl Worker {
                     Some(Settlement::Forward(authorization.to_string()))
                 }
                 Some(Cached::Rejected(json)) => {
-                    let idp = IdpError::from_json(json.as_bytes()).unwrap_or_default();
-                    let refusal = Refusal::Exchange(ExchangeFailure::remembered(idp));
+                    let refusal = Refusal::Exchange(ExchangeFailure::remembered(json.as_bytes()));
                     Some(Settlement::Refuse(reply_for(&refusal)))
                 }
                 None => backoff::remaining_s(host, &wait.ask.backoff_key(config), now_ms).map(

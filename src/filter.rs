@@ -18,7 +18,7 @@ use crate::subject_token::{
 };
 use crate::target_match::find_target;
 use crate::token_cache::{Cached, TokenCache};
-use crate::token_response::{ExchangeFailure, IdpError};
+use crate::token_response::ExchangeFailure;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -175,8 +175,7 @@ impl RequestFilter {
                 return Verdict::Continue;
             }
             Some(Cached::Rejected(error_json)) => {
-                let idp = IdpError::from_json(error_json.as_bytes()).unwrap_or_default();
-                let refusal = Refusal::Exchange(ExchangeFailure::remembered(idp));
+                let refusal = Refusal::Exchange(ExchangeFailure::remembered(error_json.as_bytes()));
                 return refuse(host, &refusal);
             }
             None => host.count(Counter::CacheMisses),

@@ -57,9 +57,11 @@ pub enum ExchangeFailure {
 }
 
 impl ExchangeFailure {
-    /// A refusal remembered for a subject token and scope (`negative_cache_s`), as it was first
-    /// told: a claims challenge again, or else an `invalid_grant`.
-    pub fn remembered(idp: IdpError) -> ExchangeFailure {
+    /// A refusal remembered for a subject token and scope (`negative_cache_s`), read back from
+    /// the error JSON kept in the cache, as it was first told: a claims challenge again, or else
+    /// an `invalid_grant`.
+    pub fn remembered(error_json: &[u8]) -> ExchangeFailure {
+        let idp = IdpError::from_json(error_json).unwrap_or_default();
         if idp.is_claims_challenge() {
             ExchangeFailure::ClaimsChallenge(Box::new(idp))
         } else {
@@ -376,7 +378,7 @@ mod tests {
             let idp = IdpError::from_json(&fixture(name)).unwrap();
             let first = read_answer(Some(400), None, &fixture(name)).unwrap_err();
             let kept = serde_json::to_string(&idp).unwrap();
-            let again = ExchangeFailure::remembered(IdpError::from_json(kept.as_bytes()).unwrap());
+            let again = ExchangeFailure::remembered(kept.as_bytes());
             assert_eq!(again, first, "{name}");
             assert_eq!(
                 matches!(again, ExchangeFailure::ClaimsChallenge(_)),
