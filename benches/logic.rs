@@ -44,12 +44,12 @@ fn main() {
     let header = format!("Bearer {subject}");
     let success = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/entra/obo-success.json"
+        "/tests/fixtures/entra/obo-success.json"
     ))
     .unwrap_or_else(|_| br#"{"access_token":"abc","expires_in":3599}"#.to_vec());
     let error = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/entra/error-invalid-grant-expired.json"
+        "/tests/fixtures/entra/error-invalid-grant-expired.json"
     ))
     .unwrap_or_else(|_| br#"{"error":"invalid_grant"}"#.to_vec());
 

@@ -353,7 +353,7 @@ mod tests {
 
     fn fixture_refusal(status: u16, retry_after: Option<&str>, name: &str) -> Refusal {
         let path = format!(
-            "{}/../shared/fixtures/entra/{name}",
+            "{}/tests/fixtures/entra/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         let body = std::fs::read(path).unwrap();

@@ -105,7 +105,7 @@ fn ok_answer(token: &str, expires_in: serde_json::Value) -> CallAnswer {
 
 fn fixture_answer(status: u16, name: &str) -> CallAnswer {
     let path = format!(
-        "{}/../shared/fixtures/entra/{name}",
+        "{}/tests/fixtures/entra/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     CallAnswer {
