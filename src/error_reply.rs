@@ -17,6 +17,14 @@ pub enum Refusal {
     NoBearerToken,
     /// No target matched and `unmatched` is `deny`.
     UnmatchedDenied,
+    /// The `:authority` is not `host[:port]` and was aimed at a target's host: Envoy routes it by
+    /// its whole value, so it may go elsewhere than the target.
+    MalformedAuthority,
+    /// A `path_prefix` target would consider the request, and its path has dot-segments, empty
+    /// segments or escapes that the router or the upstream may read differently.
+    AmbiguousPath,
+    /// The worker already runs `max_exchanges_in_flight_per_worker` exchanges.
+    TooManyExchanges,
     /// A `client_credentials` target whose provider refuses requests that already carry
     /// `Authorization` (`existing_authorization: refuse`).
     AuthorizationPresent,
@@ -110,14 +118,7 @@ pub fn reply_for(refusal: &Refusal) -> Reply {
             &Body::own("invalid_token", "the request carries no bearer token"),
         ),
         Refusal::BadSubjectToken(problem) => {
-            let description = match problem {
-                SubjectTokenProblem::TooLarge => "the bearer token is too large",
-                SubjectTokenProblem::NotJwt => "the bearer token is not a JWT",
-                SubjectTokenProblem::Expired => "the bearer token has expired",
-                SubjectTokenProblem::WrongAudience => {
-                    "the bearer token was not issued for this application"
-                }
-            };
+            let description = subject_token_problem(*problem);
             reply(
                 401,
                 vec![www_authenticate("invalid_token", Some(description), None)],
@@ -138,6 +139,31 @@ pub fn reply_for(refusal: &Refusal) -> Reply {
             &Body::own(
                 "invalid_request",
                 "the request already carries an Authorization header",
+            ),
+        ),
+        Refusal::MalformedAuthority => reply(
+            400,
+            vec![],
+            &Body::own(
+                "invalid_request",
+                "the request's host is not a plain host name with an optional port",
+            ),
+        ),
+        Refusal::AmbiguousPath => reply(
+            400,
+            vec![],
+            &Body::own(
+                "invalid_request",
+                "the request path has dot-segments, empty segments or escaped characters that \
+                 could send it elsewhere than its prefix says",
+            ),
+        ),
+        Refusal::TooManyExchanges => reply(
+            503,
+            vec![("retry-after", "1".to_string())],
+            &Body::own(
+                "temporarily_unavailable",
+                "too many token requests are in flight; retry later",
             ),
         ),
         Refusal::UnmatchedDenied => reply(
@@ -162,6 +188,14 @@ pub fn reply_for(refusal: &Refusal) -> Reply {
             &Body::own(
                 "temporarily_unavailable",
                 "the token endpoint could not be reached",
+            ),
+        ),
+        Refusal::Exchange(F::RefusedByEnvoy) => reply(
+            503,
+            vec![("retry-after", "1".to_string())],
+            &Body::own(
+                "temporarily_unavailable",
+                "the token cluster is at its limits; retry later",
             ),
         ),
         Refusal::Exchange(F::Timeout) => reply(
@@ -226,6 +260,25 @@ pub fn reply_for(refusal: &Refusal) -> Reply {
     }
 }
 
+/// Why a subject token was refused, for the caller and the log alike (it quotes no claim).
+fn subject_token_problem(problem: SubjectTokenProblem) -> &'static str {
+    match problem {
+        SubjectTokenProblem::TooLarge => "the bearer token is too large",
+        SubjectTokenProblem::NotJwt => "the bearer token is not a JWT",
+        SubjectTokenProblem::Expired => "the bearer token has expired",
+        SubjectTokenProblem::WrongAudience => {
+            "the bearer token was not issued for this application"
+        }
+        SubjectTokenProblem::NoExpiry => "the bearer token has no expiry (exp)",
+        SubjectTokenProblem::UntrustedIssuer => {
+            "the bearer token's issuer is not one this application accepts"
+        }
+        SubjectTokenProblem::UntrustedTenant => {
+            "the bearer token's tenant is not one this application accepts"
+        }
+    }
+}
+
 /// One log line for the operator: what happened and the IdP's ids to look it up by. It carries
 /// no error description, no token and no secret.
 pub fn log_line(refusal: &Refusal) -> String {
@@ -238,17 +291,32 @@ pub fn log_line(refusal: &Refusal) -> String {
     let what = match refusal {
         Refusal::NoBearerToken => "request refused: no bearer token".to_string(),
         Refusal::UnmatchedDenied => "request refused: no target matches".to_string(),
+        Refusal::MalformedAuthority => {
+            "request refused: its authority is not host[:port] and names a target's host".into()
+        }
+        Refusal::AmbiguousPath => {
+            "request refused: its path has dot-segments, empty segments or escapes".into()
+        }
+        Refusal::TooManyExchanges => {
+            "request refused: max_exchanges_in_flight_per_worker token requests are in flight"
+                .into()
+        }
         Refusal::AuthorizationPresent => {
             "request refused: it already carries Authorization".to_string()
         }
         Refusal::NotConfigured => "request refused: filter not configured".to_string(),
         Refusal::CannotDispatch => "token request could not be sent to the token cluster".into(),
-        Refusal::BadSubjectToken(problem) => format!("request refused: subject token {problem:?}"),
+        Refusal::BadSubjectToken(problem) => {
+            format!("request refused: {}", subject_token_problem(*problem))
+        }
         Refusal::BackingOff { retry_after_s } => {
             format!("request refused: backing off from the token endpoint for {retry_after_s} s")
         }
         Refusal::Exchange(F::Unreachable) => "token endpoint unreachable".to_string(),
         Refusal::Exchange(F::Timeout) => "token endpoint timed out".to_string(),
+        Refusal::Exchange(F::RefusedByEnvoy) => {
+            "token request refused by Envoy (token cluster overflow or no healthy host)".into()
+        }
         Refusal::Exchange(F::InvalidGrant(_)) => "token exchange refused: invalid_grant".into(),
         Refusal::Exchange(F::ClaimsChallenge(_)) => {
             "token exchange needs a claims challenge".into()
@@ -352,10 +420,7 @@ mod tests {
     use serde_json::Value;
 
     fn fixture_refusal(status: u16, retry_after: Option<&str>, name: &str) -> Refusal {
-        let path = format!(
-            "{}/tests/fixtures/entra/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/tests/fixtures/entra/{name}", env!("CARGO_MANIFEST_DIR"));
         let body = std::fs::read(path).unwrap();
         Refusal::Exchange(read_answer(Some(status), retry_after, &body).unwrap_err())
     }

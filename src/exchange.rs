@@ -20,7 +20,7 @@ use crate::host::{Callout, DispatchError, Host, LogLevel};
 use crate::metrics::Counter;
 use crate::token_cache::{refresh_at, use_until, Cached, TokenCache};
 use crate::token_request;
-use crate::token_response::{read_answer, ExchangeFailure, IssuedToken};
+use crate::token_response::{read_answer, refused_by_envoy, ExchangeFailure, IssuedToken};
 
 /// A token endpoint's answer as the host delivered it.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +28,8 @@ pub struct CallAnswer {
     /// None when the answer had no `:status` (a reset).
     pub status: Option<u16>,
     pub retry_after: Option<String>,
+    /// Envoy's `x-envoy-overloaded` was set: a circuit breaker of the token cluster overflowed.
+    pub overloaded: bool,
     pub body: Vec<u8>,
 }
 
@@ -209,6 +211,10 @@ impl Worker {
             return Ok(());
         }
         let config = self.config.clone().ok_or(Refusal::NotConfigured)?;
+        if self.at_exchange_limit(&config) {
+            host.count(Counter::OverExchangeLimit);
+            return Err(Refusal::TooManyExchanges);
+        }
         let now_ms = host.now_ms();
         let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
         let claim_until = deadline_ms.saturating_add(CLAIM_MARGIN_MS);
@@ -245,6 +251,10 @@ impl Worker {
         let Some(config) = self.config.clone() else {
             return;
         };
+        // The token is still good: it is refreshed by a later request when there is room.
+        if self.at_exchange_limit(&config) {
+            return;
+        }
         let now_ms = host.now_ms();
         if backoff::remaining_s(host, &ask.backoff_key(&config), now_ms).is_some() {
             return;
@@ -295,70 +305,74 @@ impl Worker {
             host.switch_to(current);
             return;
         };
-        let settlement =
-            match read_answer(answer.status, answer.retry_after.as_deref(), &answer.body) {
-                Ok(issued) => {
-                    record_outcome(host, Counter::ExchangesOk, &flight);
-                    // In the shared cache before the claim ends, so no waiter misses it.
-                    let times = store(host, &config, &key, &flight, &issued);
-                    claim::release(host, &key, config.cache.max_entries, self.id);
-                    let token = &issued.access_token;
-                    match times {
-                        Some(times) => {
-                            let (fingerprint, now) = (flight.ask.fingerprint, host.now_unix());
-                            let authorization =
-                                self.front.put_token(fingerprint, key, token, times, now);
-                            Settlement::Forward(authorization.to_string())
-                        }
-                        None => Settlement::Forward(format!("Bearer {token}")),
+        let outcome = if refused_by_envoy(answer.status, answer.overloaded, &answer.body) {
+            Err(ExchangeFailure::RefusedByEnvoy)
+        } else {
+            read_answer(answer.status, answer.retry_after.as_deref(), &answer.body)
+        };
+        let settlement = match outcome {
+            Ok(issued) => {
+                record_outcome(host, Counter::ExchangesOk, &flight);
+                // In the shared cache before the claim ends, so no waiter misses it.
+                let times = store(host, &config, &key, &flight, &issued);
+                claim::release(host, &key, config.cache.max_entries, self.id);
+                let token = &issued.access_token;
+                match times {
+                    Some(times) => {
+                        let (fingerprint, now) = (flight.ask.fingerprint, host.now_unix());
+                        let authorization =
+                            self.front.put_token(fingerprint, key, token, times, now);
+                        Settlement::Forward(authorization.to_string())
+                    }
+                    None => Settlement::Forward(format!("Bearer {token}")),
+                }
+            }
+            Err(failure) => {
+                if is_invalid_client(&failure) {
+                    // Perhaps its assertion was refused: the next token request signs a new one.
+                    if let Some(last) = self.assertions.get_mut(flight.ask.provider) {
+                        last.forget();
                     }
                 }
-                Err(failure) => {
-                    if is_invalid_client(&failure) {
-                        // Perhaps its assertion was refused: the next token request signs a new one.
-                        if let Some(last) = self.assertions.get_mut(flight.ask.provider) {
-                            last.forget();
-                        }
-                    }
-                    if let Some(due_ms) = retry_at(host, &key, &flight, &failure) {
-                        let refusal = Refusal::Exchange(failure);
-                        host.log(
-                            LogLevel::Info,
-                            &format!(
-                                "retrying once: {}",
-                                exchange_log_line(&refusal, &flight.ask)
-                            ),
-                        );
-                        flight.sender = None;
-                        flight.call = None;
-                        self.flights.insert(key, flight);
-                        self.pending.push((key, due_ms));
-                        host.set_tick_period_ms(TICK_MS);
-                        return;
-                    }
-                    record_outcome(host, Counter::for_failure(&failure), &flight);
-                    if flight.background {
-                        // Keep serving the cached token; try again a little later.
-                        let now = host.now_unix();
-                        TokenCache::new(config.cache.max_entries).postpone_refresh(
-                            host,
-                            &key,
-                            now + REFRESH_RETRY_S,
-                            now,
-                        );
-                        if let Some(wait_s) = backoff::wait_for(&failure, &config.backoff) {
-                            let scope_key = flight.ask.backoff_key(&config);
-                            backoff::start(host, &scope_key, host.now_ms(), wait_s);
-                        }
-                    } else {
-                        remember_failure(host, &config, &key, &flight, &failure);
-                    }
-                    claim::release(host, &key, config.cache.max_entries, self.id);
+                if let Some(due_ms) = retry_at(host, &key, &flight, &failure) {
                     let refusal = Refusal::Exchange(failure);
-                    host.log(LogLevel::Warn, &exchange_log_line(&refusal, &flight.ask));
-                    Settlement::Refuse(reply_for(&refusal))
+                    host.log(
+                        LogLevel::Info,
+                        &format!(
+                            "retrying once: {}",
+                            exchange_log_line(&refusal, &flight.ask)
+                        ),
+                    );
+                    flight.sender = None;
+                    flight.call = None;
+                    self.flights.insert(key, flight);
+                    self.pending.push((key, due_ms));
+                    host.set_tick_period_ms(TICK_MS);
+                    return;
                 }
-            };
+                record_outcome(host, Counter::for_failure(&failure), &flight);
+                if flight.background {
+                    // Keep serving the cached token; try again a little later.
+                    let now = host.now_unix();
+                    TokenCache::new(config.cache.max_entries).postpone_refresh(
+                        host,
+                        &key,
+                        now + REFRESH_RETRY_S,
+                        now,
+                    );
+                    if let Some(wait_s) = backoff::wait_for(&failure, &config.backoff) {
+                        let scope_key = flight.ask.backoff_key(&config);
+                        backoff::start(host, &scope_key, host.now_ms(), wait_s);
+                    }
+                } else {
+                    remember_failure(host, &config, &key, &flight, &failure);
+                }
+                claim::release(host, &key, config.cache.max_entries, self.id);
+                let refusal = Refusal::Exchange(failure);
+                host.log(LogLevel::Warn, &exchange_log_line(&refusal, &flight.ask));
+                Settlement::Refuse(reply_for(&refusal))
+            }
+        };
         settle(host, &flight.waiters, &settlement);
         host.switch_to(current);
     }
@@ -515,6 +529,13 @@ impl Worker {
             );
             host.switch_to(current);
         }
+    }
+
+    /// Whether the worker runs as many exchanges as it may (`max_exchanges_in_flight_per_worker`):
+    /// every one it sends or waits on another worker for, so junk tokens cannot queue token
+    /// requests past the token cluster's circuit breakers, nor hold more memory than that.
+    fn at_exchange_limit(&self, config: &Config) -> bool {
+        self.flights.len() >= config.max_exchanges_in_flight_per_worker as usize
     }
 
     #[cfg(test)]

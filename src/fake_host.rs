@@ -13,6 +13,8 @@ pub type SharedWriteHook = RefCell<Option<Box<dyn FnOnce(&FakeHost)>>>;
 #[derive(Debug, Clone, Default)]
 pub struct FakeStream {
     pub headers: Vec<(String, String)>,
+    /// The cluster of the route Envoy picked for it.
+    pub route_cluster: Option<String>,
     pub response_headers: Vec<(String, String)>,
     pub resumed: bool,
     pub reply: Option<FakeReply>,
@@ -69,6 +71,8 @@ pub struct FakeHost {
     /// Runs once, just before the next shared-data write: another worker's steps, interleaved.
     pub before_next_write: SharedWriteHook,
     pub dispatched: RefCell<Vec<Dispatched>>,
+    /// How often the route's cluster was read.
+    pub route_reads: Cell<u32>,
     pub logs: RefCell<Vec<(LogLevel, String)>>,
     pub dispatch_error: Cell<Option<DispatchError>>,
     pub tick_period_ms: Cell<u64>,
@@ -89,6 +93,7 @@ impl Default for FakeHost {
             next_version: Cell::new(1),
             before_next_write: RefCell::default(),
             dispatched: RefCell::default(),
+            route_reads: Cell::new(0),
             logs: RefCell::default(),
             dispatch_error: Cell::new(None),
             tick_period_ms: Cell::new(0),
@@ -111,6 +116,13 @@ impl FakeHost {
         };
         self.streams.borrow_mut().insert(id, stream);
         self.current.set(id);
+    }
+
+    /// Envoy's route sends stream `id` to `cluster`.
+    pub fn set_route_cluster(&self, id: u32, cluster: &str) {
+        if let Some(s) = self.streams.borrow_mut().get_mut(&id) {
+            s.route_cluster = Some(cluster.to_string());
+        }
     }
 
     /// The host enters a callback of context `id` (as the SDK does before each callback).
@@ -212,10 +224,21 @@ impl Host for FakeHost {
         self.header_of(self.current.get(), name)
     }
 
+    fn route_cluster(&self) -> Option<String> {
+        self.route_reads.set(self.route_reads.get() + 1);
+        self.stream(self.current.get()).route_cluster
+    }
+
     fn set_request_header(&self, name: &str, value: &str) {
         if let Some(s) = self.streams.borrow_mut().get_mut(&self.current.get()) {
             s.headers.retain(|(n, _)| n != name);
             s.headers.push((name.to_string(), value.to_string()));
+        }
+    }
+
+    fn remove_request_header(&self, name: &str) {
+        if let Some(s) = self.streams.borrow_mut().get_mut(&self.current.get()) {
+            s.headers.retain(|(n, _)| n != name);
         }
     }
 

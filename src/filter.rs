@@ -14,9 +14,9 @@ use crate::exchange::{send_reply, Ask, CallAnswer, Worker};
 use crate::host::{Host, LogLevel};
 use crate::metrics::Counter;
 use crate::subject_token::{
-    self, bearer_part, token_text, SubjectTokenProblem, MAX_SUBJECT_TOKEN_BYTES,
+    self, bearer_part, token_text, Accepted, SubjectTokenProblem, MAX_SUBJECT_TOKEN_BYTES,
 };
-use crate::target_match::find_target;
+use crate::target_match::{find_target, Match, RequestRoute};
 use crate::token_cache::{Cached, TokenCache};
 use crate::token_response::ExchangeFailure;
 
@@ -56,15 +56,25 @@ impl RequestFilter {
             host.request_headers(&[":authority", ":path", "authorization", "x-request-id"]);
         let authority = headers.text(0).unwrap_or_default();
         let path = headers.text(1).unwrap_or_default();
-        let Some((target_index, target)) = find_target(&config.targets, &authority, &path) else {
-            return match config.unmatched {
-                Unmatched::Passthrough => {
-                    host.count(Counter::PassedThrough);
-                    Verdict::Continue
-                }
-                Unmatched::Deny => refuse(host, &Refusal::UnmatchedDenied),
-            };
+        // One more hostcall, made only when some target names a cluster.
+        let cluster = config
+            .reads_route_cluster
+            .then(|| host.route_cluster())
+            .flatten();
+        let route = RequestRoute {
+            authority: &authority,
+            path: &path,
+            cluster: cluster.as_deref(),
         };
+        let (target_index, target) =
+            match find_target(&config.targets, &route, config.envoy_normalizes_paths) {
+                Match::Target(index, target) => (index, target),
+                Match::Unmatched => {
+                    return unmatched(host, config.unmatched, headers.bytes(2).is_some())
+                }
+                Match::MalformedAuthority => return refuse(host, &Refusal::MalformedAuthority),
+                Match::AmbiguousPath => return refuse(host, &Refusal::AmbiguousPath),
+            };
         // Targets name providers by an index checked when the configuration was loaded.
         let provider = &config.providers[target.provider];
         let grant = provider.grant;
@@ -182,12 +192,13 @@ impl RequestFilter {
         }
         // Only a token that is not cached gets here, so these checks cost a cache hit nothing.
         let subject_exp = if grant.needs_subject_token() {
-            match subject_token::check(
-                subject_token,
-                now,
-                config.subject_token.leeway_s,
-                provider.audiences.as_deref(),
-            ) {
+            let accepted = Accepted {
+                audiences: provider.audiences.as_deref(),
+                issuers: provider.allowed_issuers.as_deref(),
+                tenants: provider.allowed_tenants.as_deref(),
+            };
+            match subject_token::check(subject_token, now, config.subject_token.leeway_s, &accepted)
+            {
                 Ok(claims) => claims.exp,
                 Err(problem) => return refuse(host, &Refusal::BadSubjectToken(problem)),
             }
@@ -262,6 +273,22 @@ fn exp_of(subject_token: &str) -> Option<u64> {
     subject_token::read_claims(subject_token)
         .ok()
         .and_then(|c| c.exp)
+}
+
+/// A request no target matched: nothing of the caller's goes on unless `unmatched` says so.
+fn unmatched(host: &dyn Host, policy: Unmatched, has_authorization: bool) -> Verdict {
+    match policy {
+        Unmatched::Strip if has_authorization => {
+            host.remove_request_header("authorization");
+            host.count(Counter::UnmatchedStripped);
+            Verdict::Continue
+        }
+        Unmatched::Strip | Unmatched::Passthrough => {
+            host.count(Counter::PassedThrough);
+            Verdict::Continue
+        }
+        Unmatched::Deny => refuse(host, &Refusal::UnmatchedDenied),
+    }
 }
 
 fn refuse(host: &dyn Host, refusal: &Refusal) -> Verdict {

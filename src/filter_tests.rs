@@ -97,6 +97,7 @@ fn ok_answer(token: &str, expires_in: serde_json::Value) -> CallAnswer {
     CallAnswer {
         status: Some(200),
         retry_after: None,
+        overloaded: false,
         body: serde_json::json!({"token_type": "Bearer", "access_token": token, "expires_in": expires_in})
             .to_string()
             .into_bytes(),
@@ -104,13 +105,11 @@ fn ok_answer(token: &str, expires_in: serde_json::Value) -> CallAnswer {
 }
 
 fn fixture_answer(status: u16, name: &str) -> CallAnswer {
-    let path = format!(
-        "{}/tests/fixtures/entra/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/entra/{name}", env!("CARGO_MANIFEST_DIR"));
     CallAnswer {
         status: Some(status),
         retry_after: (status == 429).then(|| "60".to_string()),
+        overloaded: false,
         body: std::fs::read(path).unwrap(),
     }
 }
@@ -217,7 +216,7 @@ fn second_request_is_served_from_the_cache_without_a_token_request() {
         &host,
         &w,
         11,
-        "API.example.com:443",
+        "API.example.com",
         "/y",
         Some(&format!("bearer {SUBJECT_1}")),
     );
@@ -402,16 +401,18 @@ fn sender_that_goes_away_alone_leaves_nothing_in_flight() {
 }
 
 #[test]
-fn unmatched_request_passes_untouched_by_default() {
+fn unmatched_request_goes_on_without_its_authorization_by_default() {
     let host = FakeHost::default();
     let w = worker();
     let (_f, v) = request(&host, &w, 10, "other.example.com", "/", Some(BEARER_U));
     assert_eq!(v, Verdict::Continue);
-    assert_eq!(
-        host.header_of(10, "authorization").as_deref(),
-        Some(BEARER_U)
-    );
+    assert_eq!(host.header_of(10, "authorization"), None);
     assert!(host.dispatched.borrow().is_empty());
+    assert_eq!(host.counted(Counter::UnmatchedStripped), 1);
+    // Without Authorization there is nothing to strip: it just goes on.
+    let (_f, v) = request(&host, &w, 13, "other.example.com", "/", None);
+    assert_eq!(v, Verdict::Continue);
+    assert_eq!(host.counted(Counter::PassedThrough), 1);
     // The bare domain of a wildcard and a path outside the prefix are unmatched too.
     assert_eq!(
         request(
@@ -437,6 +438,176 @@ fn unmatched_request_passes_untouched_by_default() {
         .1,
         Verdict::Continue
     );
+}
+
+#[test]
+fn unmatched_request_keeps_its_authorization_only_when_told_to_pass_through() {
+    let host = FakeHost::default();
+    let w = worker_with(serde_json::json!({"unmatched": "passthrough"}));
+    let (_f, v) = request(&host, &w, 10, "other.example.com", "/", Some(BEARER_U));
+    assert_eq!(v, Verdict::Continue);
+    assert_eq!(
+        host.header_of(10, "authorization").as_deref(),
+        Some(BEARER_U)
+    );
+}
+
+#[test]
+fn an_authority_with_another_port_or_a_trailing_dot_never_gets_the_targets_token() {
+    let host = FakeHost::default();
+    let w = worker();
+    // Another port is another virtual host to Envoy: unmatched, so stripped.
+    let (_f, v) = request(&host, &w, 10, "api.example.com:8443", "/", Some(BEARER_U));
+    assert_eq!(v, Verdict::Continue);
+    assert_eq!(host.header_of(10, "authorization"), None);
+    // Malformed but aimed at the target: 400, nothing forwarded, no token request.
+    for (id, authority) in [
+        (11, "api.example.com."),
+        (12, "api.example.com:"),
+        (13, "api.example.com:0x50"),
+        (14, "api.example.com..:80"),
+        (15, "x.team.svc.cluster.local."),
+    ] {
+        let (_f, v) = request(&host, &w, id, authority, "/v2/x", Some(BEARER_U));
+        assert_eq!(v, Verdict::Pause, "{authority}");
+        let reply = host.stream(id).reply.expect(authority);
+        assert_eq!(reply.status, 400, "{authority}");
+        assert!(!host.stream(id).resumed);
+    }
+    assert!(host.dispatched.borrow().is_empty());
+}
+
+#[test]
+fn a_path_a_normalizer_would_change_is_400_where_a_prefix_target_would_consider_it() {
+    let host = FakeHost::default();
+    let w = worker();
+    for (id, path) in [
+        (10, "/v2/../v1/x"),
+        (11, "/v2/%2e%2e/v1"),
+        (12, "//v2/x"),
+        (13, "/%762/x"),
+    ] {
+        let (_f, v) = request(
+            &host,
+            &w,
+            id,
+            "a.team.svc.cluster.local",
+            path,
+            Some(BEARER_U),
+        );
+        assert_eq!(v, Verdict::Pause, "{path}");
+        assert_eq!(host.stream(id).reply.unwrap().status, 400, "{path}");
+    }
+    // api.example.com has no prefix target: its paths are the upstream's business.
+    let (_f, v) = request(&host, &w, 14, "api.example.com", "/a/../b", Some(BEARER_U));
+    assert_eq!(v, Verdict::Pause);
+    assert!(host.stream(14).reply.is_none());
+    assert_eq!(host.dispatched.borrow().len(), 1);
+    // Where Envoy normalizes paths first, the filter takes them as they come.
+    let host = FakeHost::default();
+    let w = worker_with(serde_json::json!({"envoy_normalizes_paths": true}));
+    let (_f, v) = request(
+        &host,
+        &w,
+        15,
+        "a.team.svc.cluster.local",
+        "/v2/./x",
+        Some(BEARER_U),
+    );
+    assert_eq!(v, Verdict::Pause);
+    assert!(host.stream(15).reply.is_none());
+    assert_eq!(host.dispatched.borrow().len(), 1);
+}
+
+fn worker_by_cluster() -> Rc<RefCell<Worker>> {
+    worker_with(serde_json::json!({
+        "targets": [
+            {"cluster": "outbound|80||orders.shop.svc.cluster.local", "scope": "api://orders/.default"},
+            {"host": "api.example.com", "cluster": "api", "scope": "api://api/.default"}
+        ]
+    }))
+}
+
+/// A request to `authority` that Envoy's route sends to `cluster`.
+fn routed(
+    host: &FakeHost,
+    w: &Rc<RefCell<Worker>>,
+    id: u32,
+    authority: &str,
+    cluster: &str,
+) -> (RequestFilter, Verdict) {
+    host.open_stream(
+        id,
+        &[
+            (":authority", authority),
+            (":path", "/"),
+            ("authorization", BEARER_U),
+        ],
+    );
+    host.set_route_cluster(id, cluster);
+    let mut filter = RequestFilter::new(id, w.clone());
+    let verdict = filter.on_request_headers(host);
+    (filter, verdict)
+}
+
+#[test]
+fn a_cluster_target_matches_every_name_envoy_routes_to_its_cluster_and_nothing_else() {
+    let host = FakeHost::default();
+    let w = worker_by_cluster();
+    let orders = "outbound|80||orders.shop.svc.cluster.local";
+    for (id, authority) in [
+        (10, "orders"),
+        (11, "orders.shop"),
+        (12, "orders.shop.svc:80"),
+        (13, "10.96.0.7"),
+    ] {
+        let (_f, v) = routed(&host, &w, id, authority, orders);
+        assert_eq!(v, Verdict::Pause, "{authority}");
+    }
+    let sent = host.dispatched.borrow();
+    assert_eq!(sent.len(), 1, "one token request, shared by the four");
+    assert_eq!(sent[0].field("scope"), Some("api://orders/.default"));
+    drop(sent);
+    // The same name, routed elsewhere, is not that target's.
+    let (_f, v) = routed(
+        &host,
+        &w,
+        14,
+        "orders",
+        "outbound|80||other.shop.svc.cluster.local",
+    );
+    assert_eq!(v, Verdict::Continue);
+    assert_eq!(host.header_of(14, "authorization"), None);
+    // Host and cluster must both hold.
+    let (_f, v) = routed(&host, &w, 15, "api.example.com", "partner");
+    assert_eq!(v, Verdict::Continue);
+    assert_eq!(host.header_of(15, "authorization"), None);
+    let (_f, v) = routed(&host, &w, 16, "api.example.com", "api");
+    assert_eq!(v, Verdict::Pause);
+    assert_eq!(host.dispatched.borrow().len(), 2);
+}
+
+#[test]
+fn the_route_is_read_only_when_a_target_names_a_cluster() {
+    let host = FakeHost::default();
+    request(&host, &worker(), 10, "api.example.com", "/", Some(BEARER_U));
+    request(
+        &host,
+        &worker(),
+        11,
+        "other.example.com",
+        "/",
+        Some(BEARER_U),
+    );
+    assert_eq!(host.route_reads.get(), 0);
+    routed(
+        &host,
+        &worker_by_cluster(),
+        12,
+        "orders",
+        "outbound|80||orders.shop.svc.cluster.local",
+    );
+    assert_eq!(host.route_reads.get(), 1);
 }
 
 #[test]
@@ -509,6 +680,7 @@ fn every_failure_row_maps_to_its_status() {
             CallAnswer {
                 status: Some(500),
                 retry_after: None,
+                overloaded: false,
                 body: b"oops".to_vec(),
             },
             502,
@@ -517,6 +689,7 @@ fn every_failure_row_maps_to_its_status() {
             CallAnswer {
                 status: Some(200),
                 retry_after: None,
+                overloaded: false,
                 body: b"<html>".to_vec(),
             },
             502,
@@ -525,6 +698,7 @@ fn every_failure_row_maps_to_its_status() {
             CallAnswer {
                 status: Some(200),
                 retry_after: None,
+                overloaded: false,
                 body: br#"{"expires_in":1}"#.to_vec(),
             },
             502,
@@ -533,6 +707,7 @@ fn every_failure_row_maps_to_its_status() {
             CallAnswer {
                 status: Some(504),
                 retry_after: None,
+                overloaded: false,
                 body: b"upstream request timeout".to_vec(),
             },
             504,
@@ -541,6 +716,7 @@ fn every_failure_row_maps_to_its_status() {
             CallAnswer {
                 status: Some(503),
                 retry_after: None,
+                overloaded: false,
                 body: b"upstream connect error".to_vec(),
             },
             503,
@@ -549,6 +725,7 @@ fn every_failure_row_maps_to_its_status() {
             CallAnswer {
                 status: None,
                 retry_after: None,
+                overloaded: false,
                 body: Vec::new(),
             },
             503,
@@ -605,6 +782,7 @@ fn server_error() -> CallAnswer {
     CallAnswer {
         status: Some(500),
         retry_after: None,
+        overloaded: false,
         body: b"boom".to_vec(),
     }
 }
@@ -632,6 +810,7 @@ fn retry_that_succeeds_resumes_the_request() {
         CallAnswer {
             status: None,
             retry_after: None,
+            overloaded: false,
             body: vec![],
         },
     );
@@ -1108,6 +1287,177 @@ fn subject_tokens_failing_local_checks_are_401_without_a_token_request() {
     assert!(host.dispatched.borrow().is_empty());
 }
 
+/// A subject token with these claims (besides `exp`, an hour away) as a bearer value.
+fn bearer_with(host: &FakeHost, claims: &str) -> String {
+    let payload = format!(r#"{{"exp":{},{claims}}}"#, host.now.get() + 3600);
+    format!(
+        "Bearer eyJhbGciOiJSUzI1NiJ9.{}.c2ln",
+        URL_SAFE_NO_PAD.encode(payload)
+    )
+}
+
+#[test]
+fn foreign_issuers_tenants_and_tokens_without_exp_are_401_without_a_token_request() {
+    let host = FakeHost::default();
+    let ours = "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0";
+    let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let w = worker_with(serde_json::json!({
+        "allowed_issuers": [ours],
+        "allowed_tenants": [tenant]
+    }));
+    let no_exp = format!(
+        "Bearer eyJhbGciOiJSUzI1NiJ9.{}.c2ln",
+        URL_SAFE_NO_PAD.encode(format!(r#"{{"iss":"{ours}","tid":"{tenant}"}}"#))
+    );
+    let other_tenant = "00000000-0000-0000-0000-000000000001";
+    for (id, bearer, why) in [
+        (
+            10,
+            bearer_with(
+                &host,
+                &format!(r#""iss":"https://evil.example/v2.0","tid":"{tenant}""#),
+            ),
+            "issuer",
+        ),
+        (
+            11,
+            bearer_with(&host, &format!(r#""iss":"{ours}","tid":"{other_tenant}""#)),
+            "tenant",
+        ),
+        (
+            12,
+            bearer_with(&host, &format!(r#""tid":"{tenant}""#)),
+            "issuer",
+        ),
+        (13, no_exp, "no expiry"),
+    ] {
+        let (_f, v) = request(&host, &w, id, "api.example.com", "/", Some(&bearer));
+        assert_eq!(v, Verdict::Pause, "{why}");
+        let reply = host.stream(id).reply.unwrap();
+        assert_eq!(reply.status, 401, "{why}");
+        assert!(
+            reply.header("www-authenticate").unwrap().contains(why),
+            "{why}"
+        );
+    }
+    assert!(host.dispatched.borrow().is_empty());
+    let bearer = bearer_with(
+        &host,
+        &format!(r#""iss":"{ours}","tid":"{}""#, tenant.to_uppercase()),
+    );
+    let (_f, v) = request(&host, &w, 14, "api.example.com", "/", Some(&bearer));
+    assert_eq!(v, Verdict::Pause);
+    assert_eq!(
+        host.dispatched.borrow().len(),
+        1,
+        "our own tenant's token is exchanged"
+    );
+}
+
+#[test]
+fn past_the_exchange_limit_a_new_user_is_503_at_once_and_the_others_go_on() {
+    let host = FakeHost::default();
+    let w = worker_with(serde_json::json!({"max_exchanges_in_flight_per_worker": 2}));
+    let users: Vec<String> = (0..3)
+        .map(|n| bearer_with(&host, &format!(r#""sub":"user-{n}""#)))
+        .collect();
+    let (mut first, _) = request(&host, &w, 10, "api.example.com", "/", Some(&users[0]));
+    let (_second, _) = request(&host, &w, 11, "api.example.com", "/", Some(&users[1]));
+    // The first user's second request joins the exchange in flight: no new one.
+    let (_joined, v) = request(&host, &w, 12, "api.example.com", "/", Some(&users[0]));
+    assert_eq!(v, Verdict::Pause);
+    assert!(host.stream(12).reply.is_none());
+    let (_third, v) = request(&host, &w, 13, "api.example.com", "/", Some(&users[2]));
+    assert_eq!(v, Verdict::Pause);
+    let reply = host.stream(13).reply.unwrap();
+    assert_eq!(
+        (reply.status, reply.header("retry-after")),
+        (503, Some("1"))
+    );
+    assert_eq!(host.dispatched.borrow().len(), 2);
+    assert_eq!(host.counted(Counter::OverExchangeLimit), 1);
+    // Once one exchange is over, there is room again; the cached user is served meanwhile.
+    answer(&host, &mut first, 0, ok_answer("obo-0", 3599.into()));
+    assert_forwarded_with_token(&host, &w, 14, &users[0], "Bearer obo-0");
+    let (_third, v) = request(&host, &w, 15, "api.example.com", "/", Some(&users[2]));
+    assert_eq!(v, Verdict::Pause);
+    assert!(host.stream(15).reply.is_none());
+    assert_eq!(host.dispatched.borrow().len(), 3);
+}
+
+fn assert_forwarded_with_token(
+    host: &FakeHost,
+    w: &Rc<RefCell<Worker>>,
+    id: u32,
+    bearer: &str,
+    expected: &str,
+) {
+    let (_f, v) = request(host, w, id, "api.example.com", "/", Some(bearer));
+    assert_eq!(v, Verdict::Continue);
+    assert_eq!(
+        host.header_of(id, "authorization").as_deref(),
+        Some(expected)
+    );
+}
+
+#[test]
+fn envoys_own_overflow_is_503_without_a_retry_or_a_backoff() {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut f, _) = request(
+        &host,
+        &w,
+        10,
+        "api.example.com",
+        "/",
+        Some(&format!("Bearer {ALICE}")),
+    );
+    let overflow = CallAnswer {
+        status: Some(503),
+        retry_after: None,
+        overloaded: true,
+        body: b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
+            .to_vec(),
+    };
+    answer_every_try(&host, &w, &mut f, overflow);
+    let reply = host.stream(10).reply.unwrap();
+    assert_eq!(
+        (reply.status, reply.header("retry-after")),
+        (503, Some("1"))
+    );
+    assert_eq!(host.dispatched.borrow().len(), 1, "not retried");
+    assert_eq!(host.counted(Counter::ExchangesRefusedByEnvoy), 1);
+    // The next user's exchange is sent at once: the scope does not back off.
+    let (_f, _) = request(
+        &host,
+        &w,
+        11,
+        "api.example.com",
+        "/",
+        Some(&format!("Bearer {BOB}")),
+    );
+    assert!(host.stream(11).reply.is_none());
+    assert_eq!(host.dispatched.borrow().len(), 2);
+    // "no healthy upstream" is Envoy's answer too.
+    let no_host = CallAnswer {
+        status: Some(503),
+        body: b"no healthy upstream".to_vec(),
+        ..CallAnswer::default()
+    };
+    let mut f = RequestFilter::new(11, w.clone());
+    answer_every_try(&host, &w, &mut f, no_host);
+    assert_eq!(host.counted(Counter::ExchangesRefusedByEnvoy), 2);
+    let (_f, _) = request(
+        &host,
+        &w,
+        12,
+        "api.example.com",
+        "/",
+        Some(&format!("Bearer {U}")),
+    );
+    assert!(host.stream(12).reply.is_none());
+}
+
 #[test]
 fn audience_matching_the_client_id_is_exchanged() {
     let host = FakeHost::default();
@@ -1147,11 +1497,13 @@ fn no_log_line_holds_a_secret_or_a_token() {
         CallAnswer {
             status: Some(200),
             retry_after: None,
+            overloaded: false,
             body: b"not json".to_vec(),
         },
         CallAnswer {
             status: None,
             retry_after: None,
+            overloaded: false,
             body: Vec::new(),
         },
     ];

@@ -57,8 +57,13 @@ pub trait Host {
     /// Whether the current stream's response came from its upstream, not from a local reply
     /// (this filter's refusals, or another filter's).
     fn response_from_upstream(&self) -> bool;
+    /// The upstream cluster of the route Envoy picked for the current request
+    /// (`xds.cluster_name`); None without a route.
+    fn route_cluster(&self) -> Option<String>;
     /// Replaces every value of the header with one value.
     fn set_request_header(&self, name: &str, value: &str);
+    /// Removes every value of the header.
+    fn remove_request_header(&self, name: &str);
     /// Lets a paused request go on to the next filter.
     fn resume_request(&self);
     /// Answers the current stream locally; the request never reaches an upstream.

@@ -90,6 +90,12 @@ impl Host for HitHost<'_> {
     fn response_from_upstream(&self) -> bool {
         true
     }
+    fn route_cluster(&self) -> Option<String> {
+        self.fake.route_cluster()
+    }
+    fn remove_request_header(&self, name: &str) {
+        self.fake.remove_request_header(name)
+    }
     fn set_request_header(&self, name: &str, value: &str) {
         self.sent_expected
             .set(name == "authorization" && value == self.expected_authorization);
@@ -177,6 +183,7 @@ fn warm_worker(host: &FakeHost) -> Rc<RefCell<Worker>> {
     let answer = CallAnswer {
         status: Some(200),
         retry_after: None,
+        overloaded: false,
         body: br#"{"token_type":"Bearer","access_token":"obo-1","expires_in":3599}"#.to_vec(),
     };
     first.on_token_answer(host, token_id, &answer);

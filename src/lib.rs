@@ -3,7 +3,8 @@
 //!
 //! Where things are decided:
 //! - `config`: the plugin configuration, parsed and validated once;
-//! - `target_match`: which target (and scope) a request is for;
+//! - `target_match`: which target (and scope) a request is for, read as Envoy's router reads it
+//!   (`authority`: the strict `host[:port]`; `request_path`: paths a normalizer would change);
 //! - `subject_token`: the caller's bearer token and its `exp`;
 //! - `cache_key`, `token_cache`: the cache key and the shared-data slot table;
 //! - `front_cache`: each worker's small cache in front of it, for the hot path;
@@ -27,6 +28,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod authority;
 pub mod backoff;
 pub mod cache_key;
 pub mod claim;
@@ -41,6 +43,7 @@ pub mod front_cache;
 pub mod host;
 pub mod json;
 pub mod metrics;
+pub mod request_path;
 pub mod subject_token;
 pub mod target_match;
 pub mod token_cache;

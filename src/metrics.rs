@@ -16,14 +16,21 @@ pub enum Counter {
     CacheHitsShared,
     /// Requests for which no token was cached: they go on to the local checks and an exchange.
     CacheMisses,
-    /// Requests no target matched, forwarded unchanged (`unmatched: passthrough`).
+    /// Requests forwarded as they came: no target matched and `unmatched` is `passthrough` (or
+    /// `strip` and the request had no `Authorization`), or a `client_credentials` target kept the
+    /// caller's `Authorization` (`existing_authorization: keep`).
     PassedThrough,
+    /// Requests no target matched, forwarded without their `Authorization` (`unmatched: strip`).
+    UnmatchedStripped,
     /// Requests the filter answered itself without asking the IdP: no or bad bearer token, no
     /// target (`unmatched: deny`), a remembered `invalid_grant` or claims challenge, a scope backing
     /// off.
     RejectedLocally,
     /// Requests refused because the exchange they waited for failed.
     FailedExchange,
+    /// Requests answered 503 at once because their worker already had
+    /// `max_exchanges_in_flight_per_worker` exchanges in flight (also counted as rejected locally).
+    OverExchangeLimit,
     ExchangesOk,
     ExchangesInvalidGrant,
     /// `interaction_required`, or any answer with a claims challenge.
@@ -34,6 +41,9 @@ pub enum Counter {
     /// could not be sent.
     ExchangesUpstreamError,
     ExchangesTimeout,
+    /// Token requests Envoy answered itself: the token cluster's circuit breakers overflowed or it
+    /// had no healthy host. They do not make the scope back off.
+    ExchangesRefusedByEnvoy,
     /// Client assertions signed (`private_key_jwt`); one serves several token requests for
     /// `client_assertion.reuse_s`.
     ClientAssertionsSigned,
@@ -48,19 +58,22 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 18] = [
         Counter::CacheHits,
         Counter::CacheHitsShared,
         Counter::CacheMisses,
         Counter::PassedThrough,
+        Counter::UnmatchedStripped,
         Counter::RejectedLocally,
         Counter::FailedExchange,
+        Counter::OverExchangeLimit,
         Counter::ExchangesOk,
         Counter::ExchangesInvalidGrant,
         Counter::ExchangesInteractionRequired,
         Counter::ExchangesThrottled,
         Counter::ExchangesUpstreamError,
         Counter::ExchangesTimeout,
+        Counter::ExchangesRefusedByEnvoy,
         Counter::ClientAssertionsSigned,
         Counter::UpstreamClaimsChallenges,
         Counter::UpstreamClaimsChallengesKept,
@@ -72,14 +85,17 @@ impl Counter {
             Counter::CacheHitsShared => "obo_cache_hits_shared",
             Counter::CacheMisses => "obo_cache_misses",
             Counter::PassedThrough => "obo_requests_passed_through",
+            Counter::UnmatchedStripped => "obo_requests_unmatched_stripped",
             Counter::RejectedLocally => "obo_requests_rejected_locally",
             Counter::FailedExchange => "obo_requests_failed_exchange",
+            Counter::OverExchangeLimit => "obo_requests_over_exchange_limit",
             Counter::ExchangesOk => "obo_exchanges_ok",
             Counter::ExchangesInvalidGrant => "obo_exchanges_invalid_grant",
             Counter::ExchangesInteractionRequired => "obo_exchanges_interaction_required",
             Counter::ExchangesThrottled => "obo_exchanges_throttled",
             Counter::ExchangesUpstreamError => "obo_exchanges_upstream_error",
             Counter::ExchangesTimeout => "obo_exchanges_timeout",
+            Counter::ExchangesRefusedByEnvoy => "obo_exchanges_refused_by_envoy",
             Counter::ClientAssertionsSigned => "obo_client_assertions_signed",
             Counter::UpstreamClaimsChallenges => "obo_upstream_claims_challenges",
             Counter::UpstreamClaimsChallengesKept => "obo_upstream_claims_challenges_kept",
@@ -98,6 +114,7 @@ impl Counter {
             ExchangeFailure::ClaimsChallenge(_) => Counter::ExchangesInteractionRequired,
             ExchangeFailure::Throttled { .. } => Counter::ExchangesThrottled,
             ExchangeFailure::Timeout => Counter::ExchangesTimeout,
+            ExchangeFailure::RefusedByEnvoy => Counter::ExchangesRefusedByEnvoy,
             ExchangeFailure::Unreachable
             | ExchangeFailure::IdpError { .. }
             | ExchangeFailure::BadAnswer(_) => Counter::ExchangesUpstreamError,

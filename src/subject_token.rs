@@ -56,6 +56,21 @@ pub enum SubjectTokenProblem {
     Expired,
     /// `require_audience` is on and `aud` names another application.
     WrongAudience,
+    /// No `exp`: Entra ID always sets it, and a token without it could be cached forever.
+    NoExpiry,
+    /// `allowed_issuers` is set and `iss` is not in it.
+    UntrustedIssuer,
+    /// `allowed_tenants` is set and `tid` is not in it.
+    UntrustedTenant,
+}
+
+/// What a provider accepts of a subject token's claims; None accepts any value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Accepted<'a> {
+    pub audiences: Option<&'a [String]>,
+    pub issuers: Option<&'a [String]>,
+    /// Lowercase.
+    pub tenants: Option<&'a [String]>,
 }
 
 /// The claims the filter reads from a subject token (none is verified here).
@@ -63,6 +78,9 @@ pub enum SubjectTokenProblem {
 pub struct SubjectClaims {
     pub exp: Option<u64>,
     pub aud: Vec<String>,
+    pub iss: Option<String>,
+    /// Entra ID's tenant id.
+    pub tid: Option<String>,
 }
 
 /// Decodes the payload of a JWT; the signature is Entra ID's to check, not ours.
@@ -111,30 +129,52 @@ pub fn read_claims(token: &str) -> Result<SubjectClaims, SubjectTokenProblem> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(NotJwt),
     };
-    Ok(SubjectClaims { exp, aud })
+    let text = |name: &str| match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(value)) => Ok(Some(value.clone())),
+        Some(_) => Err(NotJwt),
+    };
+    Ok(SubjectClaims {
+        exp,
+        aud,
+        iss: text("iss")?,
+        tid: text("tid")?,
+    })
 }
 
-/// The checks made before a subject token is sent to Entra ID: size, shape, expiry and, when
-/// `audiences` is given, that `aud` names one of them.
+/// The checks made before a subject token is sent to Entra ID: size, shape, an `exp` not past,
+/// and `aud`, `iss` and `tid` among those `accepted` names (where it names any).
 pub fn check(
     token: &str,
     now: u64,
     leeway_s: u64,
-    audiences: Option<&[String]>,
+    accepted: &Accepted<'_>,
 ) -> Result<SubjectClaims, SubjectTokenProblem> {
     if token.len() > MAX_SUBJECT_TOKEN_BYTES {
         return Err(SubjectTokenProblem::TooLarge);
     }
     let claims = read_claims(token)?;
-    if claims
-        .exp
-        .is_some_and(|exp| exp.saturating_add(leeway_s) <= now)
-    {
-        return Err(SubjectTokenProblem::Expired);
+    match claims.exp {
+        None => return Err(SubjectTokenProblem::NoExpiry),
+        Some(exp) if exp.saturating_add(leeway_s) <= now => {
+            return Err(SubjectTokenProblem::Expired)
+        }
+        Some(_) => {}
     }
-    if let Some(allowed) = audiences {
+    if let Some(allowed) = accepted.audiences {
         if !claims.aud.iter().any(|a| allowed.contains(a)) {
             return Err(SubjectTokenProblem::WrongAudience);
+        }
+    }
+    if let Some(allowed) = accepted.issuers {
+        if !claims.iss.as_ref().is_some_and(|iss| allowed.contains(iss)) {
+            return Err(SubjectTokenProblem::UntrustedIssuer);
+        }
+    }
+    if let Some(allowed) = accepted.tenants {
+        let tid = claims.tid.as_ref().map(|t| t.to_ascii_lowercase());
+        if !tid.is_some_and(|tid| allowed.contains(&tid)) {
+            return Err(SubjectTokenProblem::UntrustedTenant);
         }
     }
     Ok(claims)
@@ -252,31 +292,88 @@ mod tests {
         assert!(read_claims(&jwt(r#"{"aud":null}"#)).unwrap().aud.is_empty());
     }
 
+    const ANY: Accepted<'static> = Accepted {
+        audiences: None,
+        issuers: None,
+        tenants: None,
+    };
+
     #[test]
     fn expired_tokens_are_refused_after_the_leeway() {
         let token = jwt(r#"{"exp":1000}"#);
-        assert!(check(&token, 1_059, 60, None).is_ok());
+        assert!(check(&token, 1_059, 60, &ANY).is_ok());
         assert_eq!(
-            check(&token, 1_060, 60, None),
+            check(&token, 1_060, 60, &ANY),
             Err(SubjectTokenProblem::Expired)
         );
-        assert!(check(&jwt(r#"{"sub":"no exp"}"#), u64::MAX, 60, None).is_ok());
+    }
+
+    #[test]
+    fn a_token_without_exp_is_refused() {
+        for payload in [r#"{"sub":"no exp"}"#, r#"{"exp":null}"#] {
+            assert_eq!(
+                check(&jwt(payload), 0, 60, &ANY),
+                Err(SubjectTokenProblem::NoExpiry)
+            );
+        }
     }
 
     #[test]
     fn audience_is_checked_only_when_required() {
         let token = jwt(r#"{"exp":5000,"aud":"other-app"}"#);
         let mine = vec!["my-client-id".to_string()];
-        assert!(check(&token, 0, 0, None).is_ok());
+        let only_mine = Accepted {
+            audiences: Some(&mine),
+            ..ANY
+        };
+        assert!(check(&token, 0, 0, &ANY).is_ok());
         assert_eq!(
-            check(&token, 0, 0, Some(&mine)),
+            check(&token, 0, 0, &only_mine),
             Err(SubjectTokenProblem::WrongAudience)
         );
         let token = jwt(r#"{"exp":5000,"aud":["x","my-client-id"]}"#);
-        assert!(check(&token, 0, 0, Some(&mine)).is_ok());
+        assert!(check(&token, 0, 0, &only_mine).is_ok());
         assert_eq!(
-            check(&jwt(r#"{"exp":5000}"#), 0, 0, Some(&mine)),
+            check(&jwt(r#"{"exp":5000}"#), 0, 0, &only_mine),
             Err(SubjectTokenProblem::WrongAudience)
+        );
+    }
+
+    #[test]
+    fn issuer_and_tenant_are_checked_only_when_configured() {
+        let issuers = vec!["https://login.microsoftonline.com/t1/v2.0".to_string()];
+        let tenants = vec!["72f988bf-86f1-41af-91ab-2d7cd011db47".to_string()];
+        let ours = Accepted {
+            issuers: Some(&issuers),
+            tenants: Some(&tenants),
+            ..ANY
+        };
+        let token =
+            |iss: &str, tid: &str| jwt(&format!(r#"{{"exp":5000,"iss":"{iss}","tid":"{tid}"}}"#));
+        let (iss, tid) = (issuers[0].as_str(), tenants[0].as_str());
+        assert!(check(&token(iss, tid), 0, 0, &ours).is_ok());
+        assert!(check(&token(iss, &tid.to_ascii_uppercase()), 0, 0, &ours).is_ok());
+        assert!(check(&token("https://evil.example/v2.0", "x"), 0, 0, &ANY).is_ok());
+        assert_eq!(
+            check(&token("https://evil.example/v2.0", tid), 0, 0, &ours),
+            Err(SubjectTokenProblem::UntrustedIssuer)
+        );
+        assert_eq!(
+            check(
+                &token(iss, "00000000-0000-0000-0000-000000000000"),
+                0,
+                0,
+                &ours
+            ),
+            Err(SubjectTokenProblem::UntrustedTenant)
+        );
+        assert_eq!(
+            check(&jwt(r#"{"exp":5000}"#), 0, 0, &ours),
+            Err(SubjectTokenProblem::UntrustedIssuer)
+        );
+        assert_eq!(
+            read_claims(&jwt(r#"{"exp":5000,"tid":7}"#)),
+            Err(SubjectTokenProblem::NotJwt)
         );
     }
 
@@ -284,7 +381,7 @@ mod tests {
     fn oversized_tokens_are_refused_before_decoding() {
         let token = "a".repeat(MAX_SUBJECT_TOKEN_BYTES + 1);
         assert_eq!(
-            check(&token, 0, 0, None),
+            check(&token, 0, 0, &ANY),
             Err(SubjectTokenProblem::TooLarge)
         );
     }

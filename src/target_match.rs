@@ -1,10 +1,25 @@
-//! Which configured target (and so which scope) a request is for: first match wins.
+//! Which configured target (and so which scope) a request is for: the first target whose `host`,
+//! `cluster` and `path_prefix` all hold. A target's token must reach only the destination the
+//! target names, so the request is read the way Envoy's router reads it: the cluster Envoy's route
+//! picked, the authority compared whole (port included), the raw path. What the router could read
+//! differently is refused rather than guessed at.
 
+use crate::authority::{self, Authority};
 use crate::config::Target;
+use crate::request_path;
 
-/// A target's `host`: an exact name, or `*.suffix` for any subdomain (never the bare suffix).
+/// A target's `host`: an exact name, or `*.suffix` for any subdomain (never the bare suffix), with
+/// or without a port. An authority matches only with the same port, or none if the pattern has
+/// none, as Envoy's virtual-host domains match.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
+pub struct HostPattern {
+    name: HostName,
+    port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostName {
+    /// Lowercase.
     Exact(String),
     /// The suffix with its leading dot, lowercase: `.example.com`.
     AnySubdomainOf(String),
@@ -14,29 +29,41 @@ impl HostPattern {
     /// Parses a configured host; the error says what is wrong with it.
     pub fn parse(raw: &str) -> Result<HostPattern, String> {
         let lower = raw.to_ascii_lowercase();
-        let (name, wildcard) = match lower.strip_prefix("*.") {
+        let (rest, wildcard) = match lower.strip_prefix("*.") {
             Some(rest) => (rest, true),
             None => (lower.as_str(), false),
         };
-        if name.is_empty() {
+        if rest.is_empty() || rest.starts_with(':') {
             return Err("must name a host, such as api.example.com or *.example.com".into());
         }
-        if !is_host_name(name) {
+        let Some(Authority { host, port }) = authority::parse(rest) else {
             return Err(format!(
-                "'{raw}' is not a host name: no scheme, port, path or spaces, and '*' only as a leading '*.'"
+                "'{raw}' is not a host name with an optional port: no scheme, path, spaces or \
+                 trailing dot, '*' only as a leading '*.', a port from 1 to 65535"
             ));
-        }
-        Ok(if wildcard {
-            HostPattern::AnySubdomainOf(format!(".{name}"))
+        };
+        let name = if wildcard {
+            if host.starts_with('[') || host.split('.').count() < 2 {
+                return Err(format!(
+                    "'{raw}' needs at least two labels after '*.', such as *.example.com"
+                ));
+            }
+            HostName::AnySubdomainOf(format!(".{host}"))
         } else {
-            HostPattern::Exact(name.to_string())
-        })
+            HostName::Exact(host.to_string())
+        };
+        Ok(HostPattern { name, port })
     }
 
-    fn matches(&self, host: &str) -> bool {
-        match self {
-            HostPattern::Exact(name) => host.eq_ignore_ascii_case(name),
-            HostPattern::AnySubdomainOf(suffix) => {
+    fn matches(&self, authority: &Authority<'_>) -> bool {
+        self.port == authority.port && self.matches_name(authority.host)
+    }
+
+    /// Whether a host name (any case) matches, whatever the port.
+    fn matches_name(&self, host: &str) -> bool {
+        match &self.name {
+            HostName::Exact(name) => host.eq_ignore_ascii_case(name),
+            HostName::AnySubdomainOf(suffix) => {
                 let (host, suffix) = (host.as_bytes(), suffix.as_bytes());
                 host.len() > suffix.len()
                     && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
@@ -45,50 +72,142 @@ impl HostPattern {
     }
 }
 
-fn is_host_name(name: &str) -> bool {
-    if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
-        return !inner.is_empty()
-            && inner
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.');
+/// A target's `cluster`: the name of the upstream cluster Envoy's route picked, exactly, where
+/// each `*` stands for a non-empty run of characters without `|` (Istio's
+/// `outbound|80||*.payments.svc.cluster.local`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterPattern(String);
+
+/// More would make matching a name slow; no cluster naming scheme needs them.
+const MAX_CLUSTER_WILDCARDS: usize = 4;
+
+impl ClusterPattern {
+    pub fn parse(raw: &str) -> Result<ClusterPattern, String> {
+        if raw.is_empty() {
+            return Err(
+                "must name a cluster, such as outbound|80||orders.shop.svc.cluster.local".into(),
+            );
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("must not contain spaces or control characters".into());
+        }
+        if raw.len() > 512 {
+            return Err("must be at most 512 characters".into());
+        }
+        if raw.matches('*').count() > MAX_CLUSTER_WILDCARDS {
+            return Err(format!(
+                "may have at most {MAX_CLUSTER_WILDCARDS} '*' wildcards"
+            ));
+        }
+        Ok(ClusterPattern(raw.to_string()))
     }
-    !name.starts_with('.')
-        && !name.ends_with('.')
-        && !name.contains("..")
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+
+    pub fn matches(&self, cluster: &str) -> bool {
+        glob(self.0.as_bytes(), cluster.as_bytes())
+    }
 }
 
-/// The host of an `:authority`, without port or trailing dot.
-pub fn authority_host(authority: &str) -> &str {
-    let host = if authority.starts_with('[') {
-        match authority.find(']') {
-            Some(end) => &authority[..=end],
-            None => authority,
+/// `*` matches one or more bytes other than `|`; every other byte matches itself.
+fn glob(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => {
+            let run = name.iter().take_while(|&&b| b != b'|').count();
+            (1..=run).any(|taken| glob(rest, &name[taken..]))
         }
-    } else {
-        match authority.rfind(':') {
-            Some(colon) => &authority[..colon],
-            None => authority,
-        }
-    };
-    host.strip_suffix('.').unwrap_or(host)
+        Some((byte, rest)) => name.first() == Some(byte) && glob(rest, &name[1..]),
+    }
 }
 
-/// The first target (and its index) whose host matches `authority` and whose path prefix (if
-/// any) starts `path`.
+/// What the filter knows of a request when it picks a target.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRoute<'a> {
+    pub authority: &'a str,
+    pub path: &'a str,
+    /// The upstream cluster of the route Envoy picked (`xds.cluster_name`); None if it was not
+    /// read (no target names a cluster) or the request has no route.
+    pub cluster: Option<&'a str>,
+}
+
+/// What a request is, as far as the targets go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match<'a> {
+    /// The first target that holds, and its index.
+    Target(usize, &'a Target),
+    /// No target holds.
+    Unmatched,
+    /// The authority is not `host[:port]`, and read leniently it names a target's host: Envoy
+    /// routes it by its whole value, so it is refused rather than matched.
+    MalformedAuthority,
+    /// A target with a `path_prefix` would consider the request, and its path has dot-segments,
+    /// empty segments or escapes that the router or the upstream may read differently.
+    AmbiguousPath,
+}
+
+/// Picks the target of a request. `paths_normalized`: Envoy normalizes paths before the filter
+/// (`envoy_normalizes_paths`), so an ambiguous path cannot reach it.
 pub fn find_target<'a>(
     targets: &'a [Target],
-    authority: &str,
-    path: &str,
-) -> Option<(usize, &'a Target)> {
-    let host = authority_host(authority);
-    targets.iter().enumerate().find(|(_, t)| {
-        t.host.matches(host)
-            && t.path_prefix
-                .as_deref()
-                .is_none_or(|prefix| path.starts_with(prefix))
+    request: &RequestRoute<'_>,
+    paths_normalized: bool,
+) -> Match<'a> {
+    let authority = authority::parse(request.authority);
+    // Past the last target with a path prefix, the first match is final.
+    let last_with_prefix = targets.iter().rposition(|t| t.path_prefix.is_some());
+    let mut found = None;
+    let mut prefix_considers = false;
+    for (index, target) in targets.iter().enumerate() {
+        let host_holds = target
+            .host
+            .as_ref()
+            .is_none_or(|host| authority.is_some_and(|a| host.matches(&a)));
+        if !host_holds || !cluster_holds(target, request.cluster) {
+            continue;
+        }
+        match &target.path_prefix {
+            None => {
+                found = found.or(Some(index));
+            }
+            Some(prefix) => {
+                prefix_considers = true;
+                if found.is_none() && request.path.starts_with(prefix.as_str()) {
+                    found = Some(index);
+                }
+            }
+        }
+        if found.is_some() && last_with_prefix.is_none_or(|last| index >= last) {
+            break;
+        }
+    }
+    if prefix_considers && !paths_normalized && request_path::is_ambiguous(request.path) {
+        return Match::AmbiguousPath;
+    }
+    if let Some(index) = found {
+        return Match::Target(index, &targets[index]);
+    }
+    if authority.is_none() && aimed_at_a_target(targets, request) {
+        return Match::MalformedAuthority;
+    }
+    Match::Unmatched
+}
+
+fn cluster_holds(target: &Target, cluster: Option<&str>) -> bool {
+    target
+        .cluster
+        .as_ref()
+        .is_none_or(|pattern| cluster.is_some_and(|c| pattern.matches(c)))
+}
+
+/// Whether a malformed authority, read leniently, names the host of a target that would
+/// otherwise hold.
+fn aimed_at_a_target(targets: &[Target], request: &RequestRoute<'_>) -> bool {
+    let host = authority::lenient_host(request.authority);
+    targets.iter().any(|target| {
+        target
+            .host
+            .as_ref()
+            .is_some_and(|pattern| pattern.matches_name(&host))
+            && cluster_holds(target, request.cluster)
     })
 }
 
@@ -96,73 +215,273 @@ pub fn find_target<'a>(
 mod tests {
     use super::*;
 
-    fn target(host: &str, prefix: Option<&str>, scope: &str) -> Target {
+    fn target(
+        host: Option<&str>,
+        cluster: Option<&str>,
+        prefix: Option<&str>,
+        scope: &str,
+    ) -> Target {
         Target {
-            host: HostPattern::parse(host).unwrap(),
+            host: host.map(|h| HostPattern::parse(h).unwrap()),
+            cluster: cluster.map(|c| ClusterPattern::parse(c).unwrap()),
             path_prefix: prefix.map(str::to_string),
             provider: 0,
             resource: scope.to_string(),
         }
     }
 
-    fn scope_for<'a>(targets: &'a [Target], authority: &str, path: &str) -> Option<&'a str> {
-        find_target(targets, authority, path).map(|(_, t)| t.resource.as_str())
+    fn host(h: &str, prefix: Option<&str>, scope: &str) -> Target {
+        target(Some(h), None, prefix, scope)
+    }
+
+    fn route<'a>(authority: &'a str, path: &'a str, cluster: Option<&'a str>) -> RequestRoute<'a> {
+        RequestRoute {
+            authority,
+            path,
+            cluster,
+        }
+    }
+
+    /// The scope picked, or what else the request is.
+    fn outcome(targets: &[Target], authority: &str, path: &str, cluster: Option<&str>) -> String {
+        match find_target(targets, &route(authority, path, cluster), false) {
+            Match::Target(_, t) => t.resource.clone(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn scope_for(targets: &[Target], authority: &str, path: &str) -> String {
+        outcome(targets, authority, path, None)
     }
 
     #[test]
-    fn exact_host_matches_case_insensitively_and_ignores_port() {
-        let t = [target("API.example.com", None, "s")];
-        assert_eq!(scope_for(&t, "api.example.com", "/"), Some("s"));
-        assert_eq!(scope_for(&t, "Api.Example.COM:8443", "/x"), Some("s"));
-        assert_eq!(scope_for(&t, "api.example.com.", "/"), Some("s"));
-        assert_eq!(scope_for(&t, "other.example.com", "/"), None);
-        assert_eq!(scope_for(&t, "xapi.example.com", "/"), None);
+    fn exact_host_matches_case_insensitively_and_only_without_a_port() {
+        let t = [host("API.example.com", None, "s")];
+        assert_eq!(scope_for(&t, "api.example.com", "/"), "s");
+        assert_eq!(scope_for(&t, "Api.Example.COM", "/x"), "s");
+        assert_eq!(scope_for(&t, "api.example.com:8443", "/"), "Unmatched");
+        assert_eq!(scope_for(&t, "api.example.com:80", "/"), "Unmatched");
+        assert_eq!(scope_for(&t, "other.example.com", "/"), "Unmatched");
+        assert_eq!(scope_for(&t, "xapi.example.com", "/"), "Unmatched");
+    }
+
+    #[test]
+    fn a_host_with_a_port_matches_that_port_only() {
+        let t = [host("api.example.com:8080", None, "s")];
+        assert_eq!(scope_for(&t, "api.example.com:8080", "/"), "s");
+        assert_eq!(scope_for(&t, "api.example.com", "/"), "Unmatched");
+        assert_eq!(scope_for(&t, "api.example.com:80", "/"), "Unmatched");
+    }
+
+    #[test]
+    fn a_malformed_authority_aimed_at_a_target_is_refused_and_never_matched() {
+        let t = [
+            host("api.example.com", None, "api"),
+            host("*.team.local", None, "team"),
+        ];
+        for aimed in [
+            "api.example.com.",
+            "api.example.com..",
+            "api.example.com.:80",
+            "api.example.com:",
+            "api.example.com:0x50",
+            "api.example.com:080",
+            "user@api.example.com",
+            "x.team.local.",
+        ] {
+            assert_eq!(scope_for(&t, aimed, "/"), "MalformedAuthority", "{aimed:?}");
+        }
+        // Malformed, but aimed elsewhere: just unmatched.
+        assert_eq!(scope_for(&t, "other.example.org.", "/"), "Unmatched");
+        assert_eq!(scope_for(&t, "", "/"), "Unmatched");
     }
 
     #[test]
     fn wildcard_matches_any_subdomain_but_never_the_bare_domain() {
-        let t = [target("*.team.svc.cluster.local", None, "s")];
-        assert_eq!(scope_for(&t, "api.team.svc.cluster.local", "/"), Some("s"));
+        let t = [host("*.team.svc.cluster.local", None, "s")];
+        assert_eq!(scope_for(&t, "api.team.svc.cluster.local", "/"), "s");
+        assert_eq!(scope_for(&t, "a.b.team.svc.cluster.local", "/"), "s");
+        assert_eq!(scope_for(&t, "team.svc.cluster.local", "/"), "Unmatched");
         assert_eq!(
-            scope_for(&t, "a.b.team.svc.cluster.local:80", "/"),
-            Some("s")
+            scope_for(&t, "evilteam.svc.cluster.local", "/"),
+            "Unmatched"
         );
-        assert_eq!(scope_for(&t, "team.svc.cluster.local", "/"), None);
-        assert_eq!(scope_for(&t, "evilteam.svc.cluster.local", "/"), None);
-        assert_eq!(scope_for(&t, ".team.svc.cluster.local", "/"), None);
+        assert_eq!(
+            scope_for(&t, "a.team.svc.cluster.local:80", "/"),
+            "Unmatched"
+        );
+    }
+
+    #[test]
+    fn a_wildcard_needs_two_labels_after_it() {
+        assert!(HostPattern::parse("*.com").is_err());
+        assert!(HostPattern::parse("*.localhost:8080").is_err());
+        assert!(HostPattern::parse("*.example.com").is_ok());
+        assert!(HostPattern::parse("*.example.com:8080").is_ok());
+        for bad in [
+            "*",
+            "*.",
+            "",
+            ":80",
+            "api.example.com.",
+            "http://api",
+            "a/b",
+            "*.*.com",
+            "a*.com",
+        ] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
     fn path_prefix_narrows_a_target() {
         let t = [
-            target("api.example.com", Some("/v2/"), "v2"),
-            target("api.example.com", None, "any"),
+            host("api.example.com", Some("/v2/"), "v2"),
+            host("api.example.com", None, "any"),
         ];
-        assert_eq!(scope_for(&t, "api.example.com", "/v2/users"), Some("v2"));
-        assert_eq!(scope_for(&t, "api.example.com", "/v1/users"), Some("any"));
+        assert_eq!(scope_for(&t, "api.example.com", "/v2/users"), "v2");
+        assert_eq!(scope_for(&t, "api.example.com", "/v1/users"), "any");
+        assert_eq!(scope_for(&t, "api.example.com", "/V2/users"), "any");
+    }
+
+    #[test]
+    fn an_ambiguous_path_is_refused_where_a_prefix_target_would_consider_it() {
+        let t = [
+            host("api.example.com", None, "any"),
+            host("api.example.com", Some("/admin/"), "admin"),
+            host("other.example.com", None, "other"),
+        ];
+        for path in [
+            "/user/../admin/x",
+            "/admin/%2e%2e/x",
+            "//admin/x",
+            "/%61dmin/x",
+        ] {
+            assert_eq!(
+                scope_for(&t, "api.example.com", path),
+                "AmbiguousPath",
+                "{path}"
+            );
+        }
+        // No prefix target holds for this host: nothing to disagree about.
+        assert_eq!(
+            scope_for(&t, "other.example.com", "/user/../admin/x"),
+            "other"
+        );
+        // Envoy normalizes before the filter: the path is taken as it is.
+        let normalized = find_target(
+            &t,
+            &route("api.example.com", "/user/../admin/x", None),
+            true,
+        );
+        assert!(matches!(normalized, Match::Target(0, _)));
     }
 
     #[test]
     fn first_matching_target_wins() {
         let t = [
-            target("*.example.com", None, "first"),
-            target("api.example.com", None, "second"),
+            host("*.example.com", None, "first"),
+            host("api.example.com", None, "second"),
         ];
-        assert_eq!(scope_for(&t, "api.example.com", "/"), Some("first"));
+        assert_eq!(scope_for(&t, "api.example.com", "/"), "first");
     }
 
     #[test]
     fn ipv6_authority_keeps_its_brackets() {
-        assert_eq!(authority_host("[::1]:8080"), "[::1]");
-        assert_eq!(authority_host("[::1]"), "[::1]");
-        let t = [target("[::1]", None, "v6")];
-        assert_eq!(scope_for(&t, "[::1]:8080", "/"), Some("v6"));
+        let t = [
+            host("[::1]", None, "v6"),
+            host("[::1]:8080", None, "v6-8080"),
+        ];
+        assert_eq!(scope_for(&t, "[::1]", "/"), "v6");
+        assert_eq!(scope_for(&t, "[::1]:8080", "/"), "v6-8080");
     }
 
     #[test]
     fn non_ascii_authority_never_panics_or_matches() {
-        let t = [target("*.example.com", None, "s")];
-        assert_eq!(scope_for(&t, "é.example.co", "/"), None);
-        assert_eq!(scope_for(&t, "ééééééééééééé", "/"), None);
+        let t = [host("*.example.com", None, "s")];
+        assert_eq!(scope_for(&t, "é.example.co", "/"), "Unmatched");
+        assert_eq!(scope_for(&t, "ééééééééééééé", "/"), "Unmatched");
+        assert_eq!(scope_for(&t, "é.example.com", "/"), "MalformedAuthority");
+    }
+
+    #[test]
+    fn a_cluster_target_matches_the_cluster_envoy_picked_whatever_the_authority() {
+        let t = [target(
+            None,
+            Some("outbound|80||orders.shop.svc.cluster.local"),
+            None,
+            "orders",
+        )];
+        let cluster = Some("outbound|80||orders.shop.svc.cluster.local");
+        for authority in [
+            "orders",
+            "orders.shop",
+            "orders.shop.svc:80",
+            "10.0.0.7",
+            "x..y",
+        ] {
+            assert_eq!(
+                outcome(&t, authority, "/", cluster),
+                "orders",
+                "{authority}"
+            );
+        }
+        assert_eq!(
+            outcome(
+                &t,
+                "orders",
+                "/",
+                Some("outbound|80||other.shop.svc.cluster.local")
+            ),
+            "Unmatched"
+        );
+        assert_eq!(outcome(&t, "orders", "/", None), "Unmatched");
+    }
+
+    #[test]
+    fn host_and_cluster_must_both_hold() {
+        let t = [target(Some("api.example.com"), Some("api"), None, "api")];
+        assert_eq!(outcome(&t, "api.example.com", "/", Some("api")), "api");
+        assert_eq!(
+            outcome(&t, "api.example.com", "/", Some("partner")),
+            "Unmatched"
+        );
+        assert_eq!(
+            outcome(&t, "evil.example.org", "/", Some("api")),
+            "Unmatched"
+        );
+        assert_eq!(
+            outcome(&t, "api.example.com.", "/", Some("api")),
+            "MalformedAuthority"
+        );
+        // Aimed at the host, but routed to a cluster the target does not name.
+        assert_eq!(
+            outcome(&t, "api.example.com.", "/", Some("other")),
+            "Unmatched"
+        );
+    }
+
+    #[test]
+    fn a_cluster_wildcard_is_a_non_empty_run_without_a_bar() {
+        let p = ClusterPattern::parse("outbound|*||*.payments.svc.cluster.local").unwrap();
+        assert!(p.matches("outbound|80||api.payments.svc.cluster.local"));
+        assert!(p.matches("outbound|8080||a.b.payments.svc.cluster.local"));
+        assert!(!p.matches("outbound|||api.payments.svc.cluster.local"));
+        assert!(!p.matches("outbound|80|v1|api.payments.svc.cluster.local"));
+        assert!(!p.matches("outbound|80||payments.svc.cluster.local"));
+        assert!(!p.matches("outbound|80||x|y.payments.svc.cluster.local"));
+        assert!(!p.matches("outbound|80||api.payments.svc.cluster.local.evil"));
+        let exact = ClusterPattern::parse("api").unwrap();
+        assert!(exact.matches("api"));
+        assert!(!exact.matches("api2"));
+        assert!(!exact.matches("Api"));
+    }
+
+    #[test]
+    fn cluster_patterns_are_checked() {
+        for bad in ["", "a b", "a\nb", "*|*|*|*|*"] {
+            assert!(ClusterPattern::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(ClusterPattern::parse("*").is_ok());
     }
 }

@@ -9,12 +9,17 @@ use crate::json;
 pub const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 /// Issued tokens longer than this are refused rather than written into a header.
 pub const MAX_ACCESS_TOKEN_BYTES: usize = 32 * 1024;
+/// The longest `expires_in` taken as it is: Entra ID's tokens live 60 to 90 minutes (up to 28
+/// hours for clients that declare continuous access evaluation, which the filter does not); a
+/// larger value is read as this.
+pub const MAX_EXPIRES_IN_S: u64 = 86_400;
 
 /// A token the IdP issued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedToken {
     pub access_token: String,
-    /// Seconds; 0 when the IdP gave none (the token is then used but not cached).
+    /// Whole seconds, at most `MAX_EXPIRES_IN_S`; 0 when the IdP gave none (the token is then used
+    /// but not cached).
     pub expires_in: u64,
 }
 
@@ -54,6 +59,9 @@ pub enum ExchangeFailure {
     Timeout,
     /// The token cluster could not be reached, or the answer came with no status at all.
     Unreachable,
+    /// Envoy itself answered instead of the token endpoint: the token cluster's circuit breakers
+    /// overflowed, or it has no healthy host. Says nothing of the IdP.
+    RefusedByEnvoy,
 }
 
 impl ExchangeFailure {
@@ -98,6 +106,13 @@ impl IdpError {
             claims: json::text(&fields, "claims"),
         })
     }
+}
+
+/// Whether a callout's answer is Envoy's own local reply for a token cluster at its limits, not an
+/// answer from the token endpoint: `x-envoy-overloaded` (a circuit breaker or the connection pool
+/// overflowed), or 503 `no healthy upstream`. Entra ID answers neither way.
+pub fn refused_by_envoy(status: Option<u16>, overloaded: bool, body: &[u8]) -> bool {
+    overloaded || (status == Some(503) && body.starts_with(b"no healthy upstream"))
 }
 
 /// Reads a callout's answer. `status` is None when Envoy gave no `:status` (a reset).
@@ -160,18 +175,34 @@ fn read_success(body: &[u8]) -> Result<IssuedToken, ExchangeFailure> {
         ));
     }
     let expires_in = match parsed.get("expires_in") {
-        None | Some(Value::Null) => 0,
-        Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map_err(|_| ExchangeFailure::BadAnswer("expires_in is not a number"))?,
-        Some(_) => return Err(ExchangeFailure::BadAnswer("expires_in is not a number")),
-    };
+        None | Some(Value::Null) => Some(0),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(whole) => Some(whole),
+            // A fraction or a negative number; JSON has no infinity.
+            None => n.as_f64().map(|f| f.max(0.0).min(MAX_EXPIRES_IN_S as f64) as u64),
+        },
+        Some(Value::String(text)) => whole_seconds(text),
+        Some(_) => None,
+    }
+    .ok_or(ExchangeFailure::BadAnswer("expires_in is not a number"))?
+    .min(MAX_EXPIRES_IN_S);
     Ok(IssuedToken {
         access_token,
         expires_in,
     })
+}
+
+/// The whole seconds of a decimal number written as text (`"3599"`, `"3599.9"`), rounded down and
+/// at most `MAX_EXPIRES_IN_S`. (Not `str::parse::<f64>`: its code would add 20 KB to the .wasm.)
+fn whole_seconds(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    // Too many digits for a u64 is far more than a day.
+    Some(whole.parse::<u64>().map_or(MAX_EXPIRES_IN_S, |s| s.min(MAX_EXPIRES_IN_S)))
 }
 
 fn read_error(body: &[u8]) -> Option<Box<IdpError>> {
@@ -183,10 +214,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/tests/fixtures/entra/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/tests/fixtures/entra/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
@@ -337,6 +365,50 @@ mod tests {
             read_answer(Some(200), None, body.as_bytes()),
             Err(ExchangeFailure::BadAnswer("access_token is too large"))
         );
+    }
+
+    #[test]
+    fn expires_in_is_whole_seconds_rounded_down_and_at_most_a_day() {
+        let expires_in = |value: &str| {
+            let body = format!(r#"{{"access_token":"abc","expires_in":{value}}}"#);
+            read_answer(Some(200), None, body.as_bytes()).map(|t| t.expires_in)
+        };
+        assert_eq!(expires_in("3599.9"), Ok(3599));
+        assert_eq!(expires_in(r#""3599.9""#), Ok(3599));
+        assert_eq!(expires_in("1e30"), Ok(MAX_EXPIRES_IN_S));
+        assert_eq!(expires_in("18446744073709551615"), Ok(MAX_EXPIRES_IN_S));
+        assert_eq!(expires_in("86401"), Ok(MAX_EXPIRES_IN_S));
+        assert_eq!(expires_in("-5"), Ok(0));
+        assert_eq!(expires_in("0.5"), Ok(0));
+        assert_eq!(expires_in(r#"" 99999999999999999999999 ""#), Ok(MAX_EXPIRES_IN_S));
+        for bad in [r#""NaN""#, r#""inf""#, r#""1e4""#, r#""-5""#, r#"".5""#, r#""""#] {
+            assert!(
+                matches!(expires_in(bad), Err(ExchangeFailure::BadAnswer(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn envoys_own_replies_are_told_from_the_token_endpoints() {
+        assert!(refused_by_envoy(
+            Some(503),
+            true,
+            b"upstream connect error ... overflow"
+        ));
+        assert!(refused_by_envoy(Some(503), false, b"no healthy upstream"));
+        assert!(!refused_by_envoy(
+            Some(503),
+            false,
+            &fixture("error-temporarily-unavailable.json")
+        ));
+        assert!(!refused_by_envoy(Some(503), false, b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"));
+        assert!(!refused_by_envoy(
+            Some(504),
+            false,
+            b"upstream request timeout"
+        ));
+        assert!(!refused_by_envoy(None, false, b""));
     }
 
     #[test]

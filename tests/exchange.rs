@@ -124,11 +124,11 @@ fn scheme_is_case_insensitive() {
 }
 
 #[test]
-fn host_matching_ignores_case_and_port() {
+fn host_matching_ignores_case() {
     let s = Stack::start(json!({}));
     let subject = user_token("alice");
     assert_eq!(
-        s.get("API.Example.COM:8443", "/", Some(&bearer(&subject)))
+        s.get("API.Example.COM", "/", Some(&bearer(&subject)))
             .status,
         200
     );
@@ -156,8 +156,28 @@ fn wildcard_target_with_path_prefix_uses_its_own_scope() {
 }
 
 #[test]
-fn unmatched_requests_pass_untouched_by_default() {
+fn unmatched_requests_go_on_without_authorization_by_default() {
     let s = Stack::start(json!({}));
+    let subject = user_token("alice");
+    // Another host, another port, the bare domain of a wildcard, a path outside the prefix.
+    for (authority, path) in [
+        ("other.example.com", "/"),
+        ("api.example.com:8443", "/"),
+        ("team.svc.cluster.local", "/v2/x"),
+        ("orders.team.svc.cluster.local", "/v1/x"),
+    ] {
+        assert_eq!(s.get(authority, path, Some(&bearer(&subject))).status, 200);
+    }
+    assert_eq!(s.idp.count(), 0);
+    let seen = s.upstream.seen();
+    assert_eq!(seen.len(), 4);
+    assert!(seen.iter().all(|x| x.authorization.is_empty()), "{seen:?}");
+    assert_eq!(s.envoy.obo_counter_once("obo_requests_unmatched_stripped", 4), 4);
+}
+
+#[test]
+fn unmatched_requests_pass_untouched_when_told_to_pass_through() {
+    let s = Stack::start(json!({"unmatched": "passthrough"}));
     let subject = user_token("alice");
     // Another host, the bare domain of a wildcard, and a path outside the prefix.
     for (authority, path) in [

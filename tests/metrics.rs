@@ -47,12 +47,15 @@ fn a_hit_the_workers_front_cache_did_not_hold_counts_as_shared() {
         ("obo_exchanges_interaction_required", 0),
         ("obo_exchanges_invalid_grant", 0),
         ("obo_exchanges_ok", 2),
+        ("obo_exchanges_refused_by_envoy", 0),
         ("obo_exchanges_throttled", 0),
         ("obo_exchanges_timeout", 0),
         ("obo_exchanges_upstream_error", 0),
         ("obo_requests_failed_exchange", 0),
+        ("obo_requests_over_exchange_limit", 0),
         ("obo_requests_passed_through", 0),
         ("obo_requests_rejected_locally", 0),
+        ("obo_requests_unmatched_stripped", 0),
         ("obo_upstream_claims_challenges", 0),
         ("obo_upstream_claims_challenges_kept", 0),
     ];
@@ -78,8 +81,13 @@ fn metrics_count_each_outcome_exactly_across_workers() {
             200
         );
     }
-    // Passed through (no target), refused locally (no bearer token).
+    // No target: passed through without Authorization, or stripped of it; refused locally (no
+    // bearer token).
     assert_eq!(s.get("elsewhere.example.com", "/", None).status, 200);
+    assert_eq!(
+        s.get("elsewhere.example.com", "/", Some(&bearer(&alice))).status,
+        200
+    );
     assert_eq!(s.get("api.example.com", "/", None).status, 401);
     // One exchange of each failing kind; each refuses its one request.
     for (user, behaviour, status) in [
@@ -116,12 +124,15 @@ fn metrics_count_each_outcome_exactly_across_workers() {
         ("obo_exchanges_interaction_required", 1),
         ("obo_exchanges_invalid_grant", 1),
         ("obo_exchanges_ok", 1),
+        ("obo_exchanges_refused_by_envoy", 0),
         ("obo_exchanges_throttled", 1),
         ("obo_exchanges_timeout", 1),
         ("obo_exchanges_upstream_error", 1),
         ("obo_requests_failed_exchange", 5),
+        ("obo_requests_over_exchange_limit", 0),
         ("obo_requests_passed_through", 1),
         ("obo_requests_rejected_locally", 1),
+        ("obo_requests_unmatched_stripped", 1),
         ("obo_upstream_claims_challenges", 0),
         ("obo_upstream_claims_challenges_kept", 0),
     ];

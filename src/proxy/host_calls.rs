@@ -280,8 +280,16 @@ impl Host for ProxyHost {
         property_bytes(b"response\0code_details").as_deref() == Some(b"via_upstream".as_slice())
     }
 
+    fn route_cluster(&self) -> Option<String> {
+        property_bytes(b"xds\0cluster_name").map(text)
+    }
+
     fn set_request_header(&self, name: &str, value: &str) {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+    }
+
+    fn remove_request_header(&self, name: &str) {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
     }
 
     fn resume_request(&self) {
@@ -361,6 +369,7 @@ pub fn read_call_answer(num_headers: usize, body_size: usize) -> CallAnswer {
     CallAnswer {
         status: header(":status").and_then(|s| s.parse().ok()),
         retry_after: header("retry-after"),
+        overloaded: header("x-envoy-overloaded").is_some(),
         // One byte past the limit is enough to tell that the answer is too large.
         body: if body_size == 0 {
             Vec::new()

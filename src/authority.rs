@@ -1,0 +1,148 @@
+//! A request's `:authority`, read strictly: `host` or `host:port`, as Envoy's virtual hosts match
+//! it. Envoy compares the whole value (port included) with each virtual host's domains, so
+//! `api.example.com.`, `api.example.com:` or `api.example.com:0x50` reach another virtual host than
+//! `api.example.com` does. Such an authority is never read as the plain host here.
+
+/// An authority that is a plain host name (or IP literal) with an optional port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authority<'a> {
+    /// As the request wrote it (any case); an IPv6 literal keeps its brackets.
+    pub host: &'a str,
+    pub port: Option<u16>,
+}
+
+/// Reads an authority strictly; None if it is not `host` or `host:port`:
+/// - the host is letters, digits, `-`, `_` and dots between non-empty labels (no leading or
+///   trailing dot), or an IPv6 literal in brackets;
+/// - the port is 1 to 5 digits without a leading zero, from 1 to 65535;
+/// - no user info (`@`), no other character.
+pub fn parse(authority: &str) -> Option<Authority<'_>> {
+    let (host, port) = split_port(authority)?;
+    if !is_host(host) {
+        return None;
+    }
+    let port = match port {
+        None => None,
+        Some(digits) => Some(parse_port(digits)?),
+    };
+    Some(Authority { host, port })
+}
+
+/// The host a lenient reader would take from `authority`: without user info, port or trailing
+/// dots, lowercase. Only to tell whether a malformed authority was aimed at a target.
+pub fn lenient_host(authority: &str) -> String {
+    let after_user = authority.rsplit('@').next().unwrap_or(authority);
+    let host = if after_user.starts_with('[') {
+        after_user
+            .find(']')
+            .map_or(after_user, |end| &after_user[..=end])
+    } else {
+        after_user
+            .split_once(':')
+            .map_or(after_user, |(host, _)| host)
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// `host` and the text after its port colon, if any. An IPv6 literal's colons are inside its
+/// brackets; after the closing bracket only `:port` may follow.
+fn split_port(authority: &str) -> Option<(&str, Option<&str>)> {
+    if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        let (host, rest) = authority.split_at(end + 1);
+        return match rest {
+            "" => Some((host, None)),
+            _ => Some((host, Some(rest.strip_prefix(':')?))),
+        };
+    }
+    Some(match authority.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    })
+}
+
+fn parse_port(digits: &str) -> Option<u16> {
+    let plain = (1..=5).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    plain.then(|| digits.parse().ok()).flatten()
+}
+
+/// A host name of non-empty labels, or an IPv6 literal in brackets.
+pub fn is_host(host: &str) -> bool {
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return !inner.is_empty()
+            && inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+    }
+    !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(host: &str, port: Option<u16>) -> Option<Authority<'_>> {
+        Some(Authority { host, port })
+    }
+
+    #[test]
+    fn a_host_with_or_without_a_port_is_read() {
+        assert_eq!(parse("api.example.com"), plain("api.example.com", None));
+        assert_eq!(
+            parse("API.example.com:8443"),
+            plain("API.example.com", Some(8443))
+        );
+        assert_eq!(parse("orders"), plain("orders", None));
+        assert_eq!(parse("10.0.0.7:80"), plain("10.0.0.7", Some(80)));
+        assert_eq!(parse("[::1]"), plain("[::1]", None));
+        assert_eq!(parse("[::1]:65535"), plain("[::1]", Some(65535)));
+    }
+
+    #[test]
+    fn what_envoy_would_route_elsewhere_is_not_a_plain_authority() {
+        for bad in [
+            "",
+            "api.example.com.",
+            "api.example.com..",
+            ".api.example.com",
+            "api..example.com",
+            "api.example.com:",
+            "api.example.com:0x50",
+            "api.example.com:0",
+            "api.example.com:080",
+            "api.example.com:65536",
+            "api.example.com:123456",
+            "api.example.com:80:80",
+            "api.example.com.:80",
+            "user@api.example.com",
+            "api.example.com@evil.example.org",
+            "api.example.com%2e",
+            "api.example.com/x",
+            "api example.com",
+            "é.example.com",
+            "[::1",
+            "[::1]x",
+            "[::1]:",
+            "[]",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_lenient_host_is_what_a_malformed_authority_was_aimed_at() {
+        assert_eq!(lenient_host("API.example.com."), "api.example.com");
+        assert_eq!(lenient_host("api.example.com..:80"), "api.example.com");
+        assert_eq!(lenient_host("api.example.com:0x50"), "api.example.com");
+        assert_eq!(lenient_host("user:pw@api.example.com:"), "api.example.com");
+        assert_eq!(lenient_host("[::1]:x"), "[::1]");
+    }
+}
