@@ -130,6 +130,9 @@ pub struct Worker {
     assertions: Vec<LastAssertion>,
     /// When this worker last dropped each token for an upstream's claims challenge.
     challenges: Holdoff,
+    /// When the token endpoint last answered one of this worker's token requests, by provider
+    /// index (ms).
+    answered_ms: Vec<u64>,
 }
 
 /// What every request waiting on an exchange does once it is settled.
@@ -154,6 +157,7 @@ impl Default for Worker {
             pending: Vec::new(),
             assertions: Vec::new(),
             challenges: Holdoff::default(),
+            answered_ms: Vec::new(),
         }
     }
 }
@@ -167,6 +171,7 @@ impl Worker {
             .iter()
             .map(|_| Default::default())
             .collect();
+        self.answered_ms = vec![0; config.providers.len()];
         self.config = Some(Rc::new(config));
     }
 
@@ -310,6 +315,11 @@ impl Worker {
         } else {
             read_answer(answer.status, answer.retry_after.as_deref(), &answer.body)
         };
+        if outcome.as_ref().err().is_none_or(came_from_the_endpoint) {
+            if let Some(answered) = self.answered_ms.get_mut(flight.ask.provider) {
+                *answered = host.now_ms();
+            }
+        }
         let settlement = match outcome {
             Ok(issued) => {
                 record_outcome(host, Counter::ExchangesOk, &flight);
@@ -351,6 +361,7 @@ impl Worker {
                     return;
                 }
                 record_outcome(host, Counter::for_failure(&failure), &flight);
+                let backoff_s = self.backoff_for(&failure, &flight, &config);
                 if flight.background {
                     // Keep serving the cached token; try again a little later.
                     let now = host.now_unix();
@@ -360,12 +371,12 @@ impl Worker {
                         now + REFRESH_RETRY_S,
                         now,
                     );
-                    if let Some(wait_s) = backoff::wait_for(&failure, &config.backoff) {
+                    if let Some(wait_s) = backoff_s {
                         let scope_key = flight.ask.backoff_key(&config);
                         backoff::start(host, &scope_key, host.now_ms(), wait_s);
                     }
                 } else {
-                    remember_failure(host, &config, &key, &flight, &failure);
+                    remember_failure(host, &config, &key, &flight, &failure, backoff_s);
                 }
                 claim::release(host, &key, config.cache.max_entries, self.id);
                 let refusal = Refusal::Exchange(failure);
@@ -531,6 +542,27 @@ impl Worker {
         }
     }
 
+    /// How long `failure` makes its scope back off, if at all (`backoff::wait_for`). Not for a
+    /// timeout while the token endpoint answered other token requests of this worker since this
+    /// exchange began: the time was lost in Envoy's queue for the token cluster (a burst of new
+    /// tokens, junk ones perhaps), not at Entra ID, and backing off would refuse every new user.
+    fn backoff_for(
+        &self,
+        failure: &ExchangeFailure,
+        flight: &Flight,
+        config: &Config,
+    ) -> Option<u64> {
+        let answered_ms = self
+            .answered_ms
+            .get(flight.ask.provider)
+            .copied()
+            .unwrap_or(0);
+        if matches!(failure, ExchangeFailure::Timeout) && answered_ms > flight.started_ms {
+            return None;
+        }
+        backoff::wait_for(failure, &config.backoff)
+    }
+
     /// Whether the worker runs as many exchanges as it may (`max_exchanges_in_flight_per_worker`):
     /// every one it sends or waits on another worker for, so junk tokens cannot queue token
     /// requests past the token cluster's circuit breakers, nor hold more memory than that.
@@ -626,6 +658,7 @@ fn remember_failure(
     key: &CacheKey,
     flight: &Flight,
     failure: &ExchangeFailure,
+    backoff_s: Option<u64>,
 ) {
     if let ExchangeFailure::InvalidGrant(idp) | ExchangeFailure::ClaimsChallenge(idp) = failure {
         if config.negative_cache_s > 0 {
@@ -635,9 +668,18 @@ fn remember_failure(
             }
         }
     }
-    if let Some(wait_s) = backoff::wait_for(failure, &config.backoff) {
+    if let Some(wait_s) = backoff_s {
         backoff::start(host, &flight.ask.backoff_key(config), host.now_ms(), wait_s);
     }
+}
+
+/// Whether a failed token request got an answer from the token endpoint itself (not a timeout,
+/// a reset, or Envoy's own refusal).
+fn came_from_the_endpoint(failure: &ExchangeFailure) -> bool {
+    !matches!(
+        failure,
+        ExchangeFailure::Timeout | ExchangeFailure::Unreachable | ExchangeFailure::RefusedByEnvoy
+    )
 }
 
 /// Whether the token endpoint refused the client's credential.

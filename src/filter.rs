@@ -275,8 +275,21 @@ fn exp_of(subject_token: &str) -> Option<u64> {
         .and_then(|c| c.exp)
 }
 
-/// A request no target matched: nothing of the caller's goes on unless `unmatched` says so.
+/// Envoy's mark on a request it is sending on after following an internal redirect.
+const ORIGINAL_URL: &str = "x-envoy-original-url";
+
+/// A request no target matched: nothing of the caller's goes on unless `unmatched` says so, and
+/// nothing at all once Envoy followed a redirect (the `Authorization` may be a target's token,
+/// and a client drops credentials on a redirect to another host too).
 fn unmatched(host: &dyn Host, policy: Unmatched, has_authorization: bool) -> Verdict {
+    let policy = match policy {
+        Unmatched::Passthrough
+            if has_authorization && host.request_header(ORIGINAL_URL).is_some() =>
+        {
+            Unmatched::Strip
+        }
+        policy => policy,
+    };
     match policy {
         Unmatched::Strip if has_authorization => {
             host.remove_request_header("authorization");

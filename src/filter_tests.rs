@@ -453,6 +453,25 @@ fn unmatched_request_keeps_its_authorization_only_when_told_to_pass_through() {
 }
 
 #[test]
+fn a_request_envoy_redirected_to_an_unmatched_host_loses_its_authorization_even_in_passthrough() {
+    let host = FakeHost::default();
+    let w = worker_with(serde_json::json!({"unmatched": "passthrough"}));
+    host.open_stream(
+        10,
+        &[
+            (":authority", "evil.example.org"),
+            (":path", "/steal"),
+            ("authorization", "Bearer obo-token-for-api"),
+            ("x-envoy-original-url", "http://api.example.com/redirect"),
+        ],
+    );
+    let mut filter = RequestFilter::new(10, w.clone());
+    assert_eq!(filter.on_request_headers(&host), Verdict::Continue);
+    assert_eq!(host.header_of(10, "authorization"), None);
+    assert_eq!(host.counted(Counter::UnmatchedStripped), 1);
+}
+
+#[test]
 fn an_authority_with_another_port_or_a_trailing_dot_never_gets_the_targets_token() {
     let host = FakeHost::default();
     let w = worker();
@@ -1398,6 +1417,68 @@ fn assert_forwarded_with_token(
         host.header_of(id, "authorization").as_deref(),
         Some(expected)
     );
+}
+
+fn timed_out() -> CallAnswer {
+    CallAnswer {
+        status: Some(504),
+        body: b"upstream request timeout".to_vec(),
+        ..CallAnswer::default()
+    }
+}
+
+/// Alice's and Bob's exchanges start together; Bob's times out after the whole budget, and
+/// Alice's is answered `answer_alice` halfway, if at all. Then Carol, a new user, asks: her reply
+/// (None: her token request was sent).
+fn carol_after_bobs_timeout(answer_alice: Option<CallAnswer>) -> Option<u32> {
+    let host = FakeHost::default();
+    let w = worker();
+    let (mut alice, _) = request(
+        &host,
+        &w,
+        10,
+        "api.example.com",
+        "/",
+        Some(&format!("Bearer {ALICE}")),
+    );
+    let (mut bob, _) = request(
+        &host,
+        &w,
+        11,
+        "api.example.com",
+        "/",
+        Some(&format!("Bearer {BOB}")),
+    );
+    host.extra_ms.set(2_500);
+    if let Some(a) = answer_alice {
+        answer(&host, &mut alice, 0, a);
+    }
+    host.extra_ms.set(5_000);
+    answer(&host, &mut bob, 1, timed_out());
+    assert_eq!(host.stream(11).reply.unwrap().status, 504);
+    request(
+        &host,
+        &w,
+        12,
+        "api.example.com",
+        "/",
+        Some(&format!("Bearer {U}")),
+    );
+    host.stream(12).reply.map(|r| r.status)
+}
+
+#[test]
+fn a_timeout_while_the_endpoint_answers_others_is_envoys_queue_and_starts_no_backoff() {
+    assert_eq!(
+        carol_after_bobs_timeout(Some(ok_answer("obo-alice", 3599.into()))),
+        None
+    );
+    // An answer from the endpoint that refuses still shows it is there.
+    let refused = fixture_answer(400, "error-invalid-grant-expired.json");
+    assert_eq!(carol_after_bobs_timeout(Some(refused)), None);
+    // With no answer since Bob's exchange began, the endpoint is taken to be struggling.
+    assert_eq!(carol_after_bobs_timeout(None), Some(503));
+    assert_eq!(carol_after_bobs_timeout(Some(timed_out())), Some(503));
 }
 
 #[test]

@@ -179,7 +179,9 @@ fn read_success(body: &[u8]) -> Result<IssuedToken, ExchangeFailure> {
         Some(Value::Number(n)) => match n.as_u64() {
             Some(whole) => Some(whole),
             // A fraction or a negative number; JSON has no infinity.
-            None => n.as_f64().map(|f| f.max(0.0).min(MAX_EXPIRES_IN_S as f64) as u64),
+            None => n
+                .as_f64()
+                .map(|f| f.max(0.0).min(MAX_EXPIRES_IN_S as f64) as u64),
         },
         Some(Value::String(text)) => whole_seconds(text),
         Some(_) => None,
@@ -202,7 +204,11 @@ fn whole_seconds(text: &str) -> Option<u64> {
         return None;
     }
     // Too many digits for a u64 is far more than a day.
-    Some(whole.parse::<u64>().map_or(MAX_EXPIRES_IN_S, |s| s.min(MAX_EXPIRES_IN_S)))
+    Some(
+        whole
+            .parse::<u64>()
+            .map_or(MAX_EXPIRES_IN_S, |s| s.min(MAX_EXPIRES_IN_S)),
+    )
 }
 
 fn read_error(body: &[u8]) -> Option<Box<IdpError>> {
@@ -380,8 +386,13 @@ mod tests {
         assert_eq!(expires_in("86401"), Ok(MAX_EXPIRES_IN_S));
         assert_eq!(expires_in("-5"), Ok(0));
         assert_eq!(expires_in("0.5"), Ok(0));
-        assert_eq!(expires_in(r#"" 99999999999999999999999 ""#), Ok(MAX_EXPIRES_IN_S));
-        for bad in [r#""NaN""#, r#""inf""#, r#""1e4""#, r#""-5""#, r#"".5""#, r#""""#] {
+        assert_eq!(
+            expires_in(r#"" 99999999999999999999999 ""#),
+            Ok(MAX_EXPIRES_IN_S)
+        );
+        for bad in [
+            r#""NaN""#, r#""inf""#, r#""1e4""#, r#""-5""#, r#"".5""#, r#""""#,
+        ] {
             assert!(
                 matches!(expires_in(bad), Err(ExchangeFailure::BadAnswer(_))),
                 "{bad}"

@@ -172,7 +172,11 @@ fn unmatched_requests_go_on_without_authorization_by_default() {
     let seen = s.upstream.seen();
     assert_eq!(seen.len(), 4);
     assert!(seen.iter().all(|x| x.authorization.is_empty()), "{seen:?}");
-    assert_eq!(s.envoy.obo_counter_once("obo_requests_unmatched_stripped", 4), 4);
+    assert_eq!(
+        s.envoy
+            .obo_counter_once("obo_requests_unmatched_stripped", 4),
+        4
+    );
 }
 
 #[test]

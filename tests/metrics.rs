@@ -85,7 +85,8 @@ fn metrics_count_each_outcome_exactly_across_workers() {
     // bearer token).
     assert_eq!(s.get("elsewhere.example.com", "/", None).status, 200);
     assert_eq!(
-        s.get("elsewhere.example.com", "/", Some(&bearer(&alice))).status,
+        s.get("elsewhere.example.com", "/", Some(&bearer(&alice)))
+            .status,
         200
     );
     assert_eq!(s.get("api.example.com", "/", None).status, 401);

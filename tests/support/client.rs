@@ -115,6 +115,71 @@ fn read(mut resp: ureq::http::Response<ureq::Body>) -> Response {
     }
 }
 
+/// A GET written byte for byte as given: any `Host` value and any path, neither checked nor
+/// normalized by an HTTP library on the way.
+pub fn raw_get(port: u16, authority: &str, path: &str, authorization: Option<&str>) -> Response {
+    use std::io::{Read, Write};
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(a) = authorization {
+        request.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to envoy");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    stream.write_all(request.as_bytes()).expect("send request");
+    // Up to the end of the answer, not of the connection: Envoy holds a connection it closes for
+    // a while (delayed_close_timeout) before it closes it.
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !answer_complete(&raw) {
+        match stream.read(&mut chunk).expect("read response") {
+            0 => break,
+            n => raw.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// Whether `raw` holds a whole HTTP/1.1 answer: its head, and a body of its `content-length` or
+/// to its last chunk.
+fn answer_complete(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let header = |name: &str| {
+        head.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_ascii_lowercase())
+    };
+    if let Some(length) = header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        return body.len() >= length;
+    }
+    if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        return body.ends_with("0\r\n\r\n");
+    }
+    false
+}
+
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }

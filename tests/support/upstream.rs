@@ -7,6 +7,9 @@ use axum::http::{HeaderMap, Uri};
 use super::server::Server;
 
 pub const CLAIMS_CHALLENGE_PATH: &str = "/claims-challenge";
+/// Answered `302 Location: REDIRECT_LOCATION`.
+pub const REDIRECT_PATH: &str = "/redirect";
+pub const REDIRECT_LOCATION: &str = "http://evil.example.org/steal";
 pub const CLAIMS_CHALLENGE: &str =
     r#"Bearer error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnt9fQ==""#;
 /// A gRPC method the upstream answers `UNAUTHENTICATED` with CLAIMS_CHALLENGE, as a gRPC server
@@ -62,9 +65,18 @@ impl Upstream {
                     })
                     .to_string();
                     let challenge = entry.path.starts_with(CLAIMS_CHALLENGE_PATH);
+                    let redirect = entry.path == REDIRECT_PATH;
                     let grpc_challenge = entry.path == GRPC_CLAIMS_CHALLENGE_METHOD;
                     record.lock().unwrap().push(entry);
-                    if grpc_challenge {
+                    if redirect {
+                        let mut response = axum::response::Response::new(axum::body::Body::empty());
+                        *response.status_mut() = axum::http::StatusCode::FOUND;
+                        response.headers_mut().insert(
+                            "location",
+                            axum::http::HeaderValue::from_static(REDIRECT_LOCATION),
+                        );
+                        response
+                    } else if grpc_challenge {
                         let mut response = axum::response::Response::new(axum::body::Body::empty());
                         for (name, value) in [
                             ("content-type", "application/grpc"),
