@@ -59,6 +59,19 @@ impl HostPattern {
         self.port == authority.port && self.matches_name(authority.host)
     }
 
+    /// An authority this pattern matches (for a wildcard, one subdomain of it), to ask which of
+    /// Envoy's virtual hosts it would reach.
+    pub fn example(&self) -> String {
+        let name = match &self.name {
+            HostName::Exact(name) => name.clone(),
+            HostName::AnySubdomainOf(suffix) => format!("x{suffix}"),
+        };
+        match self.port {
+            Some(port) => format!("{name}:{port}"),
+            None => name,
+        }
+    }
+
     /// Whether a host name (any case) matches, whatever the port.
     fn matches_name(&self, host: &str) -> bool {
         match &self.name {

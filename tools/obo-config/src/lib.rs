@@ -10,6 +10,8 @@ use entra_obo_filter::config::{
 };
 use serde_json::Value;
 
+mod routes;
+
 /// One plugin configuration found in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
@@ -20,6 +22,9 @@ pub struct Found {
     /// The environment the VM declares: `None` for a raw configuration (the check's own
     /// environment applies), else each declared variable with its inline value, if any.
     pub vm_env: Option<BTreeMap<String, Option<String>>>,
+    /// The `route_config` of the Envoy connection manager the filter is in, when the file has it
+    /// (not for Istio resources or routes from RDS).
+    pub routes: Option<Value>,
 }
 
 /// Where the check takes environment values from.
@@ -42,6 +47,9 @@ pub struct Report {
     pub result: Result<String, Vec<ConfigError>>,
     /// Variables that got a placeholder value (`--assume-env`).
     pub assumed: Vec<String>,
+    /// What in the Envoy configuration around a valid plugin configuration could send a target's
+    /// token elsewhere, each with where it is.
+    pub warnings: Vec<String>,
 }
 
 /// Keys that mark a document as something other than a raw plugin configuration.
@@ -88,6 +96,7 @@ fn raw(text: String) -> Found {
         location: String::new(),
         text,
         vm_env: None,
+        routes: None,
     }
 }
 
@@ -98,13 +107,13 @@ fn is_container(doc: &Value) -> bool {
 
 fn embedded(doc: &Value) -> Vec<Found> {
     let mut out = Vec::new();
-    walk(doc, &mut String::new(), &mut out);
+    walk(doc, &mut String::new(), None, &mut out);
     out
 }
 
 /// Envoy's `configuration: {value: "<json>"}` next to `vm_config`, and Istio's `pluginConfig`
-/// next to `vmConfig`.
-fn walk(value: &Value, path: &mut String, out: &mut Vec<Found>) {
+/// next to `vmConfig`. `routes`: the `route_config` of the connection manager being walked.
+fn walk(value: &Value, path: &mut String, routes: Option<&Value>, out: &mut Vec<Found>) {
     match value {
         Value::Object(map) => {
             if let Some(text) = map
@@ -116,6 +125,7 @@ fn walk(value: &Value, path: &mut String, out: &mut Vec<Found>) {
                     location: join(path, "configuration"),
                     text: text.to_string(),
                     vm_env: Some(envoy_vm_env(map.get("vm_config"))),
+                    routes: routes.cloned(),
                 });
                 return;
             }
@@ -124,13 +134,19 @@ fn walk(value: &Value, path: &mut String, out: &mut Vec<Found>) {
                     location: join(path, "pluginConfig"),
                     text: plugin_config.to_string(),
                     vm_env: Some(istio_vm_env(map.get("vmConfig"))),
+                    routes: None,
                 });
                 return;
             }
+            // A connection manager: its filters are the ones its routes apply to.
+            let routes = match map.get("http_filters") {
+                Some(_) => map.get("route_config"),
+                None => routes,
+            };
             for (key, item) in map {
                 let len = path.len();
                 *path = join(path, key);
-                walk(item, path, out);
+                walk(item, path, routes, out);
                 path.truncate(len);
             }
         }
@@ -138,7 +154,7 @@ fn walk(value: &Value, path: &mut String, out: &mut Vec<Found>) {
             for (i, item) in items.iter().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                walk(item, path, out);
+                walk(item, path, routes, out);
                 path.truncate(len);
             }
         }
@@ -228,7 +244,12 @@ pub fn check(found: &Found, env: &CheckEnv) -> Report {
             })
         })
     };
-    let result = config::parse(found.text.as_bytes(), &lookup)
+    let parsed = config::parse(found.text.as_bytes(), &lookup);
+    let warnings = match (&parsed, &found.routes) {
+        (Ok(cfg), Some(routes)) => routes::warnings(cfg, routes),
+        _ => Vec::new(),
+    };
+    let result = parsed
         .map(|cfg| config::summary(&cfg))
         .map_err(|errors| errors.iter().cloned().collect());
     let mut assumed = assumed.into_inner();
@@ -238,6 +259,7 @@ pub fn check(found: &Found, env: &CheckEnv) -> Report {
         location: found.location.clone(),
         result,
         assumed,
+        warnings,
     }
 }
 

@@ -111,6 +111,9 @@ fn check_file(file: &str, env: &CheckEnv) -> Result<bool, String> {
                 }
             }
         }
+        for warning in &report.warnings {
+            println!("{at}: warning: {warning}");
+        }
         if !report.assumed.is_empty() {
             println!(
                 "{at}: placeholder values assumed for {}",

@@ -69,7 +69,59 @@ fn every_shipped_example_passes_the_check() {
             stdout(&out)
         );
         assert!(stdout(&out).contains(": ok: "), "{}", stdout(&out));
+        assert!(!stdout(&out).contains("warning"), "{}", stdout(&out));
     }
+}
+
+#[test]
+fn a_targets_route_that_follows_redirects_or_mirrors_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("envoy.yaml");
+    std::fs::write(
+        &file,
+        r#"
+static_resources:
+  listeners:
+  - filter_chains:
+    - filters:
+      - typed_config:
+          route_config:
+            virtual_hosts:
+            - name: api
+              domains: ["api.example.com"]
+              routes:
+              - match: {prefix: /}
+                route:
+                  cluster: api
+                  internal_redirect_policy: {}
+                  request_mirror_policies: [{cluster: shadow}]
+            - name: rest
+              domains: ["*"]
+              routes:
+              - match: {prefix: /}
+                route: {cluster: other, internal_redirect_policy: {}}
+          http_filters:
+          - typed_config:
+              config:
+                vm_config:
+                  environment_variables:
+                    host_env_keys: [AZURE_APP_CLIENT_ID, AZURE_APP_CLIENT_SECRET, AZURE_OPENID_CONFIG_TOKEN_ENDPOINT]
+                configuration:
+                  value: '{"token_cluster": "entra_id", "targets": [{"host": "api.example.com", "cluster": "api", "scope": "api://a/.default"}]}'
+"#,
+    )
+    .unwrap();
+    let out = obo_config(&["check", "--assume-env", file.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains(": warning: ")).collect();
+    assert_eq!(warnings.len(), 2, "{text}");
+    assert!(
+        warnings[0].contains("virtual_hosts[0].routes[0] (targets[0]): internal_redirect_policy")
+    );
+    assert!(
+        warnings[1].contains("virtual_hosts[0].routes[0] (targets[0]): request_mirror_policies")
+    );
 }
 
 #[test]

@@ -1,0 +1,199 @@
+//! Routes that could carry a target's token somewhere else after the filter let the request go:
+//! Envoy follows an upstream's redirect (`internal_redirect_policy`) or sends a copy of the request
+//! to another cluster (`request_mirror_policies`) with the `Authorization` the filter wrote.
+
+use entra_obo_filter::config::{Config, Target};
+use serde_json::Value;
+
+/// One line for each route (or virtual host) of `route_config` that leads to a target and moves
+/// or copies requests.
+pub fn warnings(config: &Config, route_config: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let hosts = route_config["virtual_hosts"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    for (v, vhost) in hosts.enumerate() {
+        let domains: Vec<&str> = vhost["domains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let vhost_mirrors = has_items(&vhost["request_mirror_policies"]);
+        let routes = vhost["routes"].as_array().into_iter().flatten();
+        for (r, route) in routes.enumerate() {
+            let action = &route["route"];
+            if !action.is_object() {
+                continue;
+            }
+            let Some(target) = config
+                .targets
+                .iter()
+                .position(|t| could_take(t, &domains, &clusters_of(action)))
+            else {
+                continue;
+            };
+            let at = format!("route_config.virtual_hosts[{v}].routes[{r}] (targets[{target}])");
+            if action.get("internal_redirect_policy").is_some() {
+                out.push(format!(
+                    "{at}: internal_redirect_policy: Envoy follows an upstream's redirect with \
+                     the target's token to wherever it points; a target's route must not follow \
+                     redirects"
+                ));
+            }
+            if has_items(&action["request_mirror_policies"]) || vhost_mirrors {
+                out.push(format!(
+                    "{at}: request_mirror_policies: Envoy sends a copy of each request, the \
+                     target's token included, to the mirror cluster; a target's route must not \
+                     mirror"
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn has_items(value: &Value) -> bool {
+    value.as_array().is_some_and(|items| !items.is_empty())
+}
+
+/// The clusters a route action sends to; None when a header names it (any cluster).
+fn clusters_of(action: &Value) -> Option<Vec<&str>> {
+    if action.get("cluster_header").is_some() || action.get("cluster_specifier_plugin").is_some() {
+        return None;
+    }
+    let mut names: Vec<&str> = action["cluster"].as_str().into_iter().collect();
+    let weighted = action["weighted_clusters"]["clusters"].as_array();
+    names.extend(
+        weighted
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str()),
+    );
+    Some(names)
+}
+
+/// Whether a request for `target` could be routed by a virtual host with these domains to one of
+/// these clusters.
+fn could_take(target: &Target, domains: &[&str], clusters: &Option<Vec<&str>>) -> bool {
+    let host_holds = target.host.as_ref().is_none_or(|host| {
+        let example = host.example();
+        domains.iter().any(|d| domain_matches(d, &example))
+    });
+    let cluster_holds = target
+        .cluster
+        .as_ref()
+        .is_none_or(|pattern| match clusters {
+            Some(names) => names.iter().any(|name| pattern.matches(name)),
+            None => true,
+        });
+    host_holds && cluster_holds
+}
+
+/// Envoy's virtual-host domain matching: exact, `*`, `*suffix` and `prefix*`, ignoring case.
+fn domain_matches(domain: &str, authority: &str) -> bool {
+    let (domain, authority) = (domain.to_ascii_lowercase(), authority.to_ascii_lowercase());
+    if domain == "*" {
+        true
+    } else if let Some(suffix) = domain.strip_prefix('*') {
+        authority.len() > suffix.len() && authority.ends_with(suffix)
+    } else if let Some(prefix) = domain.strip_suffix('*') {
+        authority.len() > prefix.len() && authority.starts_with(prefix)
+    } else {
+        domain == authority
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(targets: Value) -> Config {
+        let cfg = json!({
+            "token_cluster": "entra_id",
+            "token_endpoint": "https://login.example/t/oauth2/v2.0/token",
+            "client_id": "id",
+            "client_secret": "secret",
+            "targets": targets
+        });
+        entra_obo_filter::config::parse(cfg.to_string().as_bytes(), &|_| None).unwrap()
+    }
+
+    fn routes(action_api: Value, action_other: Value) -> Value {
+        json!({"virtual_hosts": [
+            {"name": "api", "domains": ["api.example.com", "api.example.com:80"],
+             "routes": [{"match": {"prefix": "/"}, "route": action_api}]},
+            {"name": "rest", "domains": ["*.other.example"],
+             "routes": [{"match": {"prefix": "/"}, "route": action_other}]}
+        ]})
+    }
+
+    #[test]
+    fn redirects_and_mirrors_on_a_targets_route_are_named() {
+        let cfg = config(json!([{"host": "api.example.com", "scope": "s"}]));
+        let warnings = warnings(
+            &cfg,
+            &routes(
+                json!({"cluster": "api", "internal_redirect_policy": {},
+                       "request_mirror_policies": [{"cluster": "shadow"}]}),
+                json!({"cluster": "other", "internal_redirect_policy": {}}),
+            ),
+        );
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with(
+            "route_config.virtual_hosts[0].routes[0] (targets[0]): internal_redirect_policy"
+        ));
+        assert!(warnings[1].contains("request_mirror_policies"));
+    }
+
+    #[test]
+    fn a_cluster_target_is_found_by_the_clusters_a_route_sends_to() {
+        let cfg = config(json!([{"cluster": "other", "scope": "s"}]));
+        let weighted = json!({"weighted_clusters": {"clusters": [{"name": "a", "weight": 1},
+                                                                {"name": "other", "weight": 1}]},
+                              "internal_redirect_policy": {}});
+        let warnings = warnings(
+            &cfg,
+            &routes(
+                json!({"cluster": "api", "internal_redirect_policy": {}}),
+                weighted,
+            ),
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("route_config.virtual_hosts[1].routes[0]"));
+    }
+
+    #[test]
+    fn routes_that_lead_to_no_target_or_move_nothing_are_left_alone() {
+        let cfg = config(json!([{"host": "*.team.local", "scope": "s"}]));
+        let quiet = routes(
+            json!({"cluster": "api", "internal_redirect_policy": {}}),
+            json!({"cluster": "other", "request_mirror_policies": []}),
+        );
+        assert!(warnings(&cfg, &quiet).is_empty());
+        let cfg = config(json!([{"host": "x.other.example", "scope": "s"}]));
+        assert!(warnings(&cfg, &quiet).is_empty());
+        assert_eq!(
+            warnings(
+                &cfg,
+                &routes(
+                    json!({"cluster": "api"}),
+                    json!({"cluster": "other", "internal_redirect_policy": {}})
+                )
+            )
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn envoys_domain_wildcards_are_matched_as_envoy_matches_them() {
+        assert!(domain_matches("*", "api.example.com"));
+        assert!(domain_matches("*.example.com", "API.example.com"));
+        assert!(!domain_matches("*.example.com", "example.com"));
+        assert!(domain_matches("api.*", "api.example.com"));
+        assert!(!domain_matches("api.example.com", "api.example.com:80"));
+    }
+}
