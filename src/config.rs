@@ -684,7 +684,8 @@ impl RawCache {
     }
 }
 
-/// One line about a valid configuration, for the log and `obo-config`: targets and providers.
+/// One line about a valid configuration, for the log and `obo-config`: targets, what happens to
+/// the rest, and providers.
 pub fn summary(config: &Config) -> String {
     let providers: Vec<String> = config
         .providers
@@ -699,8 +700,13 @@ pub fn summary(config: &Config) -> String {
             )
         })
         .collect();
+    let unmatched = match config.unmatched {
+        Unmatched::Strip => "strip",
+        Unmatched::Deny => "deny",
+        Unmatched::Passthrough => "passthrough",
+    };
     format!(
-        "{} target(s); provider(s): {}",
+        "{} target(s); unmatched: {unmatched}; provider(s): {}",
         config.targets.len(),
         providers.join(", ")
     )

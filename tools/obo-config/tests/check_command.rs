@@ -70,6 +70,12 @@ fn every_shipped_example_passes_the_check() {
         );
         assert!(stdout(&out).contains(": ok: "), "{}", stdout(&out));
         assert!(!stdout(&out).contains("warning"), "{}", stdout(&out));
+        // Nothing of the employee's goes where no target names.
+        assert!(
+            !stdout(&out).contains("unmatched: passthrough"),
+            "{}",
+            stdout(&out)
+        );
     }
 }
 
