@@ -504,6 +504,29 @@ fn an_earlier_filter_that_rewrites_the_authority_cannot_carry_a_host_and_cluster
     s.assert_tokens_stayed_home(&[(API, "api")]);
 }
 
+#[test]
+fn a_route_that_disables_the_filter_keeps_the_applications_own_credentials() {
+    let disabled = json!({"envoy.filters.http.wasm": {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true}});
+    let s = Routed::start(Setup {
+        virtual_hosts: json!([
+            vhost("api", &["api.example.com"], "api"),
+            {"name": "partner", "domains": ["partner.example.net"], "typed_per_filter_config": disabled,
+             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "partner"}}]},
+            vhost("catch-all", &["*"], "other"),
+        ]),
+        clusters: &["api", "partner", "other"],
+        ..Setup::default()
+    });
+    let own = "Basic YXBwOnNlY3JldA==";
+    for authority in ["partner.example.net", "elsewhere.example.net"] {
+        let r = raw_get(s.envoy.port, authority, "/x", Some(own));
+        assert_eq!(r.status, 200, "{authority}: {}", r.body);
+    }
+    assert_eq!(s.received("partner"), vec![("/x".to_string(), Got::Other(own.into()))]);
+    assert_eq!(s.received("other"), vec![("/x".to_string(), Got::Nothing)]);
+}
+
 /// An unsigned token, as anyone could make one: a JWT with a future `exp` and nothing else true.
 fn junk_token(n: usize) -> String {
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT"}"#);
