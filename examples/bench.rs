@@ -164,6 +164,12 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
             &wasm,
             &obo_config(idp, "entra_id", max_entries),
         )],
+        "obo_cluster" => {
+            let mut config: Value =
+                entra_obo_filter::json::parse(obo_config(idp, "entra_id", max_entries)).unwrap();
+            config["targets"] = json!([{"cluster": "bench_upstream", "scope": API_SCOPE}]);
+            vec![wasm_filter("entra_obo_cluster", &wasm, &config.to_string())]
+        }
         "obo_shared" => {
             let mut config: Value =
                 entra_obo_filter::json::parse(obo_config(idp, "entra_id", max_entries)).unwrap();
@@ -280,7 +286,12 @@ const VARIANTS: &[(&str, &str, bool)] = &[
     ("proxied: no-op Wasm", "noop", true),
     ("proxied: Lua", "lua", true),
     ("proxied: entra-obo-filter, cache hit", "obo", true),
+    (BY_CLUSTER, "obo_cluster", true),
 ];
+
+/// The hit with a target that names the cluster instead of the host: one hostcall more
+/// (`xds.cluster_name`), proxied since a direct response has no cluster.
+const BY_CLUSTER: &str = "proxied: entra-obo-filter, cache hit, target by cluster";
 
 /// A cache hit found in the shared cache, not in the worker's own (`cache.worker_entries` 0): what a
 /// request costs when its user's token is not in this worker's front cache.
@@ -674,6 +685,10 @@ fn run_suite(bench: &Bench, concurrency: u32, rounds: u64, seconds: u64, connect
             println!("\n{hit} × {floor}: {:.2}", ratio(index(hit), floor_i));
         }
     }
+    println!(
+        "\nCache hit, target by cluster × by host (proxied): {:.2}",
+        ratio(index(BY_CLUSTER), index("proxied: entra-obo-filter, cache hit"))
+    );
     if let Some(compare) = bench
         .variants
         .iter()
