@@ -687,7 +687,10 @@ fn run_suite(bench: &Bench, concurrency: u32, rounds: u64, seconds: u64, connect
     }
     println!(
         "\nCache hit, target by cluster × by host (proxied): {:.2}",
-        ratio(index(BY_CLUSTER), index("proxied: entra-obo-filter, cache hit"))
+        ratio(
+            index(BY_CLUSTER),
+            index("proxied: entra-obo-filter, cache hit")
+        )
     );
     if let Some(compare) = bench
         .variants

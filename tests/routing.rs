@@ -523,7 +523,10 @@ fn a_route_that_disables_the_filter_keeps_the_applications_own_credentials() {
         let r = raw_get(s.envoy.port, authority, "/x", Some(own));
         assert_eq!(r.status, 200, "{authority}: {}", r.body);
     }
-    assert_eq!(s.received("partner"), vec![("/x".to_string(), Got::Other(own.into()))]);
+    assert_eq!(
+        s.received("partner"),
+        vec![("/x".to_string(), Got::Other(own.into()))]
+    );
     assert_eq!(s.received("other"), vec![("/x".to_string(), Got::Nothing)]);
 }
 
