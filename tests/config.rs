@@ -89,6 +89,24 @@ fn target_without_scope_is_refused_by_its_index() {
 }
 
 #[test]
+fn a_wildcard_over_a_whole_top_level_domain_is_refused() {
+    let idp = MockIdp::start();
+    let cfg = with(&idp, |c| c["targets"][0]["host"] = json!("*.com"));
+    let log = refused_log(cfg);
+    assert_names(&log, "targets[0].host");
+    assert!(log.contains("two labels"), "{log}");
+}
+
+#[test]
+fn a_target_with_neither_host_nor_cluster_is_refused() {
+    let idp = MockIdp::start();
+    let cfg = with(&idp, |c| {
+        c["targets"][0] = json!({"scope": "api://a/.default"})
+    });
+    assert_names(&refused_log(cfg), "targets[0]: needs host or cluster");
+}
+
+#[test]
 fn configuration_errors_never_echo_the_secret() {
     let idp = MockIdp::start();
     let cfg = with(&idp, |c| {

@@ -649,6 +649,7 @@ fn odd_expiries_are_cached_within_bounds_and_a_subject_token_without_exp_is_refu
     for (expires_in, label) in [
         (json!(3599.9), "3599.9"),
         (json!(1e30), "1e30"),
+        (json!(u64::MAX), "u64::MAX"),
         (json!("3599.9"), "\"3599.9\""),
     ] {
         let s = Routed::start(Setup::default());
