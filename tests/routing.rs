@@ -466,12 +466,7 @@ fn an_earlier_filter_that_rewrites_the_authority_cannot_carry_a_host_and_cluster
     let s = Routed::start(Setup {
         plugin: json!({"targets": [{"host": "api.example.com", "cluster": "api", "scope": API}]}),
         // Routes the request by a header: Envoy picks the route again after this filter.
-        lua_before: Some(
-            r#"function envoy_on_request(h)
-                 local to = h:headers():get("x-reroute-to")
-                 if to then h:headers():replace(":authority", to) end
-               end"#,
-        ),
+        lua_before: Some(REROUTE_LUA),
         ..Setup::default()
     });
     let token = user_token("alice");
@@ -528,6 +523,43 @@ fn a_route_that_disables_the_filter_keeps_the_applications_own_credentials() {
         vec![("/x".to_string(), Got::Other(own.into()))]
     );
     assert_eq!(s.received("other"), vec![("/x".to_string(), Got::Nothing)]);
+}
+
+/// Rewrites `:authority` to `x-reroute-to` when a request has it: Envoy picks the route again.
+const REROUTE_LUA: &str = r#"function envoy_on_request(h)
+  local to = h:headers():get("x-reroute-to")
+  if to then h:headers():replace(":authority", to) end
+end"#;
+
+#[test]
+fn after_an_earlier_filter_reroutes_the_cluster_read_is_still_envoys_first_choice() {
+    // What docs/routing.md tells operators: the cluster the filter reads is not updated when an
+    // earlier filter changes the route. Shown without a token: a matched cluster target wants a
+    // bearer token (401); an unmatched request is denied (403).
+    let s = Routed::start(Setup {
+        plugin: json!({"targets": [{"cluster": "api", "scope": API}], "unmatched": "deny"}),
+        lua_before: Some(REROUTE_LUA),
+        ..Setup::default()
+    });
+    let to_api_rerouted = support::client::get_with(
+        s.envoy.port,
+        "api.example.com",
+        "/x",
+        &[("x-reroute-to", "elsewhere.example.org")],
+    );
+    assert_eq!(
+        to_api_rerouted.status, 401,
+        "the filter read the cluster of the route before the rewrite: {}",
+        to_api_rerouted.body
+    );
+    let to_other_rerouted = support::client::get_with(
+        s.envoy.port,
+        "elsewhere.example.org",
+        "/x",
+        &[("x-reroute-to", "api.example.com")],
+    );
+    assert_eq!(to_other_rerouted.status, 403, "{}", to_other_rerouted.body);
+    assert_eq!(s.idp.count(), 0);
 }
 
 /// An unsigned token, as anyone could make one: a JWT with a future `exp` and nothing else true.
