@@ -28,20 +28,56 @@ pub fn parse(authority: &str) -> Option<Authority<'_>> {
     Some(Authority { host, port })
 }
 
-/// The host a lenient reader would take from `authority`: without user info, port or trailing
-/// dots, lowercase. Only to tell whether a malformed authority was aimed at a target.
-pub fn lenient_host(authority: &str) -> String {
-    let after_user = authority.rsplit('@').next().unwrap_or(authority);
-    let host = if after_user.starts_with('[') {
-        after_user
-            .find(']')
-            .map_or(after_user, |end| &after_user[..=end])
-    } else {
-        after_user
-            .split_once(':')
-            .map_or(after_user, |(host, _)| host)
-    };
-    host.trim_end_matches('.').to_ascii_lowercase()
+/// The hosts a lenient reader could take from `authority`, lowercase: each of the values Envoy
+/// joined with `,` (repeated `Host` headers), percent-decoded, without user info, port, `;`
+/// parameters, brackets or trailing dots. Only to tell whether a malformed authority was aimed at a
+/// target.
+pub fn lenient_hosts(authority: &str) -> impl Iterator<Item = String> + '_ {
+    authority.split(',').map(|value| {
+        let decoded = percent_decoded(value.trim()).to_ascii_lowercase();
+        let after_user = decoded
+            .rsplit('@')
+            .find(|piece| !piece.is_empty())
+            .unwrap_or("");
+        let host = match after_user.strip_prefix('[') {
+            Some(inner) if inner.contains(':') => inner
+                .find(']')
+                .map_or(after_user, |end| &after_user[..end + 2]),
+            Some(inner) => inner.split(']').next().unwrap_or(inner),
+            None => after_user,
+        };
+        let host = host.split([';', ' ', '\t']).next().unwrap_or(host);
+        let host = match host.starts_with('[') {
+            true => host,
+            false => host.split(':').next().unwrap_or(host),
+        };
+        host.trim_end_matches('.').to_string()
+    })
+}
+
+/// `%XX` escapes decoded (a broken one left as it is), bytes that are not UTF-8 replaced.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|pair| std::str::from_utf8(pair).ok())
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `host` and the text after its port colon, if any. An IPv6 literal's colons are inside its
@@ -138,11 +174,28 @@ mod tests {
     }
 
     #[test]
-    fn the_lenient_host_is_what_a_malformed_authority_was_aimed_at() {
-        assert_eq!(lenient_host("API.example.com."), "api.example.com");
-        assert_eq!(lenient_host("api.example.com..:80"), "api.example.com");
-        assert_eq!(lenient_host("api.example.com:0x50"), "api.example.com");
-        assert_eq!(lenient_host("user:pw@api.example.com:"), "api.example.com");
-        assert_eq!(lenient_host("[::1]:x"), "[::1]");
+    fn the_lenient_hosts_are_what_a_malformed_authority_was_aimed_at() {
+        let hosts = |a: &str| lenient_hosts(a).collect::<Vec<_>>();
+        for aimed in [
+            "API.example.com.",
+            "api.example.com..:80",
+            "api.example.com:0x50",
+            "user:pw@api.example.com:",
+            "api.example.com@",
+            "api.example.com%2e",
+            "%61pi.example.com",
+            "api.example.com;x",
+            "[api.example.com]",
+            "api.example.com\t",
+        ] {
+            assert_eq!(hosts(aimed), ["api.example.com"], "{aimed:?}");
+        }
+        assert_eq!(
+            hosts("api.example.com,evil.example.org"),
+            ["api.example.com", "evil.example.org"]
+        );
+        assert_eq!(hosts("[::1]:x"), ["[::1]"]);
+        assert_eq!(hosts("%"), ["%"]);
+        assert_eq!(hosts("%zz%e2%82"), ["%zz\u{fffd}"]);
     }
 }

@@ -630,6 +630,41 @@ fn the_route_is_read_only_when_a_target_names_a_cluster() {
 }
 
 #[test]
+fn a_token_exchanged_across_a_reconfiguration_is_never_served_for_another_target() {
+    let host = FakeHost::default();
+    let w = worker();
+    let bearer = format!("Bearer {ALICE}");
+    let (mut f, _) = request(&host, &w, 10, "api.example.com", "/", Some(&bearer));
+    // The same worker gets a configuration in which target 0 is another host and scope.
+    let reordered = serde_json::json!({
+        "token_cluster": "entra_id",
+        "token_endpoint": "https://login.example/tenant/oauth2/v2.0/token",
+        "client_id": "client-1",
+        "client_secret": SECRET,
+        "targets": [
+            {"host": "other.example.com", "scope": "api://prod.team.other/.default"},
+            {"host": "api.example.com", "scope": "api://prod.team.api/.default"}
+        ]
+    });
+    let cfg = config::parse(reordered.to_string().as_bytes(), &|_| None).unwrap();
+    w.borrow_mut().configure(cfg);
+    answer(&host, &mut f, 0, ok_answer("obo-for-api", 3599.into()));
+    assert_eq!(
+        host.header_of(10, "authorization").as_deref(),
+        Some("Bearer obo-for-api")
+    );
+    // Target 0 now: a new exchange for its own scope, never the token filed under index 0.
+    let (_f, v) = request(&host, &w, 11, "other.example.com", "/", Some(&bearer));
+    assert_eq!(v, Verdict::Pause);
+    let sent = host.dispatched.borrow();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[1].field("scope"),
+        Some("api://prod.team.other/.default")
+    );
+}
+
+#[test]
 fn unmatched_request_is_403_when_configured_to_deny() {
     let host = FakeHost::default();
     let w = worker_with(serde_json::json!({"unmatched": "deny"}));

@@ -5,8 +5,10 @@
 
 /// True if the path (before any `?` query) has something a normalizer would change: a dot-segment
 /// (`.`, `..`, also percent-encoded or followed by `;` parameters), an empty segment (`//`), a
-/// backslash, an encoded slash or backslash, a percent-encoded unreserved character (`%76` for
-/// `v`), a malformed percent-escape, or a fragment.
+/// backslash, a fragment, a malformed percent-escape, or a percent-encoded character that some
+/// server decodes into one of those: a slash or backslash, an unreserved character (`%76` for
+/// `v`), `;` (`..%3B` is `..;` to Tomcat), `%` (double encoding), a control character, or an
+/// overlong UTF-8 lead byte (`%c0%ae` for `.`).
 pub fn is_ambiguous(path: &str) -> bool {
     let path = path.split_once('?').map_or(path, |(path, _query)| path);
     if path.contains('#') || path.contains('\\') {
@@ -19,7 +21,7 @@ pub fn is_ambiguous(path: &str) -> bool {
             let Some(decoded) = bytes.get(i + 1..i + 3).and_then(hex_pair) else {
                 return true;
             };
-            if decoded == b'/' || decoded == b'\\' || is_unreserved(decoded) {
+            if decodes_to_trouble(decoded) {
                 return true;
             }
             i += 3;
@@ -43,9 +45,11 @@ fn hex_pair(pair: &[u8]) -> Option<u8> {
     Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
 }
 
-/// RFC 3986 unreserved characters: their percent-encoded form means the character itself.
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+/// Whether a percent-encoded byte may turn into path structure once some server decodes it.
+fn decodes_to_trouble(b: u8) -> bool {
+    // RFC 3986 unreserved characters: their encoded form means the character itself.
+    let unreserved = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    unreserved || matches!(b, b'/' | b'\\' | b';' | b'%' | 0xc0 | 0xc1) || b.is_ascii_control()
 }
 
 #[cfg(test)]
@@ -94,6 +98,12 @@ mod tests {
             "/v2/%4",
             "/v2/%",
             "/v2/x#frag",
+            "/v2/..%3B/admin",
+            "/v2/%252e%252e/admin",
+            "/v2/%c0%ae%c0%ae/admin",
+            "/v2/..%09/admin",
+            "/v2/x%00",
+            "/v2/x%7f",
         ] {
             assert!(is_ambiguous(path), "{path:?}");
         }

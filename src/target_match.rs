@@ -214,13 +214,14 @@ fn cluster_holds(target: &Target, cluster: Option<&str>) -> bool {
 /// Whether a malformed authority, read leniently, names the host of a target that would
 /// otherwise hold.
 fn aimed_at_a_target(targets: &[Target], request: &RequestRoute<'_>) -> bool {
-    let host = authority::lenient_host(request.authority);
-    targets.iter().any(|target| {
-        target
-            .host
-            .as_ref()
-            .is_some_and(|pattern| pattern.matches_name(&host))
-            && cluster_holds(target, request.cluster)
+    authority::lenient_hosts(request.authority).any(|host| {
+        targets.iter().any(|target| {
+            target
+                .host
+                .as_ref()
+                .is_some_and(|pattern| pattern.matches_name(&host))
+                && cluster_holds(target, request.cluster)
+        })
     })
 }
 
@@ -300,6 +301,13 @@ mod tests {
             "api.example.com:0x50",
             "api.example.com:080",
             "user@api.example.com",
+            "api.example.com@",
+            "api.example.com%2e",
+            "%61pi.example.com",
+            "api.example.com;x",
+            "[api.example.com]",
+            "api.example.com,evil.example.org",
+            "evil.example.org,api.example.com",
             "x.team.local.",
         ] {
             assert_eq!(scope_for(&t, aimed, "/"), "MalformedAuthority", "{aimed:?}");

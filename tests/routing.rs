@@ -248,6 +248,10 @@ fn an_authority_envoy_routes_elsewhere_never_carries_the_targets_token() {
         ("api.example.com:", "/x"),
         ("api.example.com:0x50", "/x"),
         ("api.example.com..", "/x"),
+        ("api.example.com@", "/x"),
+        ("%61pi.example.com", "/x"),
+        ("api.example.com;x", "/x"),
+        ("[api.example.com]", "/x"),
         ("x.team.local.", "/v2/x"),
     ] {
         assert_refused(&s.get_as("alice", authority, path), 400, authority);

@@ -25,6 +25,8 @@ pub struct Found {
     /// The `route_config` of the Envoy connection manager the filter is in, when the file has it
     /// (not for Istio resources or routes from RDS).
     pub routes: Option<Value>,
+    /// The bootstrap's static clusters, when the file has them.
+    pub clusters: Option<Value>,
 }
 
 /// Where the check takes environment values from.
@@ -97,6 +99,7 @@ fn raw(text: String) -> Found {
         text,
         vm_env: None,
         routes: None,
+        clusters: None,
     }
 }
 
@@ -108,6 +111,10 @@ fn is_container(doc: &Value) -> bool {
 fn embedded(doc: &Value) -> Vec<Found> {
     let mut out = Vec::new();
     walk(doc, &mut String::new(), None, &mut out);
+    let clusters = doc.pointer("/static_resources/clusters").cloned();
+    for found in &mut out {
+        found.clusters = clusters.clone();
+    }
     out
 }
 
@@ -126,6 +133,7 @@ fn walk(value: &Value, path: &mut String, routes: Option<&Value>, out: &mut Vec<
                     text: text.to_string(),
                     vm_env: Some(envoy_vm_env(map.get("vm_config"))),
                     routes: routes.cloned(),
+                    clusters: None,
                 });
                 return;
             }
@@ -135,6 +143,7 @@ fn walk(value: &Value, path: &mut String, routes: Option<&Value>, out: &mut Vec<
                     text: plugin_config.to_string(),
                     vm_env: Some(istio_vm_env(map.get("vmConfig"))),
                     routes: None,
+                    clusters: None,
                 });
                 return;
             }
@@ -245,10 +254,15 @@ pub fn check(found: &Found, env: &CheckEnv) -> Report {
         })
     };
     let parsed = config::parse(found.text.as_bytes(), &lookup);
-    let warnings = match (&parsed, &found.routes) {
-        (Ok(cfg), Some(routes)) => routes::warnings(cfg, routes),
-        _ => Vec::new(),
-    };
+    let mut warnings = Vec::new();
+    if let Ok(cfg) = &parsed {
+        if let Some(routes) = &found.routes {
+            warnings.extend(routes::warnings(cfg, routes));
+        }
+        if let Some(clusters) = &found.clusters {
+            warnings.extend(routes::cluster_warnings(cfg, clusters));
+        }
+    }
     let result = parsed
         .map(|cfg| config::summary(&cfg))
         .map_err(|errors| errors.iter().cloned().collect());

@@ -54,6 +54,36 @@ pub fn warnings(config: &Config, route_config: &Value) -> Vec<String> {
     out
 }
 
+/// One line for each static cluster a `cluster` target names whose endpoint the request itself
+/// can choose: an original-destination cluster (the address the application connected to, or with
+/// `use_http_header` a request header) or a dynamic forward proxy (the request's host).
+pub fn cluster_warnings(config: &Config, clusters: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for (c, cluster) in clusters.as_array().into_iter().flatten().enumerate() {
+        let Some(name) = cluster["name"].as_str() else {
+            continue;
+        };
+        let picks_its_own = cluster["type"] == "ORIGINAL_DST"
+            || cluster["cluster_type"]["name"] == "envoy.clusters.dynamic_forward_proxy";
+        if !picks_its_own {
+            continue;
+        }
+        let named = config
+            .targets
+            .iter()
+            .position(|t| t.cluster.as_ref().is_some_and(|p| p.matches(name)));
+        if let Some(target) = named {
+            out.push(format!(
+                "static_resources.clusters[{c}] ({name}, targets[{target}]): the request chooses \
+                 where this cluster sends it (original destination or dynamic forward proxy), so \
+                 a cluster target does not limit where its token goes; add a host, or name a \
+                 cluster with fixed endpoints"
+            ));
+        }
+    }
+    out
+}
+
 fn has_items(value: &Value) -> bool {
     value.as_array().is_some_and(|items| !items.is_empty())
 }
@@ -186,6 +216,23 @@ mod tests {
             .len(),
             1
         );
+    }
+
+    #[test]
+    fn a_cluster_target_on_a_cluster_the_request_steers_is_named() {
+        let cfg =
+            config(json!([{"cluster": "outbound|*||*.shop.svc.cluster.local", "scope": "s"}]));
+        let clusters = json!([
+            {"name": "outbound|80||orders.shop.svc.cluster.local", "type": "STATIC"},
+            {"name": "outbound|80||db.shop.svc.cluster.local", "type": "ORIGINAL_DST"},
+            {"name": "egress", "cluster_type": {"name": "envoy.clusters.dynamic_forward_proxy"}},
+            {"name": "outbound|80||web.shop.svc.cluster.local",
+             "cluster_type": {"name": "envoy.clusters.dynamic_forward_proxy"}}
+        ]);
+        let warnings = cluster_warnings(&cfg, &clusters);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("static_resources.clusters[1] (outbound|80||db"));
+        assert!(warnings[1].starts_with("static_resources.clusters[3] (outbound|80||web"));
     }
 
     #[test]
