@@ -729,16 +729,28 @@ pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
     if !problems.0.is_empty() {
         return problems.into_result(None);
     }
-    // Every field of the wrong type and every unknown field, before any value is validated.
+    // Every field of the wrong type and every unknown field first, then every value that is out
+    // of range or inconsistent, in one report: a field already named is not named again (a
+    // required value of the wrong type is not also "required").
     let raw = Fields::of(tree, "", &mut problems).map(|mut fields| {
         let raw = RawConfig::read(&mut fields);
         fields.finish();
         raw
     });
-    let Some(raw) = raw.filter(|_| problems.0.is_empty()) else {
+    let Some(raw) = raw else {
         return problems.into_result(None);
     };
-    validate(raw, env)
+    match validate(raw, env) {
+        Ok(config) => problems.into_result(Some(config)),
+        Err(more) => {
+            for e in more.0 {
+                if !problems.0.iter().any(|named| named.field == e.field) {
+                    problems.0.push(e);
+                }
+            }
+            problems.into_result(None)
+        }
+    }
 }
 
 /// Replaces every string value of the form `${NAME}` with the environment variable NAME.
@@ -1219,9 +1231,11 @@ fn or_env(
 }
 
 fn parse_endpoint(field: &str, raw: &str) -> Result<TokenEndpoint, ConfigError> {
-    let uri: http::Uri = raw
-        .parse()
-        .map_err(|e| ConfigError::new(field, format!("is not a valid URL: {e}")))?;
+    let uri: http::Uri = raw.parse().map_err(|e| {
+        let wanted =
+            "a URL such as https://login.microsoftonline.com/<tenant id>/oauth2/v2.0/token";
+        ConfigError::new(field, format!("must be {wanted} ({e})"))
+    })?;
     let scheme = match uri.scheme_str() {
         Some(scheme @ ("https" | "http")) => scheme,
         _ => {
@@ -1844,7 +1858,32 @@ mod tests {
     }
 
     #[test]
-    fn every_wrong_type_and_unknown_field_is_reported_with_its_path() {
+    fn a_typo_and_the_problems_behind_it_are_reported_together() {
+        let mut v = minimal();
+        v["targets"] = json!([{"host": "*", "scop": "api://x/.default"}]);
+        let errors = parse(v.to_string().as_bytes(), &env_with(ENV)).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["targets[0].scop", "targets[0].host", "targets[0].scope"]
+        );
+    }
+
+    #[test]
+    fn a_malformed_token_endpoint_says_what_form_is_wanted() {
+        let mut v = minimal();
+        v["token_endpoint"] = json!("login.microsoftonline.com/tenant token");
+        let e = error_of(v);
+        assert_eq!(e.field, "token_endpoint");
+        assert!(
+            e.problem
+                .contains("https://login.microsoftonline.com/<tenant id>/oauth2/v2.0/token"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_one_pass_with_its_path() {
         let mut v = minimal();
         v["token_clustr"] = json!("typo");
         v["token_timeout_ms"] = json!(-5);
@@ -1867,6 +1906,10 @@ mod tests {
                 "cache.max_entries",
                 "cache.max_entrys",
                 "token_clustr",
+                // Then what the values mean, in the same report.
+                "providers.tokenx.token_cluster",
+                "providers.tokenx.client_jwk",
+                "targets[0].scope",
             ]
         );
         let text = errors.to_string();

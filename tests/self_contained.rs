@@ -100,6 +100,9 @@ fn runs_of_parent_steps_are_counted() {
     // Written with `up`, so that this file does not name such paths itself.
     let up = "../";
     assert_eq!(parent_steps(&format!("{{}}/{up}elsewhere/x")), vec![1]);
-    assert_eq!(parent_steps(&format!("{up}{up}envoy and ./x/{up}y")), vec![2, 1]);
+    assert_eq!(
+        parent_steps(&format!("{up}{up}envoy and ./x/{up}y")),
+        vec![2, 1]
+    );
     assert_eq!(parent_steps("a.../b"), Vec::<usize>::new());
 }

@@ -25,7 +25,7 @@ pub struct Found {
     /// The `route_config` of the Envoy connection manager the filter is in, when the file has it
     /// (not for Istio resources or routes from RDS).
     pub routes: Option<Value>,
-    /// The bootstrap's static clusters, when the file has them.
+    /// The bootstrap's clusters, when the file has all of them (static ones, and no CDS).
     pub clusters: Option<Value>,
 }
 
@@ -111,7 +111,10 @@ fn is_container(doc: &Value) -> bool {
 fn embedded(doc: &Value) -> Vec<Found> {
     let mut out = Vec::new();
     walk(doc, &mut String::new(), None, &mut out);
-    let clusters = doc.pointer("/static_resources/clusters").cloned();
+    let clusters = doc
+        .pointer("/static_resources/clusters")
+        .filter(|_| doc.pointer("/dynamic_resources/cds_config").is_none())
+        .cloned();
     for found in &mut out {
         found.clusters = clusters.clone();
     }
@@ -254,18 +257,27 @@ pub fn check(found: &Found, env: &CheckEnv) -> Report {
         })
     };
     let parsed = config::parse(found.text.as_bytes(), &lookup);
-    let mut warnings = Vec::new();
-    if let Ok(cfg) = &parsed {
-        if let Some(routes) = &found.routes {
-            warnings.extend(routes::warnings(cfg, routes));
+    let mut warnings = inline_secrets(found);
+    let result = match parsed {
+        Err(errors) => Err(errors.iter().cloned().collect()),
+        Ok(cfg) => {
+            if let Some(routes) = &found.routes {
+                warnings.extend(routes::warnings(&cfg, routes));
+            }
+            let missing = match &found.clusters {
+                Some(clusters) => {
+                    warnings.extend(routes::cluster_warnings(&cfg, clusters));
+                    routes::missing_clusters(&cfg, clusters)
+                }
+                None => Vec::new(),
+            };
+            if missing.is_empty() {
+                Ok(config::summary(&cfg))
+            } else {
+                Err(missing)
+            }
         }
-        if let Some(clusters) = &found.clusters {
-            warnings.extend(routes::cluster_warnings(cfg, clusters));
-        }
-    }
-    let result = parsed
-        .map(|cfg| config::summary(&cfg))
-        .map_err(|errors| errors.iter().cloned().collect());
+    };
     let mut assumed = assumed.into_inner();
     assumed.sort();
     assumed.dedup();
@@ -275,6 +287,54 @@ pub fn check(found: &Found, env: &CheckEnv) -> Report {
         assumed,
         warnings,
     }
+}
+
+/// The environment variables that hold a credential.
+const CREDENTIAL_VARIABLES: &[&str] = &[config::ENV_CLIENT_SECRET, ENV_CLIENT_JWK, ENV_TOKEN_X_JWK];
+
+/// A credential written into the configuration itself, where Envoy's config dump shows it: a
+/// `client_secret` or `client_jwk` that is not `${NAME}`, or a credential variable given an
+/// inline value.
+fn inline_secrets(found: &Found) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(Value::Object(top)) = entra_obo_filter::json::parse(&found.text) else {
+        return out;
+    };
+    let mut providers: Vec<(String, &serde_json::Map<String, Value>)> = vec![(String::new(), &top)];
+    if let Some(Value::Object(named)) = top.get("providers") {
+        for (name, provider) in named {
+            if let Value::Object(fields) = provider {
+                providers.push((format!("providers.{name}."), fields));
+            }
+        }
+    }
+    for (prefix, fields) in providers {
+        for field in ["client_secret", "client_jwk"] {
+            let reference = fields
+                .get(field)
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.starts_with("${") && v.ends_with('}'));
+            if fields.contains_key(field) && !reference {
+                out.push(format!(
+                    "{prefix}{field}: written into the configuration, where anyone who can read \
+                     Envoy's config dump sees it; leave it out to use the environment variable, \
+                     passed with vm_config.environment_variables.host_env_keys (Istio: valueFrom: HOST)"
+                ));
+            }
+        }
+    }
+    let inline_variables =
+        found.vm_env.iter().flatten().filter(|(name, value)| {
+            value.is_some() && CREDENTIAL_VARIABLES.contains(&name.as_str())
+        });
+    for (name, _) in inline_variables {
+        out.push(format!(
+            "{name}: given an inline value (key_values, or a vmConfig.env value), which Envoy's \
+             config dump shows; pass it from the proxy's environment with host_env_keys (Istio: \
+             valueFrom: HOST)"
+        ));
+    }
+    out
 }
 
 fn placeholder(name: &str) -> String {
@@ -438,6 +498,32 @@ static_resources:
             .insert("AZURE_APP_CLIENT_ID".into(), String::new());
         let report = check(&find_plugin_configs(RAW).unwrap()[0], &env);
         assert_eq!(fields(&report), ["client_id"]);
+    }
+
+    #[test]
+    fn a_credential_variable_with_an_inline_value_is_warned_about() {
+        let yaml = r#"
+static_resources:
+  listeners:
+  - filter_chains:
+    - filters:
+      - typed_config:
+          http_filters:
+          - typed_config:
+              config:
+                vm_config:
+                  environment_variables:
+                    key_values:
+                      AZURE_APP_CLIENT_SECRET: inline-secret
+                      AZURE_APP_CLIENT_ID: inline-id
+                configuration:
+                  value: '{"token_cluster": "entra_id", "targets": [{"host": "a.example", "scope": "api://a/.default"}]}'
+"#;
+        let found = find_plugin_configs(yaml).unwrap();
+        let report = check(&found[0], &host_env());
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert!(report.warnings[0].starts_with("AZURE_APP_CLIENT_SECRET: given an inline value"));
+        assert!(!report.warnings[0].contains("inline-secret"));
     }
 
     #[test]

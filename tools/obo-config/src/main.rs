@@ -1,6 +1,7 @@
 //! `obo-config check [--env NAME=VALUE]... [--assume-env] FILE...`: checks every entra-obo-filter
 //! plugin configuration in each file with the filter's own parser and prints each problem with
-//! its field. Exit status 0: all valid; 1: a problem; 2: the command itself was wrong.
+//! its field, then each warning. Exit status 0: all valid; 1: a problem, or no configuration at
+//! all; 2: the command itself was wrong.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -17,7 +18,15 @@ Istio EnvoyFilter or WasmPlugin; `-` reads standard input) with the filter's own
   --assume-env      give every variable without a value a placeholder (check without secrets)
 
 The filter sees only the variables its VM declares (vm_config.environment_variables, or the
-WasmPlugin's vmConfig.env); declared host variables are taken from this command's environment.";
+WasmPlugin's vmConfig.env); declared host variables are taken from this command's environment.
+
+Given an Envoy configuration, it also checks that each token_cluster is one of its clusters, and
+warns about routes to a target that follow redirects or mirror requests, clusters that let the
+request choose its endpoint, and credentials written into the configuration. A file without a
+plugin configuration (a ServiceEntry, say) is skipped.
+
+Exit status: 0 when every configuration is valid (warnings do not count), 1 when one is not or no
+file held any, 2 when the command line is wrong.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,6 +52,10 @@ fn run(args: &[String]) -> Result<bool, String> {
     if command != "check" {
         return Err(format!("unknown command {command}"));
     }
+    if rest.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(true);
+    }
     let mut env = CheckEnv {
         host: std::env::vars().collect::<BTreeMap<_, _>>(),
         ..CheckEnv::default()
@@ -66,14 +79,24 @@ fn run(args: &[String]) -> Result<bool, String> {
     if files.is_empty() {
         return Err("no FILE to check".into());
     }
-    let mut all_valid = true;
+    let (mut all_valid, mut configurations) = (true, 0);
     for file in &files {
-        all_valid &= check_file(file, &env)?;
+        let (valid, found) = check_file(file, &env)?;
+        all_valid &= valid;
+        configurations += found;
+    }
+    if configurations == 0 {
+        println!(
+            "no entra-obo-filter plugin configuration in {}",
+            files.join(", ")
+        );
+        return Ok(false);
     }
     Ok(all_valid)
 }
 
-fn check_file(file: &str, env: &CheckEnv) -> Result<bool, String> {
+/// Whether every configuration in `file` is valid, and how many there are.
+fn check_file(file: &str, env: &CheckEnv) -> Result<(bool, usize), String> {
     let text = if file == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -87,12 +110,13 @@ fn check_file(file: &str, env: &CheckEnv) -> Result<bool, String> {
         Ok(found) => found,
         Err(problem) => {
             println!("{file}: {problem}");
-            return Ok(false);
+            return Ok((false, 0));
         }
     };
     if found.is_empty() {
-        println!("{file}: no entra-obo-filter plugin configuration found");
-        return Ok(false);
+        // A ServiceEntry or a DestinationRule beside the plugin's manifest: nothing to check.
+        println!("{file}: no entra-obo-filter plugin configuration (skipped)");
+        return Ok((true, 0));
     }
     let mut valid = true;
     for config in &found {
@@ -121,5 +145,5 @@ fn check_file(file: &str, env: &CheckEnv) -> Result<bool, String> {
             );
         }
     }
-    Ok(valid)
+    Ok((valid, found.len()))
 }

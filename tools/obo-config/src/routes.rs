@@ -2,7 +2,7 @@
 //! Envoy follows an upstream's redirect (`internal_redirect_policy`) or sends a copy of the request
 //! to another cluster (`request_mirror_policies`) with the `Authorization` the filter wrote.
 
-use entra_obo_filter::config::{Config, Target};
+use entra_obo_filter::config::{Config, ConfigError, Target};
 use serde_json::Value;
 
 /// One line for each route (or virtual host) of `route_config` that leads to a target and moves
@@ -79,6 +79,48 @@ pub fn cluster_warnings(config: &Config, clusters: &Value) -> Vec<String> {
                  a cluster target does not limit where its token goes; add a host, or name a \
                  cluster with fixed endpoints"
             ));
+        }
+    }
+    out
+}
+
+/// Each provider whose `token_cluster` is not among `clusters` (the configuration's whole list):
+/// its token requests could not be sent. Also a warning, as a problem, for each cluster target
+/// that matches none of them.
+pub fn missing_clusters(config: &Config, clusters: &Value) -> Vec<ConfigError> {
+    let names: Vec<&str> = clusters
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let mut out = Vec::new();
+    for provider in &config.providers {
+        if !names.contains(&provider.token_cluster.as_str()) {
+            let field = match provider.name.as_str() {
+                "default" => "token_cluster".to_string(),
+                name => format!("providers.{name}.token_cluster"),
+            };
+            out.push(ConfigError {
+                field,
+                problem: format!(
+                    "names no cluster of this Envoy configuration (it has {}): token requests \
+                     could not be sent",
+                    names.join(", ")
+                ),
+            });
+        }
+    }
+    for (i, target) in config.targets.iter().enumerate() {
+        if let Some(pattern) = &target.cluster {
+            if !names.iter().any(|name| pattern.matches(name)) {
+                out.push(ConfigError {
+                    field: format!("targets[{i}].cluster"),
+                    problem: "matches no cluster of this Envoy configuration: the target can \
+                              never match"
+                        .into(),
+                });
+            }
         }
     }
     out

@@ -81,18 +81,7 @@ fn every_shipped_example_passes_the_check() {
 
 #[test]
 fn a_targets_route_that_follows_redirects_or_mirrors_is_warned_about() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("envoy.yaml");
-    std::fs::write(
-        &file,
-        r#"
-static_resources:
-  listeners:
-  - filter_chains:
-    - filters:
-      - typed_config:
-          route_config:
-            virtual_hosts:
+    let virtual_hosts = r#"
             - name: api
               domains: ["api.example.com"]
               routes:
@@ -105,21 +94,14 @@ static_resources:
               domains: ["*"]
               routes:
               - match: {prefix: /}
-                route: {cluster: other, internal_redirect_policy: {}}
-          http_filters:
-          - typed_config:
-              config:
-                vm_config:
-                  environment_variables:
-                    host_env_keys: [AZURE_APP_CLIENT_ID, AZURE_APP_CLIENT_SECRET, AZURE_OPENID_CONFIG_TOKEN_ENDPOINT]
-                configuration:
-                  value: '{"token_cluster": "entra_id", "targets": [{"host": "api.example.com", "cluster": "api", "scope": "api://a/.default"}]}'
-"#,
-    )
-    .unwrap();
-    let out = obo_config(&["check", "--assume-env", file.to_str().unwrap()]);
-    let text = stdout(&out);
-    assert!(out.status.success(), "{text}");
+                route: {cluster: other, internal_redirect_policy: {}}"#;
+    let plugin = r#"{"token_cluster": "entra_id", "targets": [{"host": "api.example.com", "cluster": "api", "scope": "api://a/.default"}]}"#;
+    let clusters = "[{name: api}, {name: other}, {name: shadow}, {name: entra_id}]";
+    let (code, text) = check_text(
+        "envoy.yaml",
+        &bootstrap_with_routes(plugin, clusters, virtual_hosts),
+    );
+    assert_eq!(code, Some(0), "{text}");
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains(": warning: ")).collect();
     assert_eq!(warnings.len(), 2, "{text}");
     assert!(
@@ -176,11 +158,117 @@ fn without_secrets_the_check_names_the_missing_variable() {
 }
 
 #[test]
-fn a_file_without_a_plugin_configuration_fails() {
-    let file = envoy_dir().join("istio/serviceentry.yaml");
+fn manifests_without_a_plugin_configuration_are_skipped_but_none_at_all_fails() {
+    let istio = envoy_dir().join("istio");
+    let mut manifests: Vec<String> = std::fs::read_dir(&istio)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    manifests.sort();
+    let mut args = vec!["check", "--assume-env"];
+    args.extend(manifests.iter().map(String::as_str));
+    let out = obo_config(&args);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("serviceentry.yaml: no entra-obo-filter plugin configuration (skipped)"),
+        "{text}"
+    );
+    let file = istio.join("serviceentry.yaml");
     let out = obo_config(&["check", "--assume-env", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("no entra-obo-filter plugin configuration"));
+}
+
+/// An Envoy bootstrap with the filter (its VM takes the AZURE_* variables from the host), the
+/// given plugin configuration and these clusters, and one route to `api`.
+fn bootstrap(plugin: &str, clusters: &str) -> String {
+    let all_to_api = r#"
+            - {name: all, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: api}}]}"#;
+    bootstrap_with_routes(plugin, clusters, all_to_api)
+}
+
+/// The same with these virtual hosts (YAML list items, indented for `virtual_hosts:`).
+fn bootstrap_with_routes(plugin: &str, clusters: &str, virtual_hosts: &str) -> String {
+    format!(
+        r#"
+static_resources:
+  clusters: {clusters}
+  listeners:
+  - filter_chains:
+    - filters:
+      - typed_config:
+          route_config:
+            virtual_hosts:{virtual_hosts}
+          http_filters:
+          - typed_config:
+              config:
+                vm_config:
+                  environment_variables:
+                    host_env_keys: [AZURE_APP_CLIENT_ID, AZURE_APP_CLIENT_SECRET, AZURE_OPENID_CONFIG_TOKEN_ENDPOINT]
+                configuration:
+                  value: '{plugin}'
+"#
+    )
+}
+
+fn check_text(name: &str, text: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(name);
+    std::fs::write(&file, text).unwrap();
+    let out = obo_config(&["check", "--assume-env", file.to_str().unwrap()]);
+    (out.status.code(), stdout(&out))
+}
+
+#[test]
+fn a_token_cluster_the_envoy_configuration_lacks_is_a_problem() {
+    let plugin = r#"{"token_cluster": "entra", "targets": [{"cluster": "orders", "scope": "api://a/.default"}]}"#;
+    let (code, text) = check_text(
+        "envoy.yaml",
+        &bootstrap(plugin, "[{name: api}, {name: entra_id}]"),
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(
+            ": token_cluster: names no cluster of this Envoy configuration (it has api, entra_id)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(": targets[0].cluster: matches no cluster"),
+        "{text}"
+    );
+    let plugin = r#"{"token_cluster": "entra_id", "targets": [{"cluster": "api", "scope": "api://a/.default"}]}"#;
+    let (code, text) = check_text(
+        "envoy.yaml",
+        &bootstrap(plugin, "[{name: api}, {name: entra_id}]"),
+    );
+    assert_eq!(code, Some(0), "{text}");
+}
+
+#[test]
+fn a_credential_written_into_the_configuration_is_warned_about() {
+    let plugin = r#"{"token_cluster": "entra_id", "client_secret": "s3cr3t", "targets": [{"host": "a.example", "scope": "api://a/.default"}]}"#;
+    let (code, text) = check_text("plugin.json", plugin);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(": warning: client_secret: written into the configuration"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("s3cr3t"),
+        "the warning must not quote the secret: {text}"
+    );
+    let plugin = r#"{"token_cluster": "entra_id", "client_secret": "${AZURE_APP_CLIENT_SECRET}", "targets": [{"host": "a.example", "scope": "api://a/.default"}]}"#;
+    let (_, text) = check_text("plugin.json", plugin);
+    assert!(!text.contains("warning"), "{text}");
+}
+
+#[test]
+fn check_help_prints_the_usage() {
+    let out = obo_config(&["check", "--help"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("usage: obo-config check"));
 }
 
 #[test]
