@@ -288,45 +288,93 @@ pub fn log_line(refusal: &Refusal) -> String {
         Refusal::Exchange(F::Throttled { idp, .. } | F::IdpError { idp, .. }) => idp.as_deref(),
         _ => None,
     };
+    let status = reply_for(refusal).status;
     let what = match refusal {
-        Refusal::NoBearerToken => "request refused: no bearer token".to_string(),
-        Refusal::UnmatchedDenied => "request refused: no target matches".to_string(),
+        Refusal::NoBearerToken => {
+            "request refused: it carries no bearer token; the caller must send Authorization: \
+             Bearer <the employee's token>"
+                .to_string()
+        }
+        Refusal::UnmatchedDenied => {
+            "request refused: no target matches its cluster, host and path (unmatched: deny); add \
+             a target if the application should call it"
+                .to_string()
+        }
         Refusal::MalformedAuthority => {
-            "request refused: its authority is not host[:port] and names a target's host".into()
+            "request refused: its host is not host[:port] but names a target's host, and Envoy \
+             would route it elsewhere; the client must send a plain host name"
+                .to_string()
         }
         Refusal::AmbiguousPath => {
-            "request refused: its path has dot-segments, empty segments or escapes".into()
+            "request refused: its path has dot-segments, empty segments or escapes that a \
+             target's path_prefix could misread; have Envoy normalize paths (normalize_path, \
+             merge_slashes) or fix the client"
+                .to_string()
         }
         Refusal::TooManyExchanges => {
-            "request refused: max_exchanges_in_flight_per_worker token requests are in flight"
-                .into()
+            "request refused: this worker already runs max_exchanges_in_flight_per_worker token \
+             requests; raise it if real users meet it, else look for a flood of new tokens"
+                .to_string()
         }
         Refusal::AuthorizationPresent => {
-            "request refused: it already carries Authorization".to_string()
+            "request refused: it already carries Authorization and its provider says \
+             existing_authorization: refuse"
+                .to_string()
         }
-        Refusal::NotConfigured => "request refused: filter not configured".to_string(),
-        Refusal::CannotDispatch => "token request could not be sent to the token cluster".into(),
-        Refusal::BadSubjectToken(problem) => {
-            format!("request refused: {}", subject_token_problem(*problem))
+        Refusal::NotConfigured => {
+            "request refused: the filter has no valid configuration; see the configuration \
+             errors logged when Envoy loaded it"
+                .to_string()
         }
-        Refusal::BackingOff { retry_after_s } => {
-            format!("request refused: backing off from the token endpoint for {retry_after_s} s")
+        Refusal::CannotDispatch => {
+            "token request not sent: Envoy has no such token_cluster, or refused the call; compare \
+             token_cluster with Envoy's clusters"
+                .to_string()
         }
-        Refusal::Exchange(F::Unreachable) => "token endpoint unreachable".to_string(),
-        Refusal::Exchange(F::Timeout) => "token endpoint timed out".to_string(),
+        Refusal::BadSubjectToken(problem) => format!(
+            "request refused: {}; the caller must send a valid token issued for this application",
+            subject_token_problem(*problem)
+        ),
+        Refusal::BackingOff { retry_after_s } => format!(
+            "request refused: token requests for this scope wait {retry_after_s} s more, after \
+             the token endpoint throttled or failed"
+        ),
+        Refusal::Exchange(F::Unreachable) => {
+            "token endpoint unreachable: check the token cluster's endpoints, DNS and TLS".into()
+        }
+        Refusal::Exchange(F::Timeout) => {
+            "token endpoint did not answer within token_timeout_ms".to_string()
+        }
         Refusal::Exchange(F::RefusedByEnvoy) => {
-            "token request refused by Envoy (token cluster overflow or no healthy host)".into()
+            "token request refused by Envoy itself: the token cluster's circuit breakers \
+             overflowed or it has no healthy host; raise its limits or lower \
+             max_exchanges_in_flight_per_worker"
+                .to_string()
         }
-        Refusal::Exchange(F::InvalidGrant(_)) => "token exchange refused: invalid_grant".into(),
+        Refusal::Exchange(F::InvalidGrant(_)) => {
+            "token exchange refused: the caller's token is expired, revoked or not for this \
+             application (invalid_grant)"
+                .to_string()
+        }
         Refusal::Exchange(F::ClaimsChallenge(_)) => {
-            "token exchange needs a claims challenge".into()
+            "token exchange refused: Entra ID wants more of the user (MFA, consent, Conditional \
+             Access); the caller got the claims challenge to step up"
+                .to_string()
         }
-        Refusal::Exchange(F::Throttled { .. }) => "token endpoint throttled (429)".to_string(),
-        Refusal::Exchange(F::IdpError { status, .. }) => {
-            format!("token endpoint error (HTTP {status})")
+        Refusal::Exchange(F::Throttled { .. }) => {
+            "token endpoint throttled the request (429); new users of this scope get 503 until \
+             its Retry-After"
+                .to_string()
         }
-        Refusal::Exchange(F::BadAnswer(why)) => format!("token endpoint answer unusable: {why}"),
+        Refusal::Exchange(F::IdpError { status, .. }) => format!(
+            "token endpoint answered HTTP {status}; invalid_client means the client secret or \
+             key is wrong, invalid_scope or invalid_resource a target's scope"
+        ),
+        Refusal::Exchange(F::BadAnswer(why)) => {
+            format!("token endpoint answer unusable: {why}")
+        }
     };
+    let what = format!("{what} (answered {status})");
     match idp {
         None => what,
         Some(idp) => format!(
@@ -582,6 +630,64 @@ mod tests {
         let r = reply_for(&Refusal::BackingOff { retry_after_s: 7 });
         assert_eq!(r.status, 503);
         assert_eq!(header(&r, "retry-after"), Some("7"));
+    }
+
+    #[test]
+    fn every_refusal_is_logged_in_words_with_the_status_the_caller_got() {
+        use crate::subject_token::SubjectTokenProblem as P;
+        let idp = || Box::new(IdpError::default());
+        let refusals = [
+            Refusal::NoBearerToken,
+            Refusal::UnmatchedDenied,
+            Refusal::MalformedAuthority,
+            Refusal::AmbiguousPath,
+            Refusal::TooManyExchanges,
+            Refusal::AuthorizationPresent,
+            Refusal::NotConfigured,
+            Refusal::CannotDispatch,
+            Refusal::BadSubjectToken(P::TooLarge),
+            Refusal::BadSubjectToken(P::NotJwt),
+            Refusal::BadSubjectToken(P::Expired),
+            Refusal::BadSubjectToken(P::WrongAudience),
+            Refusal::BadSubjectToken(P::NoExpiry),
+            Refusal::BadSubjectToken(P::UntrustedIssuer),
+            Refusal::BadSubjectToken(P::UntrustedTenant),
+            Refusal::BackingOff { retry_after_s: 3 },
+            Refusal::Exchange(ExchangeFailure::Unreachable),
+            Refusal::Exchange(ExchangeFailure::Timeout),
+            Refusal::Exchange(ExchangeFailure::RefusedByEnvoy),
+            Refusal::Exchange(ExchangeFailure::InvalidGrant(idp())),
+            Refusal::Exchange(ExchangeFailure::ClaimsChallenge(idp())),
+            Refusal::Exchange(ExchangeFailure::Throttled {
+                retry_after: None,
+                idp: None,
+            }),
+            Refusal::Exchange(ExchangeFailure::IdpError {
+                status: 500,
+                idp: None,
+            }),
+            Refusal::Exchange(ExchangeFailure::BadAnswer(
+                "token response has no access_token",
+            )),
+        ];
+        let rust_names = [
+            "NotJwt",
+            "TooLarge",
+            "WrongAudience",
+            "NoExpiry",
+            "Untrusted",
+            "InvalidGrant",
+            "Refusal",
+            "Some(",
+            "None",
+            "Box",
+        ];
+        for refusal in &refusals {
+            let line = log_line(refusal);
+            let status = reply_for(refusal).status;
+            assert!(line.contains(&format!("(answered {status})")), "{line}");
+            assert!(!rust_names.iter().any(|n| line.contains(n)), "{line}");
+        }
     }
 
     #[test]
