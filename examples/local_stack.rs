@@ -3,72 +3,212 @@
 //! Without the AZURE_* variables it also starts a mock Entra ID token endpoint and uses
 //! `envoy/envoy.yaml`. With AZURE_APP_CLIENT_ID, AZURE_APP_CLIENT_SECRET and
 //! AZURE_OPENID_CONFIG_TOKEN_ENDPOINT set, it uses that real tenant through
-//! `envoy/envoy-tenant.yaml`. Stop it with Ctrl-C.
+//! `envoy/envoy-tenant.yaml` (docs/tenant.md). The ports are those of the file unless PORT,
+//! ADMIN_PORT, ECHO_PORT or IDP_PORT say otherwise. It says "ready" only once Envoy answers, exits
+//! non-zero with one line when a part cannot start, and Ctrl-C stops everything.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Child, Command, ExitCode};
+use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use support::mock_idp::{MockIdp, CLIENT_ID, CLIENT_SECRET};
 use support::upstream::Upstream;
 
-const MOCK_IDP_PORT: u16 = 18080;
-const ECHO_PORT: u16 = 18081;
 const TENANT_VARS: [&str; 3] = [
     "AZURE_APP_CLIENT_ID",
     "AZURE_APP_CLIENT_SECRET",
     "AZURE_OPENID_CONFIG_TOKEN_ENDPOINT",
 ];
 
-fn main() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let envoy_bin = support::envoy::envoy_bin();
-    support::envoy::wasm_path();
+/// Where everything listens, on 127.0.0.1.
+struct Ports {
+    listener: u16,
+    admin: u16,
+    echo: u16,
+    idp: u16,
+}
+
+impl Ports {
+    fn from_env() -> Result<Ports, String> {
+        let port = |name: &str, default: u16| match std::env::var(name) {
+            Err(_) => Ok(default),
+            Ok(v) if v.is_empty() => Ok(default),
+            Ok(v) => v
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{name}={v} is not a port (1 to 65535)")),
+        };
+        Ok(Ports {
+            listener: port("PORT", 10_000)?,
+            admin: port("ADMIN_PORT", 9_901)?,
+            echo: port("ECHO_PORT", 18_081)?,
+            idp: port("IDP_PORT", 18_080)?,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(why) => {
+            eprintln!("make run: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<ExitCode, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ports = Ports::from_env()?;
+    let envoy_bin = std::env::var("ENVOY_BIN")
+        .map_err(|_| "ENVOY_BIN is not set: start it with `make run`".to_string())?;
+    let wasm = root.join("target/wasm32-wasip1/release/entra_obo_filter.wasm");
+    if !Path::new(&envoy_bin).exists() || !wasm.exists() {
+        return Err(
+            "Envoy or the .wasm is missing: start it with `make run`, which builds both".into(),
+        );
+    }
     let tenant = TENANT_VARS
         .iter()
         .all(|v| std::env::var(v).is_ok_and(|x| !x.is_empty()));
-    let _echo = Upstream::start_on(ECHO_PORT);
+    let _echo = Upstream::try_start_on(ports.echo)
+        .map_err(|e| format!("the echo API {e}; set ECHO_PORT to a free port"))?;
     let mut envoy = Command::new(envoy_bin);
-    envoy
-        .current_dir(root)
-        .args(["--component-log-level", "wasm:debug", "-c"]);
-    let (_idp, token) = if tenant {
-        envoy.arg("envoy/envoy-tenant.yaml");
+    envoy.current_dir(root);
+    let (_idp, file) = if tenant {
         if std::env::var("OBO_DEMO_SCOPE").is_err() {
             envoy.env("OBO_DEMO_SCOPE", "https://graph.microsoft.com/.default");
         }
-        (
-            None,
-            "<an access token issued to an employee for this application>".to_string(),
-        )
+        (None, "envoy/envoy-tenant.yaml")
     } else {
-        let idp = MockIdp::start_on(MOCK_IDP_PORT);
+        let idp = MockIdp::try_start_on(ports.idp)
+            .map_err(|e| format!("the mock Entra ID {e}; set IDP_PORT to a free port"))?;
         envoy
-            .arg("envoy/envoy.yaml")
             .env("AZURE_APP_CLIENT_ID", CLIENT_ID)
             .env("AZURE_APP_CLIENT_SECRET", CLIENT_SECRET)
             .env("AZURE_OPENID_CONFIG_TOKEN_ENDPOINT", idp.endpoint());
-        (Some(idp), support::user_token("employee-1"))
+        (Some(idp), "envoy/envoy.yaml")
     };
-    let mut child = envoy.spawn().expect("start envoy");
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    let mode = if tenant {
-        "your Entra ID tenant"
+    let dir = tempfile::tempdir().map_err(|e| format!("no temporary folder: {e}"))?;
+    let config = dir.path().join("envoy.json");
+    let bootstrap = with_ports(&root.join(file), &ports, tenant)?;
+    std::fs::write(&config, bootstrap.to_string()).map_err(|e| e.to_string())?;
+    envoy.arg("-c").arg(&config).args([
+        "--use-dynamic-base-id",
+        "--component-log-level",
+        "wasm:debug",
+    ]);
+    let mut child = envoy
+        .spawn()
+        .map_err(|e| format!("cannot start Envoy: {e}"))?;
+    if let Err(why) = wait_until_ready(&mut child, &ports) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(why);
+    }
+    println!("{}", ready_message(&ports, tenant, file));
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if status.success() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Err(format!("Envoy exited: {status}"))
+}
+
+/// The bootstrap in `file` with the ports of `ports`.
+fn with_ports(file: &Path, ports: &Ports, tenant: bool) -> Result<Value, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut bootstrap: Value =
+        serde::Deserialize::deserialize(serde_norway::Deserializer::from_str(&text))
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+    bootstrap["admin"]["address"]["socket_address"]["port_value"] = ports.admin.into();
+    let resources = &mut bootstrap["static_resources"];
+    resources["listeners"][0]["address"]["socket_address"]["port_value"] = ports.listener.into();
+    for cluster in resources["clusters"].as_array_mut().into_iter().flatten() {
+        let port = match cluster["name"].as_str() {
+            Some("echo_api") => ports.echo,
+            Some("entra_id") if !tenant => ports.idp,
+            _ => continue,
+        };
+        let endpoint = &mut cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0];
+        endpoint["endpoint"]["address"]["socket_address"]["port_value"] = port.into();
+    }
+    Ok(bootstrap)
+}
+
+/// Waits until Envoy's admin says LIVE and its listener takes connections; Err if Envoy exits
+/// first or takes longer than 30 s.
+fn wait_until_ready(child: &mut Child, ports: &Ports) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "Envoy did not start ({status}); its log above says why: \"cannot bind\" means \
+                 PORT ({}) or ADMIN_PORT ({}) is taken",
+                ports.listener, ports.admin
+            ));
+        }
+        let live = agent
+            .get(format!("http://127.0.0.1:{}/ready", ports.admin))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .is_some_and(|body| body.trim() == "LIVE");
+        if live && std::net::TcpStream::connect(("127.0.0.1", ports.listener)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("Envoy was not ready after 30 s; its log above says why".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ready_message(ports: &Ports, tenant: bool, file: &str) -> String {
+    let port = ports.listener;
+    let (mode, bearer, scope) = if tenant {
+        let scope = std::env::var("OBO_DEMO_SCOPE")
+            .unwrap_or_else(|_| "https://graph.microsoft.com/.default".into());
+        let hint = match std::env::var("OBO_DEMO_TOKEN") {
+            Ok(t) if !t.is_empty() => String::new(),
+            _ => "\n  (OBO_DEMO_TOKEN is not set: export it with an employee's token for this \
+                  application first; docs/tenant.md shows how to get one)\n"
+                .to_string(),
+        };
+        (
+            format!("your Entra ID tenant ({file})"),
+            format!("\"Authorization: Bearer $OBO_DEMO_TOKEN\"{hint}"),
+            scope,
+        )
     } else {
-        "a mock Entra ID on 127.0.0.1:18080"
+        (
+            format!("a mock Entra ID on 127.0.0.1:{} ({file})", ports.idp),
+            format!(
+                "'Authorization: Bearer {}'",
+                support::user_token("employee-1")
+            ),
+            "api://local.demo.echo/.default".to_string(),
+        )
     };
-    println!(
+    format!(
         "\n\
-         entra-obo-filter is running: Envoy on 127.0.0.1:10000 (admin :9901), exchanging tokens\n\
-         with {mode}, in front of an echo API on 127.0.0.1:{ECHO_PORT}.\n\n\
+         entra-obo-filter is ready: Envoy on 127.0.0.1:{port} (admin :{admin}), exchanging tokens\n\
+         with {mode}, in front of an echo API on 127.0.0.1:{echo}.\n\n\
          Call the echo API through Envoy as an employee; it shows the token it received, an\n\
-         on-behalf-of token for api://local.demo.echo/.default instead of the one you sent:\n\n  \
-         curl -s -H 'Host: echo.local' -H 'Authorization: Bearer {token}' http://127.0.0.1:10000/hello\n\n\
+         on-behalf-of token for {scope} instead of the one you sent:\n\n  \
+         curl -s -H 'Host: echo.local' -H {bearer} http://127.0.0.1:{port}/hello\n\n\
          Without a token, the filter answers 401 itself and nothing reaches the API:\n\n  \
-         curl -si -H 'Host: echo.local' http://127.0.0.1:10000/hello\n\n\
-         Ctrl-C stops everything.\n"
-    );
-    let status = child.wait().expect("wait for envoy");
-    println!("envoy exited: {status}");
+         curl -si -H 'Host: echo.local' http://127.0.0.1:{port}/hello\n\n\
+         Ctrl-C stops everything.\n",
+        admin = ports.admin,
+        echo = ports.echo,
+    )
 }

@@ -134,6 +134,11 @@ impl MockIdp {
 
     /// Listens on 127.0.0.1:`port` (0: any free port).
     pub fn start_on(port: u16) -> Self {
+        Self::try_start_on(port).unwrap_or_else(|e| panic!("mock IdP: {e}"))
+    }
+
+    /// The same; Err says why it cannot listen.
+    pub fn try_start_on(port: u16) -> Result<Self, String> {
         let state = Arc::new(Mutex::new(State {
             behaviour: Behaviour::issue(),
             requests: Vec::new(),
@@ -150,12 +155,12 @@ impl MockIdp {
                 async move { handle(&st, method, uri, headers, body).await }
             },
         );
-        let server = Server::start_on(port, app);
-        MockIdp {
+        let server = Server::try_start_on(port, app)?;
+        Ok(MockIdp {
             port: server.port,
             state,
             _server: server,
-        }
+        })
     }
 
     /// From now on, expect `client_assertion`s signed by `public`'s key with this `aud` instead

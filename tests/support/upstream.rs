@@ -38,6 +38,11 @@ impl Upstream {
 
     /// Listens on 127.0.0.1:`port` (0: any free port).
     pub fn start_on(port: u16) -> Self {
+        Self::try_start_on(port).unwrap_or_else(|e| panic!("upstream: {e}"))
+    }
+
+    /// The same; Err says why it cannot listen.
+    pub fn try_start_on(port: u16) -> Result<Self, String> {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
         let app = axum::Router::new().fallback(
@@ -104,12 +109,12 @@ impl Upstream {
                 }
             },
         );
-        let server = Server::start_on(port, app);
-        Upstream {
+        let server = Server::try_start_on(port, app)?;
+        Ok(Upstream {
             port: server.port,
             seen,
             _server: server,
-        }
+        })
     }
 
     pub fn seen(&self) -> Vec<Seen> {
