@@ -27,7 +27,7 @@ all: build
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
-# The source paths of dependencies (in panic messages) name the crate, not this machine's cargo
+# The source paths of dependencies (in panic messages) name the crate, not the building machine's cargo
 # home: the same .wasm from any machine with the same toolchain, and a few KB smaller. Cargo adds
 # these flags to those in .cargo/config.toml (32-bit limbs for RSA signing).
 CARGO_HOME ?= $(HOME)/.cargo

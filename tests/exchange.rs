@@ -60,7 +60,7 @@ fn subject_token_is_swapped_for_an_obo_token() {
 
 /// Envoy matches the route again after the filter sets `Authorization` (it does so after any Wasm
 /// filter changes a request header): a route chosen by the caller's token is not the one the
-/// request takes. README, "Routing sees the new token".
+/// request takes. docs/deployment.md, "Routing sees the new token".
 #[test]
 fn the_route_is_matched_again_on_the_obo_token() {
     let subject = user_token("alice");

@@ -106,3 +106,63 @@ fn runs_of_parent_steps_are_counted() {
     );
     assert_eq!(parent_steps("a.../b"), Vec::<usize>::new());
 }
+
+/// GitHub's anchor for a heading: lowercase, spaces as dashes, other punctuation dropped.
+fn anchor_of(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_link_between_documents_leads_to_a_file_and_heading_that_exist() {
+    let root = root();
+    let mut problems = Vec::new();
+    let documents = tracked_files(&root)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "md"));
+    for document in documents {
+        let text = std::fs::read_to_string(root.join(&document)).unwrap_or_default();
+        let dir = document.parent().unwrap_or(Path::new(""));
+        for (at, _) in text.match_indices("](") {
+            let target = &text[at + 2..];
+            let Some(end) = target.find(')') else {
+                continue;
+            };
+            let link = &target[..end];
+            if link.contains("://") || link.starts_with("mailto:") || link.contains(' ') {
+                continue;
+            }
+            let (path, anchor) = link.split_once('#').unwrap_or((link, ""));
+            let file = if path.is_empty() {
+                root.join(&document)
+            } else {
+                root.join(dir).join(path)
+            };
+            let Ok(linked) = std::fs::read_to_string(&file) else {
+                problems.push(format!("{}: {link}: no such file", document.display()));
+                continue;
+            };
+            let headings: Vec<String> = linked
+                .lines()
+                .filter_map(|l| {
+                    l.trim_start_matches('#')
+                        .strip_prefix(' ')
+                        .filter(|_| l.starts_with('#'))
+                })
+                .map(anchor_of)
+                .collect();
+            if !anchor.is_empty() && !headings.iter().any(|h| h == anchor) {
+                problems.push(format!("{}: {link}: no such heading", document.display()));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
