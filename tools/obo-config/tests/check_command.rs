@@ -54,6 +54,7 @@ fn every_shipped_example_passes_the_check() {
         "docker-compose-envoy.yaml",
         "istio/envoyfilter.yaml",
         "istio/wasmplugin.yaml",
+        "istio/trafficextension.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
