@@ -129,7 +129,7 @@ fuzz:
 	@echo "fuzz: $(words $(FUZZ_TARGETS)) passed, 0 failed"
 
 # The hot path against no filter, a no-op Wasm filter, Lua and credential_injector, in one Envoy;
-# the cold path; cache memory. Figures go to BENCHMARKS.md by hand from target/bench.md.
+# the cold path; cache memory. The figures go to docs/performance.md by hand from target/bench.md.
 NOOP_WASM := $(CURDIR)/benches/noop/target/wasm32-wasip1/release/noop_filter.wasm
 
 WRK_NEEDED = @command -v wrk >/dev/null || { echo "$@: needs wrk, the HTTP load generator: apt-get install wrk (Debian, Ubuntu), brew install wrk (macOS)"; exit 1; }

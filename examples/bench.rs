@@ -1,6 +1,6 @@
 //! `make bench`: what the filter costs on the hot path, measured against the alternatives in one
 //! Envoy process, side by side, with rounds interleaved so that the machine's noise hits every
-//! variant alike. Prints markdown for BENCHMARKS.md.
+//! variant alike. Prints markdown for docs/performance.md.
 //!
 //! BENCH_ROUNDS (default 5), BENCH_SECONDS per listener and round (default 4), BENCH_CONNECTIONS
 //! (default 16), BENCH_PARTS (default `hot,cold,users,refresh,memory`), BENCH_CONCURRENCY (default
@@ -31,12 +31,22 @@ use serde_json::{json, Value};
 use support::mock_idp::{Behaviour, MockIdp, CLIENT_ID, CLIENT_SECRET};
 use support::stack::API_SCOPE;
 
+/// A free port, never one handed out before in this run: the system may give a port that was
+/// just released back, and two listeners on one port make Envoy refuse its configuration.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn root() -> &'static Path {

@@ -36,12 +36,12 @@ fn module_exports_only_the_callbacks_the_filter_uses() {
 
 /// The module's budget, for a sidecar in every pod: under 400 KB (issue #4). JSON is read as a
 /// tree, never through serde's derived deserializers (clippy.toml), which took 66 KB of it until
-/// 2026-11-26. BENCHMARKS.md has where the bytes go.
+/// 2026-11-26. docs/performance.md has where the bytes go.
 #[test]
 fn module_is_under_400_kb() {
     let size = std::fs::metadata(wasm_path()).expect("the .wasm").len();
     assert!(
         size < 400_000,
-        "the .wasm is {size} bytes; see BENCHMARKS.md for where the bytes go"
+        "the .wasm is {size} bytes; see docs/performance.md for where the bytes go"
     );
 }
