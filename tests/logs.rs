@@ -128,3 +128,19 @@ fn failed_exchange_is_logged_with_the_idps_ids_the_target_and_the_request_id() {
     }
     assert!(!line.contains(&subject) && !line.contains(CLIENT_SECRET));
 }
+
+#[test]
+fn each_filter_line_names_the_filter_once() {
+    let s = support::stack::Stack::start(json!({}));
+    let r = s.get("api.example.com", "/", None);
+    assert_eq!(r.status, 401);
+    let lines = s.envoy.filter_log_lines();
+    let refused = lines
+        .iter()
+        .find(|l| l.contains("request refused"))
+        .unwrap_or_else(|| panic!("no refusal logged: {lines:?}"));
+    assert!(
+        refused.contains("wasm log entra_obo: request refused: it carries no bearer token"),
+        "{refused}"
+    );
+}

@@ -114,8 +114,8 @@ fn bootstrap(opts: &EnvoyOptions, wasm: &std::path::Path) -> Value {
                                 "typed_config": {
                                     "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
                                     "config": {
-                                        "name": "entra_obo",
-                                        "root_id": "entra_obo",
+                                        // No name or root_id (the module needs neither): Envoy
+                                        // prefixes the filter's log lines with the vm_id alone.
                                         "failure_policy": "FAIL_CLOSED",
                                         "vm_config": {
                                             "vm_id": "entra_obo",
