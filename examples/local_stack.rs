@@ -10,8 +10,11 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, ExitCode};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -94,24 +97,33 @@ fn run() -> Result<ExitCode, String> {
             .env("AZURE_OPENID_CONFIG_TOKEN_ENDPOINT", idp.endpoint());
         (Some(idp), "envoy/envoy.yaml")
     };
-    let dir = tempfile::tempdir().map_err(|e| format!("no temporary folder: {e}"))?;
-    let config = dir.path().join("envoy.json");
+    // In the build folder, rewritten by each run: nothing is left in /tmp when it is killed.
+    let dir = root.join("target/make-run");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let config = dir.join("envoy.json");
     let bootstrap = with_ports(&root.join(file), &ports, tenant)?;
     std::fs::write(&config, bootstrap.to_string()).map_err(|e| e.to_string())?;
-    envoy.arg("-c").arg(&config).args([
-        "--use-dynamic-base-id",
-        "--component-log-level",
-        "wasm:debug",
-    ]);
+    envoy
+        .arg("-c")
+        .arg(&config)
+        .args([
+            "--use-dynamic-base-id",
+            "--component-log-level",
+            "wasm:debug",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = envoy
         .spawn()
         .map_err(|e| format!("cannot start Envoy: {e}"))?;
-    if let Err(why) = wait_until_ready(&mut child, &ports) {
+    let log = EnvoyLog::follow(&mut child);
+    if let Err(why) = wait_until_ready(&mut child, &ports, &log) {
         let _ = child.kill();
         let _ = child.wait();
         return Err(why);
     }
     println!("{}", ready_message(&ports, tenant, file));
+    log.show_from_now_on();
     let status = child.wait().map_err(|e| e.to_string())?;
     if status.success() {
         return Ok(ExitCode::SUCCESS);
@@ -140,9 +152,58 @@ fn with_ports(file: &Path, ports: &Ports, tenant: bool) -> Result<Value, String>
     Ok(bootstrap)
 }
 
+/// Envoy's log: kept while it starts (its start-up lines would bury the ready message, and a
+/// failure is told in one line), shown as it comes once it is ready.
+struct EnvoyLog {
+    kept: Arc<Mutex<Vec<String>>>,
+    shown: Arc<AtomicBool>,
+}
+
+impl EnvoyLog {
+    fn follow(child: &mut Child) -> EnvoyLog {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let shown = Arc::new(AtomicBool::new(false));
+        if let Some(stderr) = child.stderr.take() {
+            let (kept, shown) = (kept.clone(), shown.clone());
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if shown.load(Ordering::Relaxed) {
+                        eprintln!("{line}");
+                    } else if let Ok(mut kept) = kept.lock() {
+                        kept.push(line);
+                    }
+                }
+            });
+        }
+        EnvoyLog { kept, shown }
+    }
+
+    fn show_from_now_on(&self) {
+        self.shown.store(true, Ordering::Relaxed);
+    }
+
+    /// What Envoy said last at error level or worse, without its timestamp and source: why it
+    /// did not start.
+    fn last_error(&self) -> Option<String> {
+        let kept = self.kept.lock().ok()?;
+        let line = kept
+            .iter()
+            .rev()
+            .find(|l| l.contains("][critical]") || l.contains("][error]"))?;
+        // `[time][thread][level][component] [file:line] message`, where the message may quote
+        // the error between backticks.
+        let message = line.rsplit_once("] ").map_or(line.as_str(), |(_, m)| m);
+        let quoted = message.split('`').nth(1).filter(|q| !q.is_empty());
+        Some(quoted.unwrap_or(message).trim().to_string())
+    }
+}
+
 /// Waits until Envoy's admin says LIVE and its listener takes connections; Err if Envoy exits
 /// first or takes longer than 30 s.
-fn wait_until_ready(child: &mut Child, ports: &Ports) -> Result<(), String> {
+fn wait_until_ready(child: &mut Child, ports: &Ports, log: &EnvoyLog) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(2)))
@@ -150,11 +211,18 @@ fn wait_until_ready(child: &mut Child, ports: &Ports) -> Result<(), String> {
         .into();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "Envoy did not start ({status}); its log above says why: \"cannot bind\" means \
-                 PORT ({}) or ADMIN_PORT ({}) is taken",
-                ports.listener, ports.admin
-            ));
+            // The reader may still be taking the last lines.
+            std::thread::sleep(Duration::from_millis(200));
+            let why = log.last_error().unwrap_or_else(|| status.to_string());
+            let hint = if why.contains("bind") {
+                format!(
+                    "; set PORT (now {}) or ADMIN_PORT (now {}) to a free port",
+                    ports.listener, ports.admin
+                )
+            } else {
+                String::new()
+            };
+            return Err(format!("Envoy did not start: {why}{hint}"));
         }
         let live = agent
             .get(format!("http://127.0.0.1:{}/ready", ports.admin))

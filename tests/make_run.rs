@@ -86,7 +86,10 @@ impl Run {
 impl Drop for Run {
     fn drop(&mut self) {
         let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -152,7 +155,13 @@ fn a_taken_envoy_port_is_one_line_and_a_failed_exit() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(!out.status.success());
-    assert!(stderr.contains("make run: Envoy did not start"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, not Envoy's log: {stderr}");
+    assert!(
+        lines[0].starts_with("make run: Envoy did not start: ")
+            && lines[0].contains("set PORT (now"),
+        "{stderr}"
+    );
     assert!(!stdout.contains("is ready"), "{stdout}");
 }
 

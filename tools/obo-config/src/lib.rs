@@ -27,6 +27,9 @@ pub struct Found {
     pub routes: Option<Value>,
     /// The bootstrap's clusters, when the file has all of them (static ones, and no CDS).
     pub clusters: Option<Value>,
+    /// The loader lets requests through without the filter when its VM fails (Envoy's
+    /// `failure_policy: FAIL_OPEN` or `fail_open`, Istio's `failStrategy: FAIL_OPEN`).
+    pub fails_open: bool,
 }
 
 /// Where the check takes environment values from.
@@ -100,6 +103,7 @@ fn raw(text: String) -> Found {
         vm_env: None,
         routes: None,
         clusters: None,
+        fails_open: false,
     }
 }
 
@@ -137,6 +141,9 @@ fn walk(value: &Value, path: &mut String, routes: Option<&Value>, out: &mut Vec<
                     vm_env: Some(envoy_vm_env(map.get("vm_config"))),
                     routes: routes.cloned(),
                     clusters: None,
+                    fails_open: map.get("failure_policy").and_then(Value::as_str)
+                        == Some("FAIL_OPEN")
+                        || map.get("fail_open").and_then(Value::as_bool) == Some(true),
                 });
                 return;
             }
@@ -147,6 +154,8 @@ fn walk(value: &Value, path: &mut String, routes: Option<&Value>, out: &mut Vec<
                     vm_env: Some(istio_vm_env(map.get("vmConfig"))),
                     routes: None,
                     clusters: None,
+                    fails_open: map.get("failStrategy").and_then(Value::as_str)
+                        == Some("FAIL_OPEN"),
                 });
                 return;
             }
@@ -256,10 +265,19 @@ pub fn check(found: &Found, env: &CheckEnv) -> Report {
             })
         })
     };
-    let parsed = config::parse(found.text.as_bytes(), &lookup);
+    let parsed = config::parse(found.text.as_bytes(), &lookup)
+        .map_err(|errors| undeclared_variables(found, errors.iter().cloned().collect()));
     let mut warnings = inline_secrets(found);
+    if found.fails_open {
+        warnings.push(
+            "the loader fails open (FAIL_OPEN): if the filter's VM fails, requests go on without \
+             it, and the employee's own token with them; use failure_policy: FAIL_CLOSED (Istio: \
+             failStrategy: FAIL_CLOSE)"
+                .to_string(),
+        );
+    }
     let result = match parsed {
-        Err(errors) => Err(errors.iter().cloned().collect()),
+        Err(errors) => Err(errors),
         Ok(cfg) => {
             if let Some(routes) = &found.routes {
                 warnings.extend(routes::warnings(&cfg, routes));
@@ -287,6 +305,40 @@ pub fn check(found: &Found, env: &CheckEnv) -> Report {
         assumed,
         warnings,
     }
+}
+
+/// The variables the filter reads by default.
+const DEFAULT_VARIABLES: &[&str] = &[
+    ENV_TOKEN_ENDPOINT,
+    config::ENV_CLIENT_ID,
+    config::ENV_CLIENT_SECRET,
+    ENV_CLIENT_JWK,
+    ENV_TOKEN_X_ENDPOINT,
+    config::ENV_TOKEN_X_CLIENT_ID,
+    ENV_TOKEN_X_JWK,
+];
+
+/// A problem that names an environment variable the VM does not declare says so: the variable
+/// may well be set where the check runs (and in the proxy), yet the filter never sees it.
+fn undeclared_variables(found: &Found, mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    let Some(declared) = &found.vm_env else {
+        return errors;
+    };
+    for error in &mut errors {
+        let missing: Vec<&str> = DEFAULT_VARIABLES
+            .iter()
+            .copied()
+            .filter(|name| error.problem.contains(name) && !declared.contains_key(*name))
+            .collect();
+        if !missing.is_empty() {
+            error.problem.push_str(&format!(
+                " (the VM does not declare {}: add it to vm_config.environment_variables.\
+                 host_env_keys, or to vmConfig.env with valueFrom: HOST)",
+                missing.join(" or ")
+            ));
+        }
+    }
+    errors
 }
 
 /// The environment variables that hold a credential.
@@ -524,6 +576,43 @@ static_resources:
         assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
         assert!(report.warnings[0].starts_with("AZURE_APP_CLIENT_SECRET: given an inline value"));
         assert!(!report.warnings[0].contains("inline-secret"));
+    }
+
+    #[test]
+    fn a_default_variable_the_vm_does_not_declare_is_named_as_undeclared() {
+        let yaml = r#"
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+spec:
+  failStrategy: FAIL_OPEN
+  pluginConfig:
+    token_cluster: entra_id
+    targets: [{host: a.example, scope: "api://a/.default"}]
+  vmConfig:
+    env:
+    - {name: AZURE_APP_CLIENT_ID, valueFrom: HOST}
+    - {name: AZURE_APP_CLIENT_SECRET, valueFrom: HOST}
+"#;
+        // Set where the check runs, and still invisible to the filter.
+        let report = check(&find_plugin_configs(yaml).unwrap()[0], &host_env());
+        let errors = report.result.unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "token_endpoint");
+        assert!(
+            errors[0]
+                .problem
+                .contains("(the VM does not declare AZURE_OPENID_CONFIG_TOKEN_ENDPOINT: add it to"),
+            "{}",
+            errors[0].problem
+        );
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("the loader fails open")),
+            "{:?}",
+            report.warnings
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ use obo_config::{check, find_plugin_configs, CheckEnv};
 const USAGE: &str = "usage: obo-config check [--env NAME=VALUE]... [--assume-env] FILE...
 
 Checks the entra-obo-filter plugin configurations in each FILE (raw JSON, an Envoy bootstrap, an
-Istio EnvoyFilter or WasmPlugin; `-` reads standard input) with the filter's own parser.
+Istio EnvoyFilter, WasmPlugin or TrafficExtension; `-` reads standard input) with the filter's own
+parser.
 
   --env NAME=VALUE  a value for an environment variable the configuration reads
   --assume-env      give every variable without a value a placeholder (check without secrets)
@@ -22,7 +23,8 @@ WasmPlugin's vmConfig.env); declared host variables are taken from this command'
 
 Given an Envoy configuration, it also checks that each token_cluster is one of its clusters, and
 warns about routes to a target that follow redirects or mirror requests, clusters that let the
-request choose its endpoint, and credentials written into the configuration. A file without a
+request choose its endpoint, credentials written into the configuration, and a loader that fails
+open. A file without a
 plugin configuration (a ServiceEntry, say) is skipped.
 
 Exit status: 0 when every configuration is valid (warnings do not count), 1 when one is not or no
