@@ -34,7 +34,9 @@ pub fn parse(authority: &str) -> Option<Authority<'_>> {
 /// target.
 pub fn lenient_hosts(authority: &str) -> impl Iterator<Item = String> + '_ {
     authority.split(',').map(|value| {
-        let decoded = percent_decoded(value.trim()).to_ascii_lowercase();
+        let decoded = percent_encoding::percent_decode_str(value.trim())
+            .decode_utf8_lossy()
+            .to_ascii_lowercase();
         let after_user = decoded
             .rsplit('@')
             .find(|piece| !piece.is_empty())
@@ -53,31 +55,6 @@ pub fn lenient_hosts(authority: &str) -> impl Iterator<Item = String> + '_ {
         };
         host.trim_end_matches('.').to_string()
     })
-}
-
-/// `%XX` escapes decoded (a broken one left as it is), bytes that are not UTF-8 replaced.
-fn percent_decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|pair| std::str::from_utf8(pair).ok())
-            .and_then(|pair| u8::from_str_radix(pair, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `host` and the text after its port colon, if any. An IPv6 literal's colons are inside its

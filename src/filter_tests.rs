@@ -83,13 +83,22 @@ fn request(
 
 /// User U's request `id` to api.example.com goes on at once, carrying `authorization`.
 fn assert_forwarded_with(host: &FakeHost, w: &Rc<RefCell<Worker>>, id: u32, authorization: &str) {
-    assert_eq!(
-        request(host, w, id, "api.example.com", "/", Some(BEARER_U)).1,
-        Verdict::Continue
-    );
+    assert_forwarded_with_token(host, w, id, BEARER_U, authorization);
+}
+
+/// A request `id` to api.example.com carrying `bearer` goes on at once, carrying `expected`.
+fn assert_forwarded_with_token(
+    host: &FakeHost,
+    w: &Rc<RefCell<Worker>>,
+    id: u32,
+    bearer: &str,
+    expected: &str,
+) {
+    let (_f, v) = request(host, w, id, "api.example.com", "/", Some(bearer));
+    assert_eq!(v, Verdict::Continue);
     assert_eq!(
         host.header_of(id, "authorization").as_deref(),
-        Some(authorization)
+        Some(expected)
     );
 }
 
@@ -1437,21 +1446,6 @@ fn past_the_exchange_limit_a_new_user_is_503_at_once_and_the_others_go_on() {
     assert_eq!(v, Verdict::Pause);
     assert!(host.stream(15).reply.is_none());
     assert_eq!(host.dispatched.borrow().len(), 3);
-}
-
-fn assert_forwarded_with_token(
-    host: &FakeHost,
-    w: &Rc<RefCell<Worker>>,
-    id: u32,
-    bearer: &str,
-    expected: &str,
-) {
-    let (_f, v) = request(host, w, id, "api.example.com", "/", Some(bearer));
-    assert_eq!(v, Verdict::Continue);
-    assert_eq!(
-        host.header_of(id, "authorization").as_deref(),
-        Some(expected)
-    );
 }
 
 fn timed_out() -> CallAnswer {
