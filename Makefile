@@ -34,7 +34,7 @@ CARGO_HOME ?= $(HOME)/.cargo
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)/registry/src/=
 
 # The release .wasm, then binaryen's tools over it in place (Debian package binaryen):
-# - wasm-metadce keeps only the exports listed in src/proxy/exports.json. Envoy calls into the VM
+# - wasm-metadce keeps only the exports listed in wasm/src/exports.json. Envoy calls into the VM
 #   only for callbacks a module exports, and the SDK exports all of them, so without this every
 #   request also pays for on_done and on_log, and every body chunk for on_*_body, all of which
 #   would do nothing here. It runs between two wasm-opt passes: the first leaves it less to read,
@@ -61,10 +61,10 @@ binaryen:
 	fi
 
 build: wasm-target binaryen
-	cargo build --release --target wasm32-wasip1 --lib
+	cargo build --release --target wasm32-wasip1 -p entra-obo-filter
 	@if [ ! -e $(WASM).opt-stamp ] || [ $(WASM) -nt $(WASM).opt-stamp ]; then \
 	  $(BINARYEN_BIN)/wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM) \
-	  && $(BINARYEN_BIN)/wasm-metadce -f src/proxy/exports.json $(WASM_FEATURES) $(WASM) -o $(WASM) >/dev/null \
+	  && $(BINARYEN_BIN)/wasm-metadce -f wasm/src/exports.json $(WASM_FEATURES) $(WASM) -o $(WASM) >/dev/null \
 	  && $(BINARYEN_BIN)/wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM) \
 	  && touch $(WASM).opt-stamp; fi
 	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
@@ -86,7 +86,7 @@ test: build $(ENVOY) lint
 # The end-to-end suite (tests/) on Envoy ENVOY_VERSION, installed first if need be.
 e2e: build $(ENVOY)
 	@echo "e2e: Envoy $(ENVOY_VERSION) ($(ENVOY_BIN))"
-	cargo test --tests --quiet
+	cargo test -p obo-e2e --tests --quiet
 
 # The end-to-end suite on every supported Envoy; a summary line per version at the end.
 test-compat: build
@@ -98,13 +98,13 @@ test-compat: build
 	printf "test-compat:$$results\n"; exit $$failed
 
 unit:
-	cargo test --lib
+	cargo test -p obo-core -p entra-obo-filter
 
 lint: wasm-target
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --release --target wasm32-wasip1 --lib -- -D warnings
+	cargo clippy --release --target wasm32-wasip1 -p obo-core -p entra-obo-filter --lib -- -D warnings
 
 # Each fuzz target for FUZZ_SECONDS, from the committed seeds in fuzz/corpus (new inputs go to a
 # scratch folder, so the seeds stay as committed). cargo-fuzz needs Rust's nightly toolchain;
@@ -139,23 +139,23 @@ bench: build $(ENVOY)
 	cd benches/noop && cargo build --release --target wasm32-wasip1 --quiet
 	cd benches/bare && cargo build --release --target wasm32-wasip1 --quiet
 	@rm -f $(dir $(NOOP_WASM))noop_trimmed.wasm
-	$(BINARYEN_BIN)/wasm-metadce -f src/proxy/exports.json $(WASM_FEATURES) $(NOOP_WASM) -o $(dir $(NOOP_WASM))noop_trimmed.wasm >/dev/null
-	cargo bench --bench logic
-	cargo run --release --quiet --example bench | tee target/bench.md
+	$(BINARYEN_BIN)/wasm-metadce -f wasm/src/exports.json $(WASM_FEATURES) $(NOOP_WASM) -o $(dir $(NOOP_WASM))noop_trimmed.wasm >/dev/null
+	cargo bench -p obo-core --bench logic
+	cargo run --release --quiet -p obo-e2e --example bench | tee target/bench.md
 
 # A bounded load run with many users against a flapping mock IdP (SOAK_SECONDS, default 60).
 soak: build $(ENVOY)
 	$(WRK_NEEDED)
-	cargo run --release --quiet --example soak
+	cargo run --release --quiet -p obo-e2e --example soak
 
 # A throw-away private key (JWK) for the docker-compose demo, into envoy/.env, which git ignores.
 demo-key:
-	cargo run --quiet --release --example demo_key > envoy/.env
+	cargo run --quiet --release -p obo-e2e --example demo_key > envoy/.env
 	@echo "wrote envoy/.env (OBO_DEMO_JWK)"
 
 # Envoy with the filter, a mock Entra ID token endpoint and an echo API, all on loopback.
 run: build $(ENVOY)
-	cargo run --quiet --example local_stack
+	cargo run --quiet -p obo-e2e --example local_stack
 
 # The OCI image Istio's WasmPlugin pulls (envoy/Dockerfile: plugin.wasm alone in one layer), built
 # with a container engine. Without one this says so and stops; `make release` writes the same

@@ -2,7 +2,7 @@
 //! non-empty run of visible ASCII inside the value.
 #![no_main]
 
-use entra_obo_filter::subject_token::bearer_token;
+use obo_core::subject_token::bearer_token;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

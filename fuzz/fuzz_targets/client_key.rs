@@ -5,7 +5,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use entra_obo_filter::client_assertion::ClientKey;
+use obo_core::client_assertion::ClientKey;
 use libfuzzer_sys::fuzz_target;
 
 fn numbers(mut data: &[u8]) -> Vec<&[u8]> {

@@ -1,7 +1,7 @@
 //! The plugin configuration parser never panics, and what it accepts is complete.
 #![no_main]
 
-use entra_obo_filter::config;
+use obo_core::config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

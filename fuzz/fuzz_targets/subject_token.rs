@@ -1,7 +1,7 @@
 //! Decoding and checking a subject token never panics.
 #![no_main]
 
-use entra_obo_filter::subject_token::{check, read_claims, Accepted, MAX_SUBJECT_TOKEN_BYTES};
+use obo_core::subject_token::{check, read_claims, Accepted, MAX_SUBJECT_TOKEN_BYTES};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,8 +1,8 @@
 //! Reading a token endpoint's answer never panics, and a token it accepts can go into a header.
 #![no_main]
 
-use entra_obo_filter::error_reply::{reply_for, Refusal};
-use entra_obo_filter::token_response::{read_answer, MAX_ACCESS_TOKEN_BYTES};
+use obo_core::error_reply::{reply_for, Refusal};
+use obo_core::token_response::{read_answer, MAX_ACCESS_TOKEN_BYTES};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use entra_obo_filter::config::{
+use obo_core::config::{
     self, ConfigError, ENV_CLIENT_JWK, ENV_TOKEN_ENDPOINT, ENV_TOKEN_X_ENDPOINT, ENV_TOKEN_X_JWK,
 };
 use serde_json::Value;
@@ -75,7 +75,7 @@ pub fn find_plugin_configs(text: &str) -> Result<Vec<Found>, String> {
     if trimmed.starts_with('{') {
         // JSON: a raw configuration unless it is an Envoy bootstrap written in JSON. Parse errors
         // come from the filter's parser, as the filter would report them.
-        return Ok(match entra_obo_filter::json::parse(text) {
+        return Ok(match obo_core::json::parse(text) {
             Ok(doc) if is_container(&doc) => embedded(&doc),
             _ => vec![raw(text.to_string())],
         });
@@ -349,7 +349,7 @@ const CREDENTIAL_VARIABLES: &[&str] = &[config::ENV_CLIENT_SECRET, ENV_CLIENT_JW
 /// inline value.
 fn inline_secrets(found: &Found) -> Vec<String> {
     let mut out = Vec::new();
-    let Ok(Value::Object(top)) = entra_obo_filter::json::parse(&found.text) else {
+    let Ok(Value::Object(top)) = obo_core::json::parse(&found.text) else {
         return out;
     };
     let mut providers: Vec<(String, &serde_json::Map<String, Value>)> = vec![(String::new(), &top)];
@@ -408,10 +408,7 @@ fn throwaway_jwk() -> &'static str {
         let Ok(key) = rsa::PrivateKey::new(&mut getrandom::SysRng, 2048) else {
             return String::new();
         };
-        entra_obo_filter::client_assertion::private_jwk(
-            &key,
-            serde_json::json!({"kid": "placeholder"}),
-        )
+        obo_core::client_assertion::private_jwk(&key, serde_json::json!({"kid": "placeholder"}))
     })
 }
 

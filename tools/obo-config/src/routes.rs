@@ -2,7 +2,7 @@
 //! Envoy follows an upstream's redirect (`internal_redirect_policy`) or sends a copy of the request
 //! to another cluster (`request_mirror_policies`) with the `Authorization` the filter wrote.
 
-use entra_obo_filter::config::{Config, ConfigError, Target};
+use obo_core::config::{Config, ConfigError, Target};
 use serde_json::Value;
 
 /// One line for each route (or virtual host) of `route_config` that leads to a target and moves
@@ -190,7 +190,7 @@ mod tests {
             "client_secret": "secret",
             "targets": targets
         });
-        entra_obo_filter::config::parse(cfg.to_string().as_bytes(), &|_| None).unwrap()
+        obo_core::config::parse(cfg.to_string().as_bytes(), &|_| None).unwrap()
     }
 
     fn routes(action_api: Value, action_other: Value) -> Value {

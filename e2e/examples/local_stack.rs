@@ -1,0 +1,282 @@
+//! `make run`: Envoy with the filter, in front of an echo API, on loopback.
+//!
+//! Without the AZURE_* variables it also starts a mock Entra ID token endpoint and uses
+//! `envoy/envoy.yaml`. With AZURE_APP_CLIENT_ID, AZURE_APP_CLIENT_SECRET and
+//! AZURE_OPENID_CONFIG_TOKEN_ENDPOINT set, it uses that real tenant through
+//! `envoy/envoy-tenant.yaml` (docs/tenant.md). The ports are those of the file unless PORT,
+//! ADMIN_PORT, ECHO_PORT or IDP_PORT say otherwise. It says "ready" only once Envoy answers, exits
+//! non-zero with one line when a part cannot start, and Ctrl-C stops everything.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::mock_idp::{MockIdp, CLIENT_ID, CLIENT_SECRET};
+use support::upstream::Upstream;
+
+const TENANT_VARS: [&str; 3] = [
+    "AZURE_APP_CLIENT_ID",
+    "AZURE_APP_CLIENT_SECRET",
+    "AZURE_OPENID_CONFIG_TOKEN_ENDPOINT",
+];
+
+/// Where everything listens, on 127.0.0.1.
+struct Ports {
+    listener: u16,
+    admin: u16,
+    echo: u16,
+    idp: u16,
+}
+
+impl Ports {
+    fn from_env() -> Result<Ports, String> {
+        let port = |name: &str, default: u16| match std::env::var(name) {
+            Err(_) => Ok(default),
+            Ok(v) if v.is_empty() => Ok(default),
+            Ok(v) => v
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{name}={v} is not a port (1 to 65535)")),
+        };
+        Ok(Ports {
+            listener: port("PORT", 10_000)?,
+            admin: port("ADMIN_PORT", 9_901)?,
+            echo: port("ECHO_PORT", 18_081)?,
+            idp: port("IDP_PORT", 18_080)?,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(why) => {
+            eprintln!("make run: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<ExitCode, String> {
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let ports = Ports::from_env()?;
+    let envoy_bin = std::env::var("ENVOY_BIN")
+        .map_err(|_| "ENVOY_BIN is not set: start it with `make run`".to_string())?;
+    let wasm = root.join("target/wasm32-wasip1/release/entra_obo_filter.wasm");
+    if !Path::new(&envoy_bin).exists() || !wasm.exists() {
+        return Err(
+            "Envoy or the .wasm is missing: start it with `make run`, which builds both".into(),
+        );
+    }
+    let tenant = TENANT_VARS
+        .iter()
+        .all(|v| std::env::var(v).is_ok_and(|x| !x.is_empty()));
+    let _echo = Upstream::try_start_on(ports.echo)
+        .map_err(|e| format!("the echo API {e}; set ECHO_PORT to a free port"))?;
+    let mut envoy = Command::new(envoy_bin);
+    envoy.current_dir(root);
+    let (_idp, file) = if tenant {
+        if std::env::var("OBO_DEMO_SCOPE").is_err() {
+            envoy.env("OBO_DEMO_SCOPE", "https://graph.microsoft.com/.default");
+        }
+        (None, "envoy/envoy-tenant.yaml")
+    } else {
+        let idp = MockIdp::try_start_on(ports.idp)
+            .map_err(|e| format!("the mock Entra ID {e}; set IDP_PORT to a free port"))?;
+        envoy
+            .env("AZURE_APP_CLIENT_ID", CLIENT_ID)
+            .env("AZURE_APP_CLIENT_SECRET", CLIENT_SECRET)
+            .env("AZURE_OPENID_CONFIG_TOKEN_ENDPOINT", idp.endpoint());
+        (Some(idp), "envoy/envoy.yaml")
+    };
+    // In the build folder, rewritten by each run: nothing is left in /tmp when it is killed.
+    let dir = root.join("target/make-run");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let config = dir.join("envoy.json");
+    let bootstrap = with_ports(&root.join(file), &ports, tenant)?;
+    std::fs::write(&config, bootstrap.to_string()).map_err(|e| e.to_string())?;
+    envoy
+        .arg("-c")
+        .arg(&config)
+        .args([
+            "--use-dynamic-base-id",
+            "--component-log-level",
+            "wasm:debug",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = envoy
+        .spawn()
+        .map_err(|e| format!("cannot start Envoy: {e}"))?;
+    let log = EnvoyLog::follow(&mut child);
+    if let Err(why) = wait_until_ready(&mut child, &ports, &log) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(why);
+    }
+    println!("{}", ready_message(&ports, tenant, file));
+    log.show_from_now_on();
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if status.success() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Err(format!("Envoy exited: {status}"))
+}
+
+/// The bootstrap in `file` with the ports of `ports`.
+fn with_ports(file: &Path, ports: &Ports, tenant: bool) -> Result<Value, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut bootstrap: Value =
+        serde::Deserialize::deserialize(serde_norway::Deserializer::from_str(&text))
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+    bootstrap["admin"]["address"]["socket_address"]["port_value"] = ports.admin.into();
+    let resources = &mut bootstrap["static_resources"];
+    resources["listeners"][0]["address"]["socket_address"]["port_value"] = ports.listener.into();
+    for cluster in resources["clusters"].as_array_mut().into_iter().flatten() {
+        let port = match cluster["name"].as_str() {
+            Some("echo_api") => ports.echo,
+            Some("entra_id") if !tenant => ports.idp,
+            _ => continue,
+        };
+        let endpoint = &mut cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0];
+        endpoint["endpoint"]["address"]["socket_address"]["port_value"] = port.into();
+    }
+    Ok(bootstrap)
+}
+
+/// Envoy's log: kept while it starts (its start-up lines would bury the ready message, and a
+/// failure is told in one line), shown as it comes once it is ready.
+struct EnvoyLog {
+    kept: Arc<Mutex<Vec<String>>>,
+    shown: Arc<AtomicBool>,
+}
+
+impl EnvoyLog {
+    fn follow(child: &mut Child) -> EnvoyLog {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let shown = Arc::new(AtomicBool::new(false));
+        if let Some(stderr) = child.stderr.take() {
+            let (kept, shown) = (kept.clone(), shown.clone());
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if shown.load(Ordering::Relaxed) {
+                        eprintln!("{line}");
+                    } else if let Ok(mut kept) = kept.lock() {
+                        kept.push(line);
+                    }
+                }
+            });
+        }
+        EnvoyLog { kept, shown }
+    }
+
+    fn show_from_now_on(&self) {
+        self.shown.store(true, Ordering::Relaxed);
+    }
+
+    /// What Envoy said last at error level or worse, without its timestamp and source: why it
+    /// did not start.
+    fn last_error(&self) -> Option<String> {
+        let kept = self.kept.lock().ok()?;
+        let line = kept
+            .iter()
+            .rev()
+            .find(|l| l.contains("][critical]") || l.contains("][error]"))?;
+        // `[time][thread][level][component] [file:line] message`, where the message may quote
+        // the error between backticks.
+        let message = line.rsplit_once("] ").map_or(line.as_str(), |(_, m)| m);
+        let quoted = message.split('`').nth(1).filter(|q| !q.is_empty());
+        Some(quoted.unwrap_or(message).trim().to_string())
+    }
+}
+
+/// Waits until Envoy's admin says LIVE and its listener takes connections; Err if Envoy exits
+/// first or takes longer than 30 s.
+fn wait_until_ready(child: &mut Child, ports: &Ports, log: &EnvoyLog) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            // The reader may still be taking the last lines.
+            std::thread::sleep(Duration::from_millis(200));
+            let why = log.last_error().unwrap_or_else(|| status.to_string());
+            let hint = if why.contains("bind") {
+                format!(
+                    "; set PORT (now {}) or ADMIN_PORT (now {}) to a free port",
+                    ports.listener, ports.admin
+                )
+            } else {
+                String::new()
+            };
+            return Err(format!("Envoy did not start: {why}{hint}"));
+        }
+        let live = agent
+            .get(format!("http://127.0.0.1:{}/ready", ports.admin))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .is_some_and(|body| body.trim() == "LIVE");
+        if live && std::net::TcpStream::connect(("127.0.0.1", ports.listener)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("Envoy was not ready after 30 s; its log above says why".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ready_message(ports: &Ports, tenant: bool, file: &str) -> String {
+    let port = ports.listener;
+    let (mode, bearer, scope) = if tenant {
+        let scope = std::env::var("OBO_DEMO_SCOPE")
+            .unwrap_or_else(|_| "https://graph.microsoft.com/.default".into());
+        let hint = match std::env::var("OBO_DEMO_TOKEN") {
+            Ok(t) if !t.is_empty() => String::new(),
+            _ => "\n  (OBO_DEMO_TOKEN is not set: export it with an employee's token for this \
+                  application first; docs/tenant.md shows how to get one)\n"
+                .to_string(),
+        };
+        (
+            format!("your Entra ID tenant ({file})"),
+            format!("\"Authorization: Bearer $OBO_DEMO_TOKEN\"{hint}"),
+            scope,
+        )
+    } else {
+        (
+            format!("a mock Entra ID on 127.0.0.1:{} ({file})", ports.idp),
+            format!(
+                "'Authorization: Bearer {}'",
+                support::user_token("employee-1")
+            ),
+            "api://local.demo.echo/.default".to_string(),
+        )
+    };
+    format!(
+        "\n\
+         entra-obo-filter is ready: Envoy on 127.0.0.1:{port} (admin :{admin}), exchanging tokens\n\
+         with {mode}, in front of an echo API on 127.0.0.1:{echo}.\n\n\
+         Call the echo API through Envoy as an employee; it shows the token it received, an\n\
+         on-behalf-of token for {scope} instead of the one you sent:\n\n  \
+         curl -s -H 'Host: echo.local' -H {bearer} http://127.0.0.1:{port}/hello\n\n\
+         Without a token, the filter answers 401 itself and nothing reaches the API:\n\n  \
+         curl -si -H 'Host: echo.local' http://127.0.0.1:{port}/hello\n\n\
+         Ctrl-C stops everything.\n",
+        admin = ports.admin,
+        echo = ports.echo,
+    )
+}

@@ -1,0 +1,470 @@
+//! A mock Entra ID v2.0 token endpoint. It checks every token request the way Entra ID does for
+//! the on-behalf-of flow and answers as told: issue a token, answer with a fixture, or stall.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+
+use super::server::Server;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rsa::PublicKey;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+pub const TOKEN_PATH: &str = "/test-tenant/oauth2/v2.0/token";
+pub const CLIENT_ID: &str = "6f1b1a7e-test-client-id";
+pub const CLIENT_SECRET: &str = "test-client-secret-7Qp~Vx.s3cr3t";
+const GRANT_OBO: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// 200 with a token made from the assertion and scope (see `obo_token_for`).
+    Issue { expires_in: Value },
+    /// The same, padded to this many bytes (real Entra ID tokens are 1.5 KB and more).
+    IssueSized(usize),
+    /// The given status, body and headers.
+    Answer {
+        status: u16,
+        body: Vec<u8>,
+        headers: Vec<(String, String)>,
+    },
+    /// Wait, then behave as `then`.
+    Delay(Duration, Box<Behaviour>),
+    /// The n-th token request gets the (n mod len)-th behaviour: an IdP that flaps.
+    Cycle(Vec<Behaviour>),
+}
+
+impl Behaviour {
+    pub fn issue() -> Self {
+        Behaviour::Issue {
+            expires_in: json!(3599),
+        }
+    }
+    pub fn fixture(status: u16, name: &str) -> Self {
+        Behaviour::Answer {
+            status,
+            body: super::fixture(name),
+            headers: vec![],
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    pub method: String,
+    pub path: String,
+    pub host: Option<String>,
+    pub content_type: Option<String>,
+    pub form: Vec<(String, String)>,
+}
+
+impl TokenRequest {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How the mock expects the filter to authenticate as the application.
+#[derive(Clone)]
+enum ClientAuth {
+    Secret,
+    /// `private_key_jwt`: a `client_assertion` signed by this key, for this `aud`.
+    PrivateKey {
+        public: PublicKey,
+        audience: String,
+    },
+}
+
+struct State {
+    behaviour: Behaviour,
+    requests: Vec<TokenRequest>,
+    violations: Vec<String>,
+    client_auth: ClientAuth,
+    /// The `client_id` (and assertion issuer) the application must present.
+    client_id: String,
+    /// Every assertion `jti` seen.
+    seen_jti: HashSet<String>,
+    /// Whether an assertion is refused when its `jti` was seen before (as RFC 7523 allows and
+    /// Keycloak does), or accepted again until its `exp`, as Entra ID does.
+    refuse_reused_assertions: bool,
+}
+
+pub struct MockIdp {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+    _server: Server,
+}
+
+/// Whose token a request asks for: the OBO `assertion`, the `subject_token`, or nobody ("").
+fn subject_of(req: &TokenRequest) -> &str {
+    req.field("assertion")
+        .or(req.field("subject_token"))
+        .unwrap_or("")
+}
+
+/// What it asks for: the `scope`, or the `audience`.
+fn resource_of(req: &TokenRequest) -> &str {
+    req.field("scope").or(req.field("audience")).unwrap_or("")
+}
+
+/// The token the mock issues for this subject token (the OBO `assertion` or RFC 8693
+/// `subject_token`; "" for client credentials) and scope or audience: tests know which token
+/// each request should arrive with.
+pub fn obo_token_for(assertion: &str, scope: &str) -> String {
+    let digest = Sha256::digest(format!("{assertion}|{scope}").as_bytes());
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("obo-{hex}")
+}
+
+impl MockIdp {
+    pub fn start() -> Self {
+        Self::start_on(0)
+    }
+
+    /// Listens on 127.0.0.1:`port` (0: any free port).
+    pub fn start_on(port: u16) -> Self {
+        Self::try_start_on(port).unwrap_or_else(|e| panic!("mock IdP: {e}"))
+    }
+
+    /// The same; Err says why it cannot listen.
+    pub fn try_start_on(port: u16) -> Result<Self, String> {
+        let state = Arc::new(Mutex::new(State {
+            behaviour: Behaviour::issue(),
+            requests: Vec::new(),
+            violations: Vec::new(),
+            client_auth: ClientAuth::Secret,
+            client_id: CLIENT_ID.to_string(),
+            seen_jti: HashSet::new(),
+            refuse_reused_assertions: false,
+        }));
+        let st = state.clone();
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let st = st.clone();
+                async move { handle(&st, method, uri, headers, body).await }
+            },
+        );
+        let server = Server::try_start_on(port, app)?;
+        Ok(MockIdp {
+            port: server.port,
+            state,
+            _server: server,
+        })
+    }
+
+    /// From now on, expect `client_assertion`s signed by `public`'s key with this `aud` instead
+    /// of the client secret.
+    pub fn expect_private_key(&self, public: PublicKey, audience: &str) {
+        self.state.lock().unwrap().client_auth = ClientAuth::PrivateKey {
+            public,
+            audience: audience.to_string(),
+        };
+    }
+
+    /// From now on, refuse a client assertion whose `jti` was seen before.
+    pub fn refuse_reused_assertions(&self) {
+        self.state.lock().unwrap().refuse_reused_assertions = true;
+    }
+
+    /// From now on, expect this client id (the mock as another identity provider, e.g. TokenX).
+    pub fn expect_client_id(&self, client_id: &str) {
+        self.state.lock().unwrap().client_id = client_id.to_string();
+    }
+
+    /// The requests the mock refused for breaking the protocol, and why.
+    pub fn violations(&self) -> Vec<String> {
+        self.state.lock().unwrap().violations.clone()
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        self.state.lock().unwrap().behaviour = behaviour;
+    }
+
+    pub fn requests(&self) -> Vec<TokenRequest> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.lock().unwrap().requests.len()
+    }
+
+    /// Panics if any token request broke the protocol.
+    pub fn assert_protocol_followed(&self) {
+        let v = self.state.lock().unwrap().violations.clone();
+        assert!(v.is_empty(), "token requests broke the OBO protocol: {v:?}");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}{TOKEN_PATH}", self.port)
+    }
+}
+
+async fn handle(
+    state: &Mutex<State>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let token_request = TokenRequest {
+        method: method.to_string(),
+        path: uri.to_string(),
+        host: header("host"),
+        content_type: header("content-type"),
+        form: form_urlencoded::parse(&body).into_owned().collect(),
+    };
+    let behaviour = {
+        let mut s = state.lock().unwrap();
+        let problems = check(&token_request, &mut s);
+        s.requests.push(token_request.clone());
+        s.violations.extend(problems.iter().cloned());
+        (s.behaviour.clone(), problems)
+    };
+    let (behaviour, problems) = behaviour;
+    if !problems.is_empty() {
+        let body = json!({"error": "invalid_request", "error_description": problems.join("; ")});
+        return respond(400, body.to_string().into_bytes(), vec![]);
+    }
+    let mut next = behaviour;
+    let behaviour = loop {
+        next = match next {
+            Behaviour::Delay(d, then) => {
+                tokio::time::sleep(d).await;
+                *then
+            }
+            Behaviour::Cycle(list) if !list.is_empty() => {
+                let n = state.lock().unwrap().requests.len() - 1;
+                list[n % list.len()].clone()
+            }
+            other => break other,
+        };
+    };
+    let (status, body, headers) = answer(&behaviour, &token_request);
+    respond(status, body, headers)
+}
+
+fn respond(status: u16, body: Vec<u8>, headers: Vec<(String, String)>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (n, v) in headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(n), HeaderValue::try_from(v)) {
+            response.headers_mut().append(n, v);
+        }
+    }
+    response
+}
+
+fn answer(behaviour: &Behaviour, req: &TokenRequest) -> (u16, Vec<u8>, Vec<(String, String)>) {
+    match behaviour {
+        Behaviour::Issue { expires_in } => {
+            let token = obo_token_for(subject_of(req), resource_of(req));
+            let body = json!({
+                "token_type": "Bearer",
+                "scope": req.field("scope"),
+                "expires_in": expires_in,
+                "ext_expires_in": expires_in,
+                "access_token": token,
+            });
+            (
+                200,
+                body.to_string().into_bytes(),
+                vec![("content-type".into(), "application/json".into())],
+            )
+        }
+        Behaviour::IssueSized(bytes) => {
+            let mut token = obo_token_for(subject_of(req), resource_of(req));
+            while token.len() < *bytes {
+                token.push('x');
+            }
+            let body = json!({"token_type": "Bearer", "expires_in": 3599, "access_token": token});
+            (200, body.to_string().into_bytes(), vec![])
+        }
+        Behaviour::Answer {
+            status,
+            body,
+            headers,
+        } => {
+            let mut h = headers.clone();
+            h.push((
+                "content-type".into(),
+                "application/json; charset=utf-8".into(),
+            ));
+            (*status, body.clone(), h)
+        }
+        Behaviour::Delay(_, then) => answer(then, req),
+        Behaviour::Cycle(_) => (500, b"empty cycle".to_vec(), vec![]),
+    }
+}
+
+/// What Entra ID's v2.0 endpoint would refuse in an on-behalf-of token request.
+fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
+    let mut problems = Vec::new();
+    if r.method != "POST" {
+        problems.push(format!("method {} (must be POST)", r.method));
+    }
+    if r.path != TOKEN_PATH {
+        problems.push(format!("path {} (must be {TOKEN_PATH})", r.path));
+    }
+    if !r
+        .content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+    {
+        problems.push(format!("content-type {:?}", r.content_type));
+    }
+    let credentials: &[&str] = match state.client_auth {
+        ClientAuth::Secret => &["client_secret"],
+        ClientAuth::PrivateKey { .. } => &["client_assertion_type", "client_assertion"],
+    };
+    // Each grant's own fields: on-behalf-of (Entra ID), client credentials, RFC 8693 token
+    // exchange (TokenX, which knows the client from its assertion alone).
+    let grant = r.field("grant_type").unwrap_or("");
+    let grant_fields: &[&str] = match grant {
+        GRANT_OBO => &["assertion", "scope", "requested_token_use"],
+        GRANT_CLIENT_CREDENTIALS => &["scope"],
+        GRANT_TOKEN_EXCHANGE => &["subject_token_type", "subject_token", "audience"],
+        other => {
+            problems.push(format!("grant_type {other:?}"));
+            &[]
+        }
+    };
+    let assertion_alone =
+        grant == GRANT_TOKEN_EXCHANGE && matches!(state.client_auth, ClientAuth::PrivateKey { .. });
+    let client_id: &[&str] = if assertion_alone { &[] } else { &["client_id"] };
+    let expected: Vec<&str> = ["grant_type"]
+        .iter()
+        .chain(client_id)
+        .chain(credentials)
+        .chain(grant_fields)
+        .copied()
+        .collect();
+    for &name in &expected {
+        match r.form.iter().filter(|(n, _)| n == name).count() {
+            1 => {}
+            n => problems.push(format!("field {name} appears {n} times")),
+        }
+    }
+    for (name, _) in &r.form {
+        if !expected.contains(&name.as_str()) {
+            problems.push(format!("unexpected field {name}"));
+        }
+    }
+    let must = |name: &str, value: &str, problems: &mut Vec<String>| {
+        if r.field(name).is_some_and(|v| v != value) {
+            problems.push(format!("{name} is {:?}", r.field(name)));
+        }
+    };
+    must("requested_token_use", "on_behalf_of", &mut problems);
+    must(
+        "subject_token_type",
+        "urn:ietf:params:oauth:token-type:jwt",
+        &mut problems,
+    );
+    let client = state.client_id.clone();
+    must("client_id", &client, &mut problems);
+    match &state.client_auth {
+        ClientAuth::Secret => must("client_secret", CLIENT_SECRET, &mut problems),
+        ClientAuth::PrivateKey { public, audience } => {
+            must(
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                &mut problems,
+            );
+            let assertion = r.field("client_assertion").unwrap_or("");
+            match check_assertion(assertion, public, audience, &client) {
+                Ok(jti) => {
+                    let seen = !state.seen_jti.insert(jti.clone());
+                    if seen && state.refuse_reused_assertions {
+                        problems.push(format!("client_assertion jti {jti} was used before"));
+                    }
+                }
+                Err(problem) => problems.push(format!("client_assertion: {problem}")),
+            }
+        }
+    }
+    for name in ["assertion", "scope", "subject_token", "audience"] {
+        if r.field(name).is_some_and(str::is_empty) {
+            problems.push(format!("empty {name}"));
+        }
+    }
+    problems
+}
+
+/// Checks a `private_key_jwt` client assertion as Entra ID does: its signature with the
+/// application's public key, and every header field and claim. Returns its `jti`.
+fn check_assertion(
+    jwt: &str,
+    public: &PublicKey,
+    audience: &str,
+    client_id: &str,
+) -> Result<String, String> {
+    use rsa::signature::Verifier;
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let [header, claims, signature] = parts.as_slice() else {
+        return Err("not a JWS with three parts".into());
+    };
+    let decode = |part: &str| -> Result<Value, String> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| "a part is not base64url".to_string())?;
+        obo_core::json::parse(&bytes).map_err(|_| "a part is not JSON".to_string())
+    };
+    let (header, claims) = (decode(header)?, decode(claims)?);
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| "signature is not base64url")?;
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    let verified = match header["alg"].as_str() {
+        Some("RS256") => {
+            let sig = rsa::pkcs1v15::Signature::try_from(signature.as_slice())
+                .map_err(|_| "bad signature bytes")?;
+            rsa::pkcs1v15::VerifyingKey::<Sha256>::new(public.clone())
+                .verify(signed.as_bytes(), &sig)
+                .is_ok()
+        }
+        Some("PS256") => {
+            let sig = rsa::pss::Signature::try_from(signature.as_slice())
+                .map_err(|_| "bad signature bytes")?;
+            rsa::pss::VerifyingKey::<Sha256>::new(public.clone())
+                .verify(signed.as_bytes(), &sig)
+                .is_ok()
+        }
+        other => return Err(format!("alg {other:?}")),
+    };
+    if !verified {
+        return Err("signature does not verify with the application's key".into());
+    }
+    if header["typ"] != "JWT" || header["kid"] != super::client_key::KID {
+        return Err(format!("header {header}"));
+    }
+    let now = super::now();
+    let number = |name: &str| claims[name].as_u64().ok_or(format!("no numeric {name}"));
+    let (iat, nbf, exp) = (number("iat")?, number("nbf")?, number("exp")?);
+    if claims["iss"] != client_id || claims["sub"] != client_id || claims["aud"] != audience {
+        return Err(format!("claims {claims}"));
+    }
+    if nbf > now + 5 || iat > now + 5 || exp <= now || exp - iat > 600 {
+        return Err(format!("times iat {iat} nbf {nbf} exp {exp} at {now}"));
+    }
+    match claims["jti"].as_str() {
+        Some(jti) if !jti.is_empty() => Ok(jti.to_string()),
+        _ => Err("no jti".into()),
+    }
+}
