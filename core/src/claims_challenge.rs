@@ -45,11 +45,11 @@ fn is_unauthenticated(host: &dyn Host) -> bool {
 
 /// When this worker last dropped each key's token for a challenge.
 #[derive(Default)]
-pub struct Holdoff {
+pub struct RecentDrops {
     dropped_at: HashMap<CacheKey, u64>,
 }
 
-impl Holdoff {
+impl RecentDrops {
     /// Whether a challenge at `now` drops `key`'s token; if so, it counts as this worker's last
     /// drop for the key.
     pub fn may_drop(&mut self, key: CacheKey, now: u64, holdoff_s: u64) -> bool {
@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn a_key_is_dropped_once_per_holdoff() {
-        let mut h = Holdoff::default();
+        let mut h = RecentDrops::default();
         assert!(h.may_drop(key(1), 1_000, 60));
         assert!(!h.may_drop(key(1), 1_001, 60));
         assert!(!h.may_drop(key(1), 1_059, 60));
@@ -96,14 +96,14 @@ mod tests {
 
     #[test]
     fn other_keys_are_not_held_off() {
-        let mut h = Holdoff::default();
+        let mut h = RecentDrops::default();
         assert!(h.may_drop(key(1), 1_000, 60));
         assert!(h.may_drop(key(2), 1_000, 60));
     }
 
     #[test]
     fn without_a_holdoff_every_challenge_drops() {
-        let mut h = Holdoff::default();
+        let mut h = RecentDrops::default();
         for now in [1_000, 1_000, 1_001] {
             assert!(h.may_drop(key(1), now, 0));
         }
@@ -111,7 +111,7 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded_and_ended_holdoffs_make_room() {
-        let mut h = Holdoff::default();
+        let mut h = RecentDrops::default();
         for n in 0..MAX_REMEMBERED as u16 {
             assert!(h.may_drop(key(n), 1_000, 60));
         }

@@ -5,8 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Serialize;
 
-use crate::config::Grant;
-use crate::exchange::Ask;
+use crate::host::Host;
 use crate::subject_token::SubjectTokenProblem;
 use crate::token_response::{ExchangeFailure, IdpError};
 
@@ -163,7 +162,7 @@ pub fn reply_for(refusal: &Refusal) -> Reply {
             vec![("retry-after", "1".to_string())],
             &Body::own(
                 "temporarily_unavailable",
-                "too many token requests are in flight; retry later",
+                "too many token requests are in exchange; retry later",
             ),
         ),
         Refusal::UnmatchedDenied => reply(
@@ -387,30 +386,23 @@ pub fn log_line(refusal: &Refusal) -> String {
     }
 }
 
-/// The log line of a failed exchange: what the IdP said (`log_line`), and the grant, the scope
-/// (or audience), target host and request id of the request that began it.
-pub fn exchange_log_line(refusal: &Refusal, ask: &Ask) -> String {
-    let resource = match ask.grant {
-        Grant::TokenExchange => "audience",
-        Grant::OnBehalfOf | Grant::ClientCredentials => "scope",
-    };
-    format!(
-        "token exchange failed: grant={} {resource}={} host={} request_id={}: {}",
-        ask.grant.name(),
-        sanitize_for_log_with(&ask.resource, ":/"),
-        sanitize_for_log_with(&ask.target_host, ":"),
-        sanitize_for_log(ask.request_id.as_deref().unwrap_or("-")),
-        log_line(refusal)
-    )
+/// Answers the current stream with `reply`.
+pub fn send_reply(host: &dyn Host, reply: &Reply) {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(n, v)| (*n, v.as_str()))
+        .collect();
+    host.send_reply(reply.status, &headers, reply.body.as_bytes());
 }
 
-fn sanitize_for_log(s: &str) -> String {
+pub fn sanitize_for_log(s: &str) -> String {
     sanitize_for_log_with(s, "")
 }
 
 /// At most 64 (128 with extra characters allowed) characters of letters, digits, `-_.` and
 /// `extra`; anything else becomes `?`, so a value from outside cannot forge a log line.
-fn sanitize_for_log_with(s: &str, extra: &str) -> String {
+pub fn sanitize_for_log_with(s: &str, extra: &str) -> String {
     let max = if extra.is_empty() { 64 } else { 128 };
     s.chars()
         .take(max)

@@ -9,14 +9,16 @@ use std::rc::Rc;
 
 use crate::backoff;
 use crate::cache_key::CacheKey;
-use crate::claim::{self, Claim};
-use crate::claims_challenge::Holdoff;
+use crate::claims_challenge::RecentDrops;
 use crate::client_assertion::LastAssertion;
 use crate::config::{Config, Grant};
 use crate::drop_signal::{DropWatch, Dropped};
-use crate::error_reply::{exchange_log_line, reply_for, Refusal, Reply};
+use crate::error_reply::{
+    log_line, reply_for, sanitize_for_log, sanitize_for_log_with, send_reply, Refusal, Reply,
+};
 use crate::front_cache::{Fingerprint, FrontCache};
 use crate::host::{Callout, DispatchError, Host, LogLevel};
+use crate::lease::{self, Lease};
 use crate::metrics::Counter;
 use crate::token_cache::{refresh_at, use_until, Cached, TokenCache};
 use crate::token_request;
@@ -37,14 +39,14 @@ pub struct CallAnswer {
 const TICK_MS: u64 = 10;
 /// A retry is only worth sending with at least this much of the time budget left.
 const MIN_RETRY_BUDGET_MS: u64 = 100;
-/// A claim outlives its exchange's time budget by this much before another worker may take it.
-const CLAIM_MARGIN_MS: u64 = 500;
+/// A lease outlives its exchange's time budget by this much before another worker may take it.
+const LEASE_MARGIN_MS: u64 = 500;
 /// After a failed refresh ahead of expiry, the next try is this much later.
 const REFRESH_RETRY_S: u64 = 10;
 
 /// What an exchange is for, and the request that began it (named in the log if it fails).
 #[derive(Clone)]
-pub struct Ask {
+pub struct ExchangeParams {
     /// Its provider: an index into `Config::providers`, and that provider's grant.
     pub provider: usize,
     pub grant: Grant,
@@ -62,15 +64,15 @@ pub struct Ask {
     pub fingerprint: Fingerprint,
 }
 
-impl Ask {
+impl ExchangeParams {
     /// The shared-data key of its scope's backoff.
     fn backoff_key(&self, config: &Config) -> String {
         backoff::scope_key(&config.providers[self.provider], &self.resource)
     }
 }
 
-struct Flight {
-    ask: Ask,
+struct Exchange {
+    params: ExchangeParams,
     /// The stream whose token request is in flight; None while the root is to send it.
     sender: Option<u32>,
     /// The token id of that request (an answer with any other id is stale).
@@ -85,23 +87,23 @@ struct Flight {
     background: bool,
     /// When the exchange began, for the latency histogram.
     started_ms: u64,
-    /// Another worker holds the claim and exchanges: this one sends nothing, its waiters wait for
+    /// Another worker holds the lease and exchanges: this one sends nothing, its waiters wait for
     /// that token in shared data until then, and after it this worker exchanges itself (the other
     /// may have died).
     elsewhere_until: Option<u64>,
 }
 
-impl Flight {
+impl Exchange {
     /// An exchange about to be sent (by `sender`, or by the root context when None).
     fn new(
-        ask: Ask,
+        params: ExchangeParams,
         sender: Option<u32>,
         waiters: Vec<u32>,
         started_ms: u64,
         deadline_ms: u64,
     ) -> Self {
-        Flight {
-            ask,
+        Exchange {
+            params,
             sender,
             call: None,
             attempts: u32::from(sender.is_some()),
@@ -123,20 +125,20 @@ pub struct Worker {
     /// Which tokens other workers dropped, so the front cache must let go of them.
     drops: DropWatch,
     /// The exchanges this worker's requests wait for: its own, and those of other workers.
-    flights: HashMap<CacheKey, Flight>,
+    exchanges: HashMap<CacheKey, Exchange>,
     /// Exchanges the root context is to send, and from when.
     pending: Vec<(CacheKey, u64)>,
     /// Each provider's last signed client assertion (`private_key_jwt`), by provider index.
     assertions: Vec<LastAssertion>,
     /// When this worker last dropped each token for an upstream's claims challenge.
-    challenges: Holdoff,
+    challenges: RecentDrops,
     /// When the token endpoint last answered one of this worker's token requests, by provider
     /// index (ms).
     answered_ms: Vec<u64>,
 }
 
 /// What every request waiting on an exchange does once it is settled.
-enum Settlement {
+enum Outcome {
     /// Go on with this `Authorization` value.
     Forward(String),
     /// Be answered with this reply.
@@ -153,10 +155,10 @@ impl Default for Worker {
                 .finish(),
             front: FrontCache::new(0),
             drops: DropWatch::default(),
-            flights: HashMap::new(),
+            exchanges: HashMap::new(),
             pending: Vec::new(),
             assertions: Vec::new(),
-            challenges: Holdoff::default(),
+            challenges: RecentDrops::default(),
             answered_ms: Vec::new(),
         }
     }
@@ -209,10 +211,10 @@ impl Worker {
         host: &dyn Host,
         context_id: u32,
         key: CacheKey,
-        ask: Ask,
+        params: ExchangeParams,
     ) -> Result<(), Refusal> {
-        if let Some(flight) = self.flights.get_mut(&key) {
-            flight.waiters.push(context_id);
+        if let Some(exchange) = self.exchanges.get_mut(&key) {
+            exchange.waiters.push(context_id);
             return Ok(());
         }
         let config = self.config.clone().ok_or(Refusal::NotConfigured)?;
@@ -222,35 +224,41 @@ impl Worker {
         }
         let now_ms = host.now_ms();
         let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
-        let claim_until = deadline_ms.saturating_add(CLAIM_MARGIN_MS);
+        let lease_until = deadline_ms.saturating_add(LEASE_MARGIN_MS);
         let slots = config.cache.max_entries;
-        if claim::try_claim(host, &key, slots, self.id, now_ms, claim_until) == Claim::HeldElsewhere
+        if lease::try_take(host, &key, slots, self.id, now_ms, lease_until) == Lease::HeldElsewhere
         {
-            let wait = Flight {
-                elsewhere_until: Some(claim_until),
-                ..Flight::new(ask, None, vec![context_id], now_ms, deadline_ms)
+            let wait = Exchange {
+                elsewhere_until: Some(lease_until),
+                ..Exchange::new(params, None, vec![context_id], now_ms, deadline_ms)
             };
-            self.flights.insert(key, wait);
+            self.exchanges.insert(key, wait);
             host.set_tick_period_ms(TICK_MS);
             return Ok(());
         }
-        let token_id =
-            send(host, &config, &mut self.assertions, &ask, deadline_ms).inspect_err(|_| {
-                claim::release(host, &key, slots, self.id);
+        let token_id = send(host, &config, &mut self.assertions, &params, deadline_ms)
+            .inspect_err(|_| {
+                lease::release(host, &key, slots, self.id);
             })?;
-        let flight = Flight {
+        let exchange = Exchange {
             call: Some(token_id),
-            ..Flight::new(ask, Some(context_id), vec![context_id], now_ms, deadline_ms)
+            ..Exchange::new(
+                params,
+                Some(context_id),
+                vec![context_id],
+                now_ms,
+                deadline_ms,
+            )
         };
-        self.flights.insert(key, flight);
+        self.exchanges.insert(key, exchange);
         Ok(())
     }
 
     /// Starts refreshing the token of `key` in the background, from the root context, unless an
     /// exchange for it is already under way here or on another worker, or the scope backs off.
     /// The request that noticed goes on with the cached token, as does everyone else.
-    pub fn refresh(&mut self, host: &dyn Host, key: CacheKey, ask: Ask) {
-        if self.flights.contains_key(&key) {
+    pub fn refresh(&mut self, host: &dyn Host, key: CacheKey, params: ExchangeParams) {
+        if self.exchanges.contains_key(&key) {
             return;
         }
         let Some(config) = self.config.clone() else {
@@ -261,25 +269,28 @@ impl Worker {
             return;
         }
         let now_ms = host.now_ms();
-        if backoff::remaining_s(host, &ask.backoff_key(&config), now_ms).is_some() {
+        if backoff::remaining_s(host, &params.backoff_key(&config), now_ms).is_some() {
             return;
         }
         let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
-        let claim_until = deadline_ms.saturating_add(CLAIM_MARGIN_MS);
+        let lease_until = deadline_ms.saturating_add(LEASE_MARGIN_MS);
         let slots = config.cache.max_entries;
-        if claim::try_claim(host, &key, slots, self.id, now_ms, claim_until) == Claim::HeldElsewhere
+        if lease::try_take(host, &key, slots, self.id, now_ms, lease_until) == Lease::HeldElsewhere
         {
             return;
         }
         host.log(
             LogLevel::Debug,
-            &format!("scope {}: refreshing a token ahead of expiry", ask.resource),
+            &format!(
+                "scope {}: refreshing a token ahead of expiry",
+                params.resource
+            ),
         );
-        let flight = Flight {
+        let exchange = Exchange {
             background: true,
-            ..Flight::new(ask, None, Vec::new(), now_ms, deadline_ms)
+            ..Exchange::new(params, None, Vec::new(), now_ms, deadline_ms)
         };
-        self.flights.insert(key, flight);
+        self.exchanges.insert(key, exchange);
         self.pending.push((key, now_ms));
         host.set_tick_period_ms(1);
     }
@@ -291,21 +302,21 @@ impl Worker {
         // A scan over this worker's exchanges in flight (tens usually, a few thousand in a burst
         // of new users): a map from token id would cost the .wasm another copy of the hash map.
         let Some(key) = self
-            .flights
+            .exchanges
             .iter()
             .find(|(_, f)| f.call == Some(token_id))
             .map(|(key, _)| *key)
         else {
             return;
         };
-        let Some(mut flight) = self.flights.remove(&key) else {
+        let Some(mut exchange) = self.exchanges.remove(&key) else {
             return;
         };
         let Some(config) = self.config.clone() else {
-            settle(
+            finish(
                 host,
-                &flight.waiters,
-                &Settlement::Refuse(reply_for(&Refusal::NotConfigured)),
+                &exchange.waiters,
+                &Outcome::Refuse(reply_for(&Refusal::NotConfigured)),
             );
             host.switch_to(current);
             return;
@@ -316,53 +327,53 @@ impl Worker {
             read_answer(answer.status, answer.retry_after.as_deref(), &answer.body)
         };
         if outcome.as_ref().err().is_none_or(came_from_the_endpoint) {
-            if let Some(answered) = self.answered_ms.get_mut(flight.ask.provider) {
+            if let Some(answered) = self.answered_ms.get_mut(exchange.params.provider) {
                 *answered = host.now_ms();
             }
         }
-        let settlement = match outcome {
+        let outcome = match outcome {
             Ok(issued) => {
-                record_outcome(host, Counter::ExchangesOk, &flight);
-                // In the shared cache before the claim ends, so no waiter misses it.
-                let times = store(host, &config, &key, &flight, &issued);
-                claim::release(host, &key, config.cache.max_entries, self.id);
+                record_outcome(host, Counter::ExchangesOk, &exchange);
+                // In the shared cache before the lease ends, so no waiter misses it.
+                let times = store(host, &config, &key, &exchange, &issued);
+                lease::release(host, &key, config.cache.max_entries, self.id);
                 let token = &issued.access_token;
                 match times {
                     Some(times) => {
-                        let (fingerprint, now) = (flight.ask.fingerprint, host.now_unix());
+                        let (fingerprint, now) = (exchange.params.fingerprint, host.now_unix());
                         let authorization =
                             self.front.put_token(fingerprint, key, token, times, now);
-                        Settlement::Forward(authorization.to_string())
+                        Outcome::Forward(authorization.to_string())
                     }
-                    None => Settlement::Forward(format!("Bearer {token}")),
+                    None => Outcome::Forward(format!("Bearer {token}")),
                 }
             }
             Err(failure) => {
                 if is_invalid_client(&failure) {
                     // Perhaps its assertion was refused: the next token request signs a new one.
-                    if let Some(last) = self.assertions.get_mut(flight.ask.provider) {
+                    if let Some(last) = self.assertions.get_mut(exchange.params.provider) {
                         last.forget();
                     }
                 }
-                if let Some(due_ms) = retry_at(host, &key, &flight, &failure) {
+                if let Some(due_ms) = retry_at(host, &key, &exchange, &failure) {
                     let refusal = Refusal::Exchange(failure);
                     host.log(
                         LogLevel::Info,
                         &format!(
                             "retrying once: {}",
-                            exchange_log_line(&refusal, &flight.ask)
+                            exchange_log_line(&refusal, &exchange.params)
                         ),
                     );
-                    flight.sender = None;
-                    flight.call = None;
-                    self.flights.insert(key, flight);
+                    exchange.sender = None;
+                    exchange.call = None;
+                    self.exchanges.insert(key, exchange);
                     self.pending.push((key, due_ms));
                     host.set_tick_period_ms(TICK_MS);
                     return;
                 }
-                record_outcome(host, Counter::for_failure(&failure), &flight);
-                let backoff_s = self.backoff_for(&failure, &flight, &config);
-                if flight.background {
+                record_outcome(host, Counter::for_failure(&failure), &exchange);
+                let backoff_s = self.backoff_for(&failure, &exchange, &config);
+                if exchange.background {
                     // Keep serving the cached token; try again a little later.
                     let now = host.now_unix();
                     TokenCache::new(config.cache.max_entries).postpone_refresh(
@@ -372,19 +383,22 @@ impl Worker {
                         now,
                     );
                     if let Some(wait_s) = backoff_s {
-                        let scope_key = flight.ask.backoff_key(&config);
+                        let scope_key = exchange.params.backoff_key(&config);
                         backoff::start(host, &scope_key, host.now_ms(), wait_s);
                     }
                 } else {
-                    remember_failure(host, &config, &key, &flight, &failure, backoff_s);
+                    remember_failure(host, &config, &key, &exchange, &failure, backoff_s);
                 }
-                claim::release(host, &key, config.cache.max_entries, self.id);
+                lease::release(host, &key, config.cache.max_entries, self.id);
                 let refusal = Refusal::Exchange(failure);
-                host.log(LogLevel::Warn, &exchange_log_line(&refusal, &flight.ask));
-                Settlement::Refuse(reply_for(&refusal))
+                host.log(
+                    LogLevel::Warn,
+                    &exchange_log_line(&refusal, &exchange.params),
+                );
+                Outcome::Refuse(reply_for(&refusal))
             }
         };
-        settle(host, &flight.waiters, &settlement);
+        finish(host, &exchange.waiters, &outcome);
         host.switch_to(current);
     }
 
@@ -392,17 +406,17 @@ impl Worker {
     /// root context sends it again for whoever still waits. A refresh goes on without waiters:
     /// the root sends it and its token is cached for the requests to come.
     pub fn leave(&mut self, host: &dyn Host, context_id: u32, key: &CacheKey) {
-        let Some(flight) = self.flights.get_mut(key) else {
+        let Some(exchange) = self.exchanges.get_mut(key) else {
             return;
         };
-        flight.waiters.retain(|w| *w != context_id);
-        if flight.waiters.is_empty() && !flight.background {
-            self.flights.remove(key);
+        exchange.waiters.retain(|w| *w != context_id);
+        if exchange.waiters.is_empty() && !exchange.background {
+            self.exchanges.remove(key);
             return;
         }
-        if flight.sender == Some(context_id) {
-            flight.sender = None;
-            flight.call = None;
+        if exchange.sender == Some(context_id) {
+            exchange.sender = None;
+            exchange.call = None;
             self.pending.push((*key, 0));
             host.set_tick_period_ms(1);
         }
@@ -420,29 +434,30 @@ impl Worker {
             .partition(|(_, due_ms)| *due_ms <= now_ms);
         self.pending = later;
         for (key, _) in due {
-            let Some(flight) = self.flights.get_mut(&key) else {
+            let Some(exchange) = self.exchanges.get_mut(&key) else {
                 continue;
             };
-            if flight.sender.is_some() || flight.elsewhere_until.is_some() {
+            if exchange.sender.is_some() || exchange.elsewhere_until.is_some() {
                 continue;
             }
             match send(
                 host,
                 &config,
                 &mut self.assertions,
-                &flight.ask,
-                flight.deadline_ms,
+                &exchange.params,
+                exchange.deadline_ms,
             ) {
                 Ok(token_id) => {
-                    flight.sender = Some(root_id);
-                    flight.call = Some(token_id);
-                    flight.attempts += 1;
+                    exchange.sender = Some(root_id);
+                    exchange.call = Some(token_id);
+                    exchange.attempts += 1;
                 }
                 Err(refusal) => self.give_up(host, &key, &refusal, root_id),
             }
         }
         self.poll_remote(host, &config, root_id);
-        if self.pending.is_empty() && !self.flights.values().any(|f| f.elsewhere_until.is_some()) {
+        if self.pending.is_empty() && !self.exchanges.values().any(|f| f.elsewhere_until.is_some())
+        {
             0
         } else {
             TICK_MS
@@ -450,68 +465,74 @@ impl Worker {
     }
 
     /// Settles the requests waiting on another worker's exchange once its outcome shows in shared
-    /// data; exchanges here instead if that worker gave up its claim without a token, or died.
+    /// data; exchanges here instead if that worker gave up its lease without a token, or died.
     fn poll_remote(&mut self, host: &dyn Host, config: &Rc<Config>, root_id: u32) {
         let now_ms = host.now_ms();
         let slots = config.cache.max_entries;
         let keys: Vec<CacheKey> = self
-            .flights
+            .exchanges
             .iter()
             .filter(|(_, f)| f.elsewhere_until.is_some())
             .map(|(key, _)| *key)
             .collect();
         for key in keys {
-            let Some(wait) = self.flights.get(&key) else {
+            let Some(wait) = self.exchanges.get(&key) else {
                 continue;
             };
             let give_up_ms = wait.elsewhere_until.unwrap_or(0);
             let now = now_ms / 1000;
-            let settlement = match TokenCache::new(slots).get(host, &key, now) {
+            let outcome = match TokenCache::new(slots).get(host, &key, now) {
                 Some(Cached::Token {
                     token,
                     until,
                     refresh_at,
                 }) => {
-                    let fingerprint = wait.ask.fingerprint;
+                    let fingerprint = wait.params.fingerprint;
                     let authorization =
                         self.front
                             .put_token(fingerprint, key, &token, (until, refresh_at), now);
-                    Some(Settlement::Forward(authorization.to_string()))
+                    Some(Outcome::Forward(authorization.to_string()))
                 }
                 Some(Cached::Rejected(json)) => {
                     let refusal = Refusal::Exchange(ExchangeFailure::remembered(json.as_bytes()));
-                    Some(Settlement::Refuse(reply_for(&refusal)))
+                    Some(Outcome::Refuse(reply_for(&refusal)))
                 }
-                None => backoff::remaining_s(host, &wait.ask.backoff_key(config), now_ms).map(
+                None => backoff::remaining_s(host, &wait.params.backoff_key(config), now_ms).map(
                     |retry_after_s| {
-                        Settlement::Refuse(reply_for(&Refusal::BackingOff { retry_after_s }))
+                        Outcome::Refuse(reply_for(&Refusal::BackingOff { retry_after_s }))
                     },
                 ),
             };
-            if let Some(settlement) = settlement {
-                if let Some(wait) = self.flights.remove(&key) {
-                    settle(host, &wait.waiters, &settlement);
+            if let Some(outcome) = outcome {
+                if let Some(wait) = self.exchanges.remove(&key) {
+                    finish(host, &wait.waiters, &outcome);
                     host.switch_to(root_id);
                 }
                 continue;
             }
-            let claimer_gone = !claim::held_elsewhere(host, &key, slots, self.id, now_ms);
-            if !claimer_gone && now_ms < give_up_ms {
+            let holder_gone = !lease::held_elsewhere(host, &key, slots, self.id, now_ms);
+            if !holder_gone && now_ms < give_up_ms {
                 continue;
             }
-            // Exchange here: claim the key (if another worker beat us to it, wait on that one).
+            // Exchange here: lease the key (if another worker beat us to it, wait on that one).
             let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
-            let claim_until = deadline_ms.saturating_add(CLAIM_MARGIN_MS);
-            if claim::try_claim(host, &key, slots, self.id, now_ms, claim_until)
-                == Claim::HeldElsewhere
+            let lease_until = deadline_ms.saturating_add(LEASE_MARGIN_MS);
+            if lease::try_take(host, &key, slots, self.id, now_ms, lease_until)
+                == Lease::HeldElsewhere
                 && now_ms < give_up_ms
             {
                 continue;
             }
-            let Some(wait) = self.flights.get_mut(&key) else {
+            let Some(wait) = self.exchanges.get_mut(&key) else {
                 continue;
             };
-            match send(host, config, &mut self.assertions, &wait.ask, deadline_ms) {
+            match send(
+                host,
+                config,
+                &mut self.assertions,
+                &wait.params,
+                deadline_ms,
+            ) {
                 Ok(token_id) => {
                     // Now this worker's own exchange, sent by the root context.
                     wait.elsewhere_until = None;
@@ -522,7 +543,7 @@ impl Worker {
                     wait.deadline_ms = deadline_ms;
                 }
                 Err(refusal) => {
-                    claim::release(host, &key, slots, self.id);
+                    lease::release(host, &key, slots, self.id);
                     self.give_up(host, &key, &refusal, root_id);
                 }
             }
@@ -532,11 +553,11 @@ impl Worker {
     /// Ends the exchange for `key` with `refusal` for everyone waiting on it; `current` is the
     /// context the host is acting for now.
     fn give_up(&mut self, host: &dyn Host, key: &CacheKey, refusal: &Refusal, current: u32) {
-        if let Some(flight) = self.flights.remove(key) {
-            settle(
+        if let Some(exchange) = self.exchanges.remove(key) {
+            finish(
                 host,
-                &flight.waiters,
-                &Settlement::Refuse(reply_for(refusal)),
+                &exchange.waiters,
+                &Outcome::Refuse(reply_for(refusal)),
             );
             host.switch_to(current);
         }
@@ -549,15 +570,15 @@ impl Worker {
     fn backoff_for(
         &self,
         failure: &ExchangeFailure,
-        flight: &Flight,
+        exchange: &Exchange,
         config: &Config,
     ) -> Option<u64> {
         let answered_ms = self
             .answered_ms
-            .get(flight.ask.provider)
+            .get(exchange.params.provider)
             .copied()
             .unwrap_or(0);
-        if matches!(failure, ExchangeFailure::Timeout) && answered_ms > flight.started_ms {
+        if matches!(failure, ExchangeFailure::Timeout) && answered_ms > exchange.started_ms {
             return None;
         }
         backoff::wait_for(failure, &config.backoff)
@@ -567,12 +588,12 @@ impl Worker {
     /// every one it sends or waits on another worker for, so junk tokens cannot queue token
     /// requests past the token cluster's circuit breakers, nor hold more memory than that.
     fn at_exchange_limit(&self, config: &Config) -> bool {
-        self.flights.len() >= config.max_exchanges_in_flight_per_worker as usize
+        self.exchanges.len() >= config.max_exchanges_in_flight_per_worker as usize
     }
 
     #[cfg(test)]
     pub fn in_flight(&self) -> usize {
-        self.flights.len()
+        self.exchanges.len()
     }
 }
 
@@ -582,7 +603,7 @@ impl Worker {
 fn retry_at(
     host: &dyn Host,
     key: &CacheKey,
-    flight: &Flight,
+    exchange: &Exchange,
     failure: &ExchangeFailure,
 ) -> Option<u64> {
     let retryable = match failure {
@@ -590,19 +611,19 @@ fn retry_at(
         ExchangeFailure::IdpError { status, .. } => *status >= 500,
         _ => false,
     };
-    if !retryable || flight.attempts >= 2 {
+    if !retryable || exchange.attempts >= 2 {
         return None;
     }
     let now_ms = host.now_ms();
     let jitter_ms = 20 + (u64::from(key.0[8]) ^ now_ms) % 100;
     let due_ms = now_ms + jitter_ms;
-    (flight.deadline_ms.saturating_sub(due_ms) >= MIN_RETRY_BUDGET_MS).then_some(due_ms)
+    (exchange.deadline_ms.saturating_sub(due_ms) >= MIN_RETRY_BUDGET_MS).then_some(due_ms)
 }
 
 /// Counts an exchange's final outcome and records its latency.
-fn record_outcome(host: &dyn Host, outcome: Counter, flight: &Flight) {
+fn record_outcome(host: &dyn Host, outcome: Counter, exchange: &Exchange) {
     host.count(outcome);
-    host.record_exchange_latency_ms(host.now_ms().saturating_sub(flight.started_ms));
+    host.record_exchange_latency_ms(host.now_ms().saturating_sub(exchange.started_ms));
 }
 
 /// Caches the issued token; returns until when it is used and from when refreshed, if it is.
@@ -610,12 +631,12 @@ fn store(
     host: &dyn Host,
     config: &Config,
     key: &CacheKey,
-    flight: &Flight,
+    exchange: &Exchange,
     issued: &IssuedToken,
 ) -> Option<(u64, u64)> {
     let now = host.now_unix();
     let skew = config.cache.expiry_skew_s;
-    match use_until(now, issued.expires_in, skew, flight.ask.subject_exp) {
+    match use_until(now, issued.expires_in, skew, exchange.params.subject_exp) {
         Some(until) => {
             let cache = &config.cache;
             let refresh = refresh_at(
@@ -629,7 +650,7 @@ fn store(
                 LogLevel::Debug,
                 &format!(
                     "scope {}: token exchanged, cached for {} s",
-                    flight.ask.resource,
+                    exchange.params.resource,
                     until - now
                 ),
             );
@@ -640,7 +661,7 @@ fn store(
                 LogLevel::Debug,
                 &format!(
                     "scope {}: token exchanged, too short-lived to cache",
-                    flight.ask.resource
+                    exchange.params.resource
                 ),
             );
             None
@@ -656,7 +677,7 @@ fn remember_failure(
     host: &dyn Host,
     config: &Config,
     key: &CacheKey,
-    flight: &Flight,
+    exchange: &Exchange,
     failure: &ExchangeFailure,
     backoff_s: Option<u64>,
 ) {
@@ -669,7 +690,12 @@ fn remember_failure(
         }
     }
     if let Some(wait_s) = backoff_s {
-        backoff::start(host, &flight.ask.backoff_key(config), host.now_ms(), wait_s);
+        backoff::start(
+            host,
+            &exchange.params.backoff_key(config),
+            host.now_ms(),
+            wait_s,
+        );
     }
 }
 
@@ -691,17 +717,17 @@ fn send(
     host: &dyn Host,
     config: &Config,
     assertions: &mut [LastAssertion],
-    ask: &Ask,
+    params: &ExchangeParams,
     deadline_ms: u64,
 ) -> Result<u32, Refusal> {
     // Targets name providers by an index checked when the configuration was loaded.
-    let provider = &config.providers[ask.provider];
+    let provider = &config.providers[params.provider];
     let left_ms = deadline_ms.saturating_sub(host.now_ms()).max(1);
     let now = host.now_unix();
     // The last second in which the token endpoint may still receive this request.
     let arrive_by = now.saturating_add(left_ms.div_ceil(1000));
     let mut unsigned = LastAssertion::default();
-    let last = assertions.get_mut(ask.provider).unwrap_or(&mut unsigned);
+    let last = assertions.get_mut(params.provider).unwrap_or(&mut unsigned);
     let signatures = last.signatures();
     let credential =
         token_request::client_credential(provider, last, now, arrive_by).map_err(|why| {
@@ -709,7 +735,12 @@ fn send(
             host.log(LogLevel::Warn, &format!("token request not sent: {why}"));
             Refusal::CannotDispatch
         })?;
-    let body = token_request::form_body(provider, &credential, &ask.resource, &ask.subject_token);
+    let body = token_request::form_body(
+        provider,
+        &credential,
+        &params.resource,
+        &params.subject_token,
+    );
     if last.signatures() > signatures {
         host.count(Counter::ClientAssertionsSigned);
     }
@@ -737,18 +768,18 @@ fn send(
     })
 }
 
-/// Applies `settlement` to every waiting stream that is still there.
-fn settle(host: &dyn Host, waiters: &[u32], settlement: &Settlement) {
+/// Applies `outcome` to every waiting stream that is still there.
+fn finish(host: &dyn Host, waiters: &[u32], outcome: &Outcome) {
     for &waiter in waiters {
         if !host.switch_to(waiter) {
             continue;
         }
-        match settlement {
-            Settlement::Forward(authorization) => {
+        match outcome {
+            Outcome::Forward(authorization) => {
                 host.set_request_header("authorization", authorization);
                 host.resume_request();
             }
-            Settlement::Refuse(reply) => {
+            Outcome::Refuse(reply) => {
                 host.count(Counter::FailedExchange);
                 send_reply(host, reply);
             }
@@ -756,12 +787,19 @@ fn settle(host: &dyn Host, waiters: &[u32], settlement: &Settlement) {
     }
 }
 
-/// Answers the current stream with `reply`.
-pub fn send_reply(host: &dyn Host, reply: &Reply) {
-    let headers: Vec<(&str, &str)> = reply
-        .headers
-        .iter()
-        .map(|(n, v)| (*n, v.as_str()))
-        .collect();
-    host.send_reply(reply.status, &headers, reply.body.as_bytes());
+/// The log line of a failed exchange: what the IdP said (`log_line`), and the grant, the scope
+/// (or audience), target host and request id of the request that began it.
+pub fn exchange_log_line(refusal: &Refusal, params: &ExchangeParams) -> String {
+    let resource = match params.grant {
+        Grant::TokenExchange => "audience",
+        Grant::OnBehalfOf | Grant::ClientCredentials => "scope",
+    };
+    format!(
+        "token exchange failed: grant={} {resource}={} host={} request_id={}: {}",
+        params.grant.name(),
+        sanitize_for_log_with(&params.resource, ":/"),
+        sanitize_for_log_with(&params.target_host, ":"),
+        sanitize_for_log(params.request_id.as_deref().unwrap_or("-")),
+        log_line(refusal)
+    )
 }

@@ -9,8 +9,8 @@ use crate::cache_key::CacheKey;
 use crate::claims_challenge;
 use crate::config::{ExistingAuthorization, Unmatched};
 use crate::drop_signal;
-use crate::error_reply::{log_line, reply_for, Refusal};
-use crate::exchange::{send_reply, Ask, CallAnswer, Worker};
+use crate::error_reply::{log_line, reply_for, send_reply, Refusal};
+use crate::exchange::{CallAnswer, ExchangeParams, Worker};
 use crate::host::{Host, LogLevel};
 use crate::metrics::Counter;
 use crate::subject_token::{
@@ -108,7 +108,7 @@ impl RequestFilter {
         worker.catch_up_on_drops(host, now);
         let fingerprint = worker.front().fingerprint(target_index, subject);
         // What an exchange for this request is for; built only when one is needed.
-        let ask = |subject_token: &str, subject_exp: Option<u64>| Ask {
+        let params_for = |subject_token: &str, subject_exp: Option<u64>| ExchangeParams {
             provider: target.provider,
             grant,
             resource: target.resource.clone(),
@@ -144,8 +144,8 @@ impl RequestFilter {
                 // The token passed `token_text` when its entry was made.
                 _ => {
                     if let Some(subject_token) = token_text(subject) {
-                        let ask = ask(subject_token, exp_of(subject_token));
-                        worker.refresh(host, key, ask);
+                        let params = params_for(subject_token, exp_of(subject_token));
+                        worker.refresh(host, key, params);
                     }
                     cached
                 }
@@ -180,7 +180,7 @@ impl RequestFilter {
                 host.count(Counter::CacheHitsShared);
                 self.served_with = Some(key);
                 if now >= refresh_at {
-                    worker.refresh(host, key, ask(subject_token, exp_of(subject_token)));
+                    worker.refresh(host, key, params_for(subject_token, exp_of(subject_token)));
                 }
                 return Verdict::Continue;
             }
@@ -209,7 +209,12 @@ impl RequestFilter {
         if let Some(retry_after_s) = backoff::remaining_s(host, &backoff_key, host.now_ms()) {
             return refuse(host, &Refusal::BackingOff { retry_after_s });
         }
-        match worker.join(host, self.context_id, key, ask(subject_token, subject_exp)) {
+        match worker.join(
+            host,
+            self.context_id,
+            key,
+            params_for(subject_token, subject_exp),
+        ) {
             Ok(()) => {
                 self.waiting_on = Some(key);
                 self.served_with = Some(key);

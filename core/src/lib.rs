@@ -12,7 +12,7 @@
 //! - `claims_challenge`: an upstream's claims challenge, and when it drops the cached token;
 //! - `token_request`, `token_response`: the OBO request and reading its answer;
 //! - `exchange`: one token request per key, shared by all who wait for it, retried once;
-//! - `claim`: which worker sends it when several need the same token;
+//! - `lease`: which worker sends it when several need the same token;
 //! - `backoff`: how long a scope waits after the IdP throttled or failed;
 //! - `error_reply`: every refusal as a status code, headers, body and log line;
 //! - `metrics`: the counters and the latency histogram Envoy's stats show;
@@ -30,7 +30,6 @@
 pub mod authority;
 pub mod backoff;
 pub mod cache_key;
-pub mod claim;
 pub mod claims_challenge;
 pub mod client_assertion;
 pub mod config;
@@ -41,6 +40,7 @@ pub mod filter;
 pub mod front_cache;
 pub mod host;
 pub mod json;
+pub mod lease;
 pub mod metrics;
 pub mod request_path;
 pub mod subject_token;

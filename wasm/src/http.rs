@@ -39,14 +39,14 @@ impl Drop for RequestContext {
 }
 
 impl HttpContext for RequestContext {
-    fn on_http_request_headers(&mut self, _numnum_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         match self.filter.on_request_headers(&ProxyHost) {
             Verdict::Continue => Action::Continue,
             Verdict::Pause => Action::Pause,
         }
     }
 
-    fn on_http_response_headers(&mut self, _numnum_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.filter.on_response_headers(&ProxyHost);
         Action::Continue
     }

@@ -1,9 +1,9 @@
 //! Who exchanges a token when several workers need it at once. The first worker to miss the cache
-//! claims the key in shared data (compare-and-swap); the others wait for the token to appear in the
-//! shared cache instead of asking Entra ID themselves. A claim names its worker and ends at a
-//! deadline, after which a waiter may claim the key itself, in case the claimer died.
+//! leases the key in shared data (compare-and-swap); the others wait for the token to appear in the
+//! shared cache instead of asking Entra ID themselves. A lease names its worker and ends at a
+//! deadline, after which a waiter may lease the key itself, in case the holder died.
 //!
-//! Claims live in as many shared-data keys as the cache has slots (the same slot index), so their
+//! Leases live in as many shared-data keys as the cache has slots (the same slot index), so their
 //! number is bounded too.
 
 use crate::cache_key::CacheKey;
@@ -11,16 +11,16 @@ use crate::host::{version_for_creating, Host};
 
 const PREFIX: &str = "entra-obo-filter/v1/claim/";
 
-/// What a claim attempt found.
+/// What a lease attempt found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// This worker holds the claim: it sends the token request.
-    Won,
-    /// Another worker holds a live claim for this key: wait for its token.
+pub enum Lease {
+    /// This worker holds the lease: it sends the token request.
+    Taken,
+    /// Another worker holds a live lease for this key: wait for its token.
     HeldElsewhere,
 }
 
-pub fn claim_key(key: &CacheKey, slots: u32) -> String {
+pub fn lease_key(key: &CacheKey, slots: u32) -> String {
     format!("{PREFIX}{}", key.slot(slots))
 }
 
@@ -32,7 +32,7 @@ fn encode(key: &CacheKey, worker: u64, until_ms: u64) -> Vec<u8> {
     v
 }
 
-/// (key, worker, until_ms) of a stored claim.
+/// (key, worker, until_ms) of a stored lease.
 fn decode(value: &[u8]) -> Option<([u8; 32], u64, u64)> {
     let (key, rest) = value.split_first_chunk::<32>()?;
     let (worker, rest) = rest.split_first_chunk::<8>()?;
@@ -44,7 +44,7 @@ fn decode(value: &[u8]) -> Option<([u8; 32], u64, u64)> {
     ))
 }
 
-/// Whether another worker holds a live claim on `key` at `now_ms`.
+/// Whether another worker holds a live lease on `key` at `now_ms`.
 pub fn held_elsewhere(
     host: &dyn Host,
     key: &CacheKey,
@@ -52,48 +52,48 @@ pub fn held_elsewhere(
     worker: u64,
     now_ms: u64,
 ) -> bool {
-    host.shared_get(&claim_key(key, slots))
+    host.shared_get(&lease_key(key, slots))
         .as_deref()
         .and_then(decode)
         .is_some_and(|(k, w, until)| k == key.0 && w != worker && now_ms < until)
 }
 
-/// Tries to claim `key` for `worker` until `until_ms`.
-pub fn try_claim(
+/// Tries to lease `key` for `worker` until `until_ms`.
+pub fn try_take(
     host: &dyn Host,
     key: &CacheKey,
     slots: u32,
     worker: u64,
     now_ms: u64,
     until_ms: u64,
-) -> Claim {
-    let name = claim_key(key, slots);
+) -> Lease {
+    let name = lease_key(key, slots);
     let (value, version) = host.shared_get_versioned(&name);
     let live_elsewhere = value
         .as_deref()
         .and_then(decode)
         .is_some_and(|(k, w, until)| k == key.0 && w != worker && now_ms < until);
     if live_elsewhere {
-        return Claim::HeldElsewhere;
+        return Lease::HeldElsewhere;
     }
     let version = match value {
         Some(_) => version,
         None => match version_for_creating(host) {
             Some(version) => version,
             // Without shared data every worker exchanges on its own.
-            None => return Claim::Won,
+            None => return Lease::Taken,
         },
     };
     if host.shared_set_if(&name, &encode(key, worker, until_ms), version) {
-        Claim::Won
+        Lease::Taken
     } else {
-        Claim::HeldElsewhere
+        Lease::HeldElsewhere
     }
 }
 
-/// Ends `worker`'s claim on `key` (if it still holds it), so waiters stop waiting at once.
+/// Ends `worker`'s lease on `key` (if it still holds it), so waiters stop waiting at once.
 pub fn release(host: &dyn Host, key: &CacheKey, slots: u32, worker: u64) {
-    let name = claim_key(key, slots);
+    let name = lease_key(key, slots);
     let (value, version) = host.shared_get_versioned(&name);
     let ours = value
         .as_deref()
@@ -116,10 +116,10 @@ mod tests {
     #[test]
     fn first_worker_wins_and_the_others_wait() {
         let host = FakeHost::default();
-        assert_eq!(try_claim(&host, &key(1), 10, 1, 0, 5_000), Claim::Won);
+        assert_eq!(try_take(&host, &key(1), 10, 1, 0, 5_000), Lease::Taken);
         assert_eq!(
-            try_claim(&host, &key(1), 10, 2, 10, 5_010),
-            Claim::HeldElsewhere
+            try_take(&host, &key(1), 10, 2, 10, 5_010),
+            Lease::HeldElsewhere
         );
         assert!(held_elsewhere(&host, &key(1), 10, 2, 10));
         assert!(
@@ -129,34 +129,34 @@ mod tests {
     }
 
     #[test]
-    fn expired_claim_can_be_taken_over() {
+    fn expired_lease_can_be_taken_over() {
         let host = FakeHost::default();
-        try_claim(&host, &key(1), 10, 1, 0, 5_000);
-        assert_eq!(try_claim(&host, &key(1), 10, 2, 5_000, 10_000), Claim::Won);
+        try_take(&host, &key(1), 10, 1, 0, 5_000);
+        assert_eq!(try_take(&host, &key(1), 10, 2, 5_000, 10_000), Lease::Taken);
         assert!(held_elsewhere(&host, &key(1), 10, 1, 5_001));
     }
 
     #[test]
-    fn released_claim_is_free() {
+    fn released_lease_is_free() {
         let host = FakeHost::default();
-        try_claim(&host, &key(1), 10, 1, 0, 5_000);
+        try_take(&host, &key(1), 10, 1, 0, 5_000);
         release(&host, &key(1), 10, 1);
         assert!(!held_elsewhere(&host, &key(1), 10, 2, 1));
-        assert_eq!(try_claim(&host, &key(1), 10, 2, 1, 5_001), Claim::Won);
+        assert_eq!(try_take(&host, &key(1), 10, 2, 1, 5_001), Lease::Taken);
     }
 
     #[test]
     fn release_by_another_worker_changes_nothing() {
         let host = FakeHost::default();
-        try_claim(&host, &key(1), 10, 1, 0, 5_000);
+        try_take(&host, &key(1), 10, 1, 0, 5_000);
         release(&host, &key(1), 10, 2);
         assert!(held_elsewhere(&host, &key(1), 10, 2, 1));
     }
 
     #[test]
-    fn a_write_between_read_and_swap_loses_the_claim() {
+    fn a_write_between_read_and_swap_loses_the_lease() {
         let host = FakeHost::default();
-        let name = claim_key(&key(1), 10);
+        let name = lease_key(&key(1), 10);
         host.shared_set(&name, b"");
         let (_, version) = host.shared_get_versioned(&name);
         host.shared_set(&name, &encode(&key(1), 2, 5_000));
@@ -164,27 +164,27 @@ mod tests {
     }
 
     #[test]
-    fn two_workers_claiming_a_new_slot_at_once_do_not_both_win() {
+    fn two_workers_leasing_a_new_slot_at_once_do_not_both_win() {
         // Worker 2 claims the slot between worker 1 finding it absent and worker 1's first
         // write: as two workers missing the same key at the same moment on a fresh Envoy.
         let host = FakeHost::default();
         let worker_2_won = std::rc::Rc::new(std::cell::Cell::new(None));
         let seen = worker_2_won.clone();
         *host.before_next_write.borrow_mut() = Some(Box::new(move |h: &FakeHost| {
-            seen.set(Some(try_claim(h, &key(1), 10, 2, 0, 5_000)));
+            seen.set(Some(try_take(h, &key(1), 10, 2, 0, 5_000)));
         }));
         assert_eq!(
-            try_claim(&host, &key(1), 10, 1, 0, 5_000),
-            Claim::HeldElsewhere
+            try_take(&host, &key(1), 10, 1, 0, 5_000),
+            Lease::HeldElsewhere
         );
-        assert_eq!(worker_2_won.get(), Some(Claim::Won));
+        assert_eq!(worker_2_won.get(), Some(Lease::Taken));
         assert!(held_elsewhere(&host, &key(1), 10, 1, 1));
     }
 
     #[test]
     fn another_key_in_the_same_slot_does_not_block() {
         let host = FakeHost::default();
-        try_claim(&host, &key(1), 1, 1, 0, 5_000);
+        try_take(&host, &key(1), 1, 1, 0, 5_000);
         assert!(!held_elsewhere(&host, &key(2), 1, 2, 1));
     }
 }
