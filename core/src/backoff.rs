@@ -9,7 +9,7 @@ use crate::config::{BackoffSettings, Provider};
 use crate::host::Host;
 use crate::token_response::ExchangeFailure;
 
-const PREFIX: &str = "entra-obo-filter/v1/backoff/";
+use crate::shared_data::BACKOFF_PREFIX as PREFIX;
 
 /// The shared-data key of a scope's backoff.
 pub fn scope_key(provider: &Provider, scope: &str) -> String {

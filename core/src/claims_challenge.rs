@@ -1,15 +1,6 @@
 //! An upstream's claims challenge (continuous access evaluation, or a Conditional Access
-//! authentication context): how it is recognised, and when it drops the cached token.
-//!
-//! The upstream answers 401 with `WWW-Authenticate: Bearer error="insufficient_claims", claims=...`
-//! when it no longer accepts the token; a gRPC upstream answers `UNAUTHENTICATED` with the same
-//! header (HTTP 200, `grpc-status: 16` among the headers of a trailers-only answer). Dropping the token makes the next request exchange again,
-//! which helps when Entra ID now issues a token the upstream accepts (a revoked session is then
-//! refused by Entra ID itself). It cannot help when the upstream wants a claim the subject token
-//! does not carry (an authentication context the user has not satisfied): every new token is
-//! challenged again, and dropping each one would turn every request of that user into a token
-//! request. So a worker drops a key's token at most once per `cache.claims_challenge_holdoff_s`;
-//! a challenge sooner goes back to the caller as it came, and the token stays cached.
+//! authentication context): how it is recognised, and when it drops the cached token (at most once
+//! per key per `cache.claims_challenge_holdoff_s`: docs/configuration.md says why).
 
 use std::collections::HashMap;
 

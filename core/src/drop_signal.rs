@@ -1,20 +1,12 @@
-//! How every worker learns which tokens were dropped from the shared cache (continuous access
-//! evaluation), so that none goes on serving them from its front cache.
-//!
-//! One shared-data key holds a count of drops so far and the shared-cache keys of the last `RING`
-//! of them. The worker that drops a token adds its key with a compare-and-swap. Each worker looks
-//! at most once a second, before it serves a request: when the key's version changed, it forgets
-//! the entries of the keys dropped since its last look, and every other user stays in its front
-//! cache. Only when it cannot tell which keys those were (more drops than the ring holds, a value
-//! written by another version of the filter, its first look) does it clear its whole front cache,
-//! each cleared entry costing one shared-data read to restore. A look is one small shared-data
-//! read a second, so the front cache can keep an entry for as long as its token is valid, and a
-//! drop still reaches every worker within about a second.
+//! How every worker learns which tokens were dropped from the shared cache, so that none goes on
+//! serving them from its front cache: one shared-data key names the last `RING` drops, and each
+//! worker looks at it at most once a second (the design document has the whole scheme).
 
 use crate::cache_key::CacheKey;
-use crate::host::{version_for_creating, Host};
+use crate::host::Host;
+use crate::shared_data::version_for_creating;
 
-const KEY: &str = "entra-obo-filter/v1/dropped";
+use crate::shared_data::DROPPED as KEY;
 /// The most recent drops the key names. More between two looks of a worker (a mass revocation)
 /// and it clears its whole front cache.
 const RING: usize = 32;

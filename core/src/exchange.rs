@@ -17,12 +17,19 @@ use crate::error_reply::{
     log_line, reply_for, sanitize_for_log, sanitize_for_log_with, send_reply, Refusal, Reply,
 };
 use crate::front_cache::{Fingerprint, FrontCache};
-use crate::host::{Callout, DispatchError, Host, LogLevel};
+use crate::host::{Host, LogLevel};
 use crate::lease::{self, Lease};
 use crate::metrics::Counter;
-use crate::token_cache::{refresh_at, use_until, Cached, TokenCache};
+use crate::token_cache::TokenCache;
 use crate::token_request;
-use crate::token_response::{read_answer, refused_by_envoy, ExchangeFailure, IssuedToken};
+use crate::token_response::{read_answer, refused_by_envoy, ExchangeFailure};
+
+mod answer;
+mod elsewhere;
+
+use answer::{
+    came_from_the_endpoint, is_invalid_client, record_outcome, remember_failure, retry_at, store,
+};
 
 /// A token endpoint's answer as the host delivered it.
 #[derive(Debug, Clone, Default)]
@@ -122,6 +129,8 @@ pub struct Worker {
     /// Names this worker in shared-data claims; random, so workers (and VMs) differ.
     id: u64,
     front: FrontCache,
+    /// The shared cache (its slot count comes from the configuration).
+    cache: TokenCache,
     /// Which tokens other workers dropped, so the front cache must let go of them.
     drops: DropWatch,
     /// The exchanges this worker's requests wait for: its own, and those of other workers.
@@ -135,6 +144,15 @@ pub struct Worker {
     /// When the token endpoint last answered one of this worker's token requests, by provider
     /// index (ms).
     answered_ms: Vec<u64>,
+}
+
+/// An exchange about to begin: its time budget, and whether this worker may send it.
+struct Start {
+    lease: Lease,
+    /// When the exchange, retry included, must be over.
+    deadline_ms: u64,
+    /// When the lease ends if it is not released first.
+    lease_until: u64,
 }
 
 /// What every request waiting on an exchange does once it is settled.
@@ -154,6 +172,7 @@ impl Default for Worker {
                 .build_hasher()
                 .finish(),
             front: FrontCache::new(0),
+            cache: TokenCache::new(1),
             drops: DropWatch::default(),
             exchanges: HashMap::new(),
             pending: Vec::new(),
@@ -167,6 +186,7 @@ impl Default for Worker {
 impl Worker {
     pub fn configure(&mut self, config: Config) {
         self.front = FrontCache::new(config.cache.worker_entries as usize);
+        self.cache = TokenCache::new(config.cache.max_entries);
         // A new configuration may hold new keys: nothing signed with the old ones is sent.
         self.assertions = config
             .providers
@@ -205,6 +225,24 @@ impl Worker {
         self.config.clone()
     }
 
+    /// The token cache all workers share.
+    pub fn shared_cache(&self) -> TokenCache {
+        self.cache
+    }
+
+    /// The time budget of an exchange for `key` that begins at `now_ms`, and the lease that lets
+    /// this worker send its token request (unless another worker holds it).
+    fn try_start(&self, host: &dyn Host, config: &Config, key: &CacheKey, now_ms: u64) -> Start {
+        let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
+        let lease_until = deadline_ms.saturating_add(LEASE_MARGIN_MS);
+        let lease = lease::try_take(host, key, self.cache.slots(), self.id, now_ms, lease_until);
+        Start {
+            lease,
+            deadline_ms,
+            lease_until,
+        }
+    }
+
     /// Joins the exchange for `key`, sending its token request if none is in flight.
     pub fn join(
         &mut self,
@@ -223,11 +261,12 @@ impl Worker {
             return Err(Refusal::TooManyExchanges);
         }
         let now_ms = host.now_ms();
-        let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
-        let lease_until = deadline_ms.saturating_add(LEASE_MARGIN_MS);
-        let slots = config.cache.max_entries;
-        if lease::try_take(host, &key, slots, self.id, now_ms, lease_until) == Lease::HeldElsewhere
-        {
+        let Start {
+            lease,
+            deadline_ms,
+            lease_until,
+        } = self.try_start(host, &config, &key, now_ms);
+        if lease == Lease::HeldElsewhere {
             let wait = Exchange {
                 elsewhere_until: Some(lease_until),
                 ..Exchange::new(params, None, vec![context_id], now_ms, deadline_ms)
@@ -238,7 +277,7 @@ impl Worker {
         }
         let token_id = send(host, &config, &mut self.assertions, &params, deadline_ms)
             .inspect_err(|_| {
-                lease::release(host, &key, slots, self.id);
+                lease::release(host, &key, self.cache.slots(), self.id);
             })?;
         let exchange = Exchange {
             call: Some(token_id),
@@ -272,11 +311,8 @@ impl Worker {
         if backoff::remaining_s(host, &params.backoff_key(&config), now_ms).is_some() {
             return;
         }
-        let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
-        let lease_until = deadline_ms.saturating_add(LEASE_MARGIN_MS);
-        let slots = config.cache.max_entries;
-        if lease::try_take(host, &key, slots, self.id, now_ms, lease_until) == Lease::HeldElsewhere
-        {
+        let start = self.try_start(host, &config, &key, now_ms);
+        if start.lease == Lease::HeldElsewhere {
             return;
         }
         host.log(
@@ -288,7 +324,7 @@ impl Worker {
         );
         let exchange = Exchange {
             background: true,
-            ..Exchange::new(params, None, Vec::new(), now_ms, deadline_ms)
+            ..Exchange::new(params, None, Vec::new(), now_ms, start.deadline_ms)
         };
         self.exchanges.insert(key, exchange);
         self.pending.push((key, now_ms));
@@ -335,8 +371,8 @@ impl Worker {
             Ok(issued) => {
                 record_outcome(host, Counter::ExchangesOk, &exchange);
                 // In the shared cache before the lease ends, so no waiter misses it.
-                let times = store(host, &config, &key, &exchange, &issued);
-                lease::release(host, &key, config.cache.max_entries, self.id);
+                let times = store(host, &config, self.cache, &key, &exchange, &issued);
+                lease::release(host, &key, self.cache.slots(), self.id);
                 let token = &issued.access_token;
                 match times {
                     Some(times) => {
@@ -376,20 +412,17 @@ impl Worker {
                 if exchange.background {
                     // Keep serving the cached token; try again a little later.
                     let now = host.now_unix();
-                    TokenCache::new(config.cache.max_entries).postpone_refresh(
-                        host,
-                        &key,
-                        now + REFRESH_RETRY_S,
-                        now,
-                    );
+                    self.cache
+                        .postpone_refresh(host, &key, now + REFRESH_RETRY_S, now);
                     if let Some(wait_s) = backoff_s {
                         let scope_key = exchange.params.backoff_key(&config);
                         backoff::start(host, &scope_key, host.now_ms(), wait_s);
                     }
                 } else {
-                    remember_failure(host, &config, &key, &exchange, &failure, backoff_s);
+                    let cache = self.cache;
+                    remember_failure(host, &config, cache, &key, &exchange, &failure, backoff_s);
                 }
-                lease::release(host, &key, config.cache.max_entries, self.id);
+                lease::release(host, &key, self.cache.slots(), self.id);
                 let refusal = Refusal::Exchange(failure);
                 host.log(
                     LogLevel::Warn,
@@ -464,92 +497,6 @@ impl Worker {
         }
     }
 
-    /// Settles the requests waiting on another worker's exchange once its outcome shows in shared
-    /// data; exchanges here instead if that worker gave up its lease without a token, or died.
-    fn poll_remote(&mut self, host: &dyn Host, config: &Rc<Config>, root_id: u32) {
-        let now_ms = host.now_ms();
-        let slots = config.cache.max_entries;
-        let keys: Vec<CacheKey> = self
-            .exchanges
-            .iter()
-            .filter(|(_, f)| f.elsewhere_until.is_some())
-            .map(|(key, _)| *key)
-            .collect();
-        for key in keys {
-            let Some(wait) = self.exchanges.get(&key) else {
-                continue;
-            };
-            let give_up_ms = wait.elsewhere_until.unwrap_or(0);
-            let now = now_ms / 1000;
-            let outcome = match TokenCache::new(slots).get(host, &key, now) {
-                Some(Cached::Token {
-                    token,
-                    until,
-                    refresh_at,
-                }) => {
-                    let fingerprint = wait.params.fingerprint;
-                    let authorization =
-                        self.front
-                            .put_token(fingerprint, key, &token, (until, refresh_at), now);
-                    Some(Outcome::Forward(authorization.to_string()))
-                }
-                Some(Cached::Rejected(json)) => {
-                    let refusal = Refusal::Exchange(ExchangeFailure::remembered(json.as_bytes()));
-                    Some(Outcome::Refuse(reply_for(&refusal)))
-                }
-                None => backoff::remaining_s(host, &wait.params.backoff_key(config), now_ms).map(
-                    |retry_after_s| {
-                        Outcome::Refuse(reply_for(&Refusal::BackingOff { retry_after_s }))
-                    },
-                ),
-            };
-            if let Some(outcome) = outcome {
-                if let Some(wait) = self.exchanges.remove(&key) {
-                    finish(host, &wait.waiters, &outcome);
-                    host.switch_to(root_id);
-                }
-                continue;
-            }
-            let holder_gone = !lease::held_elsewhere(host, &key, slots, self.id, now_ms);
-            if !holder_gone && now_ms < give_up_ms {
-                continue;
-            }
-            // Exchange here: lease the key (if another worker beat us to it, wait on that one).
-            let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
-            let lease_until = deadline_ms.saturating_add(LEASE_MARGIN_MS);
-            if lease::try_take(host, &key, slots, self.id, now_ms, lease_until)
-                == Lease::HeldElsewhere
-                && now_ms < give_up_ms
-            {
-                continue;
-            }
-            let Some(wait) = self.exchanges.get_mut(&key) else {
-                continue;
-            };
-            match send(
-                host,
-                config,
-                &mut self.assertions,
-                &wait.params,
-                deadline_ms,
-            ) {
-                Ok(token_id) => {
-                    // Now this worker's own exchange, sent by the root context.
-                    wait.elsewhere_until = None;
-                    wait.sender = Some(root_id);
-                    wait.call = Some(token_id);
-                    wait.attempts = 1;
-                    wait.started_ms = now_ms;
-                    wait.deadline_ms = deadline_ms;
-                }
-                Err(refusal) => {
-                    lease::release(host, &key, slots, self.id);
-                    self.give_up(host, &key, &refusal, root_id);
-                }
-            }
-        }
-    }
-
     /// Ends the exchange for `key` with `refusal` for everyone waiting on it; `current` is the
     /// context the host is acting for now.
     fn give_up(&mut self, host: &dyn Host, key: &CacheKey, refusal: &Refusal, current: u32) {
@@ -597,122 +544,7 @@ impl Worker {
     }
 }
 
-/// When to retry a failed token request, if at all: once, for a reset, an unreachable IdP or a
-/// 5xx, never for a 4xx, and only within the exchange's time budget. The delay is jittered per key
-/// so that many failed exchanges do not come back at the same instant.
-fn retry_at(
-    host: &dyn Host,
-    key: &CacheKey,
-    exchange: &Exchange,
-    failure: &ExchangeFailure,
-) -> Option<u64> {
-    let retryable = match failure {
-        ExchangeFailure::Unreachable | ExchangeFailure::Timeout => true,
-        ExchangeFailure::IdpError { status, .. } => *status >= 500,
-        _ => false,
-    };
-    if !retryable || exchange.attempts >= 2 {
-        return None;
-    }
-    let now_ms = host.now_ms();
-    let jitter_ms = 20 + (u64::from(key.0[8]) ^ now_ms) % 100;
-    let due_ms = now_ms + jitter_ms;
-    (exchange.deadline_ms.saturating_sub(due_ms) >= MIN_RETRY_BUDGET_MS).then_some(due_ms)
-}
-
-/// Counts an exchange's final outcome and records its latency.
-fn record_outcome(host: &dyn Host, outcome: Counter, exchange: &Exchange) {
-    host.count(outcome);
-    host.record_exchange_latency_ms(host.now_ms().saturating_sub(exchange.started_ms));
-}
-
-/// Caches the issued token; returns until when it is used and from when refreshed, if it is.
-fn store(
-    host: &dyn Host,
-    config: &Config,
-    key: &CacheKey,
-    exchange: &Exchange,
-    issued: &IssuedToken,
-) -> Option<(u64, u64)> {
-    let now = host.now_unix();
-    let skew = config.cache.expiry_skew_s;
-    match use_until(now, issued.expires_in, skew, exchange.params.subject_exp) {
-        Some(until) => {
-            let cache = &config.cache;
-            let refresh = refresh_at(
-                now,
-                until,
-                cache.refresh_ahead_s,
-                cache.refresh_ahead_percent,
-            );
-            TokenCache::new(cache.max_entries).put(host, key, &issued.access_token, until, refresh);
-            host.log(
-                LogLevel::Debug,
-                &format!(
-                    "scope {}: token exchanged, cached for {} s",
-                    exchange.params.resource,
-                    until - now
-                ),
-            );
-            Some((until, refresh))
-        }
-        None => {
-            host.log(
-                LogLevel::Debug,
-                &format!(
-                    "scope {}: token exchanged, too short-lived to cache",
-                    exchange.params.resource
-                ),
-            );
-            None
-        }
-    }
-}
-
-/// What a final failure leaves behind: an `invalid_grant` or a claims challenge is remembered for
-/// this subject token and scope (negative cache): Entra ID answers the same token the same way, and
-/// only a new one (after the caller stepped up) can pass. Throttling and server failures make the
-/// scope back off.
-fn remember_failure(
-    host: &dyn Host,
-    config: &Config,
-    key: &CacheKey,
-    exchange: &Exchange,
-    failure: &ExchangeFailure,
-    backoff_s: Option<u64>,
-) {
-    if let ExchangeFailure::InvalidGrant(idp) | ExchangeFailure::ClaimsChallenge(idp) = failure {
-        if config.negative_cache_s > 0 {
-            if let Ok(json) = serde_json::to_string(idp) {
-                let until = host.now_unix().saturating_add(config.negative_cache_s);
-                TokenCache::new(config.cache.max_entries).put_rejection(host, key, &json, until);
-            }
-        }
-    }
-    if let Some(wait_s) = backoff_s {
-        backoff::start(
-            host,
-            &exchange.params.backoff_key(config),
-            host.now_ms(),
-            wait_s,
-        );
-    }
-}
-
-/// Whether a failed token request got an answer from the token endpoint itself (not a timeout,
-/// a reset, or Envoy's own refusal).
-fn came_from_the_endpoint(failure: &ExchangeFailure) -> bool {
-    !matches!(
-        failure,
-        ExchangeFailure::Timeout | ExchangeFailure::Unreachable | ExchangeFailure::RefusedByEnvoy
-    )
-}
-
-/// Whether the token endpoint refused the client's credential.
-fn is_invalid_client(failure: &ExchangeFailure) -> bool {
-    matches!(failure, ExchangeFailure::IdpError { idp: Some(idp), .. } if idp.error == "invalid_client")
-}
-
+/// Sends the token request of `params` (`token_request::send`) with its provider's last assertion.
 fn send(
     host: &dyn Host,
     config: &Config,
@@ -722,50 +554,10 @@ fn send(
 ) -> Result<u32, Refusal> {
     // Targets name providers by an index checked when the configuration was loaded.
     let provider = &config.providers[params.provider];
-    let left_ms = deadline_ms.saturating_sub(host.now_ms()).max(1);
-    let now = host.now_unix();
-    // The last second in which the token endpoint may still receive this request.
-    let arrive_by = now.saturating_add(left_ms.div_ceil(1000));
     let mut unsigned = LastAssertion::default();
     let last = assertions.get_mut(params.provider).unwrap_or(&mut unsigned);
-    let signatures = last.signatures();
-    let credential =
-        token_request::client_credential(provider, last, now, arrive_by).map_err(|why| {
-            host.count(Counter::ExchangesUpstreamError);
-            host.log(LogLevel::Warn, &format!("token request not sent: {why}"));
-            Refusal::CannotDispatch
-        })?;
-    let body = token_request::form_body(
-        provider,
-        &credential,
-        &params.resource,
-        &params.subject_token,
-    );
-    if last.signatures() > signatures {
-        host.count(Counter::ClientAssertionsSigned);
-    }
-    let headers = token_request::headers(provider);
-    let callout = Callout {
-        cluster: &provider.token_cluster,
-        headers: &headers,
-        body: &body,
-        timeout: std::time::Duration::from_millis(left_ms),
-    };
-    host.dispatch(&callout).map_err(|e| {
-        host.count(Counter::ExchangesUpstreamError);
-        let why = match e {
-            DispatchError::UnknownCluster => "unknown token_cluster",
-            DispatchError::Refused => "refused by the host",
-        };
-        host.log(
-            LogLevel::Warn,
-            &format!(
-                "token request to cluster {} not sent: {why}",
-                provider.token_cluster
-            ),
-        );
-        Refusal::CannotDispatch
-    })
+    let (resource, subject_token) = (&params.resource, &params.subject_token);
+    token_request::send(host, provider, last, resource, subject_token, deadline_ms)
 }
 
 /// Applies `outcome` to every waiting stream that is still there.

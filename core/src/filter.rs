@@ -7,17 +7,18 @@ use std::rc::Rc;
 use crate::backoff;
 use crate::cache_key::CacheKey;
 use crate::claims_challenge;
-use crate::config::{ExistingAuthorization, Unmatched};
+use crate::config::{Config, ExistingAuthorization, Provider, Target, Unmatched};
 use crate::drop_signal;
 use crate::error_reply::{log_line, reply_for, send_reply, Refusal};
 use crate::exchange::{CallAnswer, ExchangeParams, Worker};
-use crate::host::{Host, LogLevel};
+use crate::front_cache::Fingerprint;
+use crate::host::{HeaderValues, Host, LogLevel};
 use crate::metrics::Counter;
 use crate::subject_token::{
     self, bearer_part, token_text, Accepted, SubjectTokenProblem, MAX_SUBJECT_TOKEN_BYTES,
 };
 use crate::target_match::{find_target, Match, RequestRoute};
-use crate::token_cache::{Cached, TokenCache};
+use crate::token_cache::Cached;
 use crate::token_response::ExchangeFailure;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,173 +50,13 @@ impl RequestFilter {
 
     pub fn on_request_headers(&mut self, host: &dyn Host) -> Verdict {
         let mut worker = self.worker.borrow_mut();
-        let Some(config) = worker.config() else {
-            return refuse(host, &Refusal::NotConfigured);
-        };
-        let headers =
-            host.request_headers(&[":authority", ":path", "authorization", "x-request-id"]);
-        let authority = headers.text(0).unwrap_or_default();
-        let path = headers.text(1).unwrap_or_default();
-        // One more hostcall, made only when some target names a cluster.
-        let cluster = config
-            .reads_route_cluster
-            .then(|| host.route_cluster())
-            .flatten();
-        let route = RequestRoute {
-            authority: &authority,
-            path: &path,
-            cluster: cluster.as_deref(),
-        };
-        let (target_index, target) =
-            match find_target(&config.targets, &route, config.envoy_normalizes_paths) {
-                Match::Target(index, target) => (index, target),
-                Match::Unmatched => {
-                    return unmatched(host, config.unmatched, headers.bytes(2).is_some())
-                }
-                Match::MalformedAuthority => return refuse(host, &Refusal::MalformedAuthority),
-                Match::AmbiguousPath => return refuse(host, &Refusal::AmbiguousPath),
-            };
-        // Targets name providers by an index checked when the configuration was loaded.
-        let provider = &config.providers[target.provider];
-        let grant = provider.grant;
-        // The caller's token, or for client_credentials none (the application asks as itself).
-        // Bytes as Envoy gave them: the front cache holds only tokens that passed `token_text`,
-        // so a hit needs no check of its own.
-        let subject: &[u8] = if grant.needs_subject_token() {
-            let Some(subject) = headers.bytes(2).and_then(bearer_part) else {
-                return refuse(host, &Refusal::NoBearerToken);
-            };
-            if subject.len() > MAX_SUBJECT_TOKEN_BYTES {
-                return refuse(
-                    host,
-                    &Refusal::BadSubjectToken(SubjectTokenProblem::TooLarge),
-                );
-            }
-            subject
-        } else {
-            match (headers.bytes(2).is_some(), provider.existing_authorization) {
-                (true, ExistingAuthorization::Keep) => {
-                    host.count(Counter::PassedThrough);
-                    return Verdict::Continue;
-                }
-                (true, ExistingAuthorization::Refuse) => {
-                    return refuse(host, &Refusal::AuthorizationPresent)
-                }
-                _ => b"",
-            }
-        };
-        let now = host.now_unix();
-        worker.catch_up_on_drops(host, now);
-        let fingerprint = worker.front().fingerprint(target_index, subject);
-        // What an exchange for this request is for; built only when one is needed.
-        let params_for = |subject_token: &str, subject_exp: Option<u64>| ExchangeParams {
-            provider: target.provider,
-            grant,
-            resource: target.resource.clone(),
-            subject_token: subject_token.to_string(),
-            subject_exp,
-            target_host: authority.to_string(),
-            request_id: headers.text(3).map(|id| id.into_owned()),
-            fingerprint,
-        };
-        if let Some(entry) = worker.front().get(&fingerprint, now) {
-            let key = entry.key;
-            self.served_with = Some(key);
-            host.count(Counter::CacheHits);
-            if now < entry.refresh_at {
-                host.set_request_header("authorization", &entry.authorization);
-                return Verdict::Continue;
-            }
-            // In the refresh window. Another worker (or this one) may have refreshed it already:
-            // then send its token and keep it, rather than start a refresh.
-            let cached = entry.authorization.clone();
-            let authorization = match TokenCache::new(config.cache.max_entries).get(host, &key, now)
-            {
-                Some(Cached::Token {
-                    token,
-                    until,
-                    refresh_at,
-                }) if refresh_at > now => {
-                    let times = (until, refresh_at);
-                    worker
-                        .front()
-                        .put_token(fingerprint, key, &token, times, now)
-                }
-                // The token passed `token_text` when its entry was made.
-                _ => {
-                    if let Some(subject_token) = token_text(subject) {
-                        let params = params_for(subject_token, exp_of(subject_token));
-                        worker.refresh(host, key, params);
-                    }
-                    cached
-                }
-            };
-            host.set_request_header("authorization", &authorization);
-            return Verdict::Continue;
-        }
-        // The front cache holds only tokens that passed this check; everything else is checked
-        // here, before anything is derived from the token.
-        let Some(subject_token) = token_text(subject) else {
-            return refuse(host, &Refusal::NoBearerToken);
-        };
-        let key = CacheKey::derive(
-            &provider.token_endpoint.url,
-            &provider.client_id,
-            grant.name(),
-            &target.resource,
-            subject_token,
-        );
-        match TokenCache::new(config.cache.max_entries).get(host, &key, now) {
-            Some(Cached::Token {
-                token,
-                until,
-                refresh_at,
-            }) => {
-                let times = (until, refresh_at);
-                let authorization = worker
-                    .front()
-                    .put_token(fingerprint, key, &token, times, now);
-                host.set_request_header("authorization", &authorization);
-                host.count(Counter::CacheHits);
-                host.count(Counter::CacheHitsShared);
+        match handle_request(host, &mut worker, self.context_id) {
+            Ok(Handled::Forwarded) => Verdict::Continue,
+            Ok(Handled::Served(key)) => {
                 self.served_with = Some(key);
-                if now >= refresh_at {
-                    worker.refresh(host, key, params_for(subject_token, exp_of(subject_token)));
-                }
-                return Verdict::Continue;
+                Verdict::Continue
             }
-            Some(Cached::Rejected(error_json)) => {
-                let refusal = Refusal::Exchange(ExchangeFailure::remembered(error_json.as_bytes()));
-                return refuse(host, &refusal);
-            }
-            None => host.count(Counter::CacheMisses),
-        }
-        // Only a token that is not cached gets here, so these checks cost a cache hit nothing.
-        let subject_exp = if grant.needs_subject_token() {
-            let accepted = Accepted {
-                audiences: provider.audiences.as_deref(),
-                issuers: provider.allowed_issuers.as_deref(),
-                tenants: provider.allowed_tenants.as_deref(),
-            };
-            match subject_token::check(subject_token, now, config.subject_token.leeway_s, &accepted)
-            {
-                Ok(claims) => claims.exp,
-                Err(problem) => return refuse(host, &Refusal::BadSubjectToken(problem)),
-            }
-        } else {
-            None
-        };
-        let backoff_key = backoff::scope_key(provider, &target.resource);
-        if let Some(retry_after_s) = backoff::remaining_s(host, &backoff_key, host.now_ms()) {
-            return refuse(host, &Refusal::BackingOff { retry_after_s });
-        }
-        match worker.join(
-            host,
-            self.context_id,
-            key,
-            params_for(subject_token, subject_exp),
-        ) {
-            Ok(()) => {
+            Ok(Handled::Waiting(key)) => {
                 self.waiting_on = Some(key);
                 self.served_with = Some(key);
                 Verdict::Pause
@@ -245,8 +86,8 @@ impl RequestFilter {
             return;
         }
         worker.front().forget(&key);
-        if let Some(config) = worker.config() {
-            TokenCache::new(config.cache.max_entries).forget(host, &key);
+        if worker.config().is_some() {
+            worker.shared_cache().forget(host, &key);
             drop_signal::announce(host, &key);
             host.count(Counter::UpstreamClaimsChallenges);
             host.log(
@@ -273,6 +114,261 @@ impl RequestFilter {
     }
 }
 
+/// What became of a request the filter did not refuse.
+enum Handled {
+    /// Sent on as it is (no target, or a token of the application's own kept).
+    Forwarded,
+    /// Sent on with the cached token of this key.
+    Served(CacheKey),
+    /// Waiting for the exchange of this key.
+    Waiting(CacheKey),
+}
+
+/// A request matched to a target, and what the steps after matching need of it.
+struct Matched<'a> {
+    config: &'a Config,
+    target: &'a Target,
+    provider: &'a Provider,
+    headers: &'a HeaderValues,
+    authority: &'a str,
+    /// The request's entry in the worker's cache.
+    fingerprint: Fingerprint,
+    now: u64,
+}
+
+/// One request's way: match a target, take the subject token, serve it from the worker's cache
+/// or the shared cache, or join (or start) an exchange.
+fn handle_request(
+    host: &dyn Host,
+    worker: &mut Worker,
+    context_id: u32,
+) -> Result<Handled, Refusal> {
+    let config = worker.config().ok_or(Refusal::NotConfigured)?;
+    let headers = host.request_headers(&[":authority", ":path", "authorization", "x-request-id"]);
+    let authority = headers.text(0).unwrap_or_default();
+    let Some((target_index, target)) = match_target(host, &config, &headers, &authority)? else {
+        return unmatched(host, config.unmatched, headers.bytes(2).is_some());
+    };
+    // Targets name providers by an index checked when the configuration was loaded.
+    let provider = &config.providers[target.provider];
+    let Some(subject) = take_subject_token(host, provider, headers.bytes(2))? else {
+        return Ok(Handled::Forwarded);
+    };
+    let now = host.now_unix();
+    worker.catch_up_on_drops(host, now);
+    let request = Matched {
+        config: &config,
+        target,
+        provider,
+        headers: &headers,
+        authority: &authority,
+        fingerprint: worker.front().fingerprint(target_index, subject),
+        now,
+    };
+    if let Some(key) = request.serve_from_worker_cache(host, worker, subject) {
+        return Ok(Handled::Served(key));
+    }
+    // The worker's cache holds only tokens that passed this check; everything else is checked
+    // here, before anything is derived from the token.
+    let subject_token = token_text(subject).ok_or(Refusal::NoBearerToken)?;
+    let key = CacheKey::derive(
+        &provider.token_endpoint.url,
+        &provider.client_id,
+        provider.grant.name(),
+        &target.resource,
+        subject_token,
+    );
+    if request.serve_from_shared_cache(host, worker, subject_token, key)? {
+        return Ok(Handled::Served(key));
+    }
+    request.join_or_start_exchange(host, worker, context_id, subject_token, key)
+}
+
+/// The target of the request, read as Envoy's router reads it; None when no target matches.
+fn match_target<'c>(
+    host: &dyn Host,
+    config: &'c Config,
+    headers: &HeaderValues,
+    authority: &str,
+) -> Result<Option<(usize, &'c Target)>, Refusal> {
+    let path = headers.text(1).unwrap_or_default();
+    // One more hostcall, made only when some target names a cluster.
+    let cluster = config
+        .reads_route_cluster
+        .then(|| host.route_cluster())
+        .flatten();
+    let route = RequestRoute {
+        authority,
+        path: &path,
+        cluster: cluster.as_deref(),
+    };
+    match find_target(&config.targets, &route, config.envoy_normalizes_paths) {
+        Match::Target(index, target) => Ok(Some((index, target))),
+        Match::Unmatched => Ok(None),
+        Match::MalformedAuthority => Err(Refusal::MalformedAuthority),
+        Match::AmbiguousPath => Err(Refusal::AmbiguousPath),
+    }
+}
+
+/// The caller's token as Envoy gave it (the worker's cache holds only tokens that passed
+/// `token_text`, so a hit needs no check of its own). For `client_credentials` there is none (the
+/// application asks as itself): an empty token, or None when the request goes on with its own
+/// `Authorization`.
+fn take_subject_token<'h>(
+    host: &dyn Host,
+    provider: &Provider,
+    authorization: Option<&'h [u8]>,
+) -> Result<Option<&'h [u8]>, Refusal> {
+    if provider.grant.needs_subject_token() {
+        let subject = authorization
+            .and_then(bearer_part)
+            .ok_or(Refusal::NoBearerToken)?;
+        if subject.len() > MAX_SUBJECT_TOKEN_BYTES {
+            return Err(Refusal::BadSubjectToken(SubjectTokenProblem::TooLarge));
+        }
+        return Ok(Some(subject));
+    }
+    match (authorization.is_some(), provider.existing_authorization) {
+        (true, ExistingAuthorization::Keep) => {
+            host.count(Counter::PassedThrough);
+            Ok(None)
+        }
+        (true, ExistingAuthorization::Refuse) => Err(Refusal::AuthorizationPresent),
+        _ => Ok(Some(b"")),
+    }
+}
+
+impl Matched<'_> {
+    /// What an exchange for this request is for; built only when one is needed.
+    fn exchange_params(&self, subject_token: &str, subject_exp: Option<u64>) -> ExchangeParams {
+        ExchangeParams {
+            provider: self.target.provider,
+            grant: self.provider.grant,
+            resource: self.target.resource.clone(),
+            subject_token: subject_token.to_string(),
+            subject_exp,
+            target_host: self.authority.to_string(),
+            request_id: self.headers.text(3).map(|id| id.into_owned()),
+            fingerprint: self.fingerprint,
+        }
+    }
+
+    /// The hot path: the worker's own cache. In the refresh window, a token another worker (or
+    /// this one) already refreshed is taken from the shared cache, or else a refresh starts; the
+    /// request goes on with a valid token either way.
+    fn serve_from_worker_cache(
+        &self,
+        host: &dyn Host,
+        worker: &mut Worker,
+        subject: &[u8],
+    ) -> Option<CacheKey> {
+        let (fingerprint, now) = (self.fingerprint, self.now);
+        let entry = worker.front().get(&fingerprint, now)?;
+        let key = entry.key;
+        host.count(Counter::CacheHits);
+        if now < entry.refresh_at {
+            host.set_request_header("authorization", &entry.authorization);
+            return Some(key);
+        }
+        let cached = entry.authorization.clone();
+        let authorization = match worker.shared_cache().get(host, &key, now) {
+            Some(Cached::Token {
+                token,
+                until,
+                refresh_at,
+            }) if refresh_at > now => {
+                let times = (until, refresh_at);
+                worker
+                    .front()
+                    .put_token(fingerprint, key, &token, times, now)
+            }
+            // The token passed `token_text` when its entry was made.
+            _ => {
+                if let Some(subject_token) = token_text(subject) {
+                    let params = self.exchange_params(subject_token, exp_of(subject_token));
+                    worker.refresh(host, key, params);
+                }
+                cached
+            }
+        };
+        host.set_request_header("authorization", &authorization);
+        Some(key)
+    }
+
+    /// The cache all workers share: true when the request goes on with its token; a refusal
+    /// Entra ID gave this token a moment ago is given again.
+    fn serve_from_shared_cache(
+        &self,
+        host: &dyn Host,
+        worker: &mut Worker,
+        subject_token: &str,
+        key: CacheKey,
+    ) -> Result<bool, Refusal> {
+        let now = self.now;
+        match worker.shared_cache().get(host, &key, now) {
+            Some(Cached::Token {
+                token,
+                until,
+                refresh_at,
+            }) => {
+                let times = (until, refresh_at);
+                let authorization =
+                    worker
+                        .front()
+                        .put_token(self.fingerprint, key, &token, times, now);
+                host.set_request_header("authorization", &authorization);
+                host.count(Counter::CacheHits);
+                host.count(Counter::CacheHitsShared);
+                if now >= refresh_at {
+                    let params = self.exchange_params(subject_token, exp_of(subject_token));
+                    worker.refresh(host, key, params);
+                }
+                Ok(true)
+            }
+            Some(Cached::Rejected(error_json)) => Err(Refusal::Exchange(
+                ExchangeFailure::remembered(error_json.as_bytes()),
+            )),
+            None => {
+                host.count(Counter::CacheMisses);
+                Ok(false)
+            }
+        }
+    }
+
+    /// A token that is not cached: the subject token's checks (which so cost a cache hit
+    /// nothing), the scope's backoff, then the exchange in flight for this key, or a new one.
+    fn join_or_start_exchange(
+        &self,
+        host: &dyn Host,
+        worker: &mut Worker,
+        context_id: u32,
+        subject_token: &str,
+        key: CacheKey,
+    ) -> Result<Handled, Refusal> {
+        let provider = self.provider;
+        let subject_exp = if provider.grant.needs_subject_token() {
+            let accepted = Accepted {
+                audiences: provider.audiences.as_deref(),
+                issuers: provider.allowed_issuers.as_deref(),
+                tenants: provider.allowed_tenants.as_deref(),
+            };
+            let leeway_s = self.config.subject_token.leeway_s;
+            subject_token::check(subject_token, self.now, leeway_s, &accepted)
+                .map_err(Refusal::BadSubjectToken)?
+                .exp
+        } else {
+            None
+        };
+        let backoff_key = backoff::scope_key(provider, &self.target.resource);
+        if let Some(retry_after_s) = backoff::remaining_s(host, &backoff_key, host.now_ms()) {
+            return Err(Refusal::BackingOff { retry_after_s });
+        }
+        let params = self.exchange_params(subject_token, subject_exp);
+        worker.join(host, context_id, key, params)?;
+        Ok(Handled::Waiting(key))
+    }
+}
+
 /// The subject token's `exp`, for a refresh (the token passed the checks when first exchanged).
 fn exp_of(subject_token: &str) -> Option<u64> {
     subject_token::read_claims(subject_token)
@@ -286,7 +382,11 @@ const ORIGINAL_URL: &str = "x-envoy-original-url";
 /// A request no target matched: nothing of the caller's goes on unless `unmatched` says so, and
 /// nothing at all once Envoy followed a redirect (the `Authorization` may be a target's token,
 /// and a client drops credentials on a redirect to another host too).
-fn unmatched(host: &dyn Host, policy: Unmatched, has_authorization: bool) -> Verdict {
+fn unmatched(
+    host: &dyn Host,
+    policy: Unmatched,
+    has_authorization: bool,
+) -> Result<Handled, Refusal> {
     let policy = match policy {
         Unmatched::Passthrough
             if has_authorization && host.request_header(ORIGINAL_URL).is_some() =>
@@ -299,13 +399,13 @@ fn unmatched(host: &dyn Host, policy: Unmatched, has_authorization: bool) -> Ver
         Unmatched::Strip if has_authorization => {
             host.remove_request_header("authorization");
             host.count(Counter::UnmatchedStripped);
-            Verdict::Continue
+            Ok(Handled::Forwarded)
         }
         Unmatched::Strip | Unmatched::Passthrough => {
             host.count(Counter::PassedThrough);
-            Verdict::Continue
+            Ok(Handled::Forwarded)
         }
-        Unmatched::Deny => refuse(host, &Refusal::UnmatchedDenied),
+        Unmatched::Deny => Err(Refusal::UnmatchedDenied),
     }
 }
 

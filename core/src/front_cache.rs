@@ -1,13 +1,6 @@
-//! A small per-worker cache in front of the shared-data cache, so that a cache hit costs neither a
-//! SHA-256 over the subject token nor a shared-data read (the two dearest steps of the hot path).
-//!
-//! Entries are found by a 128-bit fingerprint of (target, subject token): SipHash-1-3 with 128-bit
-//! output, in one pass over the token, keyed at random per worker. No outsider can aim for a
-//! collision, and the subject token itself is not kept. An entry is served as long as its token is
-//! (and from `refresh_at` each hit looks in the shared cache for a newer one), so a user whose
-//! requests come minutes apart is still served from here. A token dropped from the shared cache on
-//! another worker (continuous access evaluation) stops being used here within a second: see
-//! `drop_signal`. The number of entries is bounded.
+//! Each worker's small cache in front of the shared one, so that a hit costs neither a SHA-256 over
+//! the subject token nor a shared-data read. Entries are found by a keyed 128-bit SipHash
+//! fingerprint of (target, subject token); the subject token itself is not kept.
 
 use std::cell::Cell;
 use std::collections::HashMap;

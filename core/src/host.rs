@@ -90,23 +90,6 @@ pub trait Host {
     fn record_exchange_latency_ms(&self, ms: u64);
 }
 
-/// Written only for its version (see `version_for_creating`).
-const ANCHOR: &str = "entra-obo-filter/v1/claim-anchor";
-
-/// A version that no key other than `ANCHOR` can have, for a compare-and-swap that creates a key.
-///
-/// Envoy writes an absent key whatever version the write names, so a key cannot be created empty
-/// and then swapped: a second worker creating it too would wipe the first one's value. But Envoy
-/// numbers every write from one counter, and a write to a key takes a number no other key's write
-/// takes. So the version of a fresh write to `ANCHOR` makes the swap create the key if it is still
-/// absent, and fail if another worker created it first: "create if absent", in one step. None
-/// without shared data.
-pub fn version_for_creating(host: &dyn Host) -> Option<u32> {
-    host.shared_set(ANCHOR, b"");
-    let (_, version) = host.shared_get_versioned(ANCHOR);
-    (version != 0).then_some(version)
-}
-
 /// Request header values read in one go, as bytes in one buffer. A cache hit borrows the token
 /// from it: it neither copies nor validates the 1 to 2 KB before it finds its front-cache entry.
 #[derive(Debug, Default)]

@@ -1,9 +1,5 @@
-//! Typed values read out of a JSON tree (`serde_json::Value`): the configuration, token responses,
-//! a subject token's claims and a JWK are all parsed by `serde_json` into a tree and read from it
-//! here, never through serde's derived deserializers (clippy.toml refuses them). Those cost the
-//! .wasm about 66 KB: their code for each type, and error messages built from serde's description
-//! of the unexpected value, which formats floating-point numbers (28 KB of that) for a number the
-//! filter never prints.
+//! Typed values read out of a JSON tree (`serde_json::Value`), for everything the filter parses;
+//! never serde's derived deserializers, which cost the .wasm about 66 KB (docs/performance.md).
 
 use serde_json::Value;
 

@@ -7,9 +7,10 @@
 //! number is bounded too.
 
 use crate::cache_key::CacheKey;
-use crate::host::{version_for_creating, Host};
+use crate::host::Host;
+use crate::shared_data::version_for_creating;
 
-const PREFIX: &str = "entra-obo-filter/v1/claim/";
+use crate::shared_data::LEASE_PREFIX as PREFIX;
 
 /// What a lease attempt found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

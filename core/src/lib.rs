@@ -18,7 +18,8 @@
 //! - `metrics`: the counters and the latency histogram Envoy's stats show;
 //! - `filter`: one request's way through all of the above.
 //!
-//! `json` reads typed values out of parsed JSON for all of them.
+//! `shared_data` names every shared-data key (the contract between workers and between module
+//! versions); `json` reads typed values out of parsed JSON for all of them.
 
 // A panic aborts the worker's Wasm VM (and would take a native proxy down): code returns errors
 // instead. Tests may panic.
@@ -43,6 +44,7 @@ pub mod json;
 pub mod lease;
 pub mod metrics;
 pub mod request_path;
+pub mod shared_data;
 pub mod subject_token;
 pub mod target_match;
 pub mod token_cache;

@@ -1,7 +1,5 @@
-//! Whether a request's `:path` means the same to a plain prefix comparison as to whoever reads it
-//! after the filter. Envoy routes on the raw path unless its connection manager normalizes it
-//! (`normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`), and the upstream may
-//! normalize it again: `/v2/../admin/x` starts with `/v2/` but is `/admin/x` to a server.
+//! Whether a request's `:path` means the same to a plain prefix comparison as to Envoy's router and
+//! the upstream after it: `/v2/../admin/x` starts with `/v2/` but is `/admin/x` to a server.
 
 /// True if the path (before any `?` query) has something a normalizer would change: a dot-segment
 /// (`.`, `..`, also percent-encoded or followed by `;` parameters), an empty segment (`//`), a

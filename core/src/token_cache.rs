@@ -1,15 +1,11 @@
-//! The token cache in proxy-wasm shared data, shared by every worker of one Envoy.
-//!
-//! Shared data has no delete and no TTL, so the cache is a fixed table of `max_entries` slots: a
-//! key always lives in slot `hash % max_entries`, and a newer token overwrites whatever held the
-//! slot. The number of shared-data keys therefore never exceeds `max_entries`, however many users
-//! pass. A slot holds the full key, the time its entry stops being used, a kind byte, and either
-//! the token or (negative cache) the `invalid_grant` Entra ID answered for that key, as JSON.
+//! The token cache in shared data, shared by every worker of one Envoy: a fixed table of
+//! `max_entries` slots (shared data has no delete and no TTL), each holding the full key, until
+//! when its entry is used, and the token or a remembered refusal.
 
 use crate::cache_key::CacheKey;
 use crate::host::Host;
 
-const SLOT_PREFIX: &str = "entra-obo-filter/v1/slot/";
+use crate::shared_data::SLOT_PREFIX;
 const HEADER_LEN: usize = 32 + 8 + 1;
 const KIND_TOKEN: u8 = 0;
 const KIND_REJECTED: u8 = 1;
@@ -38,6 +34,11 @@ impl TokenCache {
         TokenCache {
             slots: slots.max(1),
         }
+    }
+
+    /// How many slots the table has (at least one).
+    pub fn slots(&self) -> u32 {
+        self.slots
     }
 
     pub fn slot_name(&self, key: &CacheKey) -> String {

@@ -12,6 +12,9 @@
 
 use crate::client_assertion::{LastAssertion, CLIENT_ASSERTION_TYPE};
 use crate::config::{ClientAuth, Grant, Provider};
+use crate::error_reply::Refusal;
+use crate::host::{Callout, DispatchError, Host, LogLevel};
+use crate::metrics::Counter;
 
 pub const GRANT_TYPE_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 pub const GRANT_TYPE_CLIENT_CREDENTIALS: &str = "client_credentials";
@@ -93,6 +96,55 @@ pub fn headers(provider: &Provider) -> [(&str, &str); 5] {
         ("content-type", FORM_CONTENT_TYPE),
         ("accept", "application/json"),
     ]
+}
+
+/// Sends the token request for `resource` (and the subject token, for the grants that take one)
+/// through the provider's token cluster, with what is left of the time budget; returns the host's
+/// id of the call. `last` is the provider's last signed client assertion.
+pub fn send(
+    host: &dyn Host,
+    provider: &Provider,
+    last: &mut LastAssertion,
+    resource: &str,
+    subject_token: &str,
+    deadline_ms: u64,
+) -> Result<u32, Refusal> {
+    let left_ms = deadline_ms.saturating_sub(host.now_ms()).max(1);
+    let now = host.now_unix();
+    // The last second in which the token endpoint may still receive this request.
+    let arrive_by = now.saturating_add(left_ms.div_ceil(1000));
+    let signatures = last.signatures();
+    let credential = client_credential(provider, last, now, arrive_by).map_err(|why| {
+        host.count(Counter::ExchangesUpstreamError);
+        host.log(LogLevel::Warn, &format!("token request not sent: {why}"));
+        Refusal::CannotDispatch
+    })?;
+    let body = form_body(provider, &credential, resource, subject_token);
+    if last.signatures() > signatures {
+        host.count(Counter::ClientAssertionsSigned);
+    }
+    let headers = headers(provider);
+    let callout = Callout {
+        cluster: &provider.token_cluster,
+        headers: &headers,
+        body: &body,
+        timeout: std::time::Duration::from_millis(left_ms),
+    };
+    host.dispatch(&callout).map_err(|e| {
+        host.count(Counter::ExchangesUpstreamError);
+        let why = match e {
+            DispatchError::UnknownCluster => "unknown token_cluster",
+            DispatchError::Refused => "refused by the host",
+        };
+        host.log(
+            LogLevel::Warn,
+            &format!(
+                "token request to cluster {} not sent: {why}",
+                provider.token_cluster
+            ),
+        );
+        Refusal::CannotDispatch
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,101 @@
+//! Requests waiting on an exchange another worker holds the lease for: they take its token (or
+//! refusal) from shared data, or this worker exchanges itself once that worker is gone.
+
+use std::rc::Rc;
+
+use crate::backoff;
+use crate::cache_key::CacheKey;
+use crate::config::Config;
+use crate::error_reply::{reply_for, Refusal};
+use crate::host::Host;
+use crate::lease::{self, Lease};
+use crate::token_cache::Cached;
+use crate::token_response::ExchangeFailure;
+
+use super::{finish, send, Outcome, Start, Worker};
+
+impl Worker {
+    /// Settles the requests waiting on another worker's exchange once its outcome shows in shared
+    /// data; exchanges here instead if that worker gave up its lease without a token, or died.
+    pub(super) fn poll_remote(&mut self, host: &dyn Host, config: &Rc<Config>, root_id: u32) {
+        let now_ms = host.now_ms();
+        let slots = self.cache.slots();
+        let keys: Vec<CacheKey> = self
+            .exchanges
+            .iter()
+            .filter(|(_, f)| f.elsewhere_until.is_some())
+            .map(|(key, _)| *key)
+            .collect();
+        for key in keys {
+            let Some(wait) = self.exchanges.get(&key) else {
+                continue;
+            };
+            let give_up_ms = wait.elsewhere_until.unwrap_or(0);
+            let now = now_ms / 1000;
+            let outcome = match self.cache.get(host, &key, now) {
+                Some(Cached::Token {
+                    token,
+                    until,
+                    refresh_at,
+                }) => {
+                    let fingerprint = wait.params.fingerprint;
+                    let authorization =
+                        self.front
+                            .put_token(fingerprint, key, &token, (until, refresh_at), now);
+                    Some(Outcome::Forward(authorization.to_string()))
+                }
+                Some(Cached::Rejected(json)) => {
+                    let refusal = Refusal::Exchange(ExchangeFailure::remembered(json.as_bytes()));
+                    Some(Outcome::Refuse(reply_for(&refusal)))
+                }
+                None => backoff::remaining_s(host, &wait.params.backoff_key(config), now_ms).map(
+                    |retry_after_s| {
+                        Outcome::Refuse(reply_for(&Refusal::BackingOff { retry_after_s }))
+                    },
+                ),
+            };
+            if let Some(outcome) = outcome {
+                if let Some(wait) = self.exchanges.remove(&key) {
+                    finish(host, &wait.waiters, &outcome);
+                    host.switch_to(root_id);
+                }
+                continue;
+            }
+            let holder_gone = !lease::held_elsewhere(host, &key, slots, self.id, now_ms);
+            if !holder_gone && now_ms < give_up_ms {
+                continue;
+            }
+            // Exchange here: lease the key (if another worker beat us to it, wait on that one).
+            let Start {
+                lease, deadline_ms, ..
+            } = self.try_start(host, config, &key, now_ms);
+            if lease == Lease::HeldElsewhere && now_ms < give_up_ms {
+                continue;
+            }
+            let Some(wait) = self.exchanges.get_mut(&key) else {
+                continue;
+            };
+            match send(
+                host,
+                config,
+                &mut self.assertions,
+                &wait.params,
+                deadline_ms,
+            ) {
+                Ok(token_id) => {
+                    // Now this worker's own exchange, sent by the root context.
+                    wait.elsewhere_until = None;
+                    wait.sender = Some(root_id);
+                    wait.call = Some(token_id);
+                    wait.attempts = 1;
+                    wait.started_ms = now_ms;
+                    wait.deadline_ms = deadline_ms;
+                }
+                Err(refusal) => {
+                    lease::release(host, &key, slots, self.id);
+                    self.give_up(host, &key, &refusal, root_id);
+                }
+            }
+        }
+    }
+}
