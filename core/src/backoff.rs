@@ -58,7 +58,7 @@ pub fn wait_for(failure: &ExchangeFailure, settings: &BackoffSettings) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_host::FakeHost;
+    use crate::testing::FakeHost;
 
     const SETTINGS: BackoffSettings = BackoffSettings {
         default_s: 5,

@@ -304,34 +304,14 @@ pub fn private_jwk(key: &PrivateKey, extra: serde_json::Value) -> String {
     jwk.to_string()
 }
 
-/// A private key for the tests, made once, and its JWK.
+// The test key lives with the rest of the test scaffolding; `config`'s tests still name it here.
 #[cfg(test)]
-pub(crate) mod test_key {
-    use std::sync::OnceLock;
-
-    use rsa::PrivateKey;
-
-    pub fn jwk_of(key: &PrivateKey, extra: serde_json::Value) -> String {
-        let mut with_kid = serde_json::json!({"kid": "key-1"});
-        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
-            with_kid[k] = v;
-        }
-        super::private_jwk(key, with_kid)
-    }
-
-    pub fn key() -> &'static PrivateKey {
-        static KEY: OnceLock<PrivateKey> = OnceLock::new();
-        KEY.get_or_init(|| PrivateKey::new(&mut getrandom::SysRng, 2048).unwrap())
-    }
-
-    pub fn jwk() -> String {
-        jwk_of(key(), serde_json::json!({}))
-    }
-}
+pub(crate) use crate::testing::test_key;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::test_key;
     use rsa::signature::Verifier;
     use serde_json::Value;
 

@@ -123,7 +123,7 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
-    use crate::fake_host::FakeHost;
+    use crate::testing::FakeHost;
 
     fn key(n: u8) -> CacheKey {
         CacheKey([n; 32])

@@ -456,12 +456,12 @@ fn quoted(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::fixture;
     use crate::token_response::read_answer;
     use serde_json::Value;
 
     fn fixture_refusal(status: u16, retry_after: Option<&str>, name: &str) -> Refusal {
-        let path = format!("{}/../fixtures/entra/{name}", env!("CARGO_MANIFEST_DIR"));
-        let body = std::fs::read(path).unwrap();
+        let body = fixture(name);
         Refusal::Exchange(read_answer(Some(status), retry_after, &body).unwrap_err())
     }
 

@@ -415,3 +415,6 @@ fn refuse(host: &dyn Host, refusal: &Refusal) -> Verdict {
     send_reply(host, &reply_for(refusal));
     Verdict::Pause
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
 //! The little the filter needs from its host. The decisions call only this trait, so they run
-//! unchanged in Envoy (through `proxy::host_calls`) and in unit tests (through `fake_host`).
+//! unchanged in Envoy (through `proxy::host_calls`) and in unit tests (through
+//! `testing::FakeHost`).
 
 use std::borrow::Cow;
 use std::ops::Range;

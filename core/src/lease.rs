@@ -108,7 +108,7 @@ pub fn release(host: &dyn Host, key: &CacheKey, slots: u32, worker: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_host::FakeHost;
+    use crate::testing::FakeHost;
 
     fn key(n: u8) -> CacheKey {
         CacheKey([n; 32])

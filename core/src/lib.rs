@@ -52,10 +52,4 @@ pub mod token_request;
 pub mod token_response;
 
 #[cfg(test)]
-mod fake_host;
-
-#[cfg(test)]
-mod filter_tests;
-
-#[cfg(test)]
-mod hot_path_allocations;
+mod testing;

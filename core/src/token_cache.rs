@@ -152,7 +152,7 @@ pub fn use_until(now: u64, expires_in: u64, skew: u64, subject_exp: Option<u64>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_host::FakeHost;
+    use crate::testing::FakeHost;
 
     fn token(t: &str) -> Cached {
         Cached::Token {

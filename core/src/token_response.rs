@@ -218,11 +218,7 @@ fn read_error(body: &[u8]) -> Option<Box<IdpError>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../fixtures/entra/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
+    use crate::testing::fixture;
 
     #[test]
     fn success_with_numeric_expiry() {

@@ -1,16 +1,10 @@
-//! A cache hit allocates nothing of its own: counted by a global allocator that counts only on the
-//! thread that asks, through a host that itself allocates nothing. (In Envoy the header block is
-//! written into memory the VM allocates for it; that is the ABI's allocation, not the filter's,
-//! and here the block is made before counting starts.)
+//! Counting allocations: a global allocator that counts only on the thread that asks, and a host
+//! for one cache hit that itself allocates nothing.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
 
-use crate::config;
-use crate::exchange::{CallAnswer, Worker};
-use crate::fake_host::FakeHost;
-use crate::filter::{RequestFilter, Verdict};
+use super::{FakeHost, SUBJECT_1};
 use crate::host::{Callout, DispatchError, HeaderValues, Host, LogLevel};
 use crate::metrics::Counter;
 
@@ -52,7 +46,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// How many allocations `f` makes on this thread.
-fn allocations_in(f: impl FnOnce()) -> u64 {
+pub fn allocations_in(f: impl FnOnce()) -> u64 {
     ALLOCATIONS.with(|n| n.set(0));
     COUNTING.with(|on| on.set(true));
     f();
@@ -60,15 +54,16 @@ fn allocations_in(f: impl FnOnce()) -> u64 {
     ALLOCATIONS.with(|n| n.get())
 }
 
-const SUBJECT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjE4MDAwMDM2MDAsInN1YiI6InN1YmplY3QtMSJ9.c2ln";
-
 /// A host for one cache hit: the request's headers made beforehand, the `Authorization` it sets
-/// compared rather than kept, a 200 without `WWW-Authenticate`; the rest is the fake host's.
-struct HitHost<'a> {
+/// compared rather than kept, a 200 without `WWW-Authenticate`; the rest is the fake host's. (In
+/// Envoy the header block is written into memory the VM allocates for it; that is the ABI's
+/// allocation, not the filter's, and here the block is made before counting starts.)
+pub struct HitHost<'a> {
     fake: &'a FakeHost,
     headers: RefCell<Option<HeaderValues>>,
     expected_authorization: &'a str,
-    sent_expected: Cell<bool>,
+    /// Whether the filter set `Authorization` to the expected value.
+    pub sent_expected: Cell<bool>,
 }
 
 impl Host for HitHost<'_> {
@@ -135,11 +130,12 @@ impl Host for HitHost<'_> {
     }
 }
 
-fn hit_host<'a>(fake: &'a FakeHost, expected_authorization: &'a str) -> HitHost<'a> {
+/// `SUBJECT_1`'s request to api.example.com, which is to be sent with `expected_authorization`.
+pub fn hit_host<'a>(fake: &'a FakeHost, expected_authorization: &'a str) -> HitHost<'a> {
     let headers = HeaderValues::copied([
         Some("api.example.com".to_string()),
         Some("/orders".to_string()),
-        Some(format!("Bearer {SUBJECT}")),
+        Some(format!("Bearer {SUBJECT_1}")),
         Some("3f2b8c1e-9a4d-4e7b-8f6a-2c1d0e9b8a7f".to_string()),
     ]);
     HitHost {
@@ -148,68 +144,6 @@ fn hit_host<'a>(fake: &'a FakeHost, expected_authorization: &'a str) -> HitHost<
         expected_authorization,
         sent_expected: Cell::new(false),
     }
-}
-
-/// A worker whose caches hold the OBO token for `SUBJECT`.
-fn warm_worker(host: &FakeHost) -> Rc<RefCell<Worker>> {
-    let config = config::parse(
-        serde_json::json!({
-            "token_cluster": "entra_id",
-            "token_endpoint": "https://login.example/tenant/oauth2/v2.0/token",
-            "client_id": "client-1",
-            "client_secret": "client-secret-value",
-            "targets": [{"host": "api.example.com", "scope": "api://prod.team.api/.default"}]
-        })
-        .to_string()
-        .as_bytes(),
-        &|_| None,
-    )
-    .unwrap();
-    let mut worker = Worker::default();
-    worker.configure(config);
-    let w = Rc::new(RefCell::new(worker));
-    let authorization = format!("Bearer {SUBJECT}");
-    host.open_stream(
-        10,
-        &[
-            (":authority", "api.example.com"),
-            (":path", "/"),
-            ("authorization", &authorization),
-        ],
-    );
-    let mut first = RequestFilter::new(10, w.clone());
-    assert_eq!(first.on_request_headers(host), Verdict::Pause);
-    let token_id = host.dispatched.borrow()[0].token_id;
-    let answer = CallAnswer {
-        status: Some(200),
-        retry_after: None,
-        overloaded: false,
-        body: br#"{"token_type":"Bearer","access_token":"obo-1","expires_in":3599}"#.to_vec(),
-    };
-    first.on_token_answer(host, token_id, &answer);
-    // The first hit takes the token from the shared cache into the worker's own, and makes the
-    // counters' entries.
-    let warm_up = hit_host(host, "Bearer obo-1");
-    assert_eq!(
-        RequestFilter::new(11, w.clone()).on_request_headers(&warm_up),
-        Verdict::Continue
-    );
-    assert!(warm_up.sent_expected.get());
-    w
-}
-
-#[test]
-fn a_cache_hit_allocates_nothing() {
-    let fake = FakeHost::default();
-    let w = warm_worker(&fake);
-    let host = hit_host(&fake, "Bearer obo-1");
-    let allocations = allocations_in(|| {
-        let mut filter = RequestFilter::new(12, w.clone());
-        assert_eq!(filter.on_request_headers(&host), Verdict::Continue);
-        filter.on_response_headers(&host);
-    });
-    assert!(host.sent_expected.get(), "sent with the OBO token");
-    assert_eq!(allocations, 0);
 }
 
 #[test]

@@ -159,6 +159,11 @@ impl FakeHost {
             .map(|(_, v)| v.clone())
     }
 
+    /// How many token requests were sent.
+    pub fn token_requests(&self) -> usize {
+        self.dispatched.borrow().len()
+    }
+
     pub fn counted(&self, counter: Counter) -> u64 {
         self.counters.borrow().get(&counter).copied().unwrap_or(0)
     }

@@ -1,0 +1,12 @@
+//! The request path through `RequestFilter` and the `Worker` on the fake host, a file per concern.
+
+mod caller_token;
+mod claims_challenges;
+mod counters_and_logs;
+mod exchange;
+mod failures;
+mod grants;
+mod hot_path;
+mod refresh_ahead;
+mod routing;
+mod workers;
