@@ -252,5 +252,5 @@ pub fn upstream_asks_for_more_claims(host: &FakeHost, filter: &mut RequestFilter
 /// dropped tokens.
 pub fn read_no_token_from_shared_data(host: &FakeHost) -> bool {
     let reads = host.shared_reads.borrow();
-    reads.iter().all(|k| *k == "entra-obo-filter/v1/dropped")
+    reads.iter().all(|k| *k == crate::shared_data::DROPPED)
 }

@@ -148,7 +148,7 @@ fn a_claims_challenge_the_filter_answered_itself_drops_nothing() {
     f.on_response_headers(&host);
     assert_eq!(host.counted(Counter::UpstreamClaimsChallenges), 0);
     assert_eq!(
-        host.shared_get_versioned("entra-obo-filter/v1/dropped").0,
+        host.shared_get_versioned(crate::shared_data::DROPPED).0,
         None,
         "no drop announced"
     );

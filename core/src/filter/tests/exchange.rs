@@ -136,7 +136,7 @@ fn a_user_whose_requests_come_minutes_apart_is_served_without_reading_shared_dat
     assert_forwarded_with(&host, &w, 12, U, "Bearer obo-1");
     let reads = host.shared_reads.borrow();
     assert!(
-        reads.iter().all(|k| *k == "entra-obo-filter/v1/dropped"),
+        reads.iter().all(|k| *k == crate::shared_data::DROPPED),
         "only the once-a-second look for dropped tokens: {reads:?}"
     );
 }
