@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::client_assertion::{AssertionSettings, ClientKey, SigningAlg};
 use crate::json::{self, FromJson};
-use crate::target_match::{ClusterPattern, HostPattern};
+use crate::target_match::{ClusterPattern, HostPattern, Target};
 
 pub const ENV_TOKEN_ENDPOINT: &str = "AZURE_OPENID_CONFIG_TOKEN_ENDPOINT";
 pub const ENV_CLIENT_ID: &str = "AZURE_APP_CLIENT_ID";
@@ -204,19 +204,6 @@ pub struct TokenEndpoint {
     pub authority: String,
     /// Path and query.
     pub path: String,
-}
-
-/// Where a token may go: every condition it has must hold (at least `host` or `cluster`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub host: Option<HostPattern>,
-    /// The upstream cluster Envoy's route picked.
-    pub cluster: Option<ClusterPattern>,
-    pub path_prefix: Option<String>,
-    /// Its provider: an index into `Config::providers`.
-    pub provider: usize,
-    /// What the token is asked for: the scope, or for `token_exchange` the audience.
-    pub resource: String,
 }
 
 /// What happens to a request no target matches.
