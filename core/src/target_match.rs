@@ -5,8 +5,20 @@
 //! differently is refused rather than guessed at.
 
 use crate::authority::{self, Authority};
-use crate::config::Target;
 use crate::request_path;
+
+/// Where a token may go: every condition it has must hold (at least `host` or `cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: Option<HostPattern>,
+    /// The upstream cluster Envoy's route picked.
+    pub cluster: Option<ClusterPattern>,
+    pub path_prefix: Option<String>,
+    /// Its provider: an index into the configuration's providers.
+    pub provider: usize,
+    /// What the token is asked for: the scope, or for `token_exchange` the audience.
+    pub resource: String,
+}
 
 /// A target's `host`: an exact name, or `*.suffix` for any subdomain (never the bare suffix), with
 /// or without a port. An authority matches only with the same port, or none if the pattern has

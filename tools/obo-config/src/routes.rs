@@ -2,7 +2,8 @@
 //! Envoy follows an upstream's redirect (`internal_redirect_policy`) or sends a copy of the request
 //! to another cluster (`request_mirror_policies`) with the `Authorization` the filter wrote.
 
-use obo_core::config::{Config, ConfigError, Target};
+use obo_core::config::{Config, ConfigError};
+use obo_core::target_match::Target;
 use serde_json::Value;
 
 /// One line for each route (or virtual host) of `route_config` that leads to a target and moves

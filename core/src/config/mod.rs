@@ -1,0 +1,101 @@
+//! The plugin configuration: parsed, expanded from the environment and validated once, in
+//! `on_configure`. Requests only ever see a `Config` that passed every check here.
+//!
+//! `parse` runs `env` (`${NAME}` values), then `raw` (each field read with its type, through
+//! `fields`), then `validate` (ranges and targets, with `provider` and `credentials`); what it
+//! returns is made of the public `types`.
+
+mod credentials;
+mod env;
+mod fields;
+mod provider;
+mod raw;
+mod types;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use serde_json::Value;
+
+pub use env::{
+    ENV_CLIENT_ID, ENV_CLIENT_JWK, ENV_CLIENT_SECRET, ENV_TOKEN_ENDPOINT, ENV_TOKEN_X_CLIENT_ID,
+    ENV_TOKEN_X_ENDPOINT, ENV_TOKEN_X_JWK,
+};
+pub use fields::{ConfigError, ConfigErrors};
+pub use types::{
+    BackoffSettings, CacheSettings, ClientAuth, Config, ExistingAuthorization, Grant, Provider,
+    Secret, SubjectTokenSettings, TokenEndpoint, Unmatched,
+};
+
+use env::expand_env;
+use fields::{Fields, Problems};
+use raw::RawConfig;
+use validate::validate;
+
+/// Parses the plugin configuration. `env` reads the VM's environment (`${NAME}` values and the
+/// `AZURE_*` defaults).
+pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ConfigError::new(
+            "configuration",
+            "is empty: the filter needs at least token_cluster and targets",
+        )
+        .into());
+    }
+    let mut tree: Value = crate::json::parse(bytes)
+        .map_err(|e| ConfigError::new("configuration", format!("is not valid JSON: {e}")))?;
+    let mut problems = Problems::default();
+    expand_env(&mut tree, &mut String::new(), env, &mut problems);
+    if !problems.0.is_empty() {
+        return problems.into_result(None);
+    }
+    // Types and unknown fields first, then values, in one report that names each field once.
+    let raw = Fields::of(tree, "", &mut problems).map(|mut fields| {
+        let raw = RawConfig::read(&mut fields);
+        fields.finish();
+        raw
+    });
+    let Some(raw) = raw else {
+        return problems.into_result(None);
+    };
+    match validate(raw, env) {
+        Ok(config) => problems.into_result(Some(config)),
+        Err(more) => {
+            for e in more.0 {
+                if !problems.0.iter().any(|named| named.field == e.field) {
+                    problems.0.push(e);
+                }
+            }
+            problems.into_result(None)
+        }
+    }
+}
+
+/// One line about a valid configuration, for the log and `obo-config`: targets, what happens to
+/// the rest, and providers.
+pub fn summary(config: &Config) -> String {
+    let providers: Vec<String> = config
+        .providers
+        .iter()
+        .map(|p| {
+            format!(
+                "{} ({} via cluster {}, {})",
+                p.name,
+                p.grant.name(),
+                p.token_cluster,
+                p.token_endpoint.url
+            )
+        })
+        .collect();
+    let unmatched = match config.unmatched {
+        Unmatched::Strip => "strip",
+        Unmatched::Deny => "deny",
+        Unmatched::Passthrough => "passthrough",
+    };
+    format!(
+        "{} target(s); unmatched: {unmatched}; provider(s): {}",
+        config.targets.len(),
+        providers.join(", ")
+    )
+}

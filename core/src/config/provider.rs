@@ -1,0 +1,198 @@
+//! Checking one token provider: its cluster, endpoint and client id (configured or from the
+//! environment), its credential, and which subject tokens it accepts.
+
+use serde_json::Value;
+
+use super::credentials::{client_auth, RawCredentials};
+use super::env::{or_env, EnvNames};
+use super::fields::{non_empty, ConfigError, Problems};
+use super::raw::RawProvider;
+use super::types::{Grant, Provider, TokenEndpoint};
+use crate::json;
+
+/// One provider's fields, named with `prefix` (`""` for the top level, `providers.NAME.`).
+pub(super) fn validate_provider(
+    prefix: &str,
+    name: &str,
+    raw: RawProvider,
+    require_audience: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+    p: &mut Problems,
+) -> Option<Provider> {
+    let field = |f: &str| format!("{prefix}{f}");
+    let names = EnvNames::of(raw.grant);
+    let token_cluster = match raw.token_cluster {
+        Some(cluster) => p.check(non_empty(&field("token_cluster"), cluster)),
+        None => {
+            let why = if prefix.is_empty() {
+                "is required: a target uses the default provider (no `provider`)"
+            } else {
+                "is required"
+            };
+            p.0.push(ConfigError::new(field("token_cluster"), why));
+            None
+        }
+    };
+    let token_endpoint = p.check(
+        or_env(
+            &field("token_endpoint"),
+            raw.token_endpoint,
+            names.endpoint,
+            env,
+        )
+        .and_then(|e| parse_endpoint(&field("token_endpoint"), &e)),
+    );
+    let client_id = p.check(or_env(
+        &field("client_id"),
+        raw.client_id,
+        names.client_id,
+        env,
+    ));
+    let endpoint_url = token_endpoint.as_ref().map(|e| e.url.as_str());
+    let credentials = RawCredentials {
+        secret: raw.client_secret,
+        jwk: raw.client_jwk,
+        assertion: raw.client_assertion,
+    };
+    let client_auth = client_auth(prefix, &names, credentials, raw.grant, endpoint_url, env, p);
+    let existing_authorization = match raw.existing_authorization {
+        Some(_) if raw.grant != Grant::ClientCredentials => {
+            p.0.push(ConfigError::new(
+                field("existing_authorization"),
+                "applies only to grant client_credentials",
+            ));
+            None
+        }
+        other => Some(other.unwrap_or_default()),
+    };
+    let allowed_issuers = subject_filter(
+        &field("allowed_issuers"),
+        raw.allowed_issuers,
+        raw.grant,
+        |issuer| issuer.contains("://").then(|| issuer.to_string()),
+        "an issuer URL as the tokens' `iss` claim has it, such as https://login.microsoftonline.com/<tenant id>/v2.0",
+        p,
+    );
+    let allowed_tenants = subject_filter(
+        &field("allowed_tenants"),
+        raw.allowed_tenants,
+        raw.grant,
+        |tenant| is_guid(tenant).then(|| tenant.to_ascii_lowercase()),
+        "a tenant id (a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47)",
+        p,
+    );
+    let (token_cluster, token_endpoint, client_id) = (token_cluster?, token_endpoint?, client_id?);
+    let audiences = require_audience.then(|| vec![client_id.clone(), format!("api://{client_id}")]);
+    Some(Provider {
+        name: name.to_string(),
+        token_cluster,
+        token_endpoint,
+        client_id,
+        client_auth: client_auth?,
+        grant: raw.grant,
+        existing_authorization: existing_authorization?,
+        audiences,
+        allowed_issuers: allowed_issuers?,
+        allowed_tenants: allowed_tenants?,
+    })
+}
+
+/// `allowed_issuers` or `allowed_tenants`: a non-empty list of values that `read` accepts (and
+/// gives in the form compared), for a grant that exchanges a caller's token. Some(None) when the
+/// field is absent; None when it is wrong (reported).
+fn subject_filter(
+    field: &str,
+    raw: Option<Value>,
+    grant: Grant,
+    read: impl Fn(&str) -> Option<String>,
+    wanted: &str,
+    p: &mut Problems,
+) -> Option<Option<Vec<String>>> {
+    let Some(raw) = raw else {
+        return Some(None);
+    };
+    if !grant.needs_subject_token() {
+        p.0.push(ConfigError::new(
+            field,
+            format!(
+                "applies only to grants that exchange a caller's token, not {}",
+                grant.name()
+            ),
+        ));
+        return None;
+    }
+    let items = match raw {
+        Value::Array(items) if !items.is_empty() => items,
+        _ => {
+            p.0.push(ConfigError::new(
+                field,
+                format!("must be a non-empty list, each {wanted}"),
+            ));
+            return None;
+        }
+    };
+    let mut values = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match item.as_str().and_then(&read) {
+            Some(value) => values.push(value),
+            None => p.0.push(ConfigError::new(
+                format!("{field}[{i}]"),
+                format!("must be {wanted}, not {}", json::described(item)),
+            )),
+        }
+    }
+    (values.len() == items.len()).then_some(Some(values))
+}
+
+/// A GUID in its usual form: 8-4-4-4-12 hexadecimal digits.
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn parse_endpoint(field: &str, raw: &str) -> Result<TokenEndpoint, ConfigError> {
+    let uri: http::Uri = raw.parse().map_err(|e| {
+        let wanted =
+            "a URL such as https://login.microsoftonline.com/<tenant id>/oauth2/v2.0/token";
+        ConfigError::new(field, format!("must be {wanted} ({e})"))
+    })?;
+    let scheme = match uri.scheme_str() {
+        Some(scheme @ ("https" | "http")) => scheme,
+        _ => {
+            return Err(ConfigError::new(
+                field,
+                "must be an https:// (or http://) URL",
+            ))
+        }
+    };
+    let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
+        return Err(ConfigError::new(field, "has no host"));
+    };
+    // The parser accepts both and drops a fragment silently.
+    if authority.as_str().contains('@') {
+        return Err(ConfigError::new(field, "must not carry credentials"));
+    }
+    if raw.contains('#') {
+        return Err(ConfigError::new(field, "must not have a #fragment"));
+    }
+    let host = authority.host().to_ascii_lowercase();
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let authority = match authority.port_u16() {
+        Some(port) if port != default_port => format!("{host}:{port}"),
+        _ => host,
+    };
+    // `path()` is "/" when the URL has none; `path_and_query()` would then start with the `?`.
+    let path = match uri.query() {
+        Some(query) => format!("{}?{query}", uri.path()),
+        None => uri.path().to_string(),
+    };
+    Ok(TokenEndpoint {
+        url: format!("{scheme}://{authority}{path}"),
+        authority,
+        path,
+    })
+}
