@@ -304,10 +304,6 @@ pub fn private_jwk(key: &PrivateKey, extra: serde_json::Value) -> String {
     jwk.to_string()
 }
 
-// The test key lives with the rest of the test scaffolding; `config`'s tests still name it here.
-#[cfg(test)]
-pub(crate) use crate::testing::test_key;
-
 #[cfg(test)]
 mod tests {
     use super::*;

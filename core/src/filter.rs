@@ -7,7 +7,7 @@ use std::rc::Rc;
 use crate::backoff;
 use crate::cache_key::CacheKey;
 use crate::claims_challenge;
-use crate::config::{Config, ExistingAuthorization, Provider, Target, Unmatched};
+use crate::config::{Config, ExistingAuthorization, Provider, Unmatched};
 use crate::drop_signal;
 use crate::error_reply::{log_line, reply_for, send_reply, Refusal};
 use crate::exchange::{CallAnswer, ExchangeParams, Worker};
@@ -17,7 +17,7 @@ use crate::metrics::Counter;
 use crate::subject_token::{
     self, bearer_part, token_text, Accepted, SubjectTokenProblem, MAX_SUBJECT_TOKEN_BYTES,
 };
-use crate::target_match::{find_target, Match, RequestRoute};
+use crate::target_match::{find_target, Match, RequestRoute, Target};
 use crate::token_cache::Cached;
 use crate::token_response::ExchangeFailure;
 

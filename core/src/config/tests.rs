@@ -598,7 +598,7 @@ fn every_unset_environment_reference_is_reported() {
 }
 
 fn jwk_env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
-    let jwk: &'static str = Box::leak(crate::client_assertion::test_key::jwk().into_boxed_str());
+    let jwk: &'static str = Box::leak(crate::testing::test_key::jwk().into_boxed_str());
     let mut vars = vec![
         (
             ENV_TOKEN_ENDPOINT,
@@ -653,7 +653,7 @@ fn configured_credential_wins_over_the_environment() {
 #[test]
 fn a_jwk_object_is_accepted_inline() {
     let mut v = minimal();
-    v["client_jwk"] = crate::json::parse(crate::client_assertion::test_key::jwk()).unwrap();
+    v["client_jwk"] = crate::json::parse(crate::testing::test_key::jwk()).unwrap();
     assert!(matches!(
         parse_value(&v, ENV).unwrap().providers[0].client_auth,
         ClientAuth::PrivateKey(_)
@@ -826,7 +826,7 @@ fn token_exchange_defaults_to_the_token_x_variables() {
         .as_object_mut()
         .unwrap()
         .remove("client_jwk");
-    let jwk: &'static str = Box::leak(crate::client_assertion::test_key::jwk().into_boxed_str());
+    let jwk: &'static str = Box::leak(crate::testing::test_key::jwk().into_boxed_str());
     let vars = jwk_env(&[
         (ENV_TOKEN_X_ENDPOINT, "https://tokenx.example/token"),
         (ENV_TOKEN_X_CLIENT_ID, "dev:team:me"),
