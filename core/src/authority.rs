@@ -1,9 +1,5 @@
-//! A request's `:authority`, read strictly: `host` or `host:port`, as Envoy's virtual hosts match
-//! it. Envoy compares the whole value (port included) with each virtual host's domains, so
-//! `api.example.com.`, `api.example.com:` or `api.example.com:0x50` reach another virtual host than
-//! `api.example.com` does. Such an authority is never read as the plain host here.
+//! `:authority` read strictly, as Envoy's virtual hosts match the whole value (docs/routing.md).
 
-/// An authority that is a plain host name (or IP literal) with an optional port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Authority<'a> {
     /// As the request wrote it (any case); an IPv6 literal keeps its brackets.
@@ -11,11 +7,8 @@ pub struct Authority<'a> {
     pub port: Option<u16>,
 }
 
-/// Reads an authority strictly; None if it is not `host` or `host:port`:
-/// - the host is letters, digits, `-`, `_` and dots between non-empty labels (no leading or
-///   trailing dot), or an IPv6 literal in brackets;
-/// - the port is 1 to 5 digits without a leading zero, from 1 to 65535;
-/// - no user info (`@`), no other character.
+/// None unless `host[:port]`: letters, digits, `-`, `_` and dots between non-empty labels, or an
+/// IPv6 literal in brackets; a port from 1 to 65535 without a leading zero.
 pub fn parse(authority: &str) -> Option<Authority<'_>> {
     let (host, port) = split_port(authority)?;
     if !is_host(host) {
@@ -28,10 +21,8 @@ pub fn parse(authority: &str) -> Option<Authority<'_>> {
     Some(Authority { host, port })
 }
 
-/// The hosts a lenient reader could take from `authority`, lowercase: each of the values Envoy
-/// joined with `,` (repeated `Host` headers), percent-decoded, without user info, port, `;`
-/// parameters, brackets or trailing dots. Only to tell whether a malformed authority was aimed at a
-/// target.
+/// The hosts a lenient reader could take from `authority` (each `,`-joined value, decoded, without
+/// user info, port, parameters or trailing dots): was a malformed authority aimed at a target?
 pub fn lenient_hosts(authority: &str) -> impl Iterator<Item = String> + '_ {
     authority.split(',').map(|value| {
         let decoded = percent_encoding::percent_decode_str(value.trim())
@@ -81,7 +72,6 @@ fn parse_port(digits: &str) -> Option<u16> {
     plain.then(|| digits.parse().ok()).flatten()
 }
 
-/// A host name of non-empty labels, or an IPv6 literal in brackets.
 pub fn is_host(host: &str) -> bool {
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return !inner.is_empty()

@@ -1,7 +1,4 @@
-//! Backing off from a struggling IdP. After Entra ID throttles (429) or fails (5xx, unreachable,
-//! timed out) for a scope, requests that would exchange for that scope are refused at once with
-//! 503 and `Retry-After` until the wait has passed; cached tokens are still served. The wait lives
-//! in shared data, so every worker backs off together. One key per configured scope: bounded.
+//! A scope's backoff after the IdP throttled or failed, in shared data so every worker backs off.
 
 use sha2::{Digest, Sha256};
 
@@ -11,7 +8,6 @@ use crate::token_response::ExchangeFailure;
 
 use crate::shared_data::BACKOFF_PREFIX as PREFIX;
 
-/// The shared-data key of a scope's backoff.
 pub fn scope_key(provider: &Provider, scope: &str) -> String {
     let mut hasher = Sha256::new();
     let (endpoint, grant) = (provider.token_endpoint.url.as_str(), provider.grant.name());
@@ -24,7 +20,6 @@ pub fn scope_key(provider: &Provider, scope: &str) -> String {
     format!("{PREFIX}{hex}")
 }
 
-/// Whole seconds left to wait at `now_ms`, if a backoff is on.
 pub fn remaining_s(host: &dyn Host, key: &str, now_ms: u64) -> Option<u64> {
     let value = host.shared_get(key)?;
     let until_ms = u64::from_be_bytes(*value.first_chunk::<8>()?);
@@ -40,8 +35,7 @@ pub fn start(host: &dyn Host, key: &str, now_ms: u64, wait_s: u64) {
     host.shared_set(key, &until_ms.to_be_bytes());
 }
 
-/// How long a failure makes the scope wait: the IdP's `Retry-After` (delta-seconds, capped) for a
-/// 429, the default for a 5xx, an unreachable IdP or a timeout, nothing for the rest.
+/// The IdP's `Retry-After` (capped) for a 429; the default for a 5xx, unreachable or timeout.
 pub fn wait_for(failure: &ExchangeFailure, settings: &BackoffSettings) -> Option<u64> {
     let wait = match failure {
         ExchangeFailure::Throttled { retry_after, .. } => retry_after

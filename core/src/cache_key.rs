@@ -1,6 +1,5 @@
-//! The cache key of an exchange: SHA-256 over length-prefixed fields, so that no two different
-//! (endpoint, client, scope, subject token) tuples can frame to the same bytes. The raw subject
-//! token is never stored; only this digest is.
+//! The cache key: SHA-256 over length-prefixed fields, so no two tuples frame to the same bytes.
+//! The subject token is never stored; only this digest is.
 
 use sha2::{Digest, Sha256};
 
@@ -8,8 +7,7 @@ use sha2::{Digest, Sha256};
 pub struct CacheKey(pub [u8; 32]);
 
 impl CacheKey {
-    /// The key of a token: who asks (endpoint and client), by which grant, for what (scope or
-    /// audience), on behalf of whom (the subject token; empty for `client_credentials`).
+    /// Who asks (endpoint, client), by which grant, for what (scope or audience), for whom.
     pub fn derive(
         token_endpoint: &str,
         client_id: &str,
@@ -25,7 +23,6 @@ impl CacheKey {
         CacheKey(hasher.finalize().into())
     }
 
-    /// Which of `slots` cache slots this key lives in.
     pub fn slot(&self, slots: u32) -> u32 {
         let mut head = [0u8; 8];
         head.copy_from_slice(&self.0[..8]);

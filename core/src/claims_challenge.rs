@@ -1,6 +1,4 @@
-//! An upstream's claims challenge (continuous access evaluation, or a Conditional Access
-//! authentication context): how it is recognised, and when it drops the cached token (at most once
-//! per key per `cache.claims_challenge_holdoff_s`: docs/configuration.md says why).
+//! An upstream's claims challenge: how it is recognised, and when it drops the cached token.
 
 use std::collections::HashMap;
 
@@ -11,15 +9,13 @@ use crate::host::Host;
 /// holdoff than this), a challenge drops the token as if there were no holdoff.
 const MAX_REMEMBERED: usize = 4_096;
 
-/// Whether the response the filter is looking at is an upstream's claims challenge.
 pub fn from_upstream(host: &dyn Host) -> bool {
     // `www-authenticate` first: on the usual answer it is absent, and Envoy reports an absent
     // header without allocating in the VM, where reading `:status` would allocate each time.
     let Some(challenge) = host.response_header("www-authenticate") else {
         return false;
     };
-    // Last, as it is dearest: a refusal this filter answered itself (`interaction_required`)
-    // looks the same.
+    // Last, as it is dearest; the filter's own `interaction_required` refusal looks the same.
     challenge.contains("insufficient_claims")
         && is_unauthenticated(host)
         && host.response_from_upstream()
@@ -41,8 +37,7 @@ pub struct RecentDrops {
 }
 
 impl RecentDrops {
-    /// Whether a challenge at `now` drops `key`'s token; if so, it counts as this worker's last
-    /// drop for the key.
+    /// If a challenge at `now` drops `key`'s token, it counts as this worker's last drop for it.
     pub fn may_drop(&mut self, key: CacheKey, now: u64, holdoff_s: u64) -> bool {
         if holdoff_s == 0 {
             return true;

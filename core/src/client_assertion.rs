@@ -1,8 +1,5 @@
-//! Client authentication with a private key (`private_key_jwt`): the application's RSA key, read
-//! once from a JWK, signs a short-lived JWT, sent as `client_assertion` instead of a client
-//! secret. A worker sends the assertion it signed last again for `reuse_s` (Entra ID accepts one
-//! until its `exp`), or signs one for every token request. The key never leaves this module and
-//! never shows in `Debug`.
+//! `private_key_jwt`: the application's RSA key, read once from a JWK, signs `client_assertion`s.
+//! The key never leaves this module and never shows in `Debug`.
 
 use std::fmt;
 
@@ -19,7 +16,6 @@ pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-
 /// Shorter keys are refused: Entra ID requires at least 2048 bits.
 const MIN_KEY_BITS: usize = 2048;
 
-/// The JWS algorithm of the assertion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SigningAlg {
     #[default]
@@ -45,7 +41,6 @@ impl SigningAlg {
     }
 }
 
-/// The application's private key, with the ids the assertion's header names it by.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientKey {
     key: PrivateKey,
@@ -81,14 +76,12 @@ impl ClientKey {
         Self::from_jwk_value(crate::json::parse(json).map_err(|_| NOT_A_JWK.to_string())?)
     }
 
-    /// Reads an RSA private key from a JWK already read as JSON.
     pub fn from_jwk_value(jwk: Value) -> Result<ClientKey, String> {
         // One message for every malformed JWK: every value here is key material, never quoted.
         let not_a_jwk = || NOT_A_JWK.to_string();
         let Value::Object(jwk) = jwk else {
             return Err(not_a_jwk());
         };
-        // A member that is absent or null is None; one of another type is not a JWK.
         let member = |name: &str| match jwk.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.as_str())),
@@ -121,8 +114,7 @@ impl ClientKey {
         }
         // `n` as written, in whole bytes, so that `d`, `p` and `q` fit the same width.
         let bits = n.len() * 8;
-        // `from_components` checks the key (its primes' product, d·e ≡ 1 mod λ(n)) and
-        // precomputes the CRT values.
+        // `from_components` checks the key (p·q = n, d·e ≡ 1 mod λ(n)) and precomputes the CRT.
         let key = PrivateKey::from_components(
             big(&n, bits)?,
             big(&e, e.len() * 8)?,
@@ -147,7 +139,6 @@ impl ClientKey {
     }
 }
 
-/// The width in bits of a big-endian number.
 fn bit_width(be: &[u8]) -> usize {
     match be.iter().position(|&b| b != 0) {
         Some(i) => (be.len() - i) * 8 - be[i].leading_zeros() as usize,
@@ -155,7 +146,6 @@ fn bit_width(be: &[u8]) -> usize {
     }
 }
 
-/// How the assertion is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssertionSettings {
     pub key: ClientKey,
@@ -226,13 +216,11 @@ pub fn sign(settings: &AssertionSettings, client_id: &str, now: u64) -> Result<S
     ))
 }
 
-/// The assertion a worker signed last for one provider. Signing takes a worker about 6 ms (RSA in
-/// the VM), during which its other requests wait; Entra ID accepts an assertion again until its
-/// `exp`, so one signature can serve every token request of a few seconds.
+/// Signing takes a worker about 6 ms, its other requests waiting, and Entra ID accepts an assertion
+/// until its `exp`: one signature serves a few seconds' token requests (SECURITY.md, Private keys).
 #[derive(Default)]
 pub struct LastAssertion {
     last: Option<Signed>,
-    /// Assertions signed so far.
     signatures: u64,
 }
 
@@ -245,9 +233,7 @@ struct Signed {
 }
 
 impl LastAssertion {
-    /// The assertion for a token request sent at `now` that the token endpoint receives before
-    /// `arrive_by` at the latest: the last one while its reuse lasts and it is still valid then,
-    /// or a newly signed one.
+    /// The last one while reusable and still valid at `arrive_by`; else a newly signed one.
     pub fn for_request(
         &mut self,
         settings: &AssertionSettings,
@@ -275,21 +261,18 @@ impl LastAssertion {
         self.last = None;
     }
 
-    /// How many assertions were signed so far.
     pub fn signatures(&self) -> u64 {
         self.signatures
     }
 }
 
-/// A JWT part: JSON, base64url without padding.
 fn b64_json<T: Serialize>(part: &T) -> Result<String, String> {
     serde_json::to_vec(part)
         .map(|json| URL_SAFE_NO_PAD.encode(json))
         .map_err(|_| "the assertion could not be encoded".to_string())
 }
 
-/// `key` as a private JWK (`kty`, `n`, `e`, `d`, `p`, `q`, and the fields of `extra`): for
-/// throw-away keys (`make demo-key`, the benchmarks, the tests).
+/// `key` as a private JWK, with `extra`'s fields: for throw-away keys (demo, benchmarks, tests).
 pub fn private_jwk(key: &PrivateKey, extra: serde_json::Value) -> String {
     use rsa::traits::{PrivateKeyParts, PublicKeyParts};
     let b64 = |n: &BoxedUint| URL_SAFE_NO_PAD.encode(n.to_be_bytes_trimmed_vartime());

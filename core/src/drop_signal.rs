@@ -1,23 +1,19 @@
-//! How every worker learns which tokens were dropped from the shared cache, so that none goes on
-//! serving them from its front cache: one shared-data key names the last `RING` drops, and each
-//! worker looks at it at most once a second (the design document has the whole scheme).
+//! How every worker learns which tokens were dropped, so none serves them from its front cache:
+//! one shared-data key names the last `RING` drops (the design document has the scheme).
 
 use crate::cache_key::CacheKey;
 use crate::host::Host;
 use crate::shared_data::version_for_creating;
 
 use crate::shared_data::DROPPED as KEY;
-/// The most recent drops the key names. More between two looks of a worker (a mass revocation)
-/// and it clears its whole front cache.
+/// More drops between two looks of a worker (a mass revocation) clear its whole front cache.
 const RING: usize = 32;
-/// Compare-and-swap attempts before an announcement falls back to a plain write that makes every
-/// worker clear its whole front cache: it is never lost, only less precise.
+/// Then a plain write makes every worker clear its front cache: never lost, only less precise.
 const ATTEMPTS: usize = 8;
 const COUNT_BYTES: usize = 8;
 const KEY_BYTES: usize = 32;
 
-/// The drops so far and the keys of the last ones, oldest first (an absent value: none yet); None
-/// if the value is not one this version of the filter writes.
+/// (drops so far, the last keys oldest first); None for a value this version does not write.
 fn decode(value: Option<&[u8]>) -> Option<(u64, &[[u8; KEY_BYTES]])> {
     let Some(value) = value else {
         return Some((0, &[]));
@@ -63,12 +59,9 @@ pub fn announce(host: &dyn Host, key: &CacheKey) {
     host.shared_set(KEY, &encode(count.wrapping_add(RING as u64 + 1), &[]));
 }
 
-/// What a worker's front cache must let go of.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Dropped {
-    /// Nothing was dropped since the last look.
     Nothing,
-    /// These keys' tokens were dropped.
     Keys(Vec<CacheKey>),
     /// Some tokens were dropped, and which ones is not known: let go of every entry.
     Unknown,
@@ -77,7 +70,6 @@ pub enum Dropped {
 /// One worker's view of the announcements.
 #[derive(Debug, Default)]
 pub struct DropWatch {
-    /// The second of the last look.
     looked_at_s: u64,
     /// The key's version then (absent: 0); None before the first look.
     seen: Option<u32>,
@@ -86,8 +78,7 @@ pub struct DropWatch {
 }
 
 impl DropWatch {
-    /// What was dropped since the last look, looking at most once per second. The first look says
-    /// `Unknown`: this worker knows nothing of what came before.
+    /// At most one look a second; the first says `Unknown`, knowing nothing of what came before.
     pub fn look(&mut self, host: &dyn Host, now: u64) -> Dropped {
         if now == self.looked_at_s {
             return Dropped::Nothing;

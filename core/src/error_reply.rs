@@ -14,26 +14,17 @@ use crate::token_response::{ExchangeFailure, IdpError};
 pub enum Refusal {
     /// A target matched but the request has no usable `Authorization: Bearer` token.
     NoBearerToken,
-    /// No target matched and `unmatched` is `deny`.
     UnmatchedDenied,
-    /// The `:authority` is not `host[:port]` and was aimed at a target's host: Envoy routes it by
-    /// its whole value, so it may go elsewhere than the target.
     MalformedAuthority,
-    /// A `path_prefix` target would consider the request, and its path has dot-segments, empty
-    /// segments or escapes that the router or the upstream may read differently.
     AmbiguousPath,
-    /// The worker already runs `max_exchanges_in_flight_per_worker` exchanges.
     TooManyExchanges,
-    /// A `client_credentials` target whose provider refuses requests that already carry
-    /// `Authorization` (`existing_authorization: refuse`).
+    /// `existing_authorization: refuse`.
     AuthorizationPresent,
     /// The filter has no valid configuration (Envoy normally refuses such a filter outright).
     NotConfigured,
     /// The token request could not even be sent (unknown cluster, host refusal).
     CannotDispatch,
-    /// The subject token failed a local check; Entra ID was not asked.
     BadSubjectToken(SubjectTokenProblem),
-    /// Token requests for this scope wait after the IdP throttled or failed.
     BackingOff {
         retry_after_s: u64,
     },
@@ -107,7 +98,6 @@ fn reply(status: u32, extra: Vec<(&'static str, String)>, body: &Body<'_>) -> Re
     }
 }
 
-/// The answer the caller gets for `refusal`.
 pub fn reply_for(refusal: &Refusal) -> Reply {
     use ExchangeFailure as F;
     match refusal {
@@ -278,8 +268,7 @@ fn subject_token_problem(problem: SubjectTokenProblem) -> &'static str {
     }
 }
 
-/// One log line for the operator: what happened and the IdP's ids to look it up by. It carries
-/// no error description, no token and no secret.
+/// What happened and the IdP's ids to look it up by; no error description, token or secret.
 pub fn log_line(refusal: &Refusal) -> String {
     use ExchangeFailure as F;
     let idp = match refusal {
@@ -386,7 +375,6 @@ pub fn log_line(refusal: &Refusal) -> String {
     }
 }
 
-/// Answers the current stream with `reply`.
 pub fn send_reply(host: &dyn Host, reply: &Reply) {
     let headers: Vec<(&str, &str)> = reply
         .headers
@@ -420,8 +408,7 @@ fn is_safe_header_value(v: &str, max: usize) -> bool {
     !v.is_empty() && v.len() <= max && v.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
 }
 
-/// `Bearer error="…"[, error_description="…"][, claims="…"]`, with every value made a safe
-/// quoted-string.
+/// `Bearer error="…"[, error_description="…"][, claims="…"]`, each a safe quoted-string.
 fn www_authenticate(
     error: &str,
     description: Option<&str>,

@@ -1,8 +1,5 @@
-//! The exchanges a worker has in flight. Requests of one worker that need the same token share
-//! one token request: the first sends it, the others wait on it, and its answer resumes (or
-//! refuses) them all. An exchange outlives the request that sent it: if that request goes away,
-//! or a failure is worth one retry, the worker's root context sends the token request (again) on
-//! its next tick.
+//! The exchanges a worker has in flight: one token request per key, whose answer resumes or
+//! refuses every waiting request; the root sends it again when its sender goes away, or to retry.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -31,7 +28,6 @@ use answer::{
     came_from_the_endpoint, is_invalid_client, record_outcome, remember_failure, retry_at, store,
 };
 
-/// A token endpoint's answer as the host delivered it.
 #[derive(Debug, Clone, Default)]
 pub struct CallAnswer {
     /// None when the answer had no `:status` (a reset).
@@ -42,7 +38,6 @@ pub struct CallAnswer {
     pub body: Vec<u8>,
 }
 
-/// The root context's tick while token requests wait to be sent.
 const TICK_MS: u64 = 10;
 /// A retry is only worth sending with at least this much of the time budget left.
 const MIN_RETRY_BUDGET_MS: u64 = 100;
@@ -57,22 +52,17 @@ pub struct ExchangeParams {
     /// Its provider: an index into `Config::providers`, and that provider's grant.
     pub provider: usize,
     pub grant: Grant,
-    /// The scope, or for `token_exchange` the audience.
     pub resource: String,
     /// Kept only while the exchange is in flight, to send it again if needed.
     pub subject_token: String,
     pub subject_exp: Option<u64>,
-    /// The `:authority` of the request that began the exchange.
     pub target_host: String,
-    /// Its `x-request-id`, if it had one.
     pub request_id: Option<String>,
-    /// Its entry in this worker's front cache, which the token fills, so that the requests to
-    /// come find it there.
+    /// The front-cache entry the token fills, for the requests to come.
     pub fingerprint: Fingerprint,
 }
 
 impl ExchangeParams {
-    /// The shared-data key of its scope's backoff.
     fn backoff_key(&self, config: &Config) -> String {
         backoff::scope_key(&config.providers[self.provider], &self.resource)
     }
@@ -88,15 +78,11 @@ struct Exchange {
     waiters: Vec<u32>,
     /// Token requests sent so far (at most two: one retry).
     attempts: u32,
-    /// When the whole exchange, retry included, must be over (`token_timeout_ms` after it began).
     deadline_ms: u64,
     /// A refresh ahead of expiry: nobody waits for it, and while it fails the cached token stays.
     background: bool,
-    /// When the exchange began, for the latency histogram.
     started_ms: u64,
-    /// Another worker holds the lease and exchanges: this one sends nothing, its waiters wait for
-    /// that token in shared data until then, and after it this worker exchanges itself (the other
-    /// may have died).
+    /// Another worker's lease: wait for its token until then, then exchange here (it may be gone).
     elsewhere_until: Option<u64>,
 }
 
@@ -129,37 +115,28 @@ pub struct Worker {
     /// Names this worker in shared-data claims; random, so workers (and VMs) differ.
     id: u64,
     front: FrontCache,
-    /// The shared cache (its slot count comes from the configuration).
     cache: TokenCache,
-    /// Which tokens other workers dropped, so the front cache must let go of them.
     drops: DropWatch,
     /// The exchanges this worker's requests wait for: its own, and those of other workers.
     exchanges: HashMap<CacheKey, Exchange>,
     /// Exchanges the root context is to send, and from when.
     pending: Vec<(CacheKey, u64)>,
-    /// Each provider's last signed client assertion (`private_key_jwt`), by provider index.
     assertions: Vec<LastAssertion>,
     /// When this worker last dropped each token for an upstream's claims challenge.
     challenges: RecentDrops,
-    /// When the token endpoint last answered one of this worker's token requests, by provider
-    /// index (ms).
+    /// When each provider's endpoint last answered this worker (ms): see `backoff_for`.
     answered_ms: Vec<u64>,
 }
 
-/// An exchange about to begin: its time budget, and whether this worker may send it.
 struct Start {
     lease: Lease,
-    /// When the exchange, retry included, must be over.
     deadline_ms: u64,
-    /// When the lease ends if it is not released first.
     lease_until: u64,
 }
 
 /// What every request waiting on an exchange does once it is settled.
 enum Outcome {
-    /// Go on with this `Authorization` value.
     Forward(String),
-    /// Be answered with this reply.
     Refuse(Reply),
 }
 
@@ -201,8 +178,6 @@ impl Worker {
         &mut self.front
     }
 
-    /// Whether an upstream's claims challenge at `now` is to drop `key`'s token
-    /// (`cache.claims_challenge_holdoff_s`).
     pub fn may_drop_for_challenge(&mut self, key: CacheKey, now: u64) -> bool {
         let holdoff_s = self
             .config
@@ -211,8 +186,7 @@ impl Worker {
         self.challenges.may_drop(key, now, holdoff_s)
     }
 
-    /// Lets go of the front-cache entries of the tokens dropped from the shared cache since the
-    /// last look (at most one look a second), or of every entry if which ones is not known.
+    /// Lets go of the front-cache entries other workers dropped (one look a second at most).
     pub fn catch_up_on_drops(&mut self, host: &dyn Host, now: u64) {
         match self.drops.look(host, now) {
             Dropped::Nothing => {}
@@ -225,13 +199,10 @@ impl Worker {
         self.config.clone()
     }
 
-    /// The token cache all workers share.
     pub fn shared_cache(&self) -> TokenCache {
         self.cache
     }
 
-    /// The time budget of an exchange for `key` that begins at `now_ms`, and the lease that lets
-    /// this worker send its token request (unless another worker holds it).
     fn try_start(&self, host: &dyn Host, config: &Config, key: &CacheKey, now_ms: u64) -> Start {
         let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
         let lease_until = deadline_ms.saturating_add(LEASE_MARGIN_MS);
@@ -243,7 +214,6 @@ impl Worker {
         }
     }
 
-    /// Joins the exchange for `key`, sending its token request if none is in flight.
     pub fn join(
         &mut self,
         host: &dyn Host,
@@ -293,9 +263,7 @@ impl Worker {
         Ok(())
     }
 
-    /// Starts refreshing the token of `key` in the background, from the root context, unless an
-    /// exchange for it is already under way here or on another worker, or the scope backs off.
-    /// The request that noticed goes on with the cached token, as does everyone else.
+    /// From the root, unless an exchange for `key` is under way anywhere or the scope backs off.
     pub fn refresh(&mut self, host: &dyn Host, key: CacheKey, params: ExchangeParams) {
         if self.exchanges.contains_key(&key) {
             return;
@@ -331,9 +299,7 @@ impl Worker {
         host.set_tick_period_ms(1);
     }
 
-    /// Settles the exchange a token request answered: caches the token and resumes every waiting
-    /// stream with it, or refuses them all; or, for a failure worth it, schedules one retry.
-    /// `current` is the context the host is acting for now.
+    /// Settles the exchange, or schedules its one retry; `current` is the context acted for now.
     pub fn complete(&mut self, host: &dyn Host, token_id: u32, answer: &CallAnswer, current: u32) {
         // A scan over this worker's exchanges in flight (tens usually, a few thousand in a burst
         // of new users): a map from token id would cost the .wasm another copy of the hash map.
@@ -435,9 +401,7 @@ impl Worker {
         host.switch_to(current);
     }
 
-    /// A stream went away. If it had sent the token request, that request dies with it, so the
-    /// root context sends it again for whoever still waits. A refresh goes on without waiters:
-    /// the root sends it and its token is cached for the requests to come.
+    /// A token request sent by a stream that went away is re-sent from the root if others wait.
     pub fn leave(&mut self, host: &dyn Host, context_id: u32, key: &CacheKey) {
         let Some(exchange) = self.exchanges.get_mut(key) else {
             return;
@@ -455,8 +419,7 @@ impl Worker {
         }
     }
 
-    /// On the root context's tick: sends the token requests that are due, from the root context
-    /// `root_id`. Returns the tick period still needed (0: none).
+    /// Sends the token requests that are due; returns the tick period still needed (0: none).
     pub fn on_tick(&mut self, host: &dyn Host, root_id: u32) -> u64 {
         let Some(config) = self.config.clone() else {
             return 0;
@@ -497,8 +460,7 @@ impl Worker {
         }
     }
 
-    /// Ends the exchange for `key` with `refusal` for everyone waiting on it; `current` is the
-    /// context the host is acting for now.
+    /// Refuses everyone waiting on `key`; `current` is the context the host is acting for now.
     fn give_up(&mut self, host: &dyn Host, key: &CacheKey, refusal: &Refusal, current: u32) {
         if let Some(exchange) = self.exchanges.remove(key) {
             finish(
@@ -510,10 +472,8 @@ impl Worker {
         }
     }
 
-    /// How long `failure` makes its scope back off, if at all (`backoff::wait_for`). Not for a
-    /// timeout while the token endpoint answered other token requests of this worker since this
-    /// exchange began: the time was lost in Envoy's queue for the token cluster (a burst of new
-    /// tokens, junk ones perhaps), not at Entra ID, and backing off would refuse every new user.
+    /// Not for a timeout while the endpoint answered this worker's other token requests: that time
+    /// went in Envoy's queue, not at Entra ID, and backing off would refuse every new user.
     fn backoff_for(
         &self,
         failure: &ExchangeFailure,
@@ -531,9 +491,8 @@ impl Worker {
         backoff::wait_for(failure, &config.backoff)
     }
 
-    /// Whether the worker runs as many exchanges as it may (`max_exchanges_in_flight_per_worker`):
-    /// every one it sends or waits on another worker for, so junk tokens cannot queue token
-    /// requests past the token cluster's circuit breakers, nor hold more memory than that.
+    /// Those it waits on other workers for count too, so junk tokens can neither queue token
+    /// requests past the token cluster's circuit breakers nor hold more memory.
     fn at_exchange_limit(&self, config: &Config) -> bool {
         self.exchanges.len() >= config.max_exchanges_in_flight_per_worker as usize
     }
@@ -544,7 +503,6 @@ impl Worker {
     }
 }
 
-/// Sends the token request of `params` (`token_request::send`) with its provider's last assertion.
 fn send(
     host: &dyn Host,
     config: &Config,
@@ -560,7 +518,6 @@ fn send(
     token_request::send(host, provider, last, resource, subject_token, deadline_ms)
 }
 
-/// Applies `outcome` to every waiting stream that is still there.
 fn finish(host: &dyn Host, waiters: &[u32], outcome: &Outcome) {
     for &waiter in waiters {
         if !host.switch_to(waiter) {
@@ -579,8 +536,7 @@ fn finish(host: &dyn Host, waiters: &[u32], outcome: &Outcome) {
     }
 }
 
-/// The log line of a failed exchange: what the IdP said (`log_line`), and the grant, the scope
-/// (or audience), target host and request id of the request that began it.
+/// What the IdP said (`log_line`), with the grant, scope, host and request id that began it.
 pub fn exchange_log_line(refusal: &Refusal, params: &ExchangeParams) -> String {
     let resource = match params.grant {
         Grant::TokenExchange => "audience",

@@ -1,5 +1,4 @@
-//! One request's way through the filter: match a target, take the bearer token, serve it from the
-//! cache or join an exchange, and forward or refuse.
+//! One request's way through the filter, from matching a target to forwarding or refusing it.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -33,8 +32,7 @@ pub struct RequestFilter {
     context_id: u32,
     worker: Rc<RefCell<Worker>>,
     waiting_on: Option<CacheKey>,
-    /// The key whose token this request was sent on with, to drop it if the upstream asks for
-    /// more claims.
+    /// The key whose token the request was sent with, to drop if the upstream asks for more claims.
     served_with: Option<CacheKey>,
 }
 
@@ -65,10 +63,7 @@ impl RequestFilter {
         }
     }
 
-    /// Continuous access evaluation: an upstream that answers 401 (or gRPC `UNAUTHENTICATED`) with
-    /// `error="insufficient_claims"` no longer accepts the cached token, so it is dropped and the
-    /// next request exchanges again, unless this worker dropped that key's token within the
-    /// holdoff (`claims_challenge`). The answer itself goes back to the caller unchanged.
+    /// An upstream's claims challenge drops the cached token (not within the holdoff).
     pub fn on_response_headers(&mut self, host: &dyn Host) {
         let Some(key) = self.served_with.take() else {
             return;
@@ -97,7 +92,6 @@ impl RequestFilter {
         }
     }
 
-    /// The answer to a token request this stream sent.
     pub fn on_token_answer(&mut self, host: &dyn Host, token_id: u32, answer: &CallAnswer) {
         self.waiting_on = None;
         self.worker
@@ -105,8 +99,7 @@ impl RequestFilter {
             .complete(host, token_id, answer, self.context_id);
     }
 
-    /// The stream is gone: it no longer waits for an exchange (one it sent is re-sent from the
-    /// root context if others still wait for it).
+    /// The stream is gone: an exchange it sent is re-sent from the root if others still wait.
     pub fn on_end(&mut self, host: &dyn Host) {
         if let Some(key) = self.waiting_on.take() {
             self.worker.borrow_mut().leave(host, self.context_id, &key);
@@ -114,30 +107,24 @@ impl RequestFilter {
     }
 }
 
-/// What became of a request the filter did not refuse.
 enum Handled {
     /// Sent on as it is (no target, or a token of the application's own kept).
     Forwarded,
-    /// Sent on with the cached token of this key.
     Served(CacheKey),
-    /// Waiting for the exchange of this key.
     Waiting(CacheKey),
 }
 
-/// A request matched to a target, and what the steps after matching need of it.
 struct Matched<'a> {
     config: &'a Config,
     target: &'a Target,
     provider: &'a Provider,
     headers: &'a HeaderValues,
     authority: &'a str,
-    /// The request's entry in the worker's cache.
     fingerprint: Fingerprint,
     now: u64,
 }
 
-/// One request's way: match a target, take the subject token, serve it from the worker's cache
-/// or the shared cache, or join (or start) an exchange.
+/// One request's way, step by step as the design document's "Where things are" tells it.
 fn handle_request(
     host: &dyn Host,
     worker: &mut Worker,
@@ -184,7 +171,6 @@ fn handle_request(
     request.join_or_start_exchange(host, worker, context_id, subject_token, key)
 }
 
-/// The target of the request, read as Envoy's router reads it; None when no target matches.
 fn match_target<'c>(
     host: &dyn Host,
     config: &'c Config,
@@ -210,10 +196,8 @@ fn match_target<'c>(
     }
 }
 
-/// The caller's token as Envoy gave it (the worker's cache holds only tokens that passed
-/// `token_text`, so a hit needs no check of its own). For `client_credentials` there is none (the
-/// application asks as itself): an empty token, or None when the request goes on with its own
-/// `Authorization`.
+/// The caller's token, unchecked: the worker's cache holds only tokens that passed `token_text`.
+/// `client_credentials` has none: empty, or None when the request keeps its `Authorization`.
 fn take_subject_token<'h>(
     host: &dyn Host,
     provider: &Provider,
@@ -253,9 +237,7 @@ impl Matched<'_> {
         }
     }
 
-    /// The hot path: the worker's own cache. In the refresh window, a token another worker (or
-    /// this one) already refreshed is taken from the shared cache, or else a refresh starts; the
-    /// request goes on with a valid token either way.
+    /// The hot path; in the refresh window, a refreshed token from the shared cache or a refresh.
     fn serve_from_worker_cache(
         &self,
         host: &dyn Host,
@@ -295,8 +277,7 @@ impl Matched<'_> {
         Some(key)
     }
 
-    /// The cache all workers share: true when the request goes on with its token; a refusal
-    /// Entra ID gave this token a moment ago is given again.
+    /// True when the request goes on with a token; a refusal remembered for it is given again.
     fn serve_from_shared_cache(
         &self,
         host: &dyn Host,
@@ -335,8 +316,7 @@ impl Matched<'_> {
         }
     }
 
-    /// A token that is not cached: the subject token's checks (which so cost a cache hit
-    /// nothing), the scope's backoff, then the exchange in flight for this key, or a new one.
+    /// The subject token's checks (here, so a hit pays none), the backoff, then the exchange.
     fn join_or_start_exchange(
         &self,
         host: &dyn Host,
@@ -379,9 +359,7 @@ fn exp_of(subject_token: &str) -> Option<u64> {
 /// Envoy's mark on a request it is sending on after following an internal redirect.
 const ORIGINAL_URL: &str = "x-envoy-original-url";
 
-/// A request no target matched: nothing of the caller's goes on unless `unmatched` says so, and
-/// nothing at all once Envoy followed a redirect (the `Authorization` may be a target's token,
-/// and a client drops credentials on a redirect to another host too).
+/// Never `Authorization` after an internal redirect, whatever `unmatched`: it may be a target's.
 fn unmatched(
     host: &dyn Host,
     policy: Unmatched,

@@ -1,6 +1,5 @@
-//! Each worker's small cache in front of the shared one, so that a hit costs neither a SHA-256 over
-//! the subject token nor a shared-data read. Entries are found by a keyed 128-bit SipHash
-//! fingerprint of (target, subject token); the subject token itself is not kept.
+//! Each worker's cache in front of the shared one: a hit costs no SHA-256 and no shared-data read.
+//! Entries are found by a randomly keyed SipHash of (target, subject token), which is not kept.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -29,13 +28,10 @@ pub struct Fingerprint(u64, u64);
 
 #[derive(Debug, Clone)]
 pub struct FrontEntry {
-    /// The `Authorization` value to send: `Bearer <OBO token>`.
     pub authorization: Rc<str>,
     /// The shared cache's key, to drop the token there too.
     pub key: CacheKey,
-    /// Seconds since the epoch at which this entry stops being served.
     pub until: u64,
-    /// From when the token is to be refreshed in the background.
     pub refresh_at: u64,
     /// The second it was last served, so a full cache makes room from the entries unused longest.
     last_used: Cell<u64>,
@@ -43,7 +39,6 @@ pub struct FrontEntry {
 
 pub struct FrontCache {
     capacity: usize,
-    /// The SipHash key, drawn at random for each worker.
     hash_key: [u8; 16],
     entries: HashMap<Fingerprint, FrontEntry>,
 }
@@ -71,7 +66,6 @@ impl FrontCache {
         Some(entry)
     }
 
-    /// Keeps `authorization` for `fingerprint` until `use_until`, to be refreshed from `refresh_at`.
     pub fn put(
         &mut self,
         fingerprint: Fingerprint,
@@ -84,8 +78,7 @@ impl FrontCache {
             return;
         }
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&fingerprint) {
-            // Room for an eighth of the capacity at once, so the scans run once per that many new
-            // entries, not for each: expired entries first, then those served longest ago.
+            // Room for an eighth of the capacity at once: see the design document, front cache.
             self.entries.retain(|_, e| now < e.until);
             let keep = self.capacity - self.capacity.div_ceil(8);
             if self.entries.len() > keep {
@@ -104,10 +97,7 @@ impl FrontCache {
         );
     }
 
-    /// Drops `n` of the entries served longest ago. Which entries go matters: users no longer seen
-    /// must make room, not whichever entries the map lists first, or a cache full of them would
-    /// keep turning away the users who are here now. Ages are counted in powers of two, which finds
-    /// the oldest `n` without sorting (and within one such band, any).
+    /// The oldest `n` by age bands (powers of two), without sorting; within one band, any.
     fn drop_least_recently_used(&mut self, n: usize, now: u64) {
         let band = |e: &FrontEntry| 64 - now.saturating_sub(e.last_used.get()).leading_zeros();
         let mut in_band = [0usize; 65];
@@ -131,7 +121,6 @@ impl FrontCache {
         });
     }
 
-    /// Keeps the shared cache's `token` as an entry, and returns the `Authorization` value it sends.
     pub fn put_token(
         &mut self,
         fingerprint: Fingerprint,
@@ -150,12 +139,10 @@ impl FrontCache {
         self.entries.clear();
     }
 
-    /// Drops every entry for the shared cache's `key`.
     pub fn forget(&mut self, key: &CacheKey) {
         self.forget_each(std::slice::from_ref(key));
     }
 
-    /// Drops every entry for any of the shared cache's `keys`.
     pub fn forget_each(&mut self, keys: &[CacheKey]) {
         self.entries.retain(|_, e| !keys.contains(&e.key));
     }

@@ -1,6 +1,4 @@
-//! The little the filter needs from its host. The decisions call only this trait, so they run
-//! unchanged in Envoy (through `proxy::host_calls`) and in unit tests (through
-//! `testing::FakeHost`).
+//! The little the decisions need from a host: Envoy (`wasm/src/host_calls.rs`) or a fake one.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -16,12 +14,10 @@ pub enum LogLevel {
     Error,
 }
 
-/// Why a token request could not be sent at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DispatchError {
     /// Envoy has no cluster of that name (or refused the call's arguments).
     UnknownCluster,
-    /// Any other refusal by the host.
     Refused,
 }
 
@@ -34,18 +30,14 @@ pub struct Callout<'a> {
 }
 
 pub trait Host {
-    /// Seconds since the Unix epoch, from the host's clock.
     fn now_unix(&self) -> u64 {
         self.now_ms() / 1000
     }
-    /// Milliseconds since the Unix epoch, from the host's clock.
     fn now_ms(&self) -> u64;
     fn log(&self, level: LogLevel, message: &str);
 
-    /// Request header of the stream the host is currently acting on.
     fn request_header(&self, name: &str) -> Option<String>;
-    /// Up to `HeaderValues::MAX` request headers at once (a repeated header's values joined with
-    /// `,`).
+    /// Up to `HeaderValues::MAX` request headers at once (a repeated header's values `,`-joined).
     fn request_headers(&self, names: &[&str]) -> HeaderValues {
         debug_assert!(
             names.len() <= HeaderValues::MAX,
@@ -53,21 +45,15 @@ pub trait Host {
         );
         HeaderValues::copied(names.iter().map(|n| self.request_header(n)))
     }
-    /// Response header of the current stream (in the response callbacks).
     fn response_header(&self, name: &str) -> Option<String>;
-    /// Whether the current stream's response came from its upstream, not from a local reply
-    /// (this filter's refusals, or another filter's).
+    /// Not a local reply (this filter's refusals, or another filter's).
     fn response_from_upstream(&self) -> bool;
-    /// The upstream cluster of the route Envoy picked for the current request
-    /// (`xds.cluster_name`); None without a route.
+    /// `xds.cluster_name`; None without a route.
     fn route_cluster(&self) -> Option<String>;
-    /// Replaces every value of the header with one value.
     fn set_request_header(&self, name: &str, value: &str);
-    /// Removes every value of the header.
     fn remove_request_header(&self, name: &str);
-    /// Lets a paused request go on to the next filter.
     fn resume_request(&self);
-    /// Answers the current stream locally; the request never reaches an upstream.
+    /// Answers locally; the request never reaches an upstream.
     fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]);
     /// Makes later calls act on another stream of this worker; false if that stream is gone.
     fn switch_to(&self, context_id: u32) -> bool;
@@ -81,13 +67,10 @@ pub trait Host {
 
     /// Sends a token request; its answer comes back tagged with the returned token id.
     fn dispatch(&self, callout: &Callout<'_>) -> Result<u32, DispatchError>;
-    /// Ticks the worker's root context every `period_ms` (0: stop), to send delayed and orphaned
-    /// token requests.
+    /// Ticks the root context every `period_ms` (0: stop), to send delayed and orphaned requests.
     fn set_tick_period_ms(&self, period_ms: u64);
 
-    /// Adds one to a counter.
     fn count(&self, counter: Counter);
-    /// Records one exchange's latency in the histogram.
     fn record_exchange_latency_ms(&self, ms: u64);
 }
 
@@ -96,15 +79,13 @@ pub trait Host {
 #[derive(Debug, Default)]
 pub struct HeaderValues {
     bytes: Vec<u8>,
-    /// Where the value of each asked name lies in `bytes`, in the order the names were asked.
     spans: [Option<Range<usize>>; HeaderValues::MAX],
 }
 
 impl HeaderValues {
-    /// The most names one read asks for.
     pub const MAX: usize = 4;
 
-    /// The values found in `bytes` at `spans` (a span outside `bytes` reads as absent).
+    /// A span outside `bytes` reads as absent.
     pub fn new(bytes: Vec<u8>, spans: [Option<Range<usize>>; HeaderValues::MAX]) -> Self {
         HeaderValues { bytes, spans }
     }
@@ -122,13 +103,12 @@ impl HeaderValues {
         found
     }
 
-    /// The value of the `i`th name asked for, as bytes.
     pub fn bytes(&self, i: usize) -> Option<&[u8]> {
         let span = self.spans.get(i)?.clone()?;
         self.bytes.get(span)
     }
 
-    /// The same as text; bytes that are not UTF-8 are replaced, so such a value never matches.
+    /// Bytes that are not UTF-8 are replaced, so such a value never matches.
     pub fn text(&self, i: usize) -> Option<Cow<'_, str>> {
         self.bytes(i).map(String::from_utf8_lossy)
     }

@@ -1,17 +1,14 @@
-//! Typed values read out of a JSON tree (`serde_json::Value`), for everything the filter parses;
-//! never serde's derived deserializers, which cost the .wasm about 66 KB (docs/performance.md).
+//! Typed values out of a JSON tree; never serde's derived deserializers (66 KB: performance.md).
 
 use serde_json::Value;
 
-/// JSON text as a tree: the one way JSON is parsed in this workspace (clippy.toml refuses
-/// `serde_json::from_str` and `from_slice`, which into any other type bring serde's deserializer
-/// code for that type into the .wasm).
+/// The one way JSON is parsed here: clippy.toml refuses `from_str` and `from_slice`, which into any
+/// other type bring serde's deserializer code for that type into the .wasm.
 #[allow(clippy::disallowed_methods)]
 pub fn parse(text: impl AsRef<[u8]>) -> Result<Value, serde_json::Error> {
     serde_json::from_slice(text.as_ref())
 }
 
-/// A value of a JSON field, and what it must be when it is something else.
 pub trait FromJson: Sized {
     /// What the value must be, for "must be …": `a string`, `true or false`.
     const EXPECTED: &'static str;
@@ -55,8 +52,7 @@ pub fn named<T: Copy>(value: &Value, names: &[(&str, T)]) -> Option<T> {
         .map(|&(_, v)| v)
 }
 
-/// The value, described for a message that says what was found instead: a string or an integer is
-/// quoted, any other value only named (no floating-point number is formatted).
+/// A string or an integer is quoted, any other value only named (no float formatting code).
 pub fn described(value: &Value) -> String {
     match value {
         Value::Null => "null".into(),
@@ -72,7 +68,6 @@ pub fn described(value: &Value) -> String {
     }
 }
 
-/// The string field `name` of an object: None when it is absent, null or not a string.
 pub fn text(object: &serde_json::Map<String, Value>, name: &str) -> Option<String> {
     object.get(name).and_then(Value::as_str).map(str::to_string)
 }

@@ -1,10 +1,5 @@
-//! Who exchanges a token when several workers need it at once. The first worker to miss the cache
-//! leases the key in shared data (compare-and-swap); the others wait for the token to appear in the
-//! shared cache instead of asking Entra ID themselves. A lease names its worker and ends at a
-//! deadline, after which a waiter may lease the key itself, in case the holder died.
-//!
-//! Leases live in as many shared-data keys as the cache has slots (the same slot index), so their
-//! number is bounded too.
+//! Which worker exchanges a token several need: a lease in shared data with a deadline, in case
+//! its holder died. One lease key per cache slot, so their number is bounded too.
 
 use crate::cache_key::CacheKey;
 use crate::host::Host;
@@ -12,7 +7,6 @@ use crate::shared_data::version_for_creating;
 
 use crate::shared_data::LEASE_PREFIX as PREFIX;
 
-/// What a lease attempt found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lease {
     /// This worker holds the lease: it sends the token request.
@@ -45,7 +39,6 @@ fn decode(value: &[u8]) -> Option<([u8; 32], u64, u64)> {
     ))
 }
 
-/// Whether another worker holds a live lease on `key` at `now_ms`.
 pub fn held_elsewhere(
     host: &dyn Host,
     key: &CacheKey,
@@ -59,7 +52,6 @@ pub fn held_elsewhere(
         .is_some_and(|(k, w, until)| k == key.0 && w != worker && now_ms < until)
 }
 
-/// Tries to lease `key` for `worker` until `until_ms`.
 pub fn try_take(
     host: &dyn Host,
     key: &CacheKey,

@@ -1,12 +1,7 @@
 //! Whether a request's `:path` means the same to a plain prefix comparison as to Envoy's router and
 //! the upstream after it: `/v2/../admin/x` starts with `/v2/` but is `/admin/x` to a server.
 
-/// True if the path (before any `?` query) has something a normalizer would change: a dot-segment
-/// (`.`, `..`, also percent-encoded or followed by `;` parameters), an empty segment (`//`), a
-/// backslash, a fragment, a malformed percent-escape, or a percent-encoded character that some
-/// server decodes into one of those: a slash or backslash, an unreserved character (`%76` for
-/// `v`), `;` (`..%3B` is `..;` to Tomcat), `%` (double encoding), a control character, or an
-/// overlong UTF-8 lead byte (`%c0%ae` for `.`).
+/// True if a normalizer or some server would change the path (before `?`): routing.md, "Paths".
 pub fn is_ambiguous(path: &str) -> bool {
     let path = path.split_once('?').map_or(path, |(path, _query)| path);
     if path.contains('#') || path.contains('\\') {

@@ -1,13 +1,6 @@
-//! The shared-data layout: every key the filter keeps in Envoy's shared data, and the version in
-//! their names.
-//!
-//! Shared data is what the workers have in common, and during a rollout two versions of the
-//! module in one Envoy read and write the same keys. Two versions that share `v1` must agree on
-//! every key below and on the encoding of its value (in the module named beside each); a change to
-//! either takes a new version in every name, so that the old and the new module keep apart
-//! instead of misreading each other.
+//! Every shared-data key, and the version in their names: the contract between workers and between
+//! module versions in a rollout (a layout change takes `v2`; see the design document's table).
 
-/// A key's full name: the version, then the key.
 macro_rules! versioned {
     ($name:literal) => {
         concat!("entra-obo-filter/v1/", $name)
@@ -16,8 +9,7 @@ macro_rules! versioned {
 
 /// `slot/<n>`: one slot of the token cache (`token_cache`).
 pub const SLOT_PREFIX: &str = versioned!("slot/");
-/// `claim/<n>`: the lease on the exchange for the key in slot `n` (`lease`). The name is older
-/// than the module's and stays, being part of `v1`.
+/// `claim/<n>`: the lease on slot `n`'s exchange (`lease`); an older name, kept as part of `v1`.
 pub const LEASE_PREFIX: &str = versioned!("claim/");
 /// `backoff/<hash of endpoint, client, grant and scope>`: until when a scope backs off (`backoff`).
 pub const BACKOFF_PREFIX: &str = versioned!("backoff/");

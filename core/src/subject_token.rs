@@ -1,6 +1,5 @@
-//! The caller's token: taken from `Authorization: Bearer …`, its claims read (not verified:
-//! Entra ID verifies the token when it is exchanged), and the checks that refuse a token locally
-//! rather than spend a token request on it.
+//! The caller's bearer token, its claims read (not verified: Entra ID does that when it is
+//! exchanged), and the checks that refuse it locally rather than spend a token request on it.
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
@@ -13,15 +12,12 @@ const BASE64URL: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// The token of an `Authorization` value with the `Bearer` scheme (any case), or None.
 pub fn bearer_token(authorization: &str) -> Option<&str> {
     bearer_part(authorization.as_bytes()).and_then(token_text)
 }
 
-/// What follows the `Bearer` scheme (any case), as the bytes Envoy handed over, not yet checked
-/// character by character: the hot path looks the token up in the front cache first, which holds
-/// only tokens that passed `token_text`, and checks the characters of the rest (a scan over the
-/// whole token).
+/// What follows `Bearer` (any case), its characters unchecked: the front cache holds only tokens
+/// that passed `token_text`, so a hit skips the scan over the whole token.
 pub fn bearer_part(authorization: &[u8]) -> Option<&[u8]> {
     let value = authorization.trim_ascii();
     let space = value.iter().position(|&b| b == b' ')?;
@@ -34,7 +30,7 @@ pub fn bearer_part(authorization: &[u8]) -> Option<&[u8]> {
     Some(&rest[start..])
 }
 
-/// The token as text if every character is printable ASCII, not a space; None otherwise.
+/// Printable ASCII, no space.
 pub fn token_text(token: &[u8]) -> Option<&str> {
     if token.iter().all(u8::is_ascii_graphic) {
         std::str::from_utf8(token).ok()
@@ -46,21 +42,16 @@ pub fn token_text(token: &[u8]) -> Option<&str> {
 /// Subject tokens longer than this are refused before anything else is done with them.
 pub const MAX_SUBJECT_TOKEN_BYTES: usize = 16 * 1024;
 
-/// Why a subject token is refused without asking Entra ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubjectTokenProblem {
     TooLarge,
     /// Not three base64url parts with a JSON object as payload, or claims of the wrong type.
     NotJwt,
-    /// `exp` (plus the leeway) is in the past.
     Expired,
-    /// `require_audience` is on and `aud` names another application.
     WrongAudience,
     /// No `exp`: Entra ID always sets it, and a token without it could be cached forever.
     NoExpiry,
-    /// `allowed_issuers` is set and `iss` is not in it.
     UntrustedIssuer,
-    /// `allowed_tenants` is set and `tid` is not in it.
     UntrustedTenant,
 }
 
@@ -73,13 +64,11 @@ pub struct Accepted<'a> {
     pub tenants: Option<&'a [String]>,
 }
 
-/// The claims the filter reads from a subject token (none is verified here).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubjectClaims {
     pub exp: Option<u64>,
     pub aud: Vec<String>,
     pub iss: Option<String>,
-    /// Entra ID's tenant id.
     pub tid: Option<String>,
 }
 
@@ -119,7 +108,6 @@ pub fn read_claims(token: &str) -> Result<SubjectClaims, SubjectTokenProblem> {
         ),
         Some(_) => return Err(NotJwt),
     };
-    // A string or a list of strings.
     let aud = match claims.get("aud") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(a)) => vec![a.clone()],
@@ -142,8 +130,7 @@ pub fn read_claims(token: &str) -> Result<SubjectClaims, SubjectTokenProblem> {
     })
 }
 
-/// The checks made before a subject token is sent to Entra ID: size, shape, an `exp` not past,
-/// and `aud`, `iss` and `tid` among those `accepted` names (where it names any).
+/// Size, shape, an `exp` not past, and `aud`, `iss` and `tid` among those `accepted`.
 pub fn check(
     token: &str,
     now: u64,

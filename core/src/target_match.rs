@@ -1,8 +1,5 @@
-//! Which configured target (and so which scope) a request is for: the first target whose `host`,
-//! `cluster` and `path_prefix` all hold. A target's token must reach only the destination the
-//! target names, so the request is read the way Envoy's router reads it: the cluster Envoy's route
-//! picked, the authority compared whole (port included), the raw path. What the router could read
-//! differently is refused rather than guessed at.
+//! Which target (and so which scope) a request is for, read as Envoy's router reads it, so that a
+//! token reaches only its target; what the router could read differently is refused (routing.md).
 
 use crate::authority::{self, Authority};
 use crate::request_path;
@@ -11,18 +8,15 @@ use crate::request_path;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub host: Option<HostPattern>,
-    /// The upstream cluster Envoy's route picked.
     pub cluster: Option<ClusterPattern>,
     pub path_prefix: Option<String>,
-    /// Its provider: an index into the configuration's providers.
     pub provider: usize,
     /// What the token is asked for: the scope, or for `token_exchange` the audience.
     pub resource: String,
 }
 
-/// A target's `host`: an exact name, or `*.suffix` for any subdomain (never the bare suffix), with
-/// or without a port. An authority matches only with the same port, or none if the pattern has
-/// none, as Envoy's virtual-host domains match.
+/// An exact name, or `*.suffix` for any subdomain (never the bare suffix); an authority matches
+/// only with the same port, or none, as Envoy's virtual-host domains match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {
     name: HostName,
@@ -38,7 +32,6 @@ enum HostName {
 }
 
 impl HostPattern {
-    /// Parses a configured host; the error says what is wrong with it.
     pub fn parse(raw: &str) -> Result<HostPattern, String> {
         let lower = raw.to_ascii_lowercase();
         let (rest, wildcard) = match lower.strip_prefix("*.") {
@@ -71,8 +64,7 @@ impl HostPattern {
         self.port == authority.port && self.matches_name(authority.host)
     }
 
-    /// An authority this pattern matches (for a wildcard, one subdomain of it), to ask which of
-    /// Envoy's virtual hosts it would reach.
+    /// An authority it matches, to ask which of Envoy's virtual hosts it would reach.
     pub fn example(&self) -> String {
         let name = match &self.name {
             HostName::Exact(name) => name.clone(),
@@ -84,7 +76,6 @@ impl HostPattern {
         }
     }
 
-    /// Whether a host name (any case) matches, whatever the port.
     fn matches_name(&self, host: &str) -> bool {
         match &self.name {
             HostName::Exact(name) => host.eq_ignore_ascii_case(name),
@@ -97,9 +88,8 @@ impl HostPattern {
     }
 }
 
-/// A target's `cluster`: the name of the upstream cluster Envoy's route picked, exactly, where
-/// each `*` stands for a non-empty run of characters without `|` (Istio's
-/// `outbound|80||*.payments.svc.cluster.local`).
+/// The route's cluster name, exactly, where each `*` stands for a non-empty run without `|`
+/// (Istio's `outbound|80||*.payments.svc.cluster.local`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterPattern(String);
 
@@ -132,7 +122,6 @@ impl ClusterPattern {
     }
 }
 
-/// `*` matches one or more bytes other than `|`; every other byte matches itself.
 fn glob(pattern: &[u8], name: &[u8]) -> bool {
     match pattern.split_first() {
         None => name.is_empty(),
@@ -144,33 +133,27 @@ fn glob(pattern: &[u8], name: &[u8]) -> bool {
     }
 }
 
-/// What the filter knows of a request when it picks a target.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestRoute<'a> {
     pub authority: &'a str,
     pub path: &'a str,
-    /// The upstream cluster of the route Envoy picked (`xds.cluster_name`); None if it was not
-    /// read (no target names a cluster) or the request has no route.
+    /// `xds.cluster_name`; None without a route, or if no target names a cluster.
     pub cluster: Option<&'a str>,
 }
 
-/// What a request is, as far as the targets go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Match<'a> {
     /// The first target that holds, and its index.
     Target(usize, &'a Target),
-    /// No target holds.
     Unmatched,
     /// The authority is not `host[:port]`, and read leniently it names a target's host: Envoy
     /// routes it by its whole value, so it is refused rather than matched.
     MalformedAuthority,
-    /// A target with a `path_prefix` would consider the request, and its path has dot-segments,
-    /// empty segments or escapes that the router or the upstream may read differently.
+    /// A `path_prefix` target would consider a path that the router or upstream may read otherwise.
     AmbiguousPath,
 }
 
-/// Picks the target of a request. `paths_normalized`: Envoy normalizes paths before the filter
-/// (`envoy_normalizes_paths`), so an ambiguous path cannot reach it.
+/// `paths_normalized`: Envoy normalizes paths first, so an ambiguous path cannot reach the filter.
 pub fn find_target<'a>(
     targets: &'a [Target],
     request: &RequestRoute<'_>,
@@ -223,8 +206,7 @@ fn cluster_holds(target: &Target, cluster: Option<&str>) -> bool {
         .is_none_or(|pattern| cluster.is_some_and(|c| pattern.matches(c)))
 }
 
-/// Whether a malformed authority, read leniently, names the host of a target that would
-/// otherwise hold.
+/// Whether a malformed authority, read leniently, names a target's host.
 fn aimed_at_a_target(targets: &[Target], request: &RequestRoute<'_>) -> bool {
     authority::lenient_hosts(request.authority).any(|host| {
         targets.iter().any(|target| {

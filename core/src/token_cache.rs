@@ -1,6 +1,5 @@
-//! The token cache in shared data, shared by every worker of one Envoy: a fixed table of
-//! `max_entries` slots (shared data has no delete and no TTL), each holding the full key, until
-//! when its entry is used, and the token or a remembered refusal.
+//! The token cache in shared data: a fixed table of `max_entries` slots (shared data has no delete
+//! and no TTL), each holding the full key, until when it is used, and a token or a refusal.
 
 use crate::cache_key::CacheKey;
 use crate::host::Host;
@@ -10,11 +9,9 @@ const HEADER_LEN: usize = 32 + 8 + 1;
 const KIND_TOKEN: u8 = 0;
 const KIND_REJECTED: u8 = 1;
 
-/// What a slot holds for a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cached {
-    /// An issued token, to be used until `until`, and refreshed ahead from `refresh_at`
-    /// (seconds since the epoch).
+    /// Seconds since the epoch.
     Token {
         token: String,
         until: u64,
@@ -36,7 +33,6 @@ impl TokenCache {
         }
     }
 
-    /// How many slots the table has (at least one).
     pub fn slots(&self) -> u32 {
         self.slots
     }
@@ -45,7 +41,6 @@ impl TokenCache {
         format!("{SLOT_PREFIX}{}", key.slot(self.slots))
     }
 
-    /// What the slot of `key` holds for it at `now`, if anything.
     pub fn get(&self, host: &dyn Host, key: &CacheKey, now: u64) -> Option<Cached> {
         let value = host.shared_get(&self.slot_name(key))?;
         let (stored_key, rest) = value.split_first_chunk::<32>()?;
@@ -69,8 +64,6 @@ impl TokenCache {
         }
     }
 
-    /// Stores `token` for `key` until `use_until`, to be refreshed from `refresh_at` (seconds since
-    /// the epoch).
     pub fn put(
         &self,
         host: &dyn Host,
@@ -92,7 +85,6 @@ impl TokenCache {
         }
     }
 
-    /// Remembers Entra ID's refusal (`error_json`) for `key` until `use_until`.
     pub fn put_rejection(
         &self,
         host: &dyn Host,
@@ -130,8 +122,7 @@ impl TokenCache {
     }
 }
 
-/// When to start refreshing a token used until `until`: the last `window_s` seconds or the last
-/// `percent` of its lifetime, whichever is shorter (either 0: never ahead of time).
+/// The last `window_s` seconds or `percent` of the lifetime, whichever is shorter (0: never).
 pub fn refresh_at(now: u64, until: u64, window_s: u64, percent: u64) -> u64 {
     let lifetime = until.saturating_sub(now);
     until
@@ -140,9 +131,8 @@ pub fn refresh_at(now: u64, until: u64, window_s: u64, percent: u64) -> u64 {
             .min(lifetime)
 }
 
-/// Until when an issued token may be used: `issued_at + expires_in - skew`, and never past the
-/// subject token's own `exp`. None when that is already over (the token is then used once, not
-/// cached).
+/// `issued_at + expires_in - skew`, never past the subject token's `exp`; None when that is over
+/// (the token is then used once, not cached).
 pub fn use_until(now: u64, expires_in: u64, skew: u64, subject_exp: Option<u64>) -> Option<u64> {
     let by_lifetime = now.saturating_add(expires_in).checked_sub(skew)?;
     let until = subject_exp.map_or(by_lifetime, |exp| exp.min(by_lifetime));

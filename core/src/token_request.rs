@@ -1,14 +1,11 @@
-//! The token request of each grant, a form-encoded POST, exactly as documented:
-//! - `on_behalf_of` (Microsoft identity platform):
-//!   `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`, `client_id`, the client's
-//!   credential, `assertion`, `scope`, `requested_token_use=on_behalf_of`;
-//! - `client_credentials` (RFC 6749, Entra ID): `grant_type=client_credentials`, `client_id`, the
-//!   client's credential, `scope`;
-//! - `token_exchange` (RFC 8693, as NAIS TokenX expects):
-//!   `grant_type=urn:ietf:params:oauth:grant-type:token-exchange`, the client's credential (with
-//!   `client_id` only beside a secret), `subject_token_type`, `subject_token`, `audience`.
-//!
-//! The client's credential is `client_secret`, or `client_assertion_type` and `client_assertion`.
+//! The token request of each grant: a form-encoded POST with the fields each one documents
+//! (`grant_type` from `GRANT_TYPE_*` below; the credential is `client_secret`, or
+//! `client_assertion_type` and `client_assertion`):
+//! - `on_behalf_of` (Microsoft identity platform): `client_id`, credential, `assertion`, `scope`,
+//!   `requested_token_use=on_behalf_of`;
+//! - `client_credentials` (RFC 6749): `client_id`, credential, `scope`;
+//! - `token_exchange` (RFC 8693, as NAIS TokenX expects): credential (`client_id` only beside a
+//!   secret), `subject_token_type`, `subject_token`, `audience`.
 
 use crate::client_assertion::{LastAssertion, CLIENT_ASSERTION_TYPE};
 use crate::config::{ClientAuth, Grant, Provider};
@@ -22,15 +19,12 @@ pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:to
 pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
-/// How the application proves itself in one token request.
 pub enum ClientCredential<'a> {
     Secret(&'a str),
-    /// A signed `client_assertion`.
     Assertion(&'a str),
 }
 
-/// The credential for a token request sent at `now` that reaches the token endpoint before
-/// `arrive_by`: the secret, or the provider's assertion (`last`, signed anew when it is due).
+/// The secret, or the provider's assertion (`last`, signed anew when due) valid at `arrive_by`.
 pub fn client_credential<'a>(
     provider: &'a Provider,
     last: &'a mut LastAssertion,
@@ -45,9 +39,8 @@ pub fn client_credential<'a>(
     }
 }
 
-/// The form body of the token request for `resource` (the scope, or the audience), on behalf of
-/// `subject_token` (unused by `client_credentials`). It holds the client's credential and the
-/// subject token: it is sent, never logged.
+/// `resource` is the scope or the audience. The body holds the client's credential and the subject
+/// token: it is sent, never logged.
 pub fn form_body(
     provider: &Provider,
     credential: &ClientCredential<'_>,
@@ -87,7 +80,6 @@ pub fn form_body(
     form.finish().into_bytes()
 }
 
-/// The callout's headers: pseudo-headers from the endpoint URL, then the content type.
 pub fn headers(provider: &Provider) -> [(&str, &str); 5] {
     [
         (":method", "POST"),
@@ -98,9 +90,7 @@ pub fn headers(provider: &Provider) -> [(&str, &str); 5] {
     ]
 }
 
-/// Sends the token request for `resource` (and the subject token, for the grants that take one)
-/// through the provider's token cluster, with what is left of the time budget; returns the host's
-/// id of the call. `last` is the provider's last signed client assertion.
+/// Sends the token request with what is left of the time budget; returns the host's id of the call.
 pub fn send(
     host: &dyn Host,
     provider: &Provider,

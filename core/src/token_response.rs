@@ -9,17 +9,14 @@ use crate::json;
 pub const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 /// Issued tokens longer than this are refused rather than written into a header.
 pub const MAX_ACCESS_TOKEN_BYTES: usize = 32 * 1024;
-/// The longest `expires_in` taken as it is: Entra ID's tokens live 60 to 90 minutes (up to 28
-/// hours for clients that declare continuous access evaluation, which the filter does not); a
-/// larger value is read as this.
+/// Entra ID's tokens live 60 to 90 minutes (28 hours only for clients that declare continuous
+/// access evaluation, which the filter does not); a larger `expires_in` is read as this.
 pub const MAX_EXPIRES_IN_S: u64 = 86_400;
 
-/// A token the IdP issued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedToken {
     pub access_token: String,
-    /// Whole seconds, at most `MAX_EXPIRES_IN_S`; 0 when the IdP gave none (the token is then used
-    /// but not cached).
+    /// Whole seconds; 0 when the IdP gave none (the token is then used but not cached).
     pub expires_in: u64,
 }
 
@@ -43,7 +40,6 @@ pub enum ExchangeFailure {
     InvalidGrant(Box<IdpError>),
     /// `interaction_required`, or any error with a `claims` challenge.
     ClaimsChallenge(Box<IdpError>),
-    /// HTTP 429 from the IdP.
     Throttled {
         retry_after: Option<String>,
         idp: Option<Box<IdpError>>,
@@ -55,19 +51,15 @@ pub enum ExchangeFailure {
     },
     /// A 2xx that is not a usable token response.
     BadAnswer(&'static str),
-    /// No answer within `token_timeout_ms`.
     Timeout,
     /// The token cluster could not be reached, or the answer came with no status at all.
     Unreachable,
-    /// Envoy itself answered instead of the token endpoint: the token cluster's circuit breakers
-    /// overflowed, or it has no healthy host. Says nothing of the IdP.
+    /// Envoy answered itself (circuit breakers, no healthy host): says nothing of the IdP.
     RefusedByEnvoy,
 }
 
 impl ExchangeFailure {
-    /// A refusal remembered for a subject token and scope (`negative_cache_s`), read back from
-    /// the error JSON kept in the cache, as it was first told: a claims challenge again, or else
-    /// an `invalid_grant`.
+    /// A refusal remembered in the cache, told as first: a claims challenge, else `invalid_grant`.
     pub fn remembered(error_json: &[u8]) -> ExchangeFailure {
         let idp = IdpError::from_json(error_json).unwrap_or_default();
         if idp.is_claims_challenge() {
@@ -79,14 +71,12 @@ impl ExchangeFailure {
 }
 
 impl IdpError {
-    /// `interaction_required`, or any error that carries a `claims` challenge.
     fn is_claims_challenge(&self) -> bool {
         self.claims.as_deref().is_some_and(|c| !c.is_empty())
             || self.error == "interaction_required"
     }
 
-    /// Reads the error fields of a token endpoint's JSON answer (or of one kept in the cache);
-    /// None when it has no `error`. A field of another type than Entra ID documents is left out.
+    /// None without `error`; a field of another type than Entra ID documents is left out.
     pub fn from_json(text: &[u8]) -> Option<IdpError> {
         let Ok(Value::Object(fields)) = crate::json::parse(text) else {
             return None;
@@ -108,9 +98,8 @@ impl IdpError {
     }
 }
 
-/// Whether a callout's answer is Envoy's own local reply for a token cluster at its limits, not an
-/// answer from the token endpoint: `x-envoy-overloaded` (a circuit breaker or the connection pool
-/// overflowed), or 503 `no healthy upstream`. Entra ID answers neither way.
+/// Envoy's own reply for a token cluster at its limits: `x-envoy-overloaded` (a circuit breaker or
+/// the pool overflowed), or 503 `no healthy upstream`. Entra ID answers neither way.
 pub fn refused_by_envoy(status: Option<u16>, overloaded: bool, body: &[u8]) -> bool {
     overloaded || (status == Some(503) && body.starts_with(b"no healthy upstream"))
 }

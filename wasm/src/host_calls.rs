@@ -56,8 +56,7 @@ extern "C" {
     fn proxy_record_metric(metric_id: u32, value: u64) -> Status;
 }
 
-/// The ids Envoy gave this VM's metrics: the counters in `Counter::ALL` order, then the
-/// histogram. None until `define_metrics` ran (or if Envoy refused a definition).
+/// The counters in `Counter::ALL` order; None until `define_metrics` ran, or if Envoy refused one.
 #[derive(Clone, Copy)]
 struct MetricIds {
     counters: [u32; Counter::ALL.len()],
@@ -74,7 +73,6 @@ thread_local! {
 /// How often pending counts reach Envoy's stats (the root context ticks at least this often).
 pub const METRICS_FLUSH_MS: u64 = 1_000;
 
-/// Hands the pending counts to Envoy.
 pub fn flush_metrics() {
     let pending = PENDING.with(|p| p.replace([0; Counter::ALL.len()]));
     with_metric_ids(|ids| {
@@ -95,7 +93,6 @@ fn define(metric_type: proxy_wasm::types::MetricType, name: &str) -> Option<u32>
     matches!(status, Status::Ok).then_some(id)
 }
 
-/// Defines every metric of this VM, once, when the filter is configured.
 pub fn define_metrics() {
     use proxy_wasm::types::MetricType;
     let mut counters = [0u32; Counter::ALL.len()];
@@ -116,8 +113,7 @@ fn with_metric_ids(f: impl FnOnce(&MetricIds)) {
     }
 }
 
-/// Takes ownership of a block the host allocated in this VM (through the SDK's
-/// `proxy_on_memory_allocate`).
+/// Takes ownership of a block the host allocated in this VM (`proxy_on_memory_allocate`).
 fn host_block(data: *mut u8, size: usize) -> Vec<u8> {
     if data.is_null() {
         return Vec::new();
@@ -127,7 +123,6 @@ fn host_block(data: *mut u8, size: usize) -> Vec<u8> {
     unsafe { Vec::from_raw_parts(data, size, size) }
 }
 
-/// A header value as bytes; None when it is absent or the map cannot be read.
 fn header_bytes(map_type: MapType, name: &str) -> Option<Vec<u8>> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
@@ -138,14 +133,12 @@ fn header_bytes(map_type: MapType, name: &str) -> Option<Vec<u8>> {
     matches!(status, Status::Ok).then(|| host_block(data, size))
 }
 
-/// Header bytes as text; invalid UTF-8 is replaced, so such a value can never match or pass a
-/// check.
+/// Invalid UTF-8 is replaced, so such a value can never match or pass a check.
 fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// A property of the current stream (path segments joined by NUL), as bytes; None when it is
-/// absent or cannot be read.
+/// A property of the current stream (path segments joined by NUL); None when absent or unreadable.
 fn property_bytes(path: &[u8]) -> Option<Vec<u8>> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
@@ -177,10 +170,9 @@ fn u32_at(map: &[u8], at: usize) -> Option<usize> {
     Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize)
 }
 
-/// The values of `names` (up to `HeaderValues::MAX`) in a map serialized the proxy-wasm way: a
-/// u32 count, then a u32 length pair per entry, then each name and value followed by a NUL. A
-/// name that occurs more than once has its values joined with `,`, as Envoy joins them for a
-/// single-header read (the joined value is appended to the map's buffer).
+/// The proxy-wasm map layout: a u32 count, a u32 length pair per entry, then each name and value
+/// followed by a NUL. A repeated name's values are joined with `,` (appended to the buffer), as
+/// Envoy joins them for a single-header read.
 pub(crate) fn pick_headers(mut map: Vec<u8>, names: &[&str]) -> HeaderValues {
     let mut spans: [Option<Range<usize>>; HeaderValues::MAX] = Default::default();
     debug_assert!(
@@ -228,7 +220,6 @@ pub(crate) fn pick_headers(mut map: Vec<u8>, names: &[&str]) -> HeaderValues {
     HeaderValues::new(map, spans)
 }
 
-/// Up to `max` bytes of a buffer; empty when there is none.
 fn buffer_bytes(buffer_type: BufferType, max: usize) -> Vec<u8> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
@@ -359,8 +350,7 @@ impl Host for ProxyHost {
     }
 }
 
-/// The answer of the callout whose response callback is running now. A reset arrives with no
-/// headers at all: then nothing is read and the answer has no status.
+/// The callout answer now in hand; a reset arrives with no headers, so the answer has no status.
 pub fn read_call_answer(num_headers: usize, body_size: usize) -> CallAnswer {
     if num_headers == 0 {
         return CallAnswer::default();

@@ -1,5 +1,4 @@
-//! The request context: hands each callback to `RequestFilter` and turns its verdict into an
-//! Envoy action.
+//! The request context: each callback to `RequestFilter`, its verdict into an Envoy action.
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;

@@ -1,7 +1,5 @@
-//! entra-obo-filter as a proxy-wasm module: the thin shell over `obo_core`. The root context
-//! (`root`) validates the configuration and sends token requests; the request context (`http`)
-//! pauses and resumes requests; `host_calls` implements the core's `Host` over the hostcalls.
-//! Nothing here decides anything.
+//! The proxy-wasm shell over `obo_core`, deciding nothing: the root context (`root`), the request
+//! context (`http`), and the core's `Host` over the hostcalls (`host_calls`).
 
 // A panic aborts the worker's Wasm VM: the shell returns errors instead. Tests may panic.
 #![cfg_attr(

@@ -1,5 +1,5 @@
-//! The root context: one per worker. It validates the configuration in `on_configure` and sends
-//! the token requests of exchanges whose first request went away.
+//! The root context, one per worker: validates the configuration; sends retries, refreshes and
+//! the token requests of requests that went away.
 
 use std::cell::RefCell;
 use std::rc::Rc;

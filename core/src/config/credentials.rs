@@ -1,5 +1,4 @@
-//! The application's credential at a provider's token endpoint: a client secret, or a private key
-//! that signs a `client_assertion`.
+//! The application's credential at a provider: a client secret, or a private key.
 
 use serde_json::Value;
 
@@ -11,16 +10,14 @@ use crate::client_assertion::{AssertionSettings, ClientKey};
 
 const MAX_ASSERTION_LIFETIME_S: u64 = 600;
 
-/// A provider's credential fields as written.
 pub(super) struct RawCredentials {
     pub(super) secret: Option<String>,
     pub(super) jwk: Option<Value>,
     pub(super) assertion: RawAssertion,
 }
 
-/// The application's credential: exactly one of a secret and a private key. Configured values win;
-/// with neither configured, the grant's key variable (`AZURE_APP_JWK`, `TOKEN_X_PRIVATE_JWK`) is
-/// preferred over its secret variable (`AZURE_APP_CLIENT_SECRET`).
+/// Exactly one of a secret and a private key; configured values win, then the grant's key
+/// variable (`AZURE_APP_JWK`, `TOKEN_X_PRIVATE_JWK`), then its secret variable.
 pub(super) fn client_auth(
     prefix: &str,
     names: &EnvNames,

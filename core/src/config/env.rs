@@ -1,5 +1,4 @@
-//! The VM's environment in the configuration: `${NAME}` values, and the variables a provider's
-//! fields default to.
+//! The VM's environment: `${NAME}` values, and the variables a provider's fields default to.
 
 use serde_json::Value;
 
@@ -25,7 +24,6 @@ pub(super) struct EnvNames {
 }
 
 impl EnvNames {
-    /// The variables a provider of this grant defaults to.
     pub(super) fn of(grant: Grant) -> EnvNames {
         match grant {
             Grant::OnBehalfOf | Grant::ClientCredentials => EnvNames {
@@ -95,7 +93,6 @@ fn env_reference(s: &str) -> Option<&str> {
     valid.then_some(name)
 }
 
-/// A configured value, or else the environment variable's.
 pub(super) fn or_env(
     field: &str,
     configured: Option<String>,

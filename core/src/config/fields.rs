@@ -1,5 +1,4 @@
-//! Reading the configuration's JSON field by field, and the errors that name each field by its
-//! path.
+//! Reading the configuration field by field, with errors that name each field by its path.
 
 use std::fmt;
 
@@ -7,7 +6,6 @@ use serde_json::Value;
 
 use crate::json::{self, FromJson};
 
-/// What is wrong with a configuration, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub field: String,
@@ -31,8 +29,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Every problem found in a configuration, in field order: a platform team sees them all at once
-/// (the filter's log, `obo-config check`) rather than one per rollout.
+/// Every problem found, in field order: all at once, not one per rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub(super) Vec<ConfigError>);
 
@@ -67,7 +64,6 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Collects problems while validation goes on past the first one.
 #[derive(Default)]
 pub(super) struct Problems(pub(super) Vec<ConfigError>);
 
@@ -90,13 +86,11 @@ impl Problems {
     }
 }
 
-/// One JSON object read field by field: a field of the wrong type and an unknown field are named
-/// with their whole path (`targets[1].scope`), and every such problem is reported, not only the
-/// first (serde's derive would stop at the first: see docs/design.md, Configuration).
+/// One JSON object read field by field, naming a wrong or unknown field by its path
+/// (`targets[1].scope`); why not serde's derive: docs/design.md, Configuration.
 pub(super) struct Fields<'a> {
     map: serde_json::Map<String, Value>,
-    /// The fields asked for (only looked up, not removed: that keeps the map's removal code out
-    /// of the .wasm).
+    /// Looked up, not removed: that keeps the map's removal code out of the .wasm.
     read: Vec<&'static str>,
     /// `""` at the top level, else the object's path and a dot: `cache.`, `targets[0].`.
     prefix: String,
@@ -135,12 +129,10 @@ impl<'a> Fields<'a> {
         format!("{}{field}", self.prefix)
     }
 
-    /// Whether the object has no field at all.
     pub(super) fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
-    /// The field's value; None if it is absent or null.
     pub(super) fn value(&mut self, field: &'static str) -> Option<Value> {
         self.read.push(field);
         self.map.get(field).filter(|v| !v.is_null()).cloned()
@@ -158,8 +150,7 @@ impl<'a> Fields<'a> {
         read
     }
 
-    /// A string that is a secret: a value of another type is refused without being quoted (`opt`'s
-    /// message would quote it).
+    /// A value of another type is refused without being quoted, as `opt`'s message would.
     pub(super) fn secret(&mut self, field: &'static str) -> Option<String> {
         match self.value(field)? {
             Value::String(secret) => Some(secret),
@@ -206,7 +197,7 @@ impl<'a> Fields<'a> {
         read
     }
 
-    /// Reports the fields nobody read.
+    /// Reports the unknown fields: those nobody read.
     pub(super) fn finish(self) {
         for key in self.map.keys().filter(|k| !self.read.contains(&k.as_str())) {
             let path = format!("{}{key}", self.prefix);

@@ -1,9 +1,5 @@
-//! The plugin configuration: parsed, expanded from the environment and validated once, in
-//! `on_configure`. Requests only ever see a `Config` that passed every check here.
-//!
-//! `parse` runs `env` (`${NAME}` values), then `raw` (each field read with its type, through
-//! `fields`), then `validate` (ranges and targets, with `provider` and `credentials`); what it
-//! returns is made of the public `types`.
+//! The plugin configuration, validated once in `on_configure`: `parse` runs `env` (`${NAME}`),
+//! then `raw` (each field with its type, through `fields`), then `validate` into `types`.
 
 mod credentials;
 mod env;
@@ -33,8 +29,7 @@ use fields::{Fields, Problems};
 use raw::RawConfig;
 use validate::validate;
 
-/// Parses the plugin configuration. `env` reads the VM's environment (`${NAME}` values and the
-/// `AZURE_*` defaults).
+/// `env` reads the VM's environment (`${NAME}` values and the `AZURE_*` defaults).
 pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::new(
@@ -72,8 +67,7 @@ pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
     }
 }
 
-/// One line about a valid configuration, for the log and `obo-config`: targets, what happens to
-/// the rest, and providers.
+/// One line about a valid configuration, for the log and `obo-config`.
 pub fn summary(config: &Config) -> String {
     let providers: Vec<String> = config
         .providers

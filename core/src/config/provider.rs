@@ -1,5 +1,4 @@
-//! Checking one token provider: its cluster, endpoint and client id (configured or from the
-//! environment), its credential, and which subject tokens it accepts.
+//! Checking one provider: cluster, endpoint, client id, credential, the subject tokens it accepts.
 
 use serde_json::Value;
 
@@ -97,9 +96,7 @@ pub(super) fn validate_provider(
     })
 }
 
-/// `allowed_issuers` or `allowed_tenants`: a non-empty list of values that `read` accepts (and
-/// gives in the form compared), for a grant that exchanges a caller's token. Some(None) when the
-/// field is absent; None when it is wrong (reported).
+/// `allowed_issuers` or `allowed_tenants`: Some(None) when absent; None when wrong (reported).
 fn subject_filter(
     field: &str,
     raw: Option<Value>,

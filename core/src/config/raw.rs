@@ -1,5 +1,4 @@
-//! The configuration as written: every field read with its type checked and its default filled
-//! in, before any value is checked against the others.
+//! The configuration as written: each field read with its type and default, not yet cross-checked.
 
 use serde_json::Value;
 
@@ -23,7 +22,6 @@ const DEFAULT_ASSERTION_LIFETIME_S: u64 = 60;
 const DEFAULT_MAX_EXCHANGES_IN_FLIGHT_PER_WORKER: u32 = 100;
 
 pub(super) struct RawConfig {
-    /// The top-level provider fields.
     pub(super) default: RawProvider,
     pub(super) providers: Vec<(String, RawProvider)>,
     pub(super) token_timeout_ms: u64,
@@ -105,7 +103,6 @@ impl RawConfig {
     }
 }
 
-/// A provider's fields, in `providers` and (the default provider) at the top level.
 pub(super) struct RawProvider {
     pub(super) token_cluster: Option<String>,
     pub(super) token_endpoint: Option<String>,

@@ -1,5 +1,4 @@
-//! Checking the configuration as written against itself: ranges, the providers each target names,
-//! and each target's conditions; what passes becomes the `Config` requests see.
+//! Checking the configuration as written against itself: ranges, providers, targets.
 
 use std::time::Duration;
 
@@ -19,14 +18,12 @@ const MAX_NEGATIVE_CACHE_S: u64 = 300;
 const MAX_BACKOFF_S: u64 = 3_600;
 const MAX_MAX_EXCHANGES_IN_FLIGHT_PER_WORKER: u32 = 10_000;
 
-/// The configuration as written, checked whole: the `Config`, or every problem found.
 pub(super) fn validate(
     raw: RawConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
     let mut p = Problems::default();
-    // The top-level fields are the default provider: validated when a target uses it or when it
-    // is configured at all.
+    // The default provider is validated when a target uses it, or when it is configured at all.
     let default = raw.default;
     let default_used = raw.targets.iter().any(|t| t.provider.is_none());
     let mut providers = Vec::new();

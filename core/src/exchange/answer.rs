@@ -1,5 +1,4 @@
-//! What a token endpoint's answer leaves behind: the token cached, a refusal remembered, the
-//! scope's backoff, or one retry.
+//! What an answer leaves behind: the token cached, a refusal remembered, a backoff, or one retry.
 
 use crate::backoff;
 use crate::cache_key::CacheKey;
@@ -11,9 +10,8 @@ use crate::token_response::{ExchangeFailure, IssuedToken};
 
 use super::{Exchange, MIN_RETRY_BUDGET_MS};
 
-/// When to retry a failed token request, if at all: once, for a reset, an unreachable IdP or a
-/// 5xx, never for a 4xx, and only within the exchange's time budget. The delay is jittered per key
-/// so that many failed exchanges do not come back at the same instant.
+/// Once, for a reset, an unreachable IdP or a 5xx (never a 4xx), within the time budget; jittered
+/// per key so that many failed exchanges do not come back at the same instant.
 pub(super) fn retry_at(
     host: &dyn Host,
     key: &CacheKey,
@@ -34,7 +32,6 @@ pub(super) fn retry_at(
     (exchange.deadline_ms.saturating_sub(due_ms) >= MIN_RETRY_BUDGET_MS).then_some(due_ms)
 }
 
-/// Counts an exchange's final outcome and records its latency.
 pub(super) fn record_outcome(host: &dyn Host, outcome: Counter, exchange: &Exchange) {
     host.count(outcome);
     host.record_exchange_latency_ms(host.now_ms().saturating_sub(exchange.started_ms));
@@ -84,10 +81,8 @@ pub(super) fn store(
     }
 }
 
-/// What a final failure leaves behind: an `invalid_grant` or a claims challenge is remembered for
-/// this subject token and scope (negative cache): Entra ID answers the same token the same way, and
-/// only a new one (after the caller stepped up) can pass. Throttling and server failures make the
-/// scope back off.
+/// An `invalid_grant` or claims challenge is remembered for this subject token and scope, since
+/// Entra ID answers the same token the same way; throttling and server failures back off.
 pub(super) fn remember_failure(
     host: &dyn Host,
     config: &Config,
@@ -115,8 +110,7 @@ pub(super) fn remember_failure(
     }
 }
 
-/// Whether a failed token request got an answer from the token endpoint itself (not a timeout,
-/// a reset, or Envoy's own refusal).
+/// Not a timeout, a reset, or Envoy's own refusal.
 pub(super) fn came_from_the_endpoint(failure: &ExchangeFailure) -> bool {
     !matches!(
         failure,
@@ -124,7 +118,6 @@ pub(super) fn came_from_the_endpoint(failure: &ExchangeFailure) -> bool {
     )
 }
 
-/// Whether the token endpoint refused the client's credential.
 pub(super) fn is_invalid_client(failure: &ExchangeFailure) -> bool {
     matches!(failure, ExchangeFailure::IdpError { idp: Some(idp), .. } if idp.error == "invalid_client")
 }
