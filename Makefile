@@ -83,10 +83,10 @@ test: build $(ENVOY) lint
 	$(MAKE) --no-print-directory e2e ENVOY_VERSION=$(OLDEST_ENVOY)
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
 
-# The end-to-end suite (tests/) on Envoy ENVOY_VERSION, installed first if need be.
+# The end-to-end suite (e2e/tests/, one binary) on Envoy ENVOY_VERSION, installed first if need be.
 e2e: build $(ENVOY)
 	@echo "e2e: Envoy $(ENVOY_VERSION) ($(ENVOY_BIN))"
-	cargo test -p obo-e2e --tests --quiet
+	cargo test -p obo-e2e --test e2e --quiet
 
 # The end-to-end suite on every supported Envoy; a summary line per version at the end.
 test-compat: build
@@ -130,32 +130,33 @@ fuzz:
 
 # The hot path against no filter, a no-op Wasm filter, Lua and credential_injector, in one Envoy;
 # the cold path; cache memory. The figures go to docs/performance.md by hand from target/bench.md.
-NOOP_WASM := $(CURDIR)/benches/noop/target/wasm32-wasip1/release/noop_filter.wasm
+# Its inputs beside the filter (e2e/bench/): a no-op Wasm filter, one with no SDK, a wrk script.
+NOOP_WASM := $(CURDIR)/e2e/bench/noop/target/wasm32-wasip1/release/noop_filter.wasm
 
 WRK_NEEDED = @command -v wrk >/dev/null || { echo "$@: needs wrk, the HTTP load generator: apt-get install wrk (Debian, Ubuntu), brew install wrk (macOS)"; exit 1; }
 
 bench: build $(ENVOY)
 	$(WRK_NEEDED)
-	cd benches/noop && cargo build --release --target wasm32-wasip1 --quiet
-	cd benches/bare && cargo build --release --target wasm32-wasip1 --quiet
+	cd e2e/bench/noop && cargo build --release --target wasm32-wasip1 --quiet
+	cd e2e/bench/bare && cargo build --release --target wasm32-wasip1 --quiet
 	@rm -f $(dir $(NOOP_WASM))noop_trimmed.wasm
 	$(BINARYEN_BIN)/wasm-metadce -f wasm/src/exports.json $(WASM_FEATURES) $(NOOP_WASM) -o $(dir $(NOOP_WASM))noop_trimmed.wasm >/dev/null
 	cargo bench -p obo-core --bench logic
-	cargo run --release --quiet -p obo-e2e --example bench | tee target/bench.md
+	cargo run --release --quiet -p obo-e2e --bin bench | tee target/bench.md
 
 # A bounded load run with many users against a flapping mock IdP (SOAK_SECONDS, default 60).
 soak: build $(ENVOY)
 	$(WRK_NEEDED)
-	cargo run --release --quiet -p obo-e2e --example soak
+	cargo run --release --quiet -p obo-e2e --bin soak
 
 # A throw-away private key (JWK) for the docker-compose demo, into envoy/.env, which git ignores.
 demo-key:
-	cargo run --quiet --release -p obo-e2e --example demo_key > envoy/.env
+	cargo run --quiet --release -p obo-e2e --bin demo_key > envoy/.env
 	@echo "wrote envoy/.env (OBO_DEMO_JWK)"
 
 # Envoy with the filter, a mock Entra ID token endpoint and an echo API, all on loopback.
 run: build $(ENVOY)
-	cargo run --quiet -p obo-e2e --example local_stack
+	cargo run --quiet -p obo-e2e --bin local_stack
 
 # The OCI image Istio's WasmPlugin pulls (envoy/Dockerfile: plugin.wasm alone in one layer), built
 # with a container engine. Without one this says so and stops; `make release` writes the same
