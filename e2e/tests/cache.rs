@@ -1,14 +1,12 @@
 //! The token cache and the shared exchange, end to end.
 
-mod support;
-
 use std::time::Duration;
 
+use obo_e2e::client::{bearer, try_get};
+use obo_e2e::mock_idp::{obo_token_for, Behaviour};
+use obo_e2e::stack::{Stack, API_SCOPE};
+use obo_e2e::{now, subject_token, user_token};
 use serde_json::json;
-use support::client::{bearer, try_get};
-use support::mock_idp::{obo_token_for, Behaviour};
-use support::stack::{Stack, API_SCOPE};
-use support::{now, subject_token, user_token};
 
 fn ok(s: &Stack, subject: &str) {
     let r = s.get("api.example.com", "/", Some(&bearer(subject)));
@@ -120,7 +118,7 @@ fn get_at_once(s: &Stack, n: usize, authorization: &str) -> Vec<(u16, String)> {
             let (auth, barrier) = (authorization.to_string(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                let r = support::client::get(port, "api.example.com", "/", Some(&auth));
+                let r = obo_e2e::client::get(port, "api.example.com", "/", Some(&auth));
                 (r.status, r.body)
             })
         })
@@ -175,7 +173,7 @@ fn waiting_requests_are_served_when_the_first_caller_gives_up() {
         })
     };
     std::thread::sleep(Duration::from_millis(100));
-    let second = support::client::get(port, "api.example.com", "/", Some(&auth));
+    let second = obo_e2e::client::get(port, "api.example.com", "/", Some(&auth));
     assert!(
         first.join().unwrap().is_err(),
         "the first caller was meant to time out"

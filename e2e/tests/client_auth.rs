@@ -4,16 +4,14 @@
 //! its `exp`, so a worker sends it again for `client_assertion.reuse_s`; told to, it refuses a
 //! repeated `jti`, as Keycloak does.
 
-mod support;
-
+use obo_e2e::client::bearer;
+use obo_e2e::client_key::client_key;
+use obo_e2e::envoy::{Envoy, EnvoyOptions};
+use obo_e2e::mock_idp::{obo_token_for, MockIdp, CLIENT_SECRET};
+use obo_e2e::stack::{plugin_config, API_SCOPE};
+use obo_e2e::upstream::Upstream;
+use obo_e2e::user_token;
 use serde_json::{json, Value};
-use support::client::bearer;
-use support::client_key::client_key;
-use support::envoy::{Envoy, EnvoyOptions};
-use support::mock_idp::{obo_token_for, MockIdp, CLIENT_SECRET};
-use support::stack::{plugin_config, API_SCOPE};
-use support::upstream::Upstream;
-use support::user_token;
 
 struct World {
     idp: MockIdp,
@@ -52,7 +50,7 @@ fn with_private_key_at(idp: MockIdp, extra: Value, audience: Option<&str>) -> Wo
 
 fn call(w: &World, user: &str) -> (u16, String) {
     let subject = user_token(user);
-    let r = support::client::get(
+    let r = obo_e2e::client::get(
         w.envoy.port,
         "api.example.com",
         "/",

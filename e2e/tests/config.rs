@@ -2,12 +2,10 @@
 //! line that names the field; and Envoy accepts every shipped example (`obo-config`'s tests check their plugin
 //! configurations).
 
-mod support;
-
+use obo_e2e::envoy::{Envoy, EnvoyOptions};
+use obo_e2e::mock_idp::{MockIdp, CLIENT_SECRET};
+use obo_e2e::stack::plugin_config;
 use serde_json::{json, Value};
-use support::envoy::{Envoy, EnvoyOptions};
-use support::mock_idp::{MockIdp, CLIENT_SECRET};
-use support::stack::plugin_config;
 
 /// Starts Envoy with `config` (raw plugin configuration text) and returns its log; panics if
 /// Envoy accepted the configuration.
@@ -127,7 +125,7 @@ fn envoy_validates(file: &str, rewrite: impl Fn(String) -> String) {
     let text = rewrite(std::fs::read_to_string(root.join("envoy").join(file)).unwrap());
     let path = dir.path().join(file.replace('/', "_"));
     std::fs::write(&path, text).unwrap();
-    let out = std::process::Command::new(support::envoy::envoy_bin())
+    let out = std::process::Command::new(obo_e2e::envoy::envoy_bin())
         .current_dir(root)
         .args(["--mode", "validate", "-c"])
         .arg(&path)
@@ -138,11 +136,11 @@ fn envoy_validates(file: &str, rewrite: impl Fn(String) -> String) {
             "https://login.microsoftonline.com/t/oauth2/v2.0/token",
         )
         .env("OBO_DEMO_SCOPE", "https://graph.microsoft.com/.default")
-        .env("AZURE_APP_JWK", &support::client_key::client_key().jwk)
+        .env("AZURE_APP_JWK", &obo_e2e::client_key::client_key().jwk)
         .env("TOKEN_X_CLIENT_ID", "local:demo:caller")
         .env(
             "TOKEN_X_PRIVATE_JWK",
-            &support::client_key::client_key().jwk,
+            &obo_e2e::client_key::client_key().jwk,
         )
         .env(
             "TOKEN_X_TOKEN_ENDPOINT",
@@ -166,7 +164,7 @@ fn shipped_envoy_configurations_are_accepted_by_envoy() {
         t.replace("${OBO_WEB_PROXY_HOST}", "proxy.example.internal")
             .replace("${OBO_WEB_PROXY_PORT}", "3128")
     });
-    let wasm = support::envoy::wasm_path().display().to_string();
+    let wasm = obo_e2e::envoy::wasm_path().display().to_string();
     envoy_validates("docker-compose-envoy.yaml", |t| {
         t.replace("/etc/envoy/entra_obo_filter.wasm", &wasm)
     });

@@ -1,14 +1,12 @@
 //! The on-behalf-of exchange end to end: the real Envoy, the real filter, a mock Entra ID.
 
-mod support;
-
+use obo_e2e::client::bearer;
+use obo_e2e::envoy::{Envoy, EnvoyOptions};
+use obo_e2e::mock_idp::{obo_token_for, Behaviour, MockIdp, CLIENT_ID, CLIENT_SECRET};
+use obo_e2e::stack::{Stack, API_SCOPE, OTHER_SCOPE};
+use obo_e2e::upstream::Upstream;
+use obo_e2e::user_token;
 use serde_json::json;
-use support::client::bearer;
-use support::envoy::{Envoy, EnvoyOptions};
-use support::mock_idp::{obo_token_for, Behaviour, MockIdp, CLIENT_ID, CLIENT_SECRET};
-use support::stack::{Stack, API_SCOPE, OTHER_SCOPE};
-use support::upstream::Upstream;
-use support::user_token;
 
 /// The module does not export the body callbacks, so Envoy streams a body past the VM; a body
 /// that arrives while the request waits for its exchange is held and then forwarded whole.
@@ -229,7 +227,7 @@ fn endpoint_and_client_credentials_default_to_the_environment() {
     ];
     let envoy = Envoy::start(opts);
     let subject = user_token("alice");
-    let r = support::client::get(envoy.port, "api.example.com", "/", Some(&bearer(&subject)));
+    let r = obo_e2e::client::get(envoy.port, "api.example.com", "/", Some(&bearer(&subject)));
     assert_eq!(r.status, 200, "{}", r.body);
     idp.assert_protocol_followed();
     assert_eq!(

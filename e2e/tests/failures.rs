@@ -1,17 +1,15 @@
 //! Every way an exchange can fail, end to end: the status the caller gets, what the IdP received,
 //! and that the subject token never reached the upstream.
 
-mod support;
-
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use obo_e2e::client::{bearer, Response};
+use obo_e2e::mock_idp::Behaviour;
+use obo_e2e::stack::Stack;
+use obo_e2e::user_token;
 use serde_json::json;
-use support::client::{bearer, Response};
-use support::mock_idp::Behaviour;
-use support::stack::Stack;
-use support::user_token;
 
 /// Sends one request for alice through a stack whose IdP behaves as told; checks that nothing
 /// reached the upstream and returns the answer and the stack.
@@ -127,7 +125,7 @@ fn consent_required_is_401_and_keeps_its_suberror() {
 fn throttling_is_503_with_the_idps_retry_after() {
     let behaviour = Behaviour::Answer {
         status: 429,
-        body: support::fixture("error-throttled.json"),
+        body: obo_e2e::fixture("error-throttled.json"),
         headers: vec![("Retry-After".into(), "60".into())],
     };
     let (r, _s) = refused(json!({}), behaviour);
@@ -248,7 +246,7 @@ fn two_authorization_headers_are_401_and_neither_token_leaves() {
     let s = Stack::start(json!({}));
     let (alice, bob) = (user_token("alice"), user_token("bob"));
     let (a, b) = (bearer(&alice), bearer(&bob));
-    let r = support::client::get_with(
+    let r = obo_e2e::client::get_with(
         s.envoy.port,
         "api.example.com",
         "/",

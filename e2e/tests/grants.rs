@@ -3,16 +3,14 @@
 //! endpoint standing in for NAIS TokenX, with private-key client authentication and the
 //! `TOKEN_X_*` variables as defaults. Each mock checks every field of its grant.
 
-mod support;
-
+use obo_e2e::client::bearer;
+use obo_e2e::client_key::client_key;
+use obo_e2e::envoy::{cluster, Envoy, EnvoyOptions};
+use obo_e2e::mock_idp::{obo_token_for, MockIdp, CLIENT_SECRET};
+use obo_e2e::stack::{plugin_config, API_SCOPE};
+use obo_e2e::upstream::Upstream;
+use obo_e2e::user_token;
 use serde_json::{json, Value};
-use support::client::bearer;
-use support::client_key::client_key;
-use support::envoy::{cluster, Envoy, EnvoyOptions};
-use support::mock_idp::{obo_token_for, MockIdp, CLIENT_SECRET};
-use support::stack::{plugin_config, API_SCOPE};
-use support::upstream::Upstream;
-use support::user_token;
 
 const APP_SCOPE: &str = "api://prod.team.app/.default";
 const TX_AUDIENCE: &str = "dev-gcp:team:other";
@@ -63,7 +61,7 @@ fn mesh_with(existing_authorization: &str, credentials: Credentials) -> Mesh {
             "providers": {
                 "app": {"token_cluster": "entra_id", "grant": "client_credentials",
                         "token_endpoint": entra.endpoint(),
-                        "client_id": support::mock_idp::CLIENT_ID,
+                        "client_id": obo_e2e::mock_idp::CLIENT_ID,
                         "client_jwk": azure_key,
                         "existing_authorization": existing_authorization},
                 // Endpoint, client id and key from TOKEN_X_*.
@@ -114,7 +112,7 @@ fn mesh_with(existing_authorization: &str, credentials: Credentials) -> Mesh {
 /// GET through the filter; the status and the Authorization the upstream saw.
 fn call(m: &Mesh, host: &str, authorization: Option<&str>) -> (u16, Vec<String>) {
     let before = m.upstream.seen().len();
-    let r = support::client::get(m.envoy.port, host, "/", authorization);
+    let r = obo_e2e::client::get(m.envoy.port, host, "/", authorization);
     let seen = m.upstream.seen();
     let forwarded = if seen.len() > before {
         seen.last().unwrap().authorization.clone()

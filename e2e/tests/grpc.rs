@@ -1,15 +1,13 @@
 //! gRPC callers: the same exchange over HTTP/2, and every refusal as the gRPC status a gRPC client
 //! acts on (Envoy turns a local reply to a gRPC request into a trailers-only gRPC answer).
 
-mod support;
-
+use obo_e2e::client::bearer;
+use obo_e2e::grpc_client::{call, GrpcAnswer};
+use obo_e2e::mock_idp::{obo_token_for, Behaviour};
+use obo_e2e::stack::{Stack, API_SCOPE};
+use obo_e2e::upstream::{CLAIMS_CHALLENGE, GRPC_CLAIMS_CHALLENGE_METHOD};
+use obo_e2e::user_token;
 use serde_json::json;
-use support::client::bearer;
-use support::grpc_client::{call, GrpcAnswer};
-use support::mock_idp::{obo_token_for, Behaviour};
-use support::stack::{Stack, API_SCOPE};
-use support::upstream::{CLAIMS_CHALLENGE, GRPC_CLAIMS_CHALLENGE_METHOD};
-use support::user_token;
 
 const METHOD: &str = "/team.api.v1.Orders/Get";
 
@@ -105,7 +103,7 @@ fn a_grpc_upstreams_claims_challenge_reaches_the_caller_and_drops_the_token() {
 fn a_grpc_call_while_entra_id_throttles_ends_unavailable_so_the_client_may_retry() {
     let answer = refused_call(Behaviour::Answer {
         status: 429,
-        body: support::fixture("error-throttled.json"),
+        body: obo_e2e::fixture("error-throttled.json"),
         headers: vec![("Retry-After".into(), "60".into())],
     });
     assert_eq!(answer.grpc_status(), Some("14"), "{:?}", answer.headers);

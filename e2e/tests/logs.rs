@@ -1,15 +1,13 @@
 //! No line the filter logs, at any level, holds the client secret, a subject token or an issued
 //! token: Envoy runs at debug level through every path the filter can take.
 
-mod support;
-
 use std::time::Duration;
 
+use obo_e2e::client::bearer;
+use obo_e2e::mock_idp::{obo_token_for, Behaviour, CLIENT_SECRET};
+use obo_e2e::stack::{Stack, API_SCOPE, OTHER_SCOPE};
+use obo_e2e::{fixture, user_token};
 use serde_json::json;
-use support::client::bearer;
-use support::mock_idp::{obo_token_for, Behaviour, CLIENT_SECRET};
-use support::stack::{Stack, API_SCOPE, OTHER_SCOPE};
-use support::{fixture, user_token};
 
 #[test]
 fn no_filter_log_line_holds_a_secret_or_a_token() {
@@ -71,7 +69,7 @@ fn no_filter_log_line_holds_a_secret_or_a_token() {
         "/",
         Some("Bearer not-a-jwt-but-a-secretive-opaque-token"),
     );
-    let expired = support::subject_token("expired-user", support::now() - 600);
+    let expired = obo_e2e::subject_token("expired-user", obo_e2e::now() - 600);
     s.get("api.example.com", "/", Some(&bearer(&expired)));
     s.get("api.example.com", "/", Some(&bearer(&subjects[2])));
     subjects.push(expired);
@@ -103,7 +101,7 @@ fn failed_exchange_is_logged_with_the_idps_ids_the_target_and_the_request_id() {
         .set(Behaviour::fixture(400, "error-invalid-grant-expired.json"));
     let subject = user_token("alice");
     let auth = bearer(&subject);
-    let r = support::client::get_with(
+    let r = obo_e2e::client::get_with(
         s.envoy.port,
         "api.example.com",
         "/",
@@ -131,7 +129,7 @@ fn failed_exchange_is_logged_with_the_idps_ids_the_target_and_the_request_id() {
 
 #[test]
 fn each_filter_line_names_the_filter_once() {
-    let s = support::stack::Stack::start(json!({}));
+    let s = obo_e2e::stack::Stack::start(json!({}));
     let r = s.get("api.example.com", "/", None);
     assert_eq!(r.status, 401);
     let lines = s.envoy.filter_log_lines();

@@ -1,33 +1,17 @@
 //! `make run` as a newcomer meets it: the curl it prints works, and when a part cannot start it
 //! exits non-zero with one line that says which, never with a panic or a "ready" it cannot keep.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use support::client::get;
-use support::mock_idp::obo_token_for;
+use obo_e2e::client::get;
+use obo_e2e::mock_idp::obo_token_for;
 
-/// The `make run` program (examples/local_stack.rs), built once for this test binary.
-fn local_stack() -> &'static str {
-    static BUILT: OnceLock<String> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(root)
-            .args(["build", "--quiet", "--example", "local_stack"])
-            .status()
-            .expect("cargo build --example local_stack");
-        assert!(status.success(), "the make run program does not build");
-        format!("{root}/target/debug/examples/local_stack")
-    })
-}
+/// The `make run` program (src/bin/local_stack.rs), which cargo builds for the suite.
+const LOCAL_STACK: &str = env!("CARGO_BIN_EXE_local_stack");
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -43,9 +27,9 @@ struct Run {
 
 impl Run {
     fn start(ports: [(&str, u16); 4]) -> Run {
-        let mut command = Command::new(local_stack());
+        let mut command = Command::new(LOCAL_STACK);
         command
-            .env("ENVOY_BIN", support::envoy::envoy_bin())
+            .env("ENVOY_BIN", obo_e2e::envoy::envoy_bin())
             .envs(ports.iter().map(|(name, port)| (*name, port.to_string())))
             .env_remove("AZURE_APP_CLIENT_ID")
             .env_remove("AZURE_APP_CLIENT_SECRET")

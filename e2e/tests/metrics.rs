@@ -2,15 +2,13 @@
 //! and `/stats/prometheus` show exactly how many of each happened, summed over the workers, within
 //! a second (each worker flushes its counts on its root context's tick).
 
-mod support;
-
 use std::time::Duration;
 
+use obo_e2e::client::bearer;
+use obo_e2e::mock_idp::Behaviour;
+use obo_e2e::stack::Stack;
+use obo_e2e::user_token;
 use serde_json::json;
-use support::client::bearer;
-use support::mock_idp::Behaviour;
-use support::stack::Stack;
-use support::user_token;
 
 /// Waits until `/stats` shows exactly `expected` (each worker hands its counts to Envoy on its root
 /// context's tick, every second), and fails if it does not within 10 s.

@@ -1,10 +1,8 @@
 //! The built `.wasm` itself: what it offers Envoy.
 
-mod support;
-
 use std::collections::BTreeSet;
 
-use support::envoy::wasm_path;
+use obo_e2e::envoy::wasm_path;
 
 /// Envoy calls into the VM only for the callbacks a module exports, so every extra export of the
 /// SDK (on_done, on_log, the body callbacks) would cost each request or body chunk a VM call. The

@@ -3,19 +3,17 @@
 //! Entra ID inside. Here its tunnel and clusters run against a local CONNECT proxy in front of a
 //! TLS token endpoint with a throw-away certificate for login.microsoftonline.com.
 
-mod support;
-
 use std::collections::HashMap;
 
+use obo_e2e::client::bearer;
+use obo_e2e::connect_proxy::ConnectProxy;
+use obo_e2e::envoy::{Envoy, EnvoyOptions};
+use obo_e2e::mock_idp::{obo_token_for, MockIdp, CLIENT_SECRET};
+use obo_e2e::stack::{plugin_config, API_SCOPE};
+use obo_e2e::tls_idp::TlsIdp;
+use obo_e2e::upstream::Upstream;
+use obo_e2e::user_token;
 use serde_json::{json, Value};
-use support::client::bearer;
-use support::connect_proxy::ConnectProxy;
-use support::envoy::{Envoy, EnvoyOptions};
-use support::mock_idp::{obo_token_for, MockIdp, CLIENT_SECRET};
-use support::stack::{plugin_config, API_SCOPE};
-use support::tls_idp::TlsIdp;
-use support::upstream::Upstream;
-use support::user_token;
 
 const ENTRA: &str = "login.microsoftonline.com";
 
@@ -98,7 +96,7 @@ fn site() -> Site {
 fn token_request_goes_through_the_web_proxy_with_tls_to_entra_inside() {
     let site = site();
     let subject = user_token("alice");
-    let r = support::client::get(
+    let r = obo_e2e::client::get(
         site.envoy.port,
         "api.example.com",
         "/",
@@ -120,7 +118,7 @@ fn a_proxy_that_refuses_the_tunnel_fails_closed() {
     let site = site();
     site.proxy.refuse();
     let subject = user_token("bob");
-    let r = support::client::get(
+    let r = obo_e2e::client::get(
         site.envoy.port,
         "api.example.com",
         "/",

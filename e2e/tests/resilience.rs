@@ -2,17 +2,15 @@
 //! status the caller gets, the token requests the IdP received, and that the upstream never saw
 //! a subject token.
 
-mod support;
-
 use std::time::Duration;
 
+use obo_e2e::client::bearer;
+use obo_e2e::mock_idp::{obo_token_for, Behaviour};
+use obo_e2e::raw_idp::{Fault, RawIdp};
+use obo_e2e::stack::{Stack, API_SCOPE, OTHER_SCOPE};
+use obo_e2e::upstream::{CLAIMS_CHALLENGE, CLAIMS_CHALLENGE_PATH};
+use obo_e2e::{now, subject_token, user_token};
 use serde_json::json;
-use support::client::bearer;
-use support::mock_idp::{obo_token_for, Behaviour};
-use support::raw_idp::{Fault, RawIdp};
-use support::stack::{Stack, API_SCOPE, OTHER_SCOPE};
-use support::upstream::{CLAIMS_CHALLENGE, CLAIMS_CHALLENGE_PATH};
-use support::{now, subject_token, user_token};
 
 fn answer(status: u16, body: &[u8]) -> Behaviour {
     Behaviour::Answer {
@@ -25,7 +23,7 @@ fn answer(status: u16, body: &[u8]) -> Behaviour {
 fn throttled(retry_after: &str) -> Behaviour {
     Behaviour::Answer {
         status: 429,
-        body: support::fixture("error-throttled.json"),
+        body: obo_e2e::fixture("error-throttled.json"),
         headers: vec![("Retry-After".into(), retry_after.into())],
     }
 }

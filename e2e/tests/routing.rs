@@ -4,20 +4,18 @@
 //! own token, or none. In every test, a token issued for a target reaches only the cluster that
 //! target names, or for a host target the cluster Envoy routes that exact host to.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use obo_e2e::client::{bearer, raw_get, Response};
+use obo_e2e::envoy::{cluster, Envoy, EnvoyOptions};
+use obo_e2e::mock_idp::{obo_token_for, Behaviour, MockIdp, CLIENT_ID, CLIENT_SECRET};
+use obo_e2e::stack::plugin_config;
+use obo_e2e::upstream::{Upstream, REDIRECT_PATH};
+use obo_e2e::user_token;
 use serde_json::{json, Value};
-use support::client::{bearer, raw_get, Response};
-use support::envoy::{cluster, Envoy, EnvoyOptions};
-use support::mock_idp::{obo_token_for, Behaviour, MockIdp, CLIENT_ID, CLIENT_SECRET};
-use support::stack::plugin_config;
-use support::upstream::{Upstream, REDIRECT_PATH};
-use support::user_token;
 
 const API: &str = "api://api/.default";
 const TEAM_V2: &str = "api://team-v2/.default";
@@ -475,7 +473,7 @@ fn an_earlier_filter_that_rewrites_the_authority_cannot_carry_a_host_and_cluster
     });
     let token = user_token("alice");
     s.callers.lock().unwrap().push(token.clone());
-    let rerouted = support::client::get_with(
+    let rerouted = obo_e2e::client::get_with(
         s.envoy.port,
         "api.example.com",
         "/x",
@@ -545,7 +543,7 @@ fn after_an_earlier_filter_reroutes_the_cluster_read_is_still_envoys_first_choic
         lua_before: Some(REROUTE_LUA),
         ..Setup::default()
     });
-    let to_api_rerouted = support::client::get_with(
+    let to_api_rerouted = obo_e2e::client::get_with(
         s.envoy.port,
         "api.example.com",
         "/x",
@@ -556,7 +554,7 @@ fn after_an_earlier_filter_reroutes_the_cluster_read_is_still_envoys_first_choic
         "the filter read the cluster of the route before the rewrite: {}",
         to_api_rerouted.body
     );
-    let to_other_rerouted = support::client::get_with(
+    let to_other_rerouted = obo_e2e::client::get_with(
         s.envoy.port,
         "elsewhere.example.org",
         "/x",
@@ -569,7 +567,7 @@ fn after_an_earlier_filter_reroutes_the_cluster_read_is_still_envoys_first_choic
 /// An unsigned token, as anyone could make one: a JWT with a future `exp` and nothing else true.
 fn junk_token(n: usize) -> String {
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT"}"#);
-    let exp = support::now() + 3600;
+    let exp = obo_e2e::now() + 3600;
     let payload = URL_SAFE_NO_PAD.encode(format!(
         r#"{{"exp":{exp},"aud":"{CLIENT_ID}","oid":"junk-{n}"}}"#
     ));

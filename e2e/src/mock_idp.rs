@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 
-use super::server::Server;
+use crate::server::Server;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -17,7 +17,7 @@ use rsa::PublicKey;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub const TOKEN_PATH: &str = "/test-tenant/oauth2/v2.0/token";
+const TOKEN_PATH: &str = "/test-tenant/oauth2/v2.0/token";
 pub const CLIENT_ID: &str = "6f1b1a7e-test-client-id";
 pub const CLIENT_SECRET: &str = "test-client-secret-7Qp~Vx.s3cr3t";
 const GRANT_OBO: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -51,7 +51,7 @@ impl Behaviour {
     pub fn fixture(status: u16, name: &str) -> Self {
         Behaviour::Answer {
             status,
-            body: super::fixture(name),
+            body: crate::fixture(name),
             headers: vec![],
         }
     }
@@ -62,7 +62,7 @@ pub struct TokenRequest {
     pub method: String,
     pub path: String,
     pub host: Option<String>,
-    pub content_type: Option<String>,
+    content_type: Option<String>,
     pub form: Vec<(String, String)>,
 }
 
@@ -451,10 +451,10 @@ fn check_assertion(
     if !verified {
         return Err("signature does not verify with the application's key".into());
     }
-    if header["typ"] != "JWT" || header["kid"] != super::client_key::KID {
+    if header["typ"] != "JWT" || header["kid"] != crate::client_key::KID {
         return Err(format!("header {header}"));
     }
-    let now = super::now();
+    let now = crate::now();
     let number = |name: &str| claims[name].as_u64().ok_or(format!("no numeric {name}"));
     let (iat, nbf, exp) = (number("iat")?, number("nbf")?, number("exp")?);
     if claims["iss"] != client_id || claims["sub"] != client_id || claims["aud"] != audience {

@@ -24,7 +24,7 @@ pub struct ConnectProxy {
 impl ConnectProxy {
     /// A proxy on a free loopback port that reaches each `host:port` of `names` at its address.
     pub fn start(names: HashMap<String, SocketAddr>) -> ConnectProxy {
-        let (runtime, listener, port) = super::server::runtime_with_listener(0, 1);
+        let (runtime, listener, port) = crate::server::runtime_with_listener(0, 1);
         let state = Arc::new(Mutex::new(State::default()));
         let (names, shared) = (Arc::new(names), state.clone());
         runtime.spawn(async move {

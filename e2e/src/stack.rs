@@ -2,9 +2,9 @@
 
 use serde_json::{json, Value};
 
-use super::envoy::{Envoy, EnvoyOptions};
-use super::mock_idp::{MockIdp, CLIENT_ID, CLIENT_SECRET};
-use super::upstream::Upstream;
+use crate::envoy::{Envoy, EnvoyOptions};
+use crate::mock_idp::{MockIdp, CLIENT_ID, CLIENT_SECRET};
+use crate::upstream::Upstream;
 
 pub const API_SCOPE: &str = "api://prod.team.api/.default";
 pub const OTHER_SCOPE: &str = "api://prod.team.other/.default";
@@ -58,8 +58,8 @@ impl Stack {
         authority: &str,
         path: &str,
         authorization: Option<&str>,
-    ) -> super::client::Response {
-        super::client::get(self.envoy.port, authority, path, authorization)
+    ) -> crate::client::Response {
+        crate::client::get(self.envoy.port, authority, path, authorization)
     }
 
     pub fn post(
@@ -68,7 +68,7 @@ impl Stack {
         path: &str,
         authorization: Option<&str>,
         body: &[u8],
-    ) -> super::client::Response {
-        super::client::post(self.envoy.port, authority, path, authorization, body)
+    ) -> crate::client::Response {
+        crate::client::post(self.envoy.port, authority, path, authorization, body)
     }
 }

@@ -1,7 +1,7 @@
 //! A proxy-wasm HTTP filter with no SDK: the least a Wasm filter can cost in Envoy. It exports
 //! `proxy_on_request_headers` and `proxy_on_response_headers` and no per-stream create or delete
 //! callback, so Envoy crosses into the VM twice per request. Its plugin configuration names the
-//! hostcalls to make, as `benches/noop` does (`hostcalls`: the four of entra-obo-filter's hit).
+//! hostcalls to make, as `e2e/bench/noop` does (`hostcalls`: the four of entra-obo-filter's hit).
 
 use std::cell::Cell;
 

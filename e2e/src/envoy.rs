@@ -65,10 +65,7 @@ pub fn envoy_bin() -> PathBuf {
 }
 
 pub fn wasm_path() -> PathBuf {
-    env_path(
-        "OBO_WASM",
-        "target/wasm32-wasip1/release/entra_obo_filter.wasm",
-    )
+    env_path("OBO_WASM", "target/entra_obo_filter.wasm")
 }
 
 pub fn cluster(name: &str, port: Option<u16>) -> Value {

@@ -4,12 +4,12 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, Uri};
 
-use super::server::Server;
+use crate::server::Server;
 
 pub const CLAIMS_CHALLENGE_PATH: &str = "/claims-challenge";
 /// Answered `302 Location: REDIRECT_LOCATION`.
 pub const REDIRECT_PATH: &str = "/redirect";
-pub const REDIRECT_LOCATION: &str = "http://evil.example.org/steal";
+const REDIRECT_LOCATION: &str = "http://evil.example.org/steal";
 pub const CLAIMS_CHALLENGE: &str =
     r#"Bearer error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnt9fQ==""#;
 /// A gRPC method the upstream answers `UNAUTHENTICATED` with CLAIMS_CHALLENGE, as a gRPC server

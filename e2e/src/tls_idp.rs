@@ -34,7 +34,7 @@ impl TlsIdp {
             .with_single_cert(vec![CertificateDer::from(cert.cert.der().to_vec())], key)
             .expect("TLS configuration");
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let (runtime, listener, port) = super::server::runtime_with_listener(0, 1);
+        let (runtime, listener, port) = crate::server::runtime_with_listener(0, 1);
         runtime.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();

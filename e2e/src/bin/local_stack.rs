@@ -7,9 +7,6 @@
 //! ADMIN_PORT, ECHO_PORT or IDP_PORT say otherwise. It says "ready" only once Envoy answers, exits
 //! non-zero with one line when a part cannot start, and Ctrl-C stops everything.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -17,9 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use obo_e2e::mock_idp::{MockIdp, CLIENT_ID, CLIENT_SECRET};
+use obo_e2e::upstream::Upstream;
 use serde_json::Value;
-use support::mock_idp::{MockIdp, CLIENT_ID, CLIENT_SECRET};
-use support::upstream::Upstream;
 
 const TENANT_VARS: [&str; 3] = [
     "AZURE_APP_CLIENT_ID",
@@ -70,7 +67,7 @@ fn run() -> Result<ExitCode, String> {
     let ports = Ports::from_env()?;
     let envoy_bin = std::env::var("ENVOY_BIN")
         .map_err(|_| "ENVOY_BIN is not set: start it with `make run`".to_string())?;
-    let wasm = root.join("target/wasm32-wasip1/release/entra_obo_filter.wasm");
+    let wasm = root.join("target/entra_obo_filter.wasm");
     if !Path::new(&envoy_bin).exists() || !wasm.exists() {
         return Err(
             "Envoy or the .wasm is missing: start it with `make run`, which builds both".into(),
@@ -261,7 +258,7 @@ fn ready_message(ports: &Ports, tenant: bool, file: &str) -> String {
             format!("a mock Entra ID on 127.0.0.1:{} ({file})", ports.idp),
             format!(
                 "'Authorization: Bearer {}'",
-                support::user_token("employee-1")
+                obo_e2e::user_token("employee-1")
             ),
             "api://local.demo.echo/.default".to_string(),
         )

@@ -13,23 +13,20 @@
 //! request (trace context, request id, client headers), as a sidecar sees them.
 //!
 //! BENCH_HOSTCALLS prices hostcalls one by one: a `;`-separated list of no-op configurations (see
-//! `benches/noop`), each an extra listener; by default each of the hit's hostcalls alone, the
+//! `e2e/bench/noop`), each an extra listener; by default each of the hit's hostcalls alone, the
 //! single-header read, and the three request-side ones together. Empty: none, and no trimmed no-op.
 //! The no-op with only the exports entra-obo-filter keeps (`noop_trimmed.wasm`, made by `make
-//! bench`) comes with them, and so does the filter with no SDK (`benches/bare`), alone and making
+//! bench`) comes with them, and so does the filter with no SDK (`e2e/bench/bare`), alone and making
 //! the hit's four hostcalls, direct and proxied: the least any filter making those calls can cost.
-
-#[path = "../tests/support/mod.rs"]
-mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use obo_e2e::mock_idp::{Behaviour, MockIdp, CLIENT_ID, CLIENT_SECRET};
+use obo_e2e::stack::API_SCOPE;
 use serde_json::{json, Value};
-use support::mock_idp::{Behaviour, MockIdp, CLIENT_ID, CLIENT_SECRET};
-use support::stack::API_SCOPE;
 
 /// A free port, never one handed out before in this run: the system may give a port that was
 /// just released back, and two listeners on one port make Envoy refuse its configuration.
@@ -49,24 +46,25 @@ fn free_port() -> u16 {
     }
 }
 
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+/// The bench's own inputs: the no-op and bare filters, the wrk script.
+fn bench_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/bench"))
 }
 
 fn noop_wasm() -> PathBuf {
-    root().join("benches/noop/target/wasm32-wasip1/release/noop_filter.wasm")
+    bench_dir().join("noop/target/wasm32-wasip1/release/noop_filter.wasm")
 }
 
-/// The no-op filter with only the exports entra-obo-filter keeps (src/proxy/exports.json): Envoy
+/// The no-op filter with only the exports entra-obo-filter keeps (wasm/src/exports.json): Envoy
 /// calls into it for the same callbacks, and no others.
 fn noop_trimmed_wasm() -> PathBuf {
-    root().join("benches/noop/target/wasm32-wasip1/release/noop_trimmed.wasm")
+    bench_dir().join("noop/target/wasm32-wasip1/release/noop_trimmed.wasm")
 }
 
-/// The filter with no SDK (`benches/bare`): Envoy calls into it only for request and response
+/// The filter with no SDK (`e2e/bench/bare`): Envoy calls into it only for request and response
 /// headers.
 fn bare_wasm() -> PathBuf {
-    root().join("benches/bare/target/wasm32-wasip1/release/bare_filter.wasm")
+    bench_dir().join("bare/target/wasm32-wasip1/release/bare_filter.wasm")
 }
 
 const BARE_FLOOR: &str = "direct: bare Wasm + the hit's four hostcalls";
@@ -115,7 +113,7 @@ fn obo_config_with_key(
     fields.remove("client_secret");
     fields.insert(
         "client_jwk".into(),
-        json!(support::client_key::client_key().jwk),
+        json!(obo_e2e::client_key::client_key().jwk),
     );
     if let Some(reuse_s) = reuse_s {
         fields.insert("client_assertion".into(), json!({ "reuse_s": reuse_s }));
@@ -127,7 +125,7 @@ const LUA: &str =
     "function envoy_on_request(h) h:headers():replace('authorization', 'Bearer static-token') end";
 
 fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
-    let wasm = support::envoy::wasm_path();
+    let wasm = obo_e2e::envoy::wasm_path();
     match kind {
         "none" => vec![],
         "noop" => vec![wasm_filter("noop", &noop_wasm(), "")],
@@ -221,7 +219,7 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
 fn listener(name: &str, port: u16, filters: Vec<Value>, route: Value) -> Value {
     // `route`: the whole route entry (a direct_response or a route to a cluster), after
     // BENCH_ROUTES prefix routes that no bench request matches.
-    let mut routes: Vec<Value> = (0..support::env_or("BENCH_ROUTES", 0))
+    let mut routes: Vec<Value> = (0..obo_e2e::env_or("BENCH_ROUTES", 0))
         .map(|i| json!({"match": {"prefix": format!("/service-{i}/")}, "direct_response": {"status": 404}}))
         .collect();
     routes.push(route);
@@ -426,7 +424,7 @@ fn start_envoy(
     let log_path = dir.path().join("envoy.log");
     std::fs::write(&config, bootstrap.to_string()).unwrap();
     let log = std::fs::File::create(&log_path).expect("envoy's log file");
-    let child = Command::new(support::envoy::envoy_bin())
+    let child = Command::new(obo_e2e::envoy::envoy_bin())
         .arg("-c")
         .arg(&config)
         .args([
@@ -527,7 +525,7 @@ fn parse_latency(line: &str) -> f64 {
 /// each run would then begin with a cold exchange.
 fn bench_user_token() -> &'static str {
     static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TOKEN.get_or_init(|| support::user_token("bench-user"))
+    TOKEN.get_or_init(|| obo_e2e::user_token("bench-user"))
 }
 
 fn wrk(
@@ -718,7 +716,7 @@ fn run_suite(bench: &Bench, concurrency: u32, rounds: u64, seconds: u64, connect
 fn write_tokens(dir: &Path, users: usize, prefix: &str) -> PathBuf {
     let path = dir.join(format!("{prefix}-tokens"));
     let tokens: Vec<String> = (0..users)
-        .map(|i| support::user_token(&format!("{prefix}-{i}")))
+        .map(|i| obo_e2e::user_token(&format!("{prefix}-{i}")))
         .collect();
     std::fs::write(&path, tokens.join("\n")).unwrap();
     path
@@ -727,7 +725,7 @@ fn write_tokens(dir: &Path, users: usize, prefix: &str) -> PathBuf {
 /// Sends one request for each of the users `from..to` (each a new exchange).
 fn fill(port: u16, from: usize, to: usize) {
     let tokens = (from..to)
-        .map(|i| support::user_token(&format!("mem-{i}")))
+        .map(|i| obo_e2e::user_token(&format!("mem-{i}")))
         .collect();
     request_each(port, tokens);
 }
@@ -764,7 +762,7 @@ fn request_each(port: u16, tokens: Vec<String>) {
 /// beyond it, some find their token only in shared data. Compared with one user sent the same way.
 fn many_users(bench: &Bench, scratch: &Path, rounds: u64, seconds: u64, connections: u64) {
     let hit = bench.port_of("direct: entra-obo-filter, cache hit");
-    let script = root().join("benches/sequential_users.lua");
+    let script = bench_dir().join("sequential_users.lua");
     let counts = [1usize, 500, 4_000];
     let files: Vec<PathBuf> = counts
         .iter()
@@ -866,13 +864,13 @@ fn refresh_ahead(idp: &MockIdp, rounds: u64, seconds: u64, connections: u64) {
 }
 
 fn main() {
-    let rounds = support::env_or("BENCH_ROUNDS", 5);
-    let seconds = support::env_or("BENCH_SECONDS", 4);
-    let connections = support::env_or("BENCH_CONNECTIONS", 16);
+    let rounds = obo_e2e::env_or("BENCH_ROUNDS", 5);
+    let seconds = obo_e2e::env_or("BENCH_SECONDS", 4);
+    let connections = obo_e2e::env_or("BENCH_CONNECTIONS", 16);
     let scratch = tempfile::tempdir().unwrap();
-    let sequential = root().join("benches/sequential_users.lua");
+    let sequential = bench_dir().join("sequential_users.lua");
 
-    let wasm_size = std::fs::metadata(support::envoy::wasm_path())
+    let wasm_size = std::fs::metadata(obo_e2e::envoy::wasm_path())
         .map(|m| m.len())
         .unwrap_or(0);
     println!("## Results\n");
@@ -953,7 +951,7 @@ fn main() {
                     Box::new(Behaviour::issue()),
                 ));
                 key_idp.expect_private_key(
-                    support::client_key::client_key().public.clone(),
+                    obo_e2e::client_key::client_key().public.clone(),
                     &key_idp.endpoint(),
                 );
                 let key_port = free_port();

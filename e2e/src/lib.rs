@@ -1,7 +1,7 @@
-//! Test support for the end-to-end suite: the real Envoy with the real `.wasm`, a mock Entra ID
-//! token endpoint, a recording upstream and a small HTTP client. Every process and server here
-//! stops when its value is dropped, so a failing test leaves nothing running.
-#![allow(dead_code)]
+//! The end-to-end harness, for the suite (`tests/`) and the programs (`src/bin/`): the real Envoy
+//! with the real `.wasm`, a mock Entra ID token endpoint, a recording upstream and a small HTTP
+//! client. Every process and server here stops when its value is dropped, so a failing test
+//! leaves nothing running.
 
 pub mod client;
 pub mod client_key;

@@ -10,9 +10,6 @@
 //! SOAK_SECONDS (default 60), SOAK_USERS (default 20000), SOAK_CONNECTIONS (default 64),
 //! SOAK_REVOKED (default 50: every 50th user is revoked; 0: none).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use obo_e2e::envoy::{Envoy, EnvoyOptions};
+use obo_e2e::mock_idp::{obo_token_for, Behaviour, MockIdp, CLIENT_SECRET};
+use obo_e2e::server::Server;
+use obo_e2e::stack::{plugin_config, API_SCOPE};
 use serde_json::json;
-use support::envoy::{Envoy, EnvoyOptions};
-use support::mock_idp::{obo_token_for, Behaviour, MockIdp, CLIENT_SECRET};
-use support::server::Server;
-use support::stack::{plugin_config, API_SCOPE};
 
 #[derive(Default)]
 struct Tally {
@@ -45,13 +42,13 @@ fn memory_allocated(envoy: &Envoy) -> u64 {
 }
 
 fn main() {
-    let seconds = support::env_or("SOAK_SECONDS", 60);
-    let users = support::env_or("SOAK_USERS", 20_000) as usize;
-    let connections = support::env_or("SOAK_CONNECTIONS", 64);
-    let revoked_every = support::env_or("SOAK_REVOKED", 50) as usize;
+    let seconds = obo_e2e::env_or("SOAK_SECONDS", 60);
+    let users = obo_e2e::env_or("SOAK_USERS", 20_000) as usize;
+    let connections = obo_e2e::env_or("SOAK_CONNECTIONS", 64);
+    let revoked_every = obo_e2e::env_or("SOAK_REVOKED", 50) as usize;
 
     let tokens: Vec<String> = (0..users)
-        .map(|i| support::user_token(&format!("soak-user-{i}")))
+        .map(|i| obo_e2e::user_token(&format!("soak-user-{i}")))
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("tokens");
@@ -111,7 +108,7 @@ fn main() {
     let idp = MockIdp::start();
     let throttle = Behaviour::Answer {
         status: 429,
-        body: support::fixture("error-throttled.json"),
+        body: obo_e2e::fixture("error-throttled.json"),
         headers: vec![("Retry-After".into(), "1".into())],
     };
     let fail = Behaviour::Answer {

@@ -1,0 +1,20 @@
+//! The end-to-end suite, one binary with a module per area: the real Envoy with the real `.wasm`
+//! (`ENVOY_BIN`, `OBO_WASM`; `make test` sets both). `cargo test -p obo-e2e --test e2e routing::`
+//! runs one area.
+
+mod cache;
+mod client_auth;
+mod config;
+mod exchange;
+mod failures;
+mod grants;
+mod grpc;
+mod istio_manifests;
+mod logs;
+mod make_run;
+mod metrics;
+mod module;
+mod onprem_proxy;
+mod resilience;
+mod routing;
+mod self_contained;
