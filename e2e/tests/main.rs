@@ -10,6 +10,7 @@ mod failures;
 mod grants;
 mod grpc;
 mod istio_manifests;
+mod layout;
 mod logs;
 mod make_run;
 mod metrics;
