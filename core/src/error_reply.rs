@@ -28,6 +28,10 @@ pub enum Refusal {
     BackingOff {
         retry_after_s: u64,
     },
+    /// The provider's client assertion could not be fetched (`client_assertion_source`).
+    AssertionUnavailable {
+        retry_after_s: u64,
+    },
     Exchange(ExchangeFailure),
 }
 
@@ -114,6 +118,14 @@ pub fn reply_for(refusal: &Refusal) -> Reply {
                 &Body::own("invalid_token", description),
             )
         }
+        Refusal::AssertionUnavailable { retry_after_s } => reply(
+            503,
+            vec![("retry-after", retry_after_s.to_string())],
+            &Body::own(
+                "temporarily_unavailable",
+                "the application's client assertion could not be fetched; retry later",
+            ),
+        ),
         Refusal::BackingOff { retry_after_s } => reply(
             503,
             vec![("retry-after", retry_after_s.to_string())],
@@ -322,6 +334,10 @@ pub fn log_line(refusal: &Refusal) -> String {
         Refusal::BadSubjectToken(problem) => format!(
             "request refused: {}; the caller must send a valid token issued for this application",
             subject_token_problem(*problem)
+        ),
+        Refusal::AssertionUnavailable { retry_after_s } => format!(
+            "request refused: the client assertion could not be fetched from \
+             client_assertion_source; token requests for this scope wait {retry_after_s} s"
         ),
         Refusal::BackingOff { retry_after_s } => format!(
             "request refused: token requests for this scope wait {retry_after_s} s more, after \
@@ -632,6 +648,7 @@ mod tests {
             Refusal::BadSubjectToken(P::UntrustedIssuer),
             Refusal::BadSubjectToken(P::UntrustedTenant),
             Refusal::BackingOff { retry_after_s: 3 },
+            Refusal::AssertionUnavailable { retry_after_s: 3 },
             Refusal::Exchange(ExchangeFailure::Unreachable),
             Refusal::Exchange(ExchangeFailure::Timeout),
             Refusal::Exchange(ExchangeFailure::RefusedByEnvoy),

@@ -4,15 +4,14 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use crate::assertion_source::HeldAssertion;
 use crate::backoff;
 use crate::cache_key::CacheKey;
 use crate::claims_challenge::RecentDrops;
 use crate::client_assertion::LastAssertion;
 use crate::config::{Config, Grant};
 use crate::drop_signal::{DropWatch, Dropped};
-use crate::error_reply::{
-    log_line, reply_for, sanitize_for_log, sanitize_for_log_with, send_reply, Refusal, Reply,
-};
+use crate::error_reply::{reply_for, send_reply, Refusal, Reply};
 use crate::front_cache::{Fingerprint, FrontCache};
 use crate::host::{Host, LogLevel};
 use crate::lease::{self, Lease};
@@ -23,9 +22,11 @@ use crate::token_response::{read_answer, refused_by_envoy, ExchangeFailure};
 
 mod answer;
 mod elsewhere;
+mod fetched_assertion;
 
 use answer::{
-    came_from_the_endpoint, is_invalid_client, record_outcome, remember_failure, retry_at, store,
+    came_from_the_endpoint, exchange_log_line, is_invalid_client, record_outcome, remember_failure,
+    retry_at, store,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -84,6 +85,8 @@ struct Exchange {
     started_ms: u64,
     /// Another worker's lease: wait for its token until then, then exchange here (it may be gone).
     elsewhere_until: Option<u64>,
+    /// Waits for its provider's client assertion to be fetched (`fetched_assertion`).
+    awaiting_assertion: bool,
 }
 
 impl Exchange {
@@ -105,6 +108,7 @@ impl Exchange {
             background: false,
             started_ms,
             elsewhere_until: None,
+            awaiting_assertion: false,
         }
     }
 }
@@ -122,6 +126,8 @@ pub struct Worker {
     /// Exchanges the root context is to send, and from when.
     pending: Vec<(CacheKey, u64)>,
     assertions: Vec<LastAssertion>,
+    /// Each provider's fetched client assertion (`client_assertion_source`), by provider index.
+    fetched: Vec<HeldAssertion>,
     /// When this worker last dropped each token for an upstream's claims challenge.
     challenges: RecentDrops,
     /// When each provider's endpoint last answered this worker (ms): see `backoff_for`.
@@ -154,6 +160,7 @@ impl Default for Worker {
             exchanges: HashMap::new(),
             pending: Vec::new(),
             assertions: Vec::new(),
+            fetched: Vec::new(),
             challenges: RecentDrops::default(),
             answered_ms: Vec::new(),
         }
@@ -166,6 +173,11 @@ impl Worker {
         self.cache = TokenCache::new(config.cache.max_entries);
         // A new configuration may hold new keys: nothing signed with the old ones is sent.
         self.assertions = config
+            .providers
+            .iter()
+            .map(|_| Default::default())
+            .collect();
+        self.fetched = config
             .providers
             .iter()
             .map(|_| Default::default())
@@ -245,19 +257,29 @@ impl Worker {
             host.set_tick_period_ms(TICK_MS);
             return Ok(());
         }
-        let token_id = send(host, &config, &mut self.assertions, &params, deadline_ms)
-            .inspect_err(|_| {
-                lease::release(host, &key, self.cache.slots(), self.id);
-            })?;
-        let exchange = Exchange {
-            call: Some(token_id),
-            ..Exchange::new(
-                params,
-                Some(context_id),
-                vec![context_id],
-                now_ms,
-                deadline_ms,
-            )
+        let credentials = (self.assertions.as_mut_slice(), self.fetched.as_slice());
+        let sent = send(host, &config, credentials, &params, deadline_ms).inspect_err(|_| {
+            lease::release(host, &key, self.cache.slots(), self.id);
+        })?;
+        let exchange = match sent {
+            Some(token_id) => Exchange {
+                call: Some(token_id),
+                ..Exchange::new(
+                    params,
+                    Some(context_id),
+                    vec![context_id],
+                    now_ms,
+                    deadline_ms,
+                )
+            },
+            // The root context fetches the assertion, then sends the token request.
+            None => {
+                host.set_tick_period_ms(1);
+                Exchange {
+                    awaiting_assertion: true,
+                    ..Exchange::new(params, None, vec![context_id], now_ms, deadline_ms)
+                }
+            }
         };
         self.exchanges.insert(key, exchange);
         Ok(())
@@ -301,6 +323,13 @@ impl Worker {
 
     /// Settles the exchange, or schedules its one retry; `current` is the context acted for now.
     pub fn complete(&mut self, host: &dyn Host, token_id: u32, answer: &CallAnswer, current: u32) {
+        if let Some(index) = self
+            .fetched
+            .iter()
+            .position(|f| f.fetching == Some(token_id))
+        {
+            return self.assertion_answer(host, index, answer, current);
+        }
         // A scan over this worker's exchanges in flight (tens usually, a few thousand in a burst
         // of new users): a map from token id would cost the .wasm another copy of the hash map.
         let Some(key) = self
@@ -352,9 +381,9 @@ impl Worker {
             }
             Err(failure) => {
                 if is_invalid_client(&failure) {
-                    // Perhaps its assertion was refused: the next token request signs a new one.
-                    if let Some(last) = self.assertions.get_mut(exchange.params.provider) {
-                        last.forget();
+                    match self.after_invalid_client(host, &config, key, exchange) {
+                        Some(refused) => exchange = refused,
+                        None => return,
                     }
                 }
                 if let Some(due_ms) = retry_at(host, &key, &exchange, &failure) {
@@ -433,25 +462,26 @@ impl Worker {
             let Some(exchange) = self.exchanges.get_mut(&key) else {
                 continue;
             };
-            if exchange.sender.is_some() || exchange.elsewhere_until.is_some() {
+            if exchange.sender.is_some()
+                || exchange.elsewhere_until.is_some()
+                || exchange.awaiting_assertion
+            {
                 continue;
             }
-            match send(
-                host,
-                &config,
-                &mut self.assertions,
-                &exchange.params,
-                exchange.deadline_ms,
-            ) {
-                Ok(token_id) => {
+            let credentials = (self.assertions.as_mut_slice(), self.fetched.as_slice());
+            let deadline_ms = exchange.deadline_ms;
+            match send(host, &config, credentials, &exchange.params, deadline_ms) {
+                Ok(Some(token_id)) => {
                     exchange.sender = Some(root_id);
                     exchange.call = Some(token_id);
                     exchange.attempts += 1;
                 }
+                Ok(None) => exchange.awaiting_assertion = true,
                 Err(refusal) => self.give_up(host, &key, &refusal, root_id),
             }
         }
         self.poll_remote(host, &config, root_id);
+        self.fetch_assertions(host, &config, root_id);
         if self.pending.is_empty() && !self.exchanges.values().any(|f| f.elsewhere_until.is_some())
         {
             0
@@ -506,16 +536,25 @@ impl Worker {
 fn send(
     host: &dyn Host,
     config: &Config,
-    assertions: &mut [LastAssertion],
+    (assertions, fetched): (&mut [LastAssertion], &[HeldAssertion]),
     params: &ExchangeParams,
     deadline_ms: u64,
-) -> Result<u32, Refusal> {
+) -> Result<Option<u32>, Refusal> {
     // Targets name providers by an index checked when the configuration was loaded.
     let provider = &config.providers[params.provider];
     let mut unsigned = LastAssertion::default();
     let last = assertions.get_mut(params.provider).unwrap_or(&mut unsigned);
+    let none_fetched = HeldAssertion::default();
+    let fetched = fetched.get(params.provider).unwrap_or(&none_fetched);
     let (resource, subject_token) = (&params.resource, &params.subject_token);
-    token_request::send(host, provider, last, resource, subject_token, deadline_ms)
+    token_request::send(
+        host,
+        provider,
+        (last, fetched),
+        resource,
+        subject_token,
+        deadline_ms,
+    )
 }
 
 fn finish(host: &dyn Host, waiters: &[u32], outcome: &Outcome) {
@@ -534,20 +573,4 @@ fn finish(host: &dyn Host, waiters: &[u32], outcome: &Outcome) {
             }
         }
     }
-}
-
-/// What the IdP said (`log_line`), with the grant, scope, host and request id that began it.
-pub fn exchange_log_line(refusal: &Refusal, params: &ExchangeParams) -> String {
-    let resource = match params.grant {
-        Grant::TokenExchange => "audience",
-        Grant::OnBehalfOf | Grant::ClientCredentials => "scope",
-    };
-    format!(
-        "token exchange failed: grant={} {resource}={} host={} request_id={}: {}",
-        params.grant.name(),
-        sanitize_for_log_with(&params.resource, ":/"),
-        sanitize_for_log_with(&params.target_host, ":"),
-        sanitize_for_log(params.request_id.as_deref().unwrap_or("-")),
-        log_line(refusal)
-    )
 }

@@ -8,6 +8,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod assertion_source;
 pub mod authority;
 pub mod backoff;
 pub mod cache_key;

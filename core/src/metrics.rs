@@ -21,12 +21,14 @@ pub enum Counter {
     ExchangesTimeout,
     ExchangesRefusedByEnvoy,
     ClientAssertionsSigned,
+    ClientAssertionFetches,
+    ClientAssertionFetchFailures,
     UpstreamClaimsChallenges,
     UpstreamClaimsChallengesKept,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 20] = [
         Counter::CacheHits,
         Counter::CacheHitsShared,
         Counter::CacheMisses,
@@ -43,6 +45,8 @@ impl Counter {
         Counter::ExchangesTimeout,
         Counter::ExchangesRefusedByEnvoy,
         Counter::ClientAssertionsSigned,
+        Counter::ClientAssertionFetches,
+        Counter::ClientAssertionFetchFailures,
         Counter::UpstreamClaimsChallenges,
         Counter::UpstreamClaimsChallengesKept,
     ];
@@ -65,6 +69,8 @@ impl Counter {
             Counter::ExchangesTimeout => "obo_exchanges_timeout",
             Counter::ExchangesRefusedByEnvoy => "obo_exchanges_refused_by_envoy",
             Counter::ClientAssertionsSigned => "obo_client_assertions_signed",
+            Counter::ClientAssertionFetches => "obo_client_assertion_fetches",
+            Counter::ClientAssertionFetchFailures => "obo_client_assertion_fetch_failures",
             Counter::UpstreamClaimsChallenges => "obo_upstream_claims_challenges",
             Counter::UpstreamClaimsChallengesKept => "obo_upstream_claims_challenges_kept",
         }

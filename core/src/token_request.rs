@@ -7,6 +7,7 @@
 //! - `token_exchange` (RFC 8693, as NAIS TokenX expects): credential (`client_id` only beside a
 //!   secret), `subject_token_type`, `subject_token`, `audience`.
 
+use crate::assertion_source::HeldAssertion;
 use crate::client_assertion::{LastAssertion, CLIENT_ASSERTION_TYPE};
 use crate::config::{ClientAuth, Grant, Provider};
 use crate::error_reply::Refusal;
@@ -24,18 +25,21 @@ pub enum ClientCredential<'a> {
     Assertion(&'a str),
 }
 
-/// The secret, or the provider's assertion (`last`, signed anew when due) valid at `arrive_by`.
+/// The secret, or the provider's assertion valid at `arrive_by`: signed (`last`, anew when due)
+/// or fetched (`fetched`; None while the worker holds none).
 pub fn client_credential<'a>(
     provider: &'a Provider,
     last: &'a mut LastAssertion,
+    fetched: &'a HeldAssertion,
     now: u64,
     arrive_by: u64,
-) -> Result<ClientCredential<'a>, String> {
+) -> Result<Option<ClientCredential<'a>>, String> {
     match &provider.client_auth {
-        ClientAuth::Secret(secret) => Ok(ClientCredential::Secret(secret.expose())),
+        ClientAuth::Secret(secret) => Ok(Some(ClientCredential::Secret(secret.expose()))),
         ClientAuth::PrivateKey(settings) => last
             .for_request(settings, &provider.client_id, now, arrive_by)
-            .map(ClientCredential::Assertion),
+            .map(|jwt| Some(ClientCredential::Assertion(jwt))),
+        ClientAuth::Fetched(_) => Ok(fetched.usable(arrive_by).map(ClientCredential::Assertion)),
     }
 }
 
@@ -90,25 +94,29 @@ pub fn headers(provider: &Provider) -> [(&str, &str); 5] {
     ]
 }
 
-/// Sends the token request with what is left of the time budget; returns the host's id of the call.
+/// Sends the token request with what is left of the time budget; returns the host's id of the call,
+/// or None when the provider's assertion is to be fetched first.
 pub fn send(
     host: &dyn Host,
     provider: &Provider,
-    last: &mut LastAssertion,
+    (last, fetched): (&mut LastAssertion, &HeldAssertion),
     resource: &str,
     subject_token: &str,
     deadline_ms: u64,
-) -> Result<u32, Refusal> {
+) -> Result<Option<u32>, Refusal> {
     let left_ms = deadline_ms.saturating_sub(host.now_ms()).max(1);
     let now = host.now_unix();
     // The last second in which the token endpoint may still receive this request.
     let arrive_by = now.saturating_add(left_ms.div_ceil(1000));
     let signatures = last.signatures();
-    let credential = client_credential(provider, last, now, arrive_by).map_err(|why| {
+    let credential = client_credential(provider, last, fetched, now, arrive_by).map_err(|why| {
         host.count(Counter::ExchangesUpstreamError);
         host.log(LogLevel::Warn, &format!("token request not sent: {why}"));
         Refusal::CannotDispatch
     })?;
+    let Some(credential) = credential else {
+        return Ok(None);
+    };
     let body = form_body(provider, &credential, resource, subject_token);
     if last.signatures() > signatures {
         host.count(Counter::ClientAssertionsSigned);
@@ -120,7 +128,7 @@ pub fn send(
         body: &body,
         timeout: std::time::Duration::from_millis(left_ms),
     };
-    host.dispatch(&callout).map_err(|e| {
+    host.dispatch(&callout).map(Some).map_err(|e| {
         host.count(Counter::ExchangesUpstreamError);
         let why = match e {
             DispatchError::UnknownCluster => "unknown token_cluster",
@@ -166,7 +174,10 @@ mod tests {
 
     fn fields(provider: &Provider, resource: &str, subject: &str) -> Vec<(String, String)> {
         let mut last = LastAssertion::default();
-        let credential = client_credential(provider, &mut last, 0, 5).unwrap();
+        let fetched = HeldAssertion::default();
+        let credential = client_credential(provider, &mut last, &fetched, 0, 5)
+            .unwrap()
+            .unwrap();
         let body = form_body(provider, &credential, resource, subject);
         form_urlencoded::parse(&body).into_owned().collect()
     }

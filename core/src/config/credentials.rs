@@ -2,10 +2,13 @@
 
 use serde_json::Value;
 
-use super::env::EnvNames;
+use super::env::{EnvNames, ENV_WI_TOKEN_FILE};
 use super::fields::{non_empty, ConfigError, Problems};
-use super::raw::RawAssertion;
+use super::raw::{RawAssertion, RawSource};
 use super::types::{ClientAuth, Grant, Secret};
+use crate::assertion_source::{
+    AssertionSource, SourceFormat, FEDERATED_TOKEN_CLUSTER, IMDS_AUTHORITY, IMDS_PATH,
+};
 use crate::client_assertion::{AssertionSettings, ClientKey};
 
 const MAX_ASSERTION_LIFETIME_S: u64 = 600;
@@ -14,10 +17,14 @@ pub(super) struct RawCredentials {
     pub(super) secret: Option<String>,
     pub(super) jwk: Option<Value>,
     pub(super) assertion: RawAssertion,
+    pub(super) source: RawSource,
+    /// Workload identity's token file is named in the environment (`AZURE_FEDERATED_TOKEN_FILE`).
+    pub(super) workload_identity: bool,
 }
 
-/// Exactly one of a secret and a private key; configured values win, then the grant's key
-/// variable (`AZURE_APP_JWK`, `TOKEN_X_PRIVATE_JWK`), then its secret variable.
+/// Exactly one of a secret, a private key and an assertion source; configured values win, then the
+/// grant's key variable (`AZURE_APP_JWK`, `TOKEN_X_PRIVATE_JWK`), then its secret variable, then
+/// workload identity's token file.
 pub(super) fn client_auth(
     prefix: &str,
     names: &EnvNames,
@@ -68,6 +75,23 @@ pub(super) fn client_auth(
         p.check(non_empty(&field("client_secret"), secret))
             .map(|s| ClientAuth::Secret(Secret(s)))
     };
+    if raw.source.configured {
+        if raw.secret.is_some() || raw.jwk.is_some() {
+            p.0.push(ConfigError::new(
+                field("client_assertion_source"),
+                "configure one of client_secret, client_jwk and client_assertion_source",
+            ));
+            return None;
+        }
+        if assertion.configured {
+            p.0.push(ConfigError::new(
+                field("client_assertion"),
+                "applies only with a private key (client_jwk), and this provider fetches its assertion (client_assertion_source)",
+            ));
+        }
+        let source = assertion_source(&field("client_assertion_source."), raw.source, p)?;
+        return Some(ClientAuth::Fetched(Box::new(source)));
+    }
     let jwk = match (raw.secret, raw.jwk) {
         (Some(_), Some(_)) => {
             p.0.push(ConfigError::new(
@@ -98,14 +122,33 @@ pub(super) fn client_auth(
                 );
                 return secret_auth(secret, &why, p);
             }
+            (None, None) if raw.workload_identity => {
+                if assertion.configured {
+                    p.0.push(ConfigError::new(
+                        field("client_assertion"),
+                        format!("applies only with a private key (client_jwk), and this provider authenticates with workload identity's token file because {ENV_WI_TOKEN_FILE} is set"),
+                    ));
+                }
+                return Some(ClientAuth::Fetched(Box::new(AssertionSource {
+                    cluster: FEDERATED_TOKEN_CLUSTER.to_string(),
+                    path: "/".to_string(),
+                    authority: FEDERATED_TOKEN_CLUSTER.to_string(),
+                    format: SourceFormat::Text,
+                })));
+            }
             (None, None) => {
                 let variables = match names.secret {
                     Some(secret) => format!("neither {} nor {secret} is set", names.jwk),
                     None => format!("{} is not set", names.jwk),
                 };
+                let wi = if names.workload_identity {
+                    format!(", nor {ENV_WI_TOKEN_FILE} (workload identity)")
+                } else {
+                    String::new()
+                };
                 p.0.push(ConfigError::new(
                     field("client_secret"),
-                    format!("is not configured, nor client_jwk, and {variables}"),
+                    format!("is not configured, nor client_jwk or client_assertion_source, and {variables}{wi}"),
                 ));
                 return None;
             }
@@ -119,4 +162,48 @@ pub(super) fn client_auth(
         lifetime_s: assertion.lifetime_s,
         reuse_s,
     })))
+}
+
+/// `client_assertion_source`: its cluster, and the path and authority its format implies unless set.
+fn assertion_source(prefix: &str, raw: RawSource, p: &mut Problems) -> Option<AssertionSource> {
+    let field = |f: &str| format!("{prefix}{f}");
+    let cluster = match raw.cluster {
+        Some(cluster) => p.check(non_empty(&field("cluster"), cluster)),
+        None => {
+            p.0.push(ConfigError::new(field("cluster"), "is required"));
+            None
+        }
+    };
+    if raw.client_id.is_some() && raw.format != SourceFormat::Imds {
+        p.0.push(ConfigError::new(
+            field("client_id"),
+            "applies only to format imds (a user-assigned managed identity)",
+        ));
+    }
+    let path = match (raw.path, raw.format) {
+        (Some(path), _) if !path.starts_with('/') => {
+            p.0.push(ConfigError::new(field("path"), "must start with /"));
+            None
+        }
+        (Some(path), _) => Some(path),
+        (None, SourceFormat::Text) => Some("/".to_string()),
+        (None, SourceFormat::Imds) => Some(match &raw.client_id {
+            Some(id) => format!(
+                "{IMDS_PATH}&client_id={}",
+                form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
+            ),
+            None => IMDS_PATH.to_string(),
+        }),
+    };
+    let authority = match (raw.authority, raw.format) {
+        (Some(a), _) => p.check(non_empty(&field("authority"), a)),
+        (None, SourceFormat::Imds) => Some(IMDS_AUTHORITY.to_string()),
+        (None, SourceFormat::Text) => cluster.clone(),
+    };
+    Some(AssertionSource {
+        cluster: cluster?,
+        path: path?,
+        authority: authority?,
+        format: raw.format,
+    })
 }

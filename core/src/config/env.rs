@@ -15,12 +15,22 @@ pub const ENV_TOKEN_X_ENDPOINT: &str = "TOKEN_X_TOKEN_ENDPOINT";
 pub const ENV_TOKEN_X_CLIENT_ID: &str = "TOKEN_X_CLIENT_ID";
 pub const ENV_TOKEN_X_JWK: &str = "TOKEN_X_PRIVATE_JWK";
 
+/// Workload identity on AKS: its webhook sets these in the pod, and the token file is the
+/// credential (served to the filter by Envoy: `client_assertion_source`).
+pub const ENV_WI_CLIENT_ID: &str = "AZURE_CLIENT_ID";
+pub const ENV_WI_TENANT_ID: &str = "AZURE_TENANT_ID";
+pub const ENV_WI_AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
+pub const ENV_WI_TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
+const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com/";
+
 /// The environment variables a provider's fields default to.
 pub(super) struct EnvNames {
     pub(super) endpoint: &'static str,
     pub(super) client_id: &'static str,
     pub(super) jwk: &'static str,
     pub(super) secret: Option<&'static str>,
+    /// Whether workload identity's variables are the last default (Entra ID's grants).
+    pub(super) workload_identity: bool,
 }
 
 impl EnvNames {
@@ -31,12 +41,14 @@ impl EnvNames {
                 client_id: ENV_CLIENT_ID,
                 jwk: ENV_CLIENT_JWK,
                 secret: Some(ENV_CLIENT_SECRET),
+                workload_identity: true,
             },
             Grant::TokenExchange => EnvNames {
                 endpoint: ENV_TOKEN_X_ENDPOINT,
                 client_id: ENV_TOKEN_X_CLIENT_ID,
                 jwk: ENV_TOKEN_X_JWK,
                 secret: None,
+                workload_identity: false,
             },
         }
     }
@@ -108,5 +120,43 @@ pub(super) fn or_env(
                 format!("is not configured and the environment variable {env_name} is not set"),
             )),
         },
+    }
+}
+
+/// Workload identity's settings, when its token file is named in the environment.
+pub(super) struct WorkloadIdentity {
+    pub(super) client_id: Option<String>,
+    /// `{AZURE_AUTHORITY_HOST}{AZURE_TENANT_ID}/oauth2/v2.0/token`, with the tenant set.
+    pub(super) token_endpoint: Option<String>,
+    /// The authority host's name (`login.microsoftonline.com`), for Istio's cluster name.
+    pub(super) authority_host: String,
+}
+
+impl WorkloadIdentity {
+    pub(super) fn from_env(
+        names: &EnvNames,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<WorkloadIdentity> {
+        let value = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        if !names.workload_identity {
+            return None;
+        }
+        value(ENV_WI_TOKEN_FILE)?;
+        let host = value(ENV_WI_AUTHORITY_HOST).unwrap_or_else(|| DEFAULT_AUTHORITY_HOST.into());
+        let host = host.trim_end_matches('/').to_string();
+        let token_endpoint = value(ENV_WI_TENANT_ID)
+            .map(|tenant| format!("{host}/{}/oauth2/v2.0/token", tenant.trim()));
+        let authority_host = host
+            .split_once("://")
+            .map_or(host.as_str(), |(_, rest)| rest)
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        Some(WorkloadIdentity {
+            client_id: value(ENV_WI_CLIENT_ID),
+            token_endpoint,
+            authority_host,
+        })
     }
 }

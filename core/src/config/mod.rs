@@ -16,7 +16,8 @@ use serde_json::Value;
 
 pub use env::{
     ENV_CLIENT_ID, ENV_CLIENT_JWK, ENV_CLIENT_SECRET, ENV_TOKEN_ENDPOINT, ENV_TOKEN_X_CLIENT_ID,
-    ENV_TOKEN_X_ENDPOINT, ENV_TOKEN_X_JWK,
+    ENV_TOKEN_X_ENDPOINT, ENV_TOKEN_X_JWK, ENV_WI_AUTHORITY_HOST, ENV_WI_CLIENT_ID,
+    ENV_WI_TENANT_ID, ENV_WI_TOKEN_FILE,
 };
 pub use fields::{ConfigError, ConfigErrors};
 pub use types::{
@@ -73,8 +74,15 @@ pub fn summary(config: &Config) -> String {
         .providers
         .iter()
         .map(|p| {
+            let credential = match &p.client_auth {
+                ClientAuth::Secret(_) => "client secret".to_string(),
+                ClientAuth::PrivateKey(_) => "private key".to_string(),
+                ClientAuth::Fetched(source) => {
+                    format!("assertion fetched from cluster {}", source.cluster)
+                }
+            };
             format!(
-                "{} ({} via cluster {}, {})",
+                "{} ({} via cluster {}, {}, {credential})",
                 p.name,
                 p.grant.name(),
                 p.token_cluster,

@@ -4,6 +4,7 @@ use serde_json::Value;
 
 use super::fields::{ConfigError, Fields};
 use super::types::{ExistingAuthorization, Grant, Unmatched};
+use crate::assertion_source::SourceFormat;
 use crate::client_assertion::SigningAlg;
 
 const DEFAULT_TOKEN_TIMEOUT_MS: u64 = 5_000;
@@ -111,6 +112,7 @@ pub(super) struct RawProvider {
     /// A JWK: a JSON object, or a string holding one (`${AZURE_APP_JWK}`).
     pub(super) client_jwk: Option<Value>,
     pub(super) client_assertion: RawAssertion,
+    pub(super) client_assertion_source: RawSource,
     pub(super) grant: Grant,
     pub(super) existing_authorization: Option<ExistingAuthorization>,
     pub(super) allowed_issuers: Option<Value>,
@@ -126,6 +128,7 @@ impl RawProvider {
             client_secret: f.secret("client_secret"),
             client_jwk: f.value("client_jwk"),
             client_assertion: f.object("client_assertion", RawAssertion::read),
+            client_assertion_source: f.object("client_assertion_source", RawSource::read),
             grant: f.or("grant", Grant::default()),
             existing_authorization: f.opt("existing_authorization"),
             allowed_issuers: f.value("allowed_issuers"),
@@ -151,6 +154,30 @@ impl RawAssertion {
             audience: f.opt("audience"),
             lifetime_s: f.or("lifetime_s", DEFAULT_ASSERTION_LIFETIME_S),
             reuse_s: f.opt("reuse_s"),
+        }
+    }
+}
+
+pub(super) struct RawSource {
+    /// Whether the object has any field.
+    pub(super) configured: bool,
+    pub(super) cluster: Option<String>,
+    pub(super) path: Option<String>,
+    pub(super) authority: Option<String>,
+    pub(super) format: SourceFormat,
+    /// A user-assigned managed identity's client id (`imds` only).
+    pub(super) client_id: Option<String>,
+}
+
+impl RawSource {
+    fn read(f: &mut Fields) -> Self {
+        RawSource {
+            configured: !f.is_empty(),
+            cluster: f.opt("cluster"),
+            path: f.opt("path"),
+            authority: f.opt("authority"),
+            format: f.or("format", SourceFormat::default()),
+            client_id: f.opt("client_id"),
         }
     }
 }

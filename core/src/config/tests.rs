@@ -40,7 +40,7 @@ fn parse_value(v: &Value, env: &[(&'static str, &'static str)]) -> Result<Config
 fn secret_of(cfg: &Config) -> &str {
     match &cfg.providers[0].client_auth {
         ClientAuth::Secret(secret) => secret.expose(),
-        ClientAuth::PrivateKey(_) => panic!("a private key where a secret was expected"),
+        other => panic!("{other:?} where a secret was expected"),
     }
 }
 
@@ -614,7 +614,7 @@ fn jwk_env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'stati
 fn assertion_settings(cfg: &Config) -> &AssertionSettings {
     match &cfg.providers[0].client_auth {
         ClientAuth::PrivateKey(settings) => settings,
-        ClientAuth::Secret(_) => panic!("a secret where a private key was expected"),
+        other => panic!("{other:?} where a private key was expected"),
     }
 }
 
@@ -722,7 +722,7 @@ fn an_assertion_is_sent_again_for_half_its_lifetime_by_default_with_on_behalf_of
     let reuse = |cfg: &Config| -> Vec<u64> {
         let settings = cfg.providers.iter().map(|p| match &p.client_auth {
             ClientAuth::PrivateKey(settings) => settings.reuse_s,
-            ClientAuth::Secret(_) => panic!("a secret where a private key was expected"),
+            other => panic!("{other:?} where a private key was expected"),
         });
         settings.collect()
     };
@@ -925,4 +925,144 @@ fn secret_never_shows_in_debug_output() {
     let cfg = parse_value(&minimal(), ENV).unwrap();
     let dump = format!("{cfg:?}");
     assert!(!dump.contains("secret-from-env"), "{dump}");
+}
+
+fn source_of(cfg: &Config) -> &crate::assertion_source::AssertionSource {
+    match &cfg.providers[0].client_auth {
+        ClientAuth::Fetched(source) => source,
+        other => panic!("{other:?} where a fetched assertion was expected"),
+    }
+}
+
+#[test]
+fn an_assertion_source_replaces_the_secret_with_its_format_defaults() {
+    let mut v = minimal();
+    v["client_assertion_source"] = json!({"cluster": "federated_token"});
+    let cfg = parse_value(&v, &ENV[..2]).unwrap();
+    let source = source_of(&cfg);
+    assert_eq!(
+        (
+            source.cluster.as_str(),
+            source.path.as_str(),
+            source.authority.as_str()
+        ),
+        ("federated_token", "/", "federated_token")
+    );
+    v["client_assertion_source"] = json!({"cluster": "imds", "format": "imds"});
+    let cfg = parse_value(&v, &ENV[..2]).unwrap();
+    let source = source_of(&cfg);
+    assert_eq!(source.path, crate::assertion_source::IMDS_PATH);
+    assert_eq!(source.authority, "169.254.169.254");
+}
+
+#[test]
+fn a_bad_assertion_source_is_refused_by_name() {
+    let cases = [
+        (
+            json!({"client_assertion_source": {"path": "/"}}),
+            "client_assertion_source.cluster",
+        ),
+        (
+            json!({"client_assertion_source": {"cluster": "c", "path": "token"}}),
+            "client_assertion_source.path",
+        ),
+        (
+            json!({"client_assertion_source": {"cluster": "c", "format": "file"}}),
+            "client_assertion_source.format",
+        ),
+        (
+            json!({"client_assertion_source": {"cluster": "c", "client_id": "x"}}),
+            "client_assertion_source.client_id",
+        ),
+        (
+            json!({"client_assertion_source": {"cluster": "c"}, "client_secret": "s"}),
+            "client_assertion_source",
+        ),
+        (
+            json!({"client_assertion_source": {"cluster": "c"}, "client_assertion": {"lifetime_s": 60}}),
+            "client_assertion",
+        ),
+        (
+            json!({"client_assertion_source": {"cluster": "c", "timeout": 1}}),
+            "client_assertion_source.timeout",
+        ),
+    ];
+    for (extra, field) in cases {
+        let mut v = minimal();
+        for (k, value) in extra.as_object().unwrap() {
+            v[k] = value.clone();
+        }
+        assert_eq!(
+            parse_value(&v, &ENV[..2]).unwrap_err().field,
+            field,
+            "{extra}"
+        );
+    }
+}
+
+const WORKLOAD_IDENTITY: &[(&str, &str)] = &[
+    (ENV_WI_CLIENT_ID, "wi-client"),
+    (ENV_WI_TENANT_ID, "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+    (ENV_WI_AUTHORITY_HOST, "https://login.microsoftonline.com/"),
+    (
+        ENV_WI_TOKEN_FILE,
+        "/var/run/secrets/azure/tokens/azure-identity-token",
+    ),
+];
+
+#[test]
+fn workload_identity_alone_configures_the_provider_from_targets_only() {
+    let v =
+        json!({"targets": [{"host": "api.example.com", "scope": "api://prod.team.api/.default"}]});
+    let cfg = parse_value(&v, WORKLOAD_IDENTITY).unwrap();
+    let provider = &cfg.providers[0];
+    assert_eq!(provider.client_id, "wi-client");
+    assert_eq!(
+        provider.token_endpoint.url,
+        "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/token"
+    );
+    assert_eq!(
+        provider.token_cluster,
+        "outbound|443||login.microsoftonline.com"
+    );
+    let source = source_of(&cfg);
+    assert_eq!(
+        (source.cluster.as_str(), source.path.as_str()),
+        (crate::assertion_source::FEDERATED_TOKEN_CLUSTER, "/")
+    );
+}
+
+#[test]
+fn configuration_and_the_nais_variables_come_before_workload_identity() {
+    let env: &'static [(&str, &str)] =
+        Box::leak([ENV, WORKLOAD_IDENTITY].concat().into_boxed_slice());
+    let cfg = parse_value(&minimal(), env).unwrap();
+    assert_eq!(secret_of(&cfg), "secret-from-env");
+    assert_eq!(cfg.providers[0].client_id, "client-from-env");
+    assert_eq!(
+        cfg.providers[0].token_endpoint.url,
+        "https://login.example/tenant/oauth2/v2.0/token"
+    );
+    let mut v = minimal();
+    v["client_id"] = json!("configured-client");
+    v["token_endpoint"] = json!("https://login.example/other/oauth2/v2.0/token");
+    let cfg = parse_value(&v, WORKLOAD_IDENTITY).unwrap();
+    assert_eq!(cfg.providers[0].client_id, "configured-client");
+    assert_eq!(
+        cfg.providers[0].token_endpoint.url,
+        "https://login.example/other/oauth2/v2.0/token"
+    );
+    assert_eq!(cfg.providers[0].token_cluster, "entra_id");
+    assert!(matches!(
+        cfg.providers[0].client_auth,
+        ClientAuth::Fetched(_)
+    ));
+}
+
+#[test]
+fn without_a_token_file_the_workload_identity_variables_configure_nothing() {
+    let v =
+        json!({"targets": [{"host": "api.example.com", "scope": "api://prod.team.api/.default"}]});
+    let err = parse_value(&v, &WORKLOAD_IDENTITY[..3]).unwrap_err();
+    assert_eq!(err.field, "token_cluster");
 }

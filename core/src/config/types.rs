@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::assertion_source::AssertionSource;
 use crate::client_assertion::AssertionSettings;
 use crate::json::{self, FromJson};
 use crate::target_match::Target;
@@ -156,6 +157,8 @@ pub struct CacheSettings {
 pub enum ClientAuth {
     Secret(Secret),
     PrivateKey(Box<AssertionSettings>),
+    /// An assertion fetched through Envoy (workload identity, managed identity).
+    Fetched(Box<AssertionSource>),
 }
 
 /// A string that never shows in `Debug` output, so a logged config cannot leak it.

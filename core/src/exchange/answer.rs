@@ -2,13 +2,14 @@
 
 use crate::backoff;
 use crate::cache_key::CacheKey;
-use crate::config::Config;
+use crate::config::{Config, Grant};
+use crate::error_reply::{log_line, sanitize_for_log, sanitize_for_log_with, Refusal};
 use crate::host::{Host, LogLevel};
 use crate::metrics::Counter;
 use crate::token_cache::{refresh_at, use_until, TokenCache};
 use crate::token_response::{ExchangeFailure, IssuedToken};
 
-use super::{Exchange, MIN_RETRY_BUDGET_MS};
+use super::{Exchange, ExchangeParams, MIN_RETRY_BUDGET_MS};
 
 /// Once, for a reset, an unreachable IdP or a 5xx (never a 4xx), within the time budget; jittered
 /// per key so that many failed exchanges do not come back at the same instant.
@@ -120,4 +121,20 @@ pub(super) fn came_from_the_endpoint(failure: &ExchangeFailure) -> bool {
 
 pub(super) fn is_invalid_client(failure: &ExchangeFailure) -> bool {
     matches!(failure, ExchangeFailure::IdpError { idp: Some(idp), .. } if idp.error == "invalid_client")
+}
+
+/// What the IdP said (`log_line`), with the grant, scope, host and request id that began it.
+pub(super) fn exchange_log_line(refusal: &Refusal, params: &ExchangeParams) -> String {
+    let resource = match params.grant {
+        Grant::TokenExchange => "audience",
+        Grant::OnBehalfOf | Grant::ClientCredentials => "scope",
+    };
+    format!(
+        "token exchange failed: grant={} {resource}={} host={} request_id={}: {}",
+        params.grant.name(),
+        sanitize_for_log_with(&params.resource, ":/"),
+        sanitize_for_log_with(&params.target_host, ":"),
+        sanitize_for_log(params.request_id.as_deref().unwrap_or("-")),
+        log_line(refusal)
+    )
 }

@@ -75,19 +75,16 @@ impl Worker {
             let Some(wait) = self.exchanges.get_mut(&key) else {
                 continue;
             };
-            match send(
-                host,
-                config,
-                &mut self.assertions,
-                &wait.params,
-                deadline_ms,
-            ) {
-                Ok(token_id) => {
-                    // Now this worker's own exchange, sent by the root context.
+            let credentials = (self.assertions.as_mut_slice(), self.fetched.as_slice());
+            match send(host, config, credentials, &wait.params, deadline_ms) {
+                // Now this worker's own exchange, sent by the root context (once the assertion
+                // is fetched, where it must be).
+                Ok(sent) => {
                     wait.elsewhere_until = None;
-                    wait.sender = Some(root_id);
-                    wait.call = Some(token_id);
-                    wait.attempts = 1;
+                    wait.sender = sent.map(|_| root_id);
+                    wait.call = sent;
+                    wait.attempts = u32::from(sent.is_some());
+                    wait.awaiting_assertion = sent.is_none();
                     wait.started_ms = now_ms;
                     wait.deadline_ms = deadline_ms;
                 }

@@ -1,5 +1,6 @@
 //! The request path through `RequestFilter` and the `Worker` on the fake host, a file per concern.
 
+mod assertion_source;
 mod caller_token;
 mod claims_challenges;
 mod counters_and_logs;
