@@ -18,8 +18,6 @@ pub(super) struct RawCredentials {
     pub(super) jwk: Option<Value>,
     pub(super) assertion: RawAssertion,
     pub(super) source: RawSource,
-    /// Workload identity's token file is named in the environment (`AZURE_FEDERATED_TOKEN_FILE`).
-    pub(super) workload_identity: bool,
 }
 
 /// Exactly one of a secret, a private key and an assertion source; configured values win, then the
@@ -122,7 +120,7 @@ pub(super) fn client_auth(
                 );
                 return secret_auth(secret, &why, p);
             }
-            (None, None) if raw.workload_identity => {
+            (None, None) if names.workload_identity && env_value(ENV_WI_TOKEN_FILE).is_some() => {
                 if assertion.configured {
                     p.0.push(ConfigError::new(
                         field("client_assertion"),

@@ -20,13 +20,15 @@ pub(super) fn validate_provider(
 ) -> Option<Provider> {
     let field = |f: &str| format!("{prefix}{f}");
     let names = EnvNames::of(raw.grant);
-    let workload_identity = WorkloadIdentity::from_env(&names, env);
+    // Workload identity is the last default, for what is neither configured nor in AZURE_APP_*;
+    // its variables are read only then.
+    let workload_identity = || WorkloadIdentity::from_env(&names, env);
     let token_cluster = match raw.token_cluster {
         Some(cluster) => p.check(non_empty(&field("token_cluster"), cluster)),
         // Istio's name for the cluster of a ServiceEntry for the authority host.
-        None if workload_identity.is_some() => workload_identity
-            .as_ref()
-            .map(|wi| format!("outbound|443||{}", wi.authority_host)),
+        None if workload_identity().is_some() => {
+            workload_identity().map(|wi| format!("outbound|443||{}", wi.authority_host))
+        }
         None => {
             let why = if prefix.is_empty() {
                 "is required: a target uses the default provider (no `provider`)"
@@ -37,12 +39,10 @@ pub(super) fn validate_provider(
             None
         }
     };
-    // Workload identity is the last default, for what is neither configured nor in AZURE_APP_*.
-    let wi = workload_identity.as_ref();
     let (endpoint_configured, client_id_configured) =
         (raw.token_endpoint.is_some(), raw.client_id.is_some());
-    let wi_default = |configured: bool, value: Option<&String>, e: ConfigError| match value {
-        Some(v) if !configured => Ok(v.clone()),
+    let wi_default = |configured: bool, value: Option<String>, e: ConfigError| match value {
+        Some(v) if !configured => Ok(v),
         _ => Err(e),
     };
     let token_endpoint = p.check(
@@ -53,14 +53,14 @@ pub(super) fn validate_provider(
             env,
         )
         .or_else(|e| {
-            let value = wi.and_then(|wi| wi.token_endpoint.as_ref());
+            let value = workload_identity().and_then(|wi| wi.token_endpoint);
             wi_default(endpoint_configured, value, e)
         })
         .and_then(|e| parse_endpoint(&field("token_endpoint"), &e)),
     );
     let client_id = p.check(
         or_env(&field("client_id"), raw.client_id, names.client_id, env).or_else(|e| {
-            let value = wi.and_then(|wi| wi.client_id.as_ref());
+            let value = workload_identity().and_then(|wi| wi.client_id);
             wi_default(client_id_configured, value, e)
         }),
     );
@@ -70,7 +70,6 @@ pub(super) fn validate_provider(
         jwk: raw.client_jwk,
         assertion: raw.client_assertion,
         source: raw.client_assertion_source,
-        workload_identity: workload_identity.is_some(),
     };
     let client_auth = client_auth(prefix, &names, credentials, raw.grant, endpoint_url, env, p);
     let existing_authorization = match raw.existing_authorization {
