@@ -8,12 +8,18 @@ use crate::token_response::ExchangeFailure;
 
 use crate::shared_data::BACKOFF_PREFIX as PREFIX;
 
-pub fn scope_key(provider: &Provider, scope: &str) -> String {
+/// The key of a scope's backoff; per tenant where the endpoint is, so that one tenant's
+/// throttling never refuses another tenant's users.
+pub fn scope_key(provider: &Provider, tenant: Option<&str>, scope: &str) -> String {
     let mut hasher = Sha256::new();
     let (endpoint, grant) = (provider.token_endpoint.url.as_str(), provider.grant.name());
     for field in [endpoint, &provider.client_id, grant, scope] {
         hasher.update((field.len() as u64).to_be_bytes());
         hasher.update(field.as_bytes());
+    }
+    if let Some(tenant) = tenant {
+        hasher.update((tenant.len() as u64).to_be_bytes());
+        hasher.update(tenant.as_bytes());
     }
     let digest = hasher.finalize();
     let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();

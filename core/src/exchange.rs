@@ -9,7 +9,7 @@ use crate::backoff;
 use crate::cache_key::CacheKey;
 use crate::claims_challenge::RecentDrops;
 use crate::client_assertion::LastAssertion;
-use crate::config::{Config, Grant};
+use crate::config::{Config, Grant, Provider};
 use crate::drop_signal::{DropWatch, Dropped};
 use crate::error_reply::{reply_for, send_reply, Refusal, Reply};
 use crate::front_cache::{Fingerprint, FrontCache};
@@ -61,11 +61,18 @@ pub struct ExchangeParams {
     pub request_id: Option<String>,
     /// The front-cache entry the token fills, for the requests to come.
     pub fingerprint: Fingerprint,
+    /// The subject token's tenant (`tid`), where the provider's endpoint is per tenant.
+    pub tenant: Option<String>,
 }
 
 impl ExchangeParams {
     fn backoff_key(&self, config: &Config) -> String {
-        backoff::scope_key(&config.providers[self.provider], &self.resource)
+        self.backoff_key_of(&config.providers[self.provider])
+    }
+
+    /// The shared-data key of its scope's backoff (per tenant where the endpoint is).
+    pub fn backoff_key_of(&self, provider: &Provider) -> String {
+        backoff::scope_key(provider, self.tenant.as_deref(), &self.resource)
     }
 }
 
@@ -546,13 +553,13 @@ fn send(
     let last = assertions.get_mut(params.provider).unwrap_or(&mut unsigned);
     let none_fetched = HeldAssertion::default();
     let fetched = fetched.get(params.provider).unwrap_or(&none_fetched);
-    let (resource, subject_token) = (&params.resource, &params.subject_token);
+    let subject = (params.subject_token.as_str(), params.tenant.as_deref());
     token_request::send(
         host,
         provider,
         (last, fetched),
-        resource,
-        subject_token,
+        &params.resource,
+        subject,
         deadline_ms,
     )
 }

@@ -224,7 +224,12 @@ fn take_subject_token<'h>(
 
 impl Matched<'_> {
     /// What an exchange for this request is for; built only when one is needed.
-    fn exchange_params(&self, subject_token: &str, subject_exp: Option<u64>) -> ExchangeParams {
+    fn exchange_params(&self, subject_token: &str, claims: Subject) -> ExchangeParams {
+        let tenant = claims
+            .tid
+            .filter(|_| self.provider.token_endpoint.per_tenant)
+            .map(|tid| tid.to_ascii_lowercase());
+        let subject_exp = claims.exp;
         ExchangeParams {
             provider: self.target.provider,
             grant: self.provider.grant,
@@ -234,6 +239,7 @@ impl Matched<'_> {
             target_host: self.authority.to_string(),
             request_id: self.headers.text(3).map(|id| id.into_owned()),
             fingerprint: self.fingerprint,
+            tenant,
         }
     }
 
@@ -267,7 +273,7 @@ impl Matched<'_> {
             // The token passed `token_text` when its entry was made.
             _ => {
                 if let Some(subject_token) = token_text(subject) {
-                    let params = self.exchange_params(subject_token, exp_of(subject_token));
+                    let params = self.exchange_params(subject_token, claims_of(subject_token));
                     worker.refresh(host, key, params);
                 }
                 cached
@@ -301,7 +307,7 @@ impl Matched<'_> {
                 host.count(Counter::CacheHits);
                 host.count(Counter::CacheHitsShared);
                 if now >= refresh_at {
-                    let params = self.exchange_params(subject_token, exp_of(subject_token));
+                    let params = self.exchange_params(subject_token, claims_of(subject_token));
                     worker.refresh(host, key, params);
                 }
                 Ok(true)
@@ -326,34 +332,47 @@ impl Matched<'_> {
         key: CacheKey,
     ) -> Result<Handled, Refusal> {
         let provider = self.provider;
-        let subject_exp = if provider.grant.needs_subject_token() {
+        let claims = if provider.grant.needs_subject_token() {
             let accepted = Accepted {
                 audiences: provider.audiences.as_deref(),
                 issuers: provider.allowed_issuers.as_deref(),
                 tenants: provider.allowed_tenants.as_deref(),
             };
             let leeway_s = self.config.subject_token.leeway_s;
-            subject_token::check(subject_token, self.now, leeway_s, &accepted)
-                .map_err(Refusal::BadSubjectToken)?
-                .exp
+            let claims = subject_token::check(subject_token, self.now, leeway_s, &accepted)
+                .map_err(Refusal::BadSubjectToken)?;
+            Subject {
+                exp: claims.exp,
+                tid: claims.tid,
+            }
         } else {
-            None
+            Subject::default()
         };
-        let backoff_key = backoff::scope_key(provider, &self.target.resource);
+        let params = self.exchange_params(subject_token, claims);
+        let backoff_key = params.backoff_key_of(provider);
         if let Some(retry_after_s) = backoff::remaining_s(host, &backoff_key, host.now_ms()) {
             return Err(Refusal::BackingOff { retry_after_s });
         }
-        let params = self.exchange_params(subject_token, subject_exp);
         worker.join(host, context_id, key, params)?;
         Ok(Handled::Waiting(key))
     }
 }
 
-/// The subject token's `exp`, for a refresh (the token passed the checks when first exchanged).
-fn exp_of(subject_token: &str) -> Option<u64> {
+/// What an exchange keeps of the subject token's claims.
+#[derive(Default)]
+struct Subject {
+    exp: Option<u64>,
+    tid: Option<String>,
+}
+
+/// The subject token's claims, for a refresh (the token passed the checks when first exchanged).
+fn claims_of(subject_token: &str) -> Subject {
     subject_token::read_claims(subject_token)
-        .ok()
-        .and_then(|c| c.exp)
+        .map(|c| Subject {
+            exp: c.exp,
+            tid: c.tid,
+        })
+        .unwrap_or_default()
 }
 
 /// Envoy's mark on a request it is sending on after following an internal redirect.

@@ -39,6 +39,19 @@ pub fn token_text(token: &[u8]) -> Option<&str> {
     }
 }
 
+/// `allowed_tenants: ["*"]`: a token of any tenant (its `tid` still a GUID).
+pub const ANY_TENANT: &str = "*";
+
+/// A GUID in its usual form: 8-4-4-4-12 hexadecimal digits.
+pub fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Subject tokens longer than this are refused before anything else is done with them.
 pub const MAX_SUBJECT_TOKEN_BYTES: usize = 16 * 1024;
 
@@ -160,7 +173,8 @@ pub fn check(
     }
     if let Some(allowed) = accepted.tenants {
         let tid = claims.tid.as_ref().map(|t| t.to_ascii_lowercase());
-        if !tid.is_some_and(|tid| allowed.contains(&tid)) {
+        let any = allowed.iter().any(|t| t == ANY_TENANT);
+        if !tid.is_some_and(|tid| is_guid(&tid) && (any || allowed.contains(&tid))) {
             return Err(SubjectTokenProblem::UntrustedTenant);
         }
     }

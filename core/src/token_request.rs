@@ -84,10 +84,11 @@ pub fn form_body(
     form.finish().into_bytes()
 }
 
-pub fn headers(provider: &Provider) -> [(&str, &str); 5] {
+/// `path`: the endpoint's, with the tenant filled in where it has one.
+pub fn headers<'a>(provider: &'a Provider, path: &'a str) -> [(&'a str, &'a str); 5] {
     [
         (":method", "POST"),
-        (":path", &provider.token_endpoint.path),
+        (":path", path),
         (":authority", &provider.token_endpoint.authority),
         ("content-type", FORM_CONTENT_TYPE),
         ("accept", "application/json"),
@@ -101,7 +102,7 @@ pub fn send(
     provider: &Provider,
     (last, fetched): (&mut LastAssertion, &HeldAssertion),
     resource: &str,
-    subject_token: &str,
+    (subject_token, tenant): (&str, Option<&str>),
     deadline_ms: u64,
 ) -> Result<Option<u32>, Refusal> {
     let left_ms = deadline_ms.saturating_sub(host.now_ms()).max(1);
@@ -121,7 +122,8 @@ pub fn send(
     if last.signatures() > signatures {
         host.count(Counter::ClientAssertionsSigned);
     }
-    let headers = headers(provider);
+    let path = provider.token_endpoint.path_for(tenant);
+    let headers = headers(provider, &path);
     let callout = Callout {
         cluster: &provider.token_cluster,
         headers: &headers,
@@ -233,7 +235,8 @@ mod tests {
     #[test]
     fn headers_address_the_endpoint_with_a_form_post() {
         let cfg = provider();
-        let h = headers(&cfg);
+        let path = cfg.token_endpoint.path_for(None);
+        let h = headers(&cfg, &path);
         assert!(h.contains(&(":method", "POST")));
         assert!(h.contains(&(":path", "/tenant/oauth2/v2.0/token")));
         assert!(h.contains(&(":authority", "login.microsoftonline.com")));

@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::env::{EnvNames, ENV_WI_TOKEN_FILE};
 use super::fields::{non_empty, ConfigError, Problems};
 use super::raw::{RawAssertion, RawSource};
-use super::types::{ClientAuth, Grant, Secret};
+use super::types::{ClientAuth, Grant, Secret, TENANT_PLACEHOLDER};
 use crate::assertion_source::{
     AssertionSource, SourceFormat, FEDERATED_TOKEN_CLUSTER, IMDS_AUTHORITY, IMDS_PATH,
 };
@@ -153,6 +153,13 @@ pub(super) fn client_auth(
         },
     };
     let key = p.check(jwk.map_err(|e| ConfigError::new(field("client_jwk"), e)));
+    if endpoint_url.is_some_and(|url| url.contains(TENANT_PLACEHOLDER)) {
+        p.0.push(ConfigError::new(
+            field("client_jwk"),
+            "signs assertions for one tenant's token endpoint, and token_endpoint holds {tenant}: use client_secret or client_assertion_source (workload identity) with a multi-tenant endpoint",
+        ));
+        return None;
+    }
     Some(ClientAuth::PrivateKey(Box::new(AssertionSettings {
         key: key?,
         alg: assertion.alg,

@@ -6,8 +6,9 @@ use super::credentials::{client_auth, RawCredentials};
 use super::env::{or_env, EnvNames, WorkloadIdentity};
 use super::fields::{non_empty, ConfigError, Problems};
 use super::raw::RawProvider;
-use super::types::{Grant, Provider, TokenEndpoint};
+use super::types::{Grant, Provider, TokenEndpoint, TENANT_PLACEHOLDER};
 use crate::json;
+use crate::subject_token::{is_guid, ANY_TENANT};
 
 /// One provider's fields, named with `prefix` (`""` for the top level, `providers.NAME.`).
 pub(super) fn validate_provider(
@@ -94,10 +95,39 @@ pub(super) fn validate_provider(
         &field("allowed_tenants"),
         raw.allowed_tenants,
         raw.grant,
-        |tenant| is_guid(tenant).then(|| tenant.to_ascii_lowercase()),
-        "a tenant id (a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47)",
+        |tenant| (is_guid(tenant) || tenant == ANY_TENANT).then(|| tenant.to_ascii_lowercase()),
+        "a tenant id (a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47), or \"*\" alone for any",
         p,
     );
+    let allowed_tenants = allowed_tenants.and_then(|tenants| {
+        // (Another grant with {tenant} is refused below, by token_endpoint.)
+        let per_tenant = token_endpoint.as_ref().is_some_and(|e| e.per_tenant)
+            && raw.grant == Grant::OnBehalfOf;
+        match tenants {
+            Some(list) if list.len() > 1 && list.iter().any(|t| t == ANY_TENANT) => {
+                let why = "holds \"*\" (any tenant) beside tenant ids: write one or the other";
+                p.0.push(ConfigError::new(field("allowed_tenants"), why));
+                None
+            }
+            None if per_tenant => {
+                p.0.push(ConfigError::new(
+                    field("allowed_tenants"),
+                    "is required when token_endpoint holds {tenant}: the tenant ids whose users may call, or [\"*\"] for any tenant",
+                ));
+                None
+            }
+            tenants => Some(tenants),
+        }
+    });
+    if token_endpoint.as_ref().is_some_and(|e| e.per_tenant) && raw.grant != Grant::OnBehalfOf {
+        p.0.push(ConfigError::new(
+            field("token_endpoint"),
+            format!(
+                "may hold {{tenant}} only with grant on_behalf_of (the caller's tid), not {}",
+                raw.grant.name()
+            ),
+        ));
+    }
     let (token_cluster, token_endpoint, client_id) = (token_cluster?, token_endpoint?, client_id?);
     let audiences = require_audience.then(|| vec![client_id.clone(), format!("api://{client_id}")]);
     Some(Provider {
@@ -159,17 +189,14 @@ fn subject_filter(
     (values.len() == items.len()).then_some(Some(values))
 }
 
-/// A GUID in its usual form: 8-4-4-4-12 hexadecimal digits.
-fn is_guid(text: &str) -> bool {
-    let groups: Vec<&str> = text.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 fn parse_endpoint(field: &str, raw: &str) -> Result<TokenEndpoint, ConfigError> {
+    let per_tenant = raw.contains(TENANT_PLACEHOLDER);
+    if per_tenant && raw.matches(TENANT_PLACEHOLDER).count() > 1 {
+        return Err(ConfigError::new(field, "may hold {tenant} once"));
+    }
+    // Checked with a tenant in its place; kept with `{tenant}` to fill per request.
+    let filled = raw.replace(TENANT_PLACEHOLDER, "00000000-0000-0000-0000-000000000000");
+    let raw = filled.as_str();
     let uri: http::Uri = raw.parse().map_err(|e| {
         let wanted =
             "a URL such as https://login.microsoftonline.com/<tenant id>/oauth2/v2.0/token";
@@ -205,9 +232,21 @@ fn parse_endpoint(field: &str, raw: &str) -> Result<TokenEndpoint, ConfigError> 
         Some(query) => format!("{}?{query}", uri.path()),
         None => uri.path().to_string(),
     };
+    let path = if per_tenant {
+        if !uri.path().contains("00000000-0000-0000-0000-000000000000") {
+            return Err(ConfigError::new(
+                field,
+                "may hold {tenant} only in its path",
+            ));
+        }
+        path.replace("00000000-0000-0000-0000-000000000000", TENANT_PLACEHOLDER)
+    } else {
+        path
+    };
     Ok(TokenEndpoint {
         url: format!("{scheme}://{authority}{path}"),
         authority,
         path,
+        per_tenant,
     })
 }

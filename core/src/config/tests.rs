@@ -1066,3 +1066,58 @@ fn without_a_token_file_the_workload_identity_variables_configure_nothing() {
     let err = parse_value(&v, &WORKLOAD_IDENTITY[..3]).unwrap_err();
     assert_eq!(err.field, "token_cluster");
 }
+
+#[test]
+fn a_token_endpoint_per_tenant_needs_allowed_tenants_and_on_behalf_of() {
+    let endpoint = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token";
+    let mut v = minimal();
+    v["token_endpoint"] = json!(endpoint);
+    assert_eq!(error_of(v.clone()).field, "allowed_tenants");
+    v["allowed_tenants"] = json!(["*"]);
+    let cfg = parse_value(&v, ENV).unwrap();
+    let endpoint = &cfg.providers[0].token_endpoint;
+    assert!(endpoint.per_tenant);
+    assert_eq!(endpoint.path, "/{tenant}/oauth2/v2.0/token");
+    assert_eq!(
+        endpoint.path_for(Some("72f988bf-86f1-41af-91ab-2d7cd011db47")),
+        "/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/token"
+    );
+    let refused = [
+        (
+            json!({"allowed_tenants": ["*", "72f988bf-86f1-41af-91ab-2d7cd011db47"]}),
+            "allowed_tenants",
+        ),
+        (
+            json!({"grant": "client_credentials", "allowed_tenants": null}),
+            "token_endpoint",
+        ),
+        (
+            json!({"token_endpoint": "https://{tenant}.example/oauth2/v2.0/token"}),
+            "token_endpoint",
+        ),
+        (
+            json!({"token_endpoint": "https://login.example/{tenant}/{tenant}/token"}),
+            "token_endpoint",
+        ),
+    ];
+    for (extra, field) in refused {
+        let mut v = v.clone();
+        for (k, value) in extra.as_object().unwrap() {
+            if value.is_null() {
+                v.as_object_mut().unwrap().remove(k);
+            } else {
+                v[k] = value.clone();
+            }
+        }
+        assert_eq!(parse_value(&v, ENV).unwrap_err().field, field, "{extra}");
+    }
+}
+
+#[test]
+fn a_private_key_cannot_sign_for_every_tenant() {
+    let mut v = minimal();
+    v["token_endpoint"] = json!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token");
+    v["allowed_tenants"] = json!(["*"]);
+    v["client_jwk"] = crate::json::parse(crate::testing::test_key::jwk()).unwrap();
+    assert_eq!(parse_value(&v, &ENV[..2]).unwrap_err().field, "client_jwk");
+}

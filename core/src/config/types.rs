@@ -119,6 +119,21 @@ pub struct TokenEndpoint {
     pub authority: String,
     /// Path and query.
     pub path: String,
+    /// The path holds `{tenant}`, filled with the subject token's `tid` (multi-tenant).
+    pub per_tenant: bool,
+}
+
+/// Where a templated endpoint's tenant goes.
+pub const TENANT_PLACEHOLDER: &str = "{tenant}";
+
+impl TokenEndpoint {
+    /// The path and query for `tenant` (a checked GUID), or as configured.
+    pub fn path_for(&self, tenant: Option<&str>) -> std::borrow::Cow<'_, str> {
+        match tenant {
+            Some(tenant) if self.per_tenant => self.path.replace(TENANT_PLACEHOLDER, tenant).into(),
+            _ => self.path.as_str().into(),
+        }
+    }
 }
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Unmatched {

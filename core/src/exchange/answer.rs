@@ -129,8 +129,13 @@ pub(super) fn exchange_log_line(refusal: &Refusal, params: &ExchangeParams) -> S
         Grant::TokenExchange => "audience",
         Grant::OnBehalfOf | Grant::ClientCredentials => "scope",
     };
+    // The tenant, never the user: which tenant struggles.
+    let tenant = match &params.tenant {
+        Some(tenant) => format!(" tenant={}", sanitize_for_log(tenant)),
+        None => String::new(),
+    };
     format!(
-        "token exchange failed: grant={} {resource}={} host={} request_id={}: {}",
+        "token exchange failed: grant={}{tenant} {resource}={} host={} request_id={}: {}",
         params.grant.name(),
         sanitize_for_log_with(&params.resource, ":/"),
         sanitize_for_log_with(&params.target_host, ":"),

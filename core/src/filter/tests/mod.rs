@@ -10,4 +10,5 @@ mod grants;
 mod hot_path;
 mod refresh_ahead;
 mod routing;
+mod tenants;
 mod workers;
