@@ -63,6 +63,8 @@ pub struct ExchangeParams {
     pub fingerprint: Fingerprint,
     /// The subject token's tenant (`tid`), where the provider's endpoint is per tenant.
     pub tenant: Option<String>,
+    /// RFC 8707 resource indicators (`targets[].resource`).
+    pub indicators: Vec<String>,
 }
 
 impl ExchangeParams {
@@ -558,7 +560,7 @@ fn send(
         host,
         provider,
         (last, fetched),
-        &params.resource,
+        (&params.resource, &params.indicators),
         subject,
         deadline_ms,
     )

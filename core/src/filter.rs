@@ -162,7 +162,7 @@ fn handle_request(
         &provider.token_endpoint.url,
         &provider.client_id,
         provider.grant.name(),
-        &target.resource,
+        &target.key_resource(),
         subject_token,
     );
     if request.serve_from_shared_cache(host, worker, subject_token, key)? {
@@ -234,6 +234,7 @@ impl Matched<'_> {
             provider: self.target.provider,
             grant: self.provider.grant,
             resource: self.target.resource.clone(),
+            indicators: self.target.indicators.clone(),
             subject_token: subject_token.to_string(),
             subject_exp,
             target_host: self.authority.to_string(),

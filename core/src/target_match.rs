@@ -13,6 +13,24 @@ pub struct Target {
     pub provider: usize,
     /// What the token is asked for: the scope, or for `token_exchange` the audience.
     pub resource: String,
+    /// RFC 8707 resource indicators, each sent as a `resource` parameter.
+    pub indicators: Vec<String>,
+}
+
+impl Target {
+    /// What its tokens are for, as the cache key covers it: the resource, and the indicators if
+    /// any (none: the resource alone, as keys have always been made).
+    pub fn key_resource(&self) -> std::borrow::Cow<'_, str> {
+        if self.indicators.is_empty() {
+            return self.resource.as_str().into();
+        }
+        let mut text = self.resource.clone();
+        for indicator in &self.indicators {
+            text.push('\0');
+            text.push_str(indicator);
+        }
+        text.into()
+    }
 }
 
 /// An exact name, or `*.suffix` for any subdomain (never the bare suffix); an authority matches
@@ -230,6 +248,7 @@ mod tests {
         scope: &str,
     ) -> Target {
         Target {
+            indicators: Vec::new(),
             host: host.map(|h| HostPattern::parse(h).unwrap()),
             cluster: cluster.map(|c| ClusterPattern::parse(c).unwrap()),
             path_prefix: prefix.map(str::to_string),

@@ -45,10 +45,11 @@ pub fn client_credential<'a>(
 
 /// `resource` is the scope or the audience. The body holds the client's credential and the subject
 /// token: it is sent, never logged.
+/// `indicators`: RFC 8707's `resource` parameters, one each.
 pub fn form_body(
     provider: &Provider,
     credential: &ClientCredential<'_>,
-    resource: &str,
+    (resource, indicators): (&str, &[String]),
     subject_token: &str,
 ) -> Vec<u8> {
     let mut form = form_urlencoded::Serializer::new(String::new());
@@ -81,6 +82,9 @@ pub fn form_body(
             .append_pair("subject_token", subject_token)
             .append_pair("audience", resource),
     };
+    for indicator in indicators {
+        form.append_pair("resource", indicator);
+    }
     form.finish().into_bytes()
 }
 
@@ -101,7 +105,7 @@ pub fn send(
     host: &dyn Host,
     provider: &Provider,
     (last, fetched): (&mut LastAssertion, &HeldAssertion),
-    resource: &str,
+    requested: (&str, &[String]),
     (subject_token, tenant): (&str, Option<&str>),
     deadline_ms: u64,
 ) -> Result<Option<u32>, Refusal> {
@@ -118,7 +122,7 @@ pub fn send(
     let Some(credential) = credential else {
         return Ok(None);
     };
-    let body = form_body(provider, &credential, resource, subject_token);
+    let body = form_body(provider, &credential, requested, subject_token);
     if last.signatures() > signatures {
         host.count(Counter::ClientAssertionsSigned);
     }
@@ -180,7 +184,7 @@ mod tests {
         let credential = client_credential(provider, &mut last, &fetched, 0, 5)
             .unwrap()
             .unwrap();
-        let body = form_body(provider, &credential, resource, subject);
+        let body = form_body(provider, &credential, (resource, &[]), subject);
         form_urlencoded::parse(&body).into_owned().collect()
     }
 

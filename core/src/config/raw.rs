@@ -202,6 +202,8 @@ pub(super) struct RawTarget {
     pub(super) path_prefix: Option<String>,
     pub(super) scope: Option<String>,
     pub(super) audience: Option<String>,
+    /// RFC 8707: a URI, or a list of them.
+    pub(super) resource: Option<Value>,
     pub(super) provider: Option<String>,
 }
 
@@ -213,6 +215,7 @@ impl RawTarget {
             path_prefix: f.opt("path_prefix"),
             scope: f.opt("scope"),
             audience: f.opt("audience"),
+            resource: f.value("resource"),
             provider: f.opt("provider"),
         }
     }

@@ -1121,3 +1121,42 @@ fn a_private_key_cannot_sign_for_every_tenant() {
     v["client_jwk"] = crate::json::parse(crate::testing::test_key::jwk()).unwrap();
     assert_eq!(parse_value(&v, &ENV[..2]).unwrap_err().field, "client_jwk");
 }
+
+#[test]
+fn resource_indicators_are_absolute_uris_for_the_grants_that_take_them() {
+    let target = |resource: Value, grant: &str| {
+        json!({
+            "token_cluster": "entra_id", "grant": grant,
+            "targets": [{"host": "mcp.example.com", "scope": "api://tools/.default", "resource": resource}]
+        })
+    };
+    let cfg = parse_value(
+        &target(json!("https://mcp.example.com/"), "client_credentials"),
+        ENV,
+    )
+    .unwrap();
+    assert_eq!(cfg.targets[0].indicators, ["https://mcp.example.com/"]);
+    let refused = [
+        (
+            json!("https://mcp.example.com/"),
+            "on_behalf_of",
+            "targets[0].resource",
+        ),
+        (
+            json!("https://mcp.example.com/#part"),
+            "client_credentials",
+            "targets[0].resource[0]",
+        ),
+        (
+            json!(["https://a.example/", "/relative"]),
+            "client_credentials",
+            "targets[0].resource[1]",
+        ),
+        (json!([]), "client_credentials", "targets[0].resource"),
+        (json!(7), "client_credentials", "targets[0].resource"),
+    ];
+    for (resource, grant, field) in refused {
+        let err = parse_value(&target(resource.clone(), grant), ENV).unwrap_err();
+        assert_eq!(err.field, field, "{resource} with {grant}");
+    }
+}

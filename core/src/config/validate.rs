@@ -2,10 +2,13 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::fields::{non_empty, ConfigError, ConfigErrors, Problems};
 use super::provider::validate_provider;
 use super::raw::{RawConfig, RawTarget};
 use super::types::{BackoffSettings, CacheSettings, Config, Grant, Provider, SubjectTokenSettings};
+use crate::json;
 use crate::target_match::{ClusterPattern, HostPattern, Target};
 
 const MAX_TOKEN_TIMEOUT_MS: u64 = 300_000;
@@ -235,6 +238,7 @@ fn validate_target(
             None
         }
     };
+    let indicators = resource_indicators(&field("resource"), raw.resource, grant, p);
     if raw.host.is_none() && raw.cluster.is_none() {
         return None;
     }
@@ -244,5 +248,64 @@ fn validate_target(
         path_prefix: path_prefix?,
         provider: provider?,
         resource: resource?,
+        indicators: indicators?,
     })
+}
+
+/// `resource` (RFC 8707): absolute URIs without a fragment, for the grants that take them.
+fn resource_indicators(
+    field: &str,
+    raw: Option<Value>,
+    grant: Option<Grant>,
+    p: &mut Problems,
+) -> Option<Vec<String>> {
+    let Some(raw) = raw else {
+        return Some(Vec::new());
+    };
+    if grant == Some(Grant::OnBehalfOf) {
+        p.0.push(ConfigError::new(
+            field,
+            "applies to the token_exchange and client_credentials grants: Entra ID's on-behalf-of names the API by scope",
+        ));
+        return None;
+    }
+    let items = match raw {
+        Value::String(uri) => vec![Value::String(uri)],
+        Value::Array(items) if !items.is_empty() => items,
+        _ => {
+            p.0.push(ConfigError::new(
+                field,
+                "must be a URI, or a non-empty list of URIs",
+            ));
+            return None;
+        }
+    };
+    let mut uris = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match item.as_str().filter(|uri| is_absolute_uri(uri)) {
+            Some(uri) => uris.push(uri.to_string()),
+            None => p.0.push(ConfigError::new(
+                format!("{field}[{i}]"),
+                format!(
+                    "must be an absolute URI without a #fragment (RFC 8707), such as https://mcp.example.com/, not {}",
+                    json::described(item)
+                ),
+            )),
+        }
+    }
+    (uris.len() == items.len()).then_some(uris)
+}
+
+/// `scheme:rest`, the scheme a letter then letters, digits, `+`, `-` or `.`; no fragment, no space.
+fn is_absolute_uri(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once(':') else {
+        return false;
+    };
+    scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && !rest.is_empty()
+        && !text.contains('#')
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
 }

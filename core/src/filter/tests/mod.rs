@@ -9,6 +9,7 @@ mod failures;
 mod grants;
 mod hot_path;
 mod refresh_ahead;
+mod resource_indicators;
 mod routing;
 mod tenants;
 mod workers;
