@@ -369,8 +369,10 @@ fn every_istio_manifest_holds_only_fields_istio_defines() {
         [
             "DestinationRule",
             "EnvoyFilter",
+            "EnvoyFilter",
             "ServiceEntry",
             "TrafficExtension",
+            "WasmPlugin",
             "WasmPlugin"
         ]
     );

@@ -27,6 +27,8 @@ pub struct Found {
     pub routes: Option<Value>,
     /// The bootstrap's clusters, when the file has all of them (static ones, and no CDS).
     pub clusters: Option<Value>,
+    /// The bootstrap's static listeners, when it has clusters.
+    pub listeners: Option<Value>,
     /// The loader lets requests through without the filter when its VM fails (Envoy's
     /// `failure_policy: FAIL_OPEN` or `fail_open`, Istio's `failStrategy: FAIL_OPEN`).
     pub fails_open: bool,
@@ -103,6 +105,7 @@ fn raw(text: String) -> Found {
         vm_env: None,
         routes: None,
         clusters: None,
+        listeners: None,
         fails_open: false,
     }
 }
@@ -119,8 +122,10 @@ fn embedded(doc: &Value) -> Vec<Found> {
         .pointer("/static_resources/clusters")
         .filter(|_| doc.pointer("/dynamic_resources/cds_config").is_none())
         .cloned();
+    let listeners = doc.pointer("/static_resources/listeners").cloned();
     for found in &mut out {
         found.clusters = clusters.clone();
+        found.listeners = clusters.as_ref().and(listeners.clone());
     }
     out
 }
@@ -141,6 +146,7 @@ fn walk(value: &Value, path: &mut String, routes: Option<&Value>, out: &mut Vec<
                     vm_env: Some(envoy_vm_env(map.get("vm_config"))),
                     routes: routes.cloned(),
                     clusters: None,
+                    listeners: None,
                     fails_open: map.get("failure_policy").and_then(Value::as_str)
                         == Some("FAIL_OPEN")
                         || map.get("fail_open").and_then(Value::as_bool) == Some(true),
@@ -154,6 +160,7 @@ fn walk(value: &Value, path: &mut String, routes: Option<&Value>, out: &mut Vec<
                     vm_env: Some(istio_vm_env(map.get("vmConfig"))),
                     routes: None,
                     clusters: None,
+                    listeners: None,
                     fails_open: map.get("failStrategy").and_then(Value::as_str)
                         == Some("FAIL_OPEN"),
                 });
@@ -259,7 +266,10 @@ pub fn check(found: &Found, env: &CheckEnv) -> Report {
         };
         visible.filter(|v| !v.is_empty()).or_else(|| {
             // An optional variable: a placeholder would change what the filter does.
-            (env.assume && name != ENV_CLIENT_JWK).then(|| {
+            let declared = found.vm_env.as_ref().is_some_and(|d| d.contains_key(name));
+            let placeholder_fits = !OPTIONAL_VARIABLES.contains(&name)
+                && (declared || !WORKLOAD_IDENTITY_VARIABLES.contains(&name));
+            (env.assume && placeholder_fits).then(|| {
                 assumed.borrow_mut().push(name.to_string());
                 placeholder(name)
             })
@@ -285,6 +295,8 @@ pub fn check(found: &Found, env: &CheckEnv) -> Report {
             let missing = match &found.clusters {
                 Some(clusters) => {
                     warnings.extend(routes::cluster_warnings(&cfg, clusters));
+                    let listeners = found.listeners.as_ref().unwrap_or(&Value::Null);
+                    warnings.extend(routes::source_warnings(&cfg, clusters, listeners));
                     routes::missing_clusters(&cfg, clusters)
                 }
                 None => Vec::new(),
@@ -307,6 +319,18 @@ pub fn check(found: &Found, env: &CheckEnv) -> Report {
     }
 }
 
+/// Variables `--assume-env` leaves unset: with a placeholder the filter would do something else
+/// (use a key), or nothing the check needs (the authority host has a default).
+const OPTIONAL_VARIABLES: &[&str] = &[ENV_CLIENT_JWK, config::ENV_WI_AUTHORITY_HOST];
+
+/// Workload identity's variables get a placeholder only where the VM declares them: elsewhere they
+/// would turn a configuration that is missing its credential into one that uses workload identity.
+const WORKLOAD_IDENTITY_VARIABLES: &[&str] = &[
+    config::ENV_WI_TOKEN_FILE,
+    config::ENV_WI_CLIENT_ID,
+    config::ENV_WI_TENANT_ID,
+];
+
 /// The variables the filter reads by default.
 const DEFAULT_VARIABLES: &[&str] = &[
     ENV_TOKEN_ENDPOINT,
@@ -316,6 +340,9 @@ const DEFAULT_VARIABLES: &[&str] = &[
     ENV_TOKEN_X_ENDPOINT,
     config::ENV_TOKEN_X_CLIENT_ID,
     ENV_TOKEN_X_JWK,
+    config::ENV_WI_CLIENT_ID,
+    config::ENV_WI_TENANT_ID,
+    config::ENV_WI_TOKEN_FILE,
 ];
 
 /// A problem that names an environment variable the VM does not declare says so: the variable

@@ -21,11 +21,12 @@ parser.
 The filter sees only the variables its VM declares (vm_config.environment_variables, or the
 WasmPlugin's vmConfig.env); declared host variables are taken from this command's environment.
 
-Given an Envoy configuration, it also checks that each token_cluster is one of its clusters, and
-warns about routes to a target that follow redirects or mirror requests, clusters that let the
-request choose its endpoint, credentials written into the configuration, and a loader that fails
-open. A file without a
-plugin configuration (a ServiceEntry, say) is skipped.
+Given an Envoy configuration, it also checks that each token_cluster and each cluster a client
+assertion is fetched from (client_assertion_source, or azure_federated_token for workload
+identity) is one of its clusters, and warns about routes to a target that follow redirects or
+mirror requests, clusters that let the request choose its endpoint, an assertion file served where
+a listener with an address reaches it, credentials written into the configuration, and a loader
+that fails open. A file without a plugin configuration (a ServiceEntry, say) is skipped.
 
 Exit status: 0 when every configuration is valid (warnings do not count), 1 when one is not or no
 file held any, 2 when the command line is wrong.";

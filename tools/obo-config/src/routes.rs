@@ -2,7 +2,8 @@
 //! Envoy follows an upstream's redirect (`internal_redirect_policy`) or sends a copy of the request
 //! to another cluster (`request_mirror_policies`) with the `Authorization` the filter wrote.
 
-use obo_core::config::{Config, ConfigError};
+use obo_core::assertion_source::{AssertionSource, SourceFormat};
+use obo_core::config::{ClientAuth, Config, ConfigError, Provider};
 use obo_core::target_match::Target;
 use serde_json::Value;
 
@@ -98,15 +99,24 @@ pub fn missing_clusters(config: &Config, clusters: &Value) -> Vec<ConfigError> {
     let mut out = Vec::new();
     for provider in &config.providers {
         if !names.contains(&provider.token_cluster.as_str()) {
-            let field = match provider.name.as_str() {
-                "default" => "token_cluster".to_string(),
-                name => format!("providers.{name}.token_cluster"),
-            };
             out.push(ConfigError {
-                field,
+                field: provider_field(provider, "token_cluster"),
                 problem: format!(
                     "names no cluster of this Envoy configuration (it has {}): token requests \
                      could not be sent",
+                    names.join(", ")
+                ),
+            });
+        }
+    }
+    for (provider, source) in fetched_sources(config) {
+        if !names.contains(&source.cluster.as_str()) {
+            out.push(ConfigError {
+                field: provider_field(provider, "client_assertion_source.cluster"),
+                problem: format!(
+                    "{} is not a cluster of this Envoy configuration (it has {}): the client \
+                     assertion could not be fetched",
+                    source.cluster,
                     names.join(", ")
                 ),
             });
@@ -125,6 +135,101 @@ pub fn missing_clusters(config: &Config, clusters: &Value) -> Vec<ConfigError> {
         }
     }
     out
+}
+
+/// One line for each assertion source served as a file (format `text`) that a listener with an
+/// address reaches: a route or proxy of that listener sends to the source's cluster, or the
+/// cluster's endpoint is that listener's own port. Whatever can connect there reads the token and
+/// can act as the application at the identity provider; an internal listener has no address.
+pub fn source_warnings(config: &Config, clusters: &Value, listeners: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let listeners: Vec<&Value> = listeners.as_array().into_iter().flatten().collect();
+    for (provider, source) in fetched_sources(config) {
+        if source.format != SourceFormat::Text {
+            continue;
+        }
+        let field = provider_field(provider, "client_assertion_source.cluster");
+        let served_on = |l: &&Value| {
+            let Some(address) = l["address"]["socket_address"].as_object() else {
+                return false;
+            };
+            let port = &address["port_value"];
+            let endpoints = clusters
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["name"] == source.cluster.as_str())
+                .flat_map(|c| socket_addresses(&c["load_assignment"]));
+            endpoints
+                .into_iter()
+                .any(|a| !port.is_null() && a["port_value"] == *port)
+                || sends_to(l, &source.cluster)
+        };
+        for (i, listener) in listeners.iter().enumerate() {
+            if served_on(listener) {
+                let name = listener["name"].as_str().unwrap_or("unnamed");
+                let port = &listener["address"]["socket_address"]["port_value"];
+                out.push(format!(
+                    "{field}: {} is reachable from static_resources.listeners[{i}] ({name}, port \
+                     {port}): any process that can connect there (the application's included) \
+                     reads the assertion and can act as the application; serve it on an internal \
+                     listener (envoy_internal_address) that no listener with an address routes to",
+                    source.cluster
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Each provider that fetches its client assertion, with where it fetches it.
+fn fetched_sources(config: &Config) -> impl Iterator<Item = (&Provider, &AssertionSource)> {
+    config
+        .providers
+        .iter()
+        .filter_map(|p| match &p.client_auth {
+            ClientAuth::Fetched(source) => Some((p, source.as_ref())),
+            _ => None,
+        })
+}
+
+fn provider_field(provider: &Provider, field: &str) -> String {
+    match provider.name.as_str() {
+        "default" => field.to_string(),
+        name => format!("providers.{name}.{field}"),
+    }
+}
+
+/// The socket addresses of a cluster's `load_assignment`.
+fn socket_addresses(load_assignment: &Value) -> Vec<&Value> {
+    let endpoints = load_assignment["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    endpoints
+        .flat_map(|e| e["lb_endpoints"].as_array().into_iter().flatten())
+        .map(|e| &e["endpoint"]["address"]["socket_address"])
+        .filter(|a| a.is_object())
+        .collect()
+}
+
+/// Whether anything in `value` (a listener) names `cluster` as where it sends: a route's or a TCP
+/// proxy's `cluster`, a weighted cluster's `name`.
+fn sends_to(value: &Value, cluster: &str) -> bool {
+    match value {
+        Value::Object(map) => map.iter().any(|(key, item)| {
+            (key == "cluster" && item == cluster)
+                || (key == "weighted_clusters"
+                    && item["clusters"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["name"] == cluster))
+                || sends_to(item, cluster)
+        }),
+        Value::Array(items) => items.iter().any(|item| sends_to(item, cluster)),
+        _ => false,
+    }
 }
 
 fn has_items(value: &Value) -> bool {

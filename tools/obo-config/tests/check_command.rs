@@ -55,6 +55,7 @@ fn every_shipped_example_passes_the_check() {
         "istio/envoyfilter.yaml",
         "istio/wasmplugin.yaml",
         "istio/trafficextension.yaml",
+        "istio/workload-identity-wasmplugin.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -277,4 +278,150 @@ fn a_wrong_command_line_exits_2_with_usage() {
     let out = obo_config(&["chek"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
+}
+
+/// An Envoy bootstrap whose filter fetches its client assertion: the VM declares these host
+/// variables, and the listeners (YAML list items, indented for `listeners:`) follow the egress one.
+fn bootstrap_with_source(
+    plugin: &str,
+    env_keys: &str,
+    clusters: &str,
+    more_listeners: &str,
+) -> String {
+    format!(
+        r#"
+static_resources:
+  clusters: {clusters}
+  listeners:
+  - name: egress
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 10000}}}}
+    filter_chains:
+    - filters:
+      - typed_config:
+          route_config:
+            virtual_hosts:
+            - {{name: all, domains: ["*"], routes: [{{match: {{prefix: /}}, route: {{cluster: api}}}}]}}
+          http_filters:
+          - typed_config:
+              config:
+                vm_config:
+                  environment_variables:
+                    host_env_keys: {env_keys}
+                configuration:
+                  value: '{plugin}'{more_listeners}
+"#
+    )
+}
+
+const SOURCE_PLUGIN: &str = r#"{"token_cluster": "entra_id", "client_id": "id", "token_endpoint": "https://login.example/t/oauth2/v2.0/token", "client_assertion_source": {"cluster": "federated_token"}, "targets": [{"host": "a.example", "scope": "api://a/.default"}]}"#;
+
+/// The token file's listener: internal (no address), as it must be.
+const INTERNAL_SOURCE: &str = r#"
+  - name: federated_token
+    internal_listener: {}
+    filter_chains: []"#;
+
+fn internal_source_cluster(name: &str) -> String {
+    format!(
+        "[{{name: api}}, {{name: entra_id}}, {{name: {name}, load_assignment: {{endpoints: \
+         [{{lb_endpoints: [{{endpoint: {{address: {{envoy_internal_address: \
+         {{server_listener_name: federated_token}}}}}}}}]}}]}}}}]"
+    )
+}
+
+#[test]
+fn an_assertion_source_cluster_the_envoy_configuration_lacks_is_a_problem() {
+    let text = bootstrap_with_source(SOURCE_PLUGIN, "[]", "[{name: api}, {name: entra_id}]", "");
+    let (code, out) = check_text("envoy.yaml", &text);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(": client_assertion_source.cluster: federated_token is not a cluster of this Envoy configuration (it has api, entra_id)"),
+        "{out}"
+    );
+    let text = bootstrap_with_source(
+        SOURCE_PLUGIN,
+        "[]",
+        &internal_source_cluster("federated_token"),
+        INTERNAL_SOURCE,
+    );
+    let (code, out) = check_text("envoy.yaml", &text);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("warning"), "{out}");
+}
+
+#[test]
+fn workload_identity_needs_the_azure_federated_token_cluster() {
+    let plugin = r#"{"token_cluster": "entra_id", "targets": [{"host": "a.example", "scope": "api://a/.default"}]}"#;
+    let env_keys = "[AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE]";
+    let text = bootstrap_with_source(plugin, env_keys, "[{name: api}, {name: entra_id}]", "");
+    let (code, out) = check_text("envoy.yaml", &text);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(": client_assertion_source.cluster: azure_federated_token is not a cluster"),
+        "{out}"
+    );
+    let clusters = internal_source_cluster("azure_federated_token");
+    let (code, out) = check_text(
+        "envoy.yaml",
+        &bootstrap_with_source(plugin, env_keys, &clusters, INTERNAL_SOURCE),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("assertion fetched from cluster azure_federated_token"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_assertion_file_a_listener_with_an_address_reaches_is_warned_about() {
+    // Served by a listener on a port of its own: the cluster's endpoint is that port.
+    let on_a_port = r#"
+  - name: token_file
+    address: {socket_address: {address: 127.0.0.1, port_value: 15999}}
+    filter_chains: []"#;
+    let clusters = "[{name: api}, {name: entra_id}, {name: federated_token, load_assignment: \
+                    {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: \
+                    {address: 127.0.0.1, port_value: 15999}}}}]}]}}]";
+    let (code, out) = check_text(
+        "envoy.yaml",
+        &bootstrap_with_source(SOURCE_PLUGIN, "[]", clusters, on_a_port),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let warnings: Vec<&str> = out.lines().filter(|l| l.contains(": warning: ")).collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(
+        warnings[0].contains(
+            "client_assertion_source.cluster: federated_token is reachable from \
+             static_resources.listeners[1] (token_file, port 15999)"
+        ),
+        "{out}"
+    );
+    // An internal listener, but a route of a listener with an address leads to it.
+    let routed = r#"
+  - name: federated_token
+    internal_listener: {}
+    filter_chains: []
+  - name: leak
+    address: {socket_address: {address: 0.0.0.0, port_value: 8080}}
+    filter_chains:
+    - filters:
+      - typed_config:
+          route_config:
+            virtual_hosts:
+            - {name: all, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: federated_token}}]}"#;
+    let (_, out) = check_text(
+        "envoy.yaml",
+        &bootstrap_with_source(
+            SOURCE_PLUGIN,
+            "[]",
+            &internal_source_cluster("federated_token"),
+            routed,
+        ),
+    );
+    let warnings: Vec<&str> = out.lines().filter(|l| l.contains(": warning: ")).collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(
+        warnings[0].contains("static_resources.listeners[2] (leak, port 8080)"),
+        "{out}"
+    );
 }
