@@ -28,7 +28,7 @@ pub(super) fn validate_provider(
         Some(cluster) => p.check(non_empty(&field("token_cluster"), cluster)),
         // Istio's name for the cluster of a ServiceEntry for the authority host.
         None if workload_identity().is_some() => {
-            workload_identity().map(|wi| format!("outbound|443||{}", wi.authority_host))
+            workload_identity().map(|wi| format!("outbound|80||{}", wi.authority_host))
         }
         None => {
             let why = if prefix.is_empty() {

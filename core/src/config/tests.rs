@@ -1023,7 +1023,7 @@ fn workload_identity_alone_configures_the_provider_from_targets_only() {
     );
     assert_eq!(
         provider.token_cluster,
-        "outbound|443||login.microsoftonline.com"
+        "outbound|80||login.microsoftonline.com"
     );
     let source = source_of(&cfg);
     assert_eq!(
