@@ -99,6 +99,14 @@ pub fn headers<'a>(provider: &'a Provider, path: &'a str) -> [(&'a str, &'a str)
     ]
 }
 
+/// What is left of the time budget (ms, at least 1), and the last second in which the token
+/// endpoint may still receive a request sent now.
+pub fn time_left(host: &dyn Host, deadline_ms: u64) -> (u64, u64) {
+    let left_ms = deadline_ms.saturating_sub(host.now_ms()).max(1);
+    let arrive_by = host.now_unix().saturating_add(left_ms.div_ceil(1000));
+    (left_ms, arrive_by)
+}
+
 /// Sends the token request with what is left of the time budget; returns the host's id of the call,
 /// or None when the provider's assertion is to be fetched first.
 pub fn send(
@@ -109,10 +117,8 @@ pub fn send(
     (subject_token, tenant): (&str, Option<&str>),
     deadline_ms: u64,
 ) -> Result<Option<u32>, Refusal> {
-    let left_ms = deadline_ms.saturating_sub(host.now_ms()).max(1);
+    let (left_ms, arrive_by) = time_left(host, deadline_ms);
     let now = host.now_unix();
-    // The last second in which the token endpoint may still receive this request.
-    let arrive_by = now.saturating_add(left_ms.div_ceil(1000));
     let signatures = last.signatures();
     let credential = client_credential(provider, last, fetched, now, arrive_by).map_err(|why| {
         host.count(Counter::ExchangesUpstreamError);

@@ -252,3 +252,31 @@ fn no_log_line_holds_the_assertion() {
     let payload = assertion.split('.').nth(1).unwrap();
     assert!(logs.iter().all(|(_, line)| !line.contains(payload)));
 }
+
+#[test]
+fn an_assertion_that_expires_before_the_token_request_arrives_is_not_fetched_again_and_again() {
+    let host = FakeHost::default();
+    let w = token_file_worker();
+    let (_f, _) = request_from(&host, &w, 10, U);
+    // Valid for 33 s: past the use margin (30 s), but not for a request with 5 s of budget.
+    let stale = jwt_with_exp(NOW + 33, "not-rotated");
+    for _ in 0..20 {
+        let sent_before = host.dispatched.borrow().len();
+        tick(&host, &w);
+        if host.dispatched.borrow().len() > sent_before {
+            answer_at_root(&host, &w, sent_before, served(&stale));
+        }
+    }
+    assert_eq!(
+        host.counted(Counter::ClientAssertionFetches),
+        1,
+        "one fetch"
+    );
+    let reply = host.stream(10).reply.expect("refused, not left waiting");
+    assert_eq!(reply.status, 503);
+    assert!(host
+        .dispatched
+        .borrow()
+        .iter()
+        .all(|d| d.cluster == SOURCE_CLUSTER));
+}
