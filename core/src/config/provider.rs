@@ -233,7 +233,10 @@ fn parse_endpoint(field: &str, raw: &str) -> Result<TokenEndpoint, ConfigError> 
         None => uri.path().to_string(),
     };
     let path = if per_tenant {
-        if !uri.path().contains("00000000-0000-0000-0000-000000000000") {
+        // Once in all, and in the path: a stand-in written out elsewhere would otherwise pass
+        // {tenant} in the host or the query off as the path's.
+        let in_path = uri.path().contains("00000000-0000-0000-0000-000000000000");
+        if !in_path || raw.matches("00000000-0000-0000-0000-000000000000").count() != 1 {
             return Err(ConfigError::new(
                 field,
                 "may hold {tenant} only in its path",

@@ -1099,6 +1099,16 @@ fn a_token_endpoint_per_tenant_needs_allowed_tenants_and_on_behalf_of() {
             json!({"token_endpoint": "https://login.example/{tenant}/{tenant}/token"}),
             "token_endpoint",
         ),
+        // The stand-in GUID written out beside {tenant} must not pass {tenant} in the host or
+        // the query off as one in the path.
+        (
+            json!({"token_endpoint": "https://{tenant}.example/00000000-0000-0000-0000-000000000000/token"}),
+            "token_endpoint",
+        ),
+        (
+            json!({"token_endpoint": "https://login.example/00000000-0000-0000-0000-000000000000/token?t={tenant}"}),
+            "token_endpoint",
+        ),
     ];
     for (extra, field) in refused {
         let mut v = v.clone();

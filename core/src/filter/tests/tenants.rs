@@ -131,3 +131,33 @@ fn a_failed_exchange_is_logged_with_its_tenant_and_not_its_user() {
     assert!(line.contains(&format!("tenant={CONTOSO}")), "{line}");
     assert!(!line.contains("ann"), "{line}");
 }
+
+#[test]
+fn a_tid_that_would_change_the_token_requests_path_is_refused_before_any_request() {
+    let host = FakeHost::default();
+    let w = multi_tenant(serde_json::json!(["*"]));
+    let guid = "11111111-1111-1111-1111-111111111111";
+    let tids = [
+        format!("{guid}/.."),
+        format!("../{guid}"),
+        format!("{guid}%2f.."),
+        format!(" {guid}"),
+        format!("{guid}\\n"),
+        format!("{guid}?x=1"),
+        format!("{{{guid}}}"),
+        "11111111-1111-1111-1111-11111111111%".to_string(),
+        "\u{ff11}1111111-1111-1111-1111-111111111111".to_string(),
+        "+1111111-1111-1111-1111-111111111111".to_string(),
+        String::new(),
+    ];
+    for (i, tid) in tids.iter().enumerate() {
+        let id = 10 + i as u32;
+        let (_f, _) = request_from(&host, &w, id, &user_of(tid, "mallory"));
+        let reply = host.stream(id).reply.expect("refused");
+        assert_eq!(reply.status, 401, "{tid:?}");
+    }
+    let tid_not_a_string = jwt_with(r#"{"exp":1800003600,"sub":"m","tid":["../x"]}"#);
+    let (_f, _) = request_from(&host, &w, 99, &tid_not_a_string);
+    assert_eq!(host.stream(99).reply.expect("refused").status, 401);
+    assert!(host.dispatched.borrow().is_empty());
+}
