@@ -24,6 +24,7 @@ pub(super) fn validate_provider(
     // Workload identity is the last default, for what is neither configured nor in AZURE_APP_*;
     // its variables are read only then.
     let workload_identity = || WorkloadIdentity::from_env(&names, env);
+    let cluster_configured = raw.token_cluster.is_some();
     let token_cluster = match raw.token_cluster {
         Some(cluster) => p.check(non_empty(&field("token_cluster"), cluster)),
         // Istio's name for the cluster of a ServiceEntry for the authority host.
@@ -59,6 +60,23 @@ pub(super) fn validate_provider(
         })
         .and_then(|e| parse_endpoint(&field("token_endpoint"), &e)),
     );
+    // Workload identity's default cluster is its authority host's: never for an endpoint elsewhere.
+    let token_cluster = match (&token_endpoint, workload_identity()) {
+        (Some(endpoint), Some(wi))
+            if !cluster_configured
+                && !endpoint.authority.eq_ignore_ascii_case(&wi.authority_host) =>
+        {
+            p.0.push(ConfigError::new(
+                field("token_cluster"),
+                format!(
+                    "is required: token_endpoint's host {} is not workload identity's authority host {}",
+                    endpoint.authority, wi.authority_host
+                ),
+            ));
+            None
+        }
+        _ => token_cluster,
+    };
     let client_id = p.check(
         or_env(&field("client_id"), raw.client_id, names.client_id, env).or_else(|e| {
             let value = workload_identity().and_then(|wi| wi.client_id);

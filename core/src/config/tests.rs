@@ -1170,3 +1170,21 @@ fn resource_indicators_are_absolute_uris_for_the_grants_that_take_them() {
         assert_eq!(err.field, field, "{resource} with {grant}");
     }
 }
+
+#[test]
+fn workload_identitys_token_cluster_is_no_default_for_an_endpoint_on_another_host() {
+    let mut v =
+        json!({"targets": [{"host": "api.example.com", "scope": "api://prod.team.api/.default"}]});
+    v["token_endpoint"] = json!("https://idp.example.com/realms/x/protocol/openid-connect/token");
+    v["client_id"] = json!("configured-client");
+    let err = parse_value(&v, WORKLOAD_IDENTITY).unwrap_err();
+    assert_eq!(err.field, "token_cluster");
+    assert!(err.to_string().contains("idp.example.com"), "{err}");
+    // On the authority host itself, it still is.
+    v["token_endpoint"] = json!("https://login.microsoftonline.com/other/oauth2/v2.0/token");
+    let cfg = parse_value(&v, WORKLOAD_IDENTITY).unwrap();
+    assert_eq!(
+        cfg.providers[0].token_cluster,
+        "outbound|80||login.microsoftonline.com"
+    );
+}
