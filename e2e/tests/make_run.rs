@@ -25,7 +25,7 @@ struct Run {
     child: Child,
     stdout: Option<BufReader<ChildStdout>>,
     /// Its files (Envoy's configuration, the token file), removed once it is stopped.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Run {
@@ -51,7 +51,7 @@ impl Run {
         Run {
             child: command.spawn().expect("start make run's program"),
             stdout: None,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -178,8 +178,12 @@ fn make_run_with_workload_identity_exchanges_with_a_rotated_token_file_and_no_se
     );
     assert!(said.contains("No client secret or key"), "{said}");
     echo_gets_its_on_behalf_of_token(ports[0].1, &token);
+    let token_file = run.dir.path().join("azure-identity-token");
+    let before = std::fs::read_to_string(&token_file).expect("the token file");
     // After a rotation (the held token is refused now), a new caller still gets a token.
     std::thread::sleep(Duration::from_millis(1500));
+    let after = std::fs::read_to_string(&token_file).expect("the token file");
+    assert_ne!(before, after, "the token file was not rotated");
     let next_user = obo_e2e::user_token("employee-2");
     echo_gets_its_on_behalf_of_token(ports[0].1, &next_user);
 }
