@@ -79,6 +79,13 @@ pub struct Fetched {
     pub fetched_at: u64,
 }
 
+impl Fetched {
+    /// Whether a token request that reaches Entra ID by `arrive_by` may carry it.
+    pub fn usable_at(&self, arrive_by: u64) -> bool {
+        arrive_by.saturating_add(USE_MARGIN_S) < self.exp
+    }
+}
+
 impl std::fmt::Debug for Fetched {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Fetched(<redacted>, exp {})", self.exp)
@@ -160,7 +167,7 @@ impl HeldAssertion {
     pub fn usable(&self, arrive_by: u64) -> Option<&str> {
         self.held
             .as_ref()
-            .filter(|f| arrive_by.saturating_add(USE_MARGIN_S) < f.exp)
+            .filter(|f| f.usable_at(arrive_by))
             .map(|f| f.jwt.as_str())
     }
 

@@ -15,6 +15,8 @@ pub struct EnvoyOptions {
     pub plugin_config: String,
     /// Environment variables made visible to the Wasm VM.
     pub vm_env: Vec<(String, String)>,
+    /// Environment variables of Envoy's own process (what its Lua filters read).
+    pub process_env: Vec<(String, String)>,
     pub concurrency: u32,
     /// The token cluster's port on 127.0.0.1 (None: a cluster with no endpoint).
     pub idp_port: Option<u16>,
@@ -30,6 +32,7 @@ impl EnvoyOptions {
         EnvoyOptions {
             plugin_config: plugin_config.to_string(),
             vm_env: Vec::new(),
+            process_env: Vec::new(),
             concurrency: 2,
             idp_port: Some(idp_port),
             upstream_port,
@@ -167,6 +170,7 @@ impl Envoy {
             .arg(&admin_path)
             .args(["-l", "info", "--component-log-level"])
             .arg(format!("wasm:{}", opts.wasm_log_level))
+            .envs(opts.process_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
             .stderr(log_file)

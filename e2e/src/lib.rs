@@ -14,6 +14,7 @@ pub mod server;
 pub mod stack;
 pub mod tls_idp;
 pub mod upstream;
+pub mod workload_identity;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

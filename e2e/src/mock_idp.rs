@@ -84,7 +84,13 @@ enum ClientAuth {
         public: PublicKey,
         audience: String,
     },
+    /// Workload identity: a `client_assertion` Entra ID trusts as long as it is the one the
+    /// federated credential's issuer serves now (the token file's content, say).
+    Federated(CurrentAssertion),
 }
+
+/// The assertion a federated credential accepts at this moment.
+pub type CurrentAssertion = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 struct State {
     behaviour: Behaviour,
@@ -98,6 +104,9 @@ struct State {
     /// Whether an assertion is refused when its `jti` was seen before (as RFC 7523 allows and
     /// Keycloak does), or accepted again until its `exp`, as Entra ID does.
     refuse_reused_assertions: bool,
+    /// Token requests refused with `invalid_client` (a federated assertion that is not the
+    /// current one).
+    invalid_client: usize,
 }
 
 pub struct MockIdp {
@@ -147,6 +156,7 @@ impl MockIdp {
             client_id: CLIENT_ID.to_string(),
             seen_jti: HashSet::new(),
             refuse_reused_assertions: false,
+            invalid_client: 0,
         }));
         let st = state.clone();
         let app = axum::Router::new().fallback(
@@ -170,6 +180,17 @@ impl MockIdp {
             public,
             audience: audience.to_string(),
         };
+    }
+
+    /// From now on, expect a federated `client_assertion` equal to what `current` gives at the
+    /// time of each request; any other is answered 401 `invalid_client`, as Entra ID does.
+    pub fn expect_federated(&self, current: CurrentAssertion) {
+        self.state.lock().unwrap().client_auth = ClientAuth::Federated(current);
+    }
+
+    /// How many token requests were refused with `invalid_client`.
+    pub fn invalid_client_count(&self) -> usize {
+        self.state.lock().unwrap().invalid_client
     }
 
     /// From now on, refuse a client assertion whose `jti` was seen before.
@@ -232,14 +253,25 @@ async fn handle(
     let behaviour = {
         let mut s = state.lock().unwrap();
         let problems = check(&token_request, &mut s);
+        let trusted = federated_trust(&token_request, &s);
         s.requests.push(token_request.clone());
         s.violations.extend(problems.iter().cloned());
-        (s.behaviour.clone(), problems)
+        if problems.is_empty() && !trusted {
+            s.invalid_client += 1;
+        }
+        (s.behaviour.clone(), problems, trusted)
     };
-    let (behaviour, problems) = behaviour;
+    let (behaviour, problems, trusted) = behaviour;
     if !problems.is_empty() {
         let body = json!({"error": "invalid_request", "error_description": problems.join("; ")});
         return respond(400, body.to_string().into_bytes(), vec![]);
+    }
+    if !trusted {
+        let (status, body, headers) = answer(
+            &Behaviour::fixture(401, "error-invalid-client.json"),
+            &token_request,
+        );
+        return respond(status, body, headers);
     }
     let mut next = behaviour;
     let behaviour = loop {
@@ -313,6 +345,18 @@ fn answer(behaviour: &Behaviour, req: &TokenRequest) -> (u16, Vec<u8>, Vec<(Stri
     }
 }
 
+/// Whether a federated credential trusts the request's `client_assertion` (true for the other
+/// ways to authenticate, which `check` judges).
+fn federated_trust(r: &TokenRequest, state: &State) -> bool {
+    match &state.client_auth {
+        ClientAuth::Federated(current) => {
+            let current = current();
+            current.is_some() && r.field("client_assertion") == current.as_deref()
+        }
+        _ => true,
+    }
+}
+
 /// What Entra ID's v2.0 endpoint would refuse in an on-behalf-of token request.
 fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
     let mut problems = Vec::new();
@@ -331,7 +375,9 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
     }
     let credentials: &[&str] = match state.client_auth {
         ClientAuth::Secret => &["client_secret"],
-        ClientAuth::PrivateKey { .. } => &["client_assertion_type", "client_assertion"],
+        ClientAuth::PrivateKey { .. } | ClientAuth::Federated(_) => {
+            &["client_assertion_type", "client_assertion"]
+        }
     };
     // Each grant's own fields: on-behalf-of (Entra ID), client credentials, RFC 8693 token
     // exchange (TokenX, which knows the client from its assertion alone).
@@ -398,6 +444,11 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
                 Err(problem) => problems.push(format!("client_assertion: {problem}")),
             }
         }
+        ClientAuth::Federated(_) => must(
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            &mut problems,
+        ),
     }
     for name in ["assertion", "scope", "subject_token", "audience"] {
         if r.field(name).is_some_and(str::is_empty) {

@@ -136,6 +136,10 @@ fn envoy_validates(file: &str, rewrite: impl Fn(String) -> String) {
             "https://login.microsoftonline.com/t/oauth2/v2.0/token",
         )
         .env("OBO_DEMO_SCOPE", "https://graph.microsoft.com/.default")
+        // Workload identity's, as AKS sets them in the pod.
+        .env("AZURE_CLIENT_ID", "client")
+        .env("AZURE_TENANT_ID", "tenant")
+        .env("AZURE_FEDERATED_TOKEN_FILE", "azure-identity-token")
         .env("AZURE_APP_JWK", &obo_e2e::client_key::client_key().jwk)
         .env("TOKEN_X_CLIENT_ID", "local:demo:caller")
         .env(
@@ -168,4 +172,18 @@ fn shipped_envoy_configurations_are_accepted_by_envoy() {
     envoy_validates("docker-compose-envoy.yaml", |t| {
         t.replace("/etc/envoy/entra_obo_filter.wasm", &wasm)
     });
+    envoy_validates(obo_e2e::workload_identity::LUA_RECIPE, |t| t);
+}
+
+#[test]
+fn the_file_server_recipe_is_accepted_by_envoy_1_38_2_and_later() {
+    let version = obo_e2e::workload_identity::envoy_version();
+    if version < (1, 38, 2) {
+        eprintln!(
+            "skipped: Envoy {}.{}.{} has no file_server filter (1.38.2 and later have it)",
+            version.0, version.1, version.2
+        );
+        return;
+    }
+    envoy_validates(obo_e2e::workload_identity::FILE_SERVER_RECIPE, |t| t);
 }

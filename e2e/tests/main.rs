@@ -19,3 +19,4 @@ mod onprem_proxy;
 mod resilience;
 mod routing;
 mod self_contained;
+mod workload_identity;

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use obo_e2e::client::get;
@@ -23,11 +23,21 @@ fn free_port() -> u16 {
 /// `make run` with these ports, in a process group of its own that is stopped when dropped.
 struct Run {
     child: Child,
+    stdout: Option<BufReader<ChildStdout>>,
+    /// Its files (Envoy's configuration, the token file), removed once it is stopped.
+    dir: tempfile::TempDir,
 }
 
 impl Run {
     fn start(ports: [(&str, u16); 4]) -> Run {
+        Run::start_with(ports, &[])
+    }
+
+    /// The same with these variables set too.
+    fn start_with(ports: [(&str, u16); 4], env: &[(&str, &str)]) -> Run {
+        let dir = tempfile::tempdir().expect("a folder for its files");
         let mut command = Command::new(LOCAL_STACK);
+        command.envs(env.iter().copied()).env("RUN_DIR", dir.path());
         command
             .env("ENVOY_BIN", obo_e2e::envoy::envoy_bin())
             .envs(ports.iter().map(|(name, port)| (*name, port.to_string())))
@@ -40,6 +50,8 @@ impl Run {
             .process_group(0);
         Run {
             child: command.spawn().expect("start make run's program"),
+            stdout: None,
+            dir,
         }
     }
 
@@ -87,12 +99,13 @@ fn ports() -> [(&'static str, u16); 4] {
     ]
 }
 
-#[test]
-fn the_curl_make_run_prints_gets_the_echo_api_an_on_behalf_of_token() {
-    let ports = ports();
-    let mut run = Run::start(ports);
-    let mut stdout = BufReader::new(run.child.stdout.take().expect("stdout"));
-    let (mut ready, mut curl) = (false, None);
+/// Reads `make run`'s message once it is ready: the message, and the caller's token in the curl
+/// it prints. Its stdout stays open as long as it runs (a closed one would end it at its next line).
+fn ready_and_token(run: &mut Run, port: u16) -> (String, String) {
+    let stdout = run
+        .stdout
+        .insert(BufReader::new(run.child.stdout.take().expect("stdout")));
+    let (mut said, mut curl) = (String::new(), None);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut line = String::new();
     while curl.is_none() && Instant::now() < deadline {
@@ -100,23 +113,38 @@ fn the_curl_make_run_prints_gets_the_echo_api_an_on_behalf_of_token() {
         if stdout.read_line(&mut line).expect("read stdout") == 0 {
             break;
         }
-        ready |= line.contains("entra-obo-filter is ready");
+        said.push_str(&line);
         if line.contains("curl -s ") && line.contains("Authorization: Bearer ") {
             curl = Some(line.trim().to_string());
         }
     }
-    assert!(ready, "no ready line");
+    // The rest of the message, to its last line.
+    while !said.contains("Ctrl-C stops everything") && Instant::now() < deadline {
+        line.clear();
+        if stdout.read_line(&mut line).expect("read stdout") == 0 {
+            break;
+        }
+        said.push_str(&line);
+    }
+    assert!(
+        said.contains("entra-obo-filter is ready"),
+        "no ready line: {said}"
+    );
     let curl = curl.expect("no curl line printed");
-    let token = curl
-        .split("Authorization: Bearer ")
-        .nth(1)
-        .and_then(|rest| rest.split('\'').next())
-        .expect("a token in the curl line");
-    let port = ports[0].1;
     assert!(
         curl.ends_with(&format!("http://127.0.0.1:{port}/hello")),
         "{curl}"
     );
+    let token = curl
+        .split("Authorization: Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("a token in the curl line")
+        .to_string();
+    (said, token)
+}
+
+fn echo_gets_its_on_behalf_of_token(port: u16, token: &str) {
     let r = get(
         port,
         "echo.local",
@@ -126,6 +154,38 @@ fn the_curl_make_run_prints_gets_the_echo_api_an_on_behalf_of_token() {
     assert_eq!(r.status, 200, "{}", r.body);
     let expected = obo_token_for(token, "api://local.demo.echo/.default");
     assert!(r.body.contains(&expected), "{}", r.body);
+}
+
+#[test]
+fn the_curl_make_run_prints_gets_the_echo_api_an_on_behalf_of_token() {
+    let ports = ports();
+    let mut run = Run::start(ports);
+    let (_, token) = ready_and_token(&mut run, ports[0].1);
+    echo_gets_its_on_behalf_of_token(ports[0].1, &token);
+}
+
+#[test]
+fn make_run_with_workload_identity_exchanges_with_a_rotated_token_file_and_no_secret() {
+    let ports = ports();
+    let mut run = Run::start_with(
+        ports,
+        &[("WORKLOAD_IDENTITY", "1"), ("TOKEN_ROTATION_S", "1")],
+    );
+    let (said, token) = ready_and_token(&mut run, ports[0].1);
+    assert!(
+        said.contains("envoy/envoy-workload-identity.yaml"),
+        "{said}"
+    );
+    assert!(said.contains("No client secret or key"), "{said}");
+    echo_gets_its_on_behalf_of_token(ports[0].1, &token);
+    let token_file = run.dir.path().join("azure-identity-token");
+    let before = std::fs::read_to_string(&token_file).expect("the token file");
+    // After a rotation (the held token is refused now), a new caller still gets a token.
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = std::fs::read_to_string(&token_file).expect("the token file");
+    assert_ne!(before, after, "the token file was not rotated");
+    let next_user = obo_e2e::user_token("employee-2");
+    echo_gets_its_on_behalf_of_token(ports[0].1, &next_user);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! context, when an exchange waits for one or the one held nears its `exp`; the exchanges waiting
 //! for it are sent once it arrives, or refused with 503 if it does not.
 
-use crate::assertion_source::read_answer;
+use crate::assertion_source::{read_answer, FetchFailure};
 use crate::backoff;
 use crate::cache_key::CacheKey;
 use crate::config::{ClientAuth, Config};
@@ -109,7 +109,18 @@ impl Worker {
         else {
             return;
         };
-        match read_answer(source.format, answer.status, &answer.body, host.now_unix()) {
+        let now = host.now_unix();
+        // A token request sent now may take token_timeout to arrive: an assertion too near its
+        // exp for that is no better than none (holding it would only fetch it again at once).
+        let arrive_by = now.saturating_add(config.token_timeout.as_millis().div_ceil(1000) as u64);
+        let read = read_answer(source.format, answer.status, &answer.body, now).and_then(|f| {
+            if f.usable_at(arrive_by) {
+                Ok(f)
+            } else {
+                Err(FetchFailure::Junk("a JWT too close to its exp"))
+            }
+        });
+        match read {
             Ok(fetched) => {
                 self.fetched[index].hold(fetched);
                 let now_ms = host.now_ms();

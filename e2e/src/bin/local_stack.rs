@@ -3,7 +3,11 @@
 //! Without the AZURE_* variables it also starts a mock Entra ID token endpoint and uses
 //! `envoy/envoy.yaml`. With AZURE_APP_CLIENT_ID, AZURE_APP_CLIENT_SECRET and
 //! AZURE_OPENID_CONFIG_TOKEN_ENDPOINT set, it uses that real tenant through
-//! `envoy/envoy-tenant.yaml` (docs/tenant.md). The ports are those of the file unless PORT,
+//! `envoy/envoy-tenant.yaml` (docs/tenant.md). With WORKLOAD_IDENTITY=1 it uses
+//! `envoy/envoy-workload-identity.yaml` and no secret at all: the filter authenticates with a token
+//! file the program rewrites every TOKEN_ROTATION_S seconds (20 by default), served by Envoy's
+//! internal listener, and the mock trusts only the file's current token. The ports are those of
+//! the file unless PORT,
 //! ADMIN_PORT, ECHO_PORT or IDP_PORT say otherwise. It says "ready" only once Envoy answers, exits
 //! non-zero with one line when a part cannot start, and Ctrl-C stops everything.
 
@@ -16,7 +20,12 @@ use std::time::{Duration, Instant};
 
 use obo_e2e::mock_idp::{MockIdp, CLIENT_ID, CLIENT_SECRET};
 use obo_e2e::upstream::Upstream;
+use obo_e2e::workload_identity::federated_token;
 use serde_json::Value;
+
+/// How long each token the demo writes into the token file lives: longer than the filter's
+/// margins (30 s before exp, plus the token request's timeout).
+const FEDERATED_TOKEN_LIFETIME_S: u64 = 60;
 
 const TENANT_VARS: [&str; 3] = [
     "AZURE_APP_CLIENT_ID",
@@ -80,7 +89,32 @@ fn run() -> Result<ExitCode, String> {
         .map_err(|e| format!("the echo API {e}; set ECHO_PORT to a free port"))?;
     let mut envoy = Command::new(envoy_bin);
     envoy.current_dir(root);
-    let (_idp, file) = if tenant {
+    let workload_identity =
+        std::env::var("WORKLOAD_IDENTITY").is_ok_and(|v| !v.is_empty() && v != "0");
+    // In the build folder, rewritten by each run: nothing is left in /tmp when it is killed.
+    // RUN_DIR: another folder (the suite gives each run its own).
+    let dir = std::env::var_os("RUN_DIR").map_or_else(|| root.join("target/make-run"), Into::into);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (_idp, file) = if workload_identity {
+        let token_file = dir.join("azure-identity-token");
+        let every = Duration::from_secs(obo_e2e::env_or("TOKEN_ROTATION_S", 20).max(1));
+        rotate_token_file(&token_file, every)?;
+        let idp = MockIdp::try_start_on(ports.idp)
+            .map_err(|e| format!("the mock Entra ID {e}; set IDP_PORT to a free port"))?;
+        let trusted = token_file.clone();
+        idp.expect_federated(Arc::new(move || std::fs::read_to_string(&trusted).ok()));
+        envoy
+            .env("AZURE_FEDERATED_TOKEN_FILE", &token_file)
+            .env("AZURE_CLIENT_ID", CLIENT_ID)
+            .env("AZURE_TENANT_ID", "test-tenant")
+            .env(
+                "AZURE_AUTHORITY_HOST",
+                format!("http://127.0.0.1:{}/", ports.idp),
+            )
+            .env_remove("AZURE_APP_CLIENT_SECRET")
+            .env_remove("AZURE_APP_JWK");
+        (Some(idp), "envoy/envoy-workload-identity.yaml")
+    } else if tenant {
         if std::env::var("OBO_DEMO_SCOPE").is_err() {
             envoy.env("OBO_DEMO_SCOPE", "https://graph.microsoft.com/.default");
         }
@@ -94,9 +128,7 @@ fn run() -> Result<ExitCode, String> {
             .env("AZURE_OPENID_CONFIG_TOKEN_ENDPOINT", idp.endpoint());
         (Some(idp), "envoy/envoy.yaml")
     };
-    // In the build folder, rewritten by each run: nothing is left in /tmp when it is killed.
-    let dir = root.join("target/make-run");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let tenant = tenant && !workload_identity;
     let config = dir.join("envoy.json");
     let bootstrap = with_ports(&root.join(file), &ports, tenant)?;
     std::fs::write(&config, bootstrap.to_string()).map_err(|e| e.to_string())?;
@@ -119,13 +151,35 @@ fn run() -> Result<ExitCode, String> {
         let _ = child.wait();
         return Err(why);
     }
-    println!("{}", ready_message(&ports, tenant, file));
+    let rotation = workload_identity.then(|| obo_e2e::env_or("TOKEN_ROTATION_S", 20).max(1));
+    println!("{}", ready_message(&ports, tenant, file, rotation));
     log.show_from_now_on();
     let status = child.wait().map_err(|e| e.to_string())?;
     if status.success() {
         return Ok(ExitCode::SUCCESS);
     }
     Err(format!("Envoy exited: {status}"))
+}
+
+/// Writes a token into `path` now and a new one every `every`, as the kubelet rotates a projected
+/// service-account token, each replacing the last at once.
+fn rotate_token_file(path: &Path, every: Duration) -> Result<(), String> {
+    let write = |path: &Path, n: u64| {
+        let next = path.with_extension("next");
+        let token = federated_token(n, obo_e2e::now() + FEDERATED_TOKEN_LIFETIME_S);
+        std::fs::write(&next, token).and_then(|()| std::fs::rename(&next, path))
+    };
+    write(path, 0).map_err(|e| format!("{}: {e}", path.display()))?;
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        for n in 1.. {
+            std::thread::sleep(every);
+            if let Err(e) = write(&path, n) {
+                eprintln!("make run: the token file {}: {e}", path.display());
+            }
+        }
+    });
+    Ok(())
 }
 
 /// The bootstrap in `file` with the ports of `ports`.
@@ -237,7 +291,8 @@ fn wait_until_ready(child: &mut Child, ports: &Ports, log: &EnvoyLog) -> Result<
     }
 }
 
-fn ready_message(ports: &Ports, tenant: bool, file: &str) -> String {
+/// `rotation`: with workload identity, how often the token file gets a new token (seconds).
+fn ready_message(ports: &Ports, tenant: bool, file: &str, rotation: Option<u64>) -> String {
     let port = ports.listener;
     let (mode, bearer, scope) = if tenant {
         let scope = std::env::var("OBO_DEMO_SCOPE")
@@ -272,8 +327,13 @@ fn ready_message(ports: &Ports, tenant: bool, file: &str) -> String {
          curl -s -H 'Host: echo.local' -H {bearer} http://127.0.0.1:{port}/hello\n\n\
          Without a token, the filter answers 401 itself and nothing reaches the API:\n\n  \
          curl -si -H 'Host: echo.local' http://127.0.0.1:{port}/hello\n\n\
-         Ctrl-C stops everything.\n",
+         {no_secret}Ctrl-C stops everything.\n",
         admin = ports.admin,
         echo = ports.echo,
+        no_secret = rotation.map_or_else(String::new, |s| format!(
+            "No client secret or key: the filter authenticates with a token file that Envoy serves\n\
+             it from an internal listener, rewritten with a new token every {s} s; the mock Entra ID\n\
+             trusts only the file's current token.\n\n"
+        )),
     )
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use obo_core::config::{
     self, ConfigError, ENV_CLIENT_JWK, ENV_TOKEN_ENDPOINT, ENV_TOKEN_X_ENDPOINT, ENV_TOKEN_X_JWK,
+    ENV_WI_AUTHORITY_HOST,
 };
 use serde_json::Value;
 
@@ -422,6 +423,8 @@ fn placeholder(name: &str) -> String {
             "https://login.microsoftonline.com/placeholder-tenant/oauth2/v2.0/token".to_string()
         }
         ENV_TOKEN_X_ENDPOINT => "https://tokenx.placeholder.example/token".to_string(),
+        // The token endpoint is made from it: a URL.
+        ENV_WI_AUTHORITY_HOST => "https://login.microsoftonline.com/".to_string(),
         ENV_TOKEN_X_JWK => throwaway_jwk().to_string(),
         _ => format!("placeholder-{name}"),
     }

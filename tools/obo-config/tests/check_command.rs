@@ -52,6 +52,8 @@ fn every_shipped_example_passes_the_check() {
         "envoy.yaml",
         "envoy-tenant.yaml",
         "docker-compose-envoy.yaml",
+        "envoy-workload-identity.yaml",
+        "envoy-workload-identity-file-server.yaml",
         "istio/envoyfilter.yaml",
         "istio/wasmplugin.yaml",
         "istio/trafficextension.yaml",

@@ -141,6 +141,26 @@ fn a_failed_fetch_is_503_with_retry_after_and_the_scope_backs_off() {
 }
 
 #[test]
+fn an_assertion_too_near_its_exp_for_a_token_request_is_a_failed_fetch_not_fetched_again() {
+    // 33 s left: past read_answer's 30 s margin, but not once a token request may take the
+    // default token_timeout (5 s) to arrive. Held, it was never sent and fetched again at every
+    // tick (hundreds of fetches a second) until it ran out.
+    let host = FakeHost::default();
+    let w = token_file_worker();
+    let (_f, _) = request_from(&host, &w, 10, U);
+    tick(&host, &w);
+    answer_at_root(&host, &w, 0, served(&jwt_with_exp(NOW + 33, "near")));
+    for _ in 0..3 {
+        tick(&host, &w);
+    }
+    let reply = host.stream(10).reply.expect("refused");
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("retry-after"), Some("7"));
+    assert_eq!(host.dispatched.borrow().len(), 1, "fetched again");
+    assert_eq!(host.counted(Counter::ClientAssertionFetchFailures), 1);
+}
+
+#[test]
 fn invalid_client_fetches_a_new_assertion_once_before_failing() {
     let host = FakeHost::default();
     let w = token_file_worker();
