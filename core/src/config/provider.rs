@@ -64,7 +64,7 @@ pub(super) fn validate_provider(
     let token_cluster = match (&token_endpoint, workload_identity()) {
         (Some(endpoint), Some(wi))
             if !cluster_configured
-                && !endpoint.authority.eq_ignore_ascii_case(&wi.authority_host) =>
+                && !host_of(&endpoint.authority).eq_ignore_ascii_case(&wi.authority_host) =>
         {
             p.0.push(ConfigError::new(
                 field("token_cluster"),
@@ -270,4 +270,14 @@ fn parse_endpoint(field: &str, raw: &str) -> Result<TokenEndpoint, ConfigError> 
         path,
         per_tenant,
     })
+}
+
+/// An authority's host, without its port (`[::1]` keeps its brackets).
+fn host_of(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
+        Some(rest) => rest
+            .find(']')
+            .map_or(authority, |end| &authority[..end + 2]),
+        None => authority.split(':').next().unwrap_or(authority),
+    }
 }
