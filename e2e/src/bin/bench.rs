@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 
 use obo_e2e::mock_idp::{Behaviour, MockIdp, CLIENT_ID, CLIENT_SECRET};
 use obo_e2e::stack::API_SCOPE;
+use obo_e2e::workload_identity::{
+    federated_token, token_file_server, TokenFile, LUA_RECIPE, TOKEN_FILE_CLUSTER,
+};
 use serde_json::{json, Value};
 
 /// A free port, never one handed out before in this run: the system may give a port that was
@@ -207,6 +210,19 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
             &wasm,
             &obo_config_with_key(idp, "entra_id_slow", max_entries, None),
         )],
+        // Authenticating with an assertion fetched through Envoy: workload identity's token file,
+        // served by the shipped recipe's internal listener.
+        "obo_cold_fetched" => {
+            let mut config: Value =
+                obo_core::json::parse(obo_config(idp, "entra_id_slow", max_entries)).unwrap();
+            let fields = config.as_object_mut().unwrap();
+            fields.remove("client_secret");
+            fields.insert(
+                "client_assertion_source".into(),
+                json!({"cluster": TOKEN_FILE_CLUSTER}),
+            );
+            vec![wasm_filter("entra_obo_cold", &wasm, &config.to_string())]
+        }
         "obo_cold_key_each" => vec![wasm_filter(
             "entra_obo_cold",
             &wasm,
@@ -266,6 +282,16 @@ struct Bench {
 }
 
 impl Bench {
+    /// A counter of the filter's in Envoy's `/stats` (0 if it has none).
+    fn counter(&self, name: &str) -> u64 {
+        admin_get(self.admin_port, "/stats")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("wasmcustom.{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The port of the listener of the variant named `name`.
     fn port_of(&self, name: &str) -> u16 {
         self.variants.iter().find(|v| v.name == name).unwrap().port
@@ -336,11 +362,12 @@ const SIDECAR_HEADERS: &[&str] = &[
 const DEFAULT_HOSTCALLS: &str = "pairs;header;clock;replace;response;pairs,clock,replace";
 
 /// `cold` is the filter set of the cold-path listener (`obo_cold` or `obo_cold_key`).
+/// `token_file`: served to the filter as workload identity's (for `obo_cold_fetched`).
 fn start_envoy(
     concurrency: u32,
     idp: &MockIdp,
     slow_idp: &MockIdp,
-    (cold_port, cold): (u16, &str),
+    (cold_port, cold, token_file): (u16, &str, Option<&TokenFile>),
     max_entries: u32,
 ) -> Bench {
     let direct = json!({"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}});
@@ -406,7 +433,7 @@ fn start_envoy(
         filters_for(cold, slow_idp, max_entries),
         direct,
     ));
-    let bootstrap = json!({
+    let mut bootstrap = json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
             "listeners": listeners,
@@ -418,6 +445,9 @@ fn start_envoy(
             "secrets": [{"name": "bench-credential", "generic_secret": {"secret": {"inline_string": "Bearer static-token"}}}]
         }
     });
+    if token_file.is_some() {
+        token_file_server(LUA_RECIPE, |_| {})(&mut bootstrap);
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bench.json");
     let admin_file = dir.path().join("admin");
@@ -436,6 +466,8 @@ fn start_envoy(
         ])
         .arg("--admin-address-path")
         .arg(&admin_file)
+        // The recipe's Lua reads the file this names.
+        .envs(token_file.map(|f| ("AZURE_FEDERATED_TOKEN_FILE", f.path.clone())))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -819,7 +851,13 @@ fn refresh_ahead(idp: &MockIdp, rounds: u64, seconds: u64, connections: u64) {
         }),
     ));
     let refresh_port = free_port();
-    let bench = start_envoy(1, idp, &refresh_idp, (refresh_port, "obo_refresh"), 200_000);
+    let bench = start_envoy(
+        1,
+        idp,
+        &refresh_idp,
+        (refresh_port, "obo_refresh", None),
+        200_000,
+    );
     let hit = bench.port_of("direct: entra-obo-filter, cache hit");
     let _ = wrk(hit, 1, 1, 1, None, &[]);
     let seconds = (seconds * 2).max(6);
@@ -899,7 +937,7 @@ fn main() {
             concurrency,
             &idp,
             &slow_idp,
-            (cold_port, "obo_cold"),
+            (cold_port, "obo_cold", None),
             200_000,
         );
         // Warm the cache of the bench user on every worker's view (shared data: once is enough).
@@ -955,7 +993,7 @@ fn main() {
                     &key_idp.endpoint(),
                 );
                 let key_port = free_port();
-                let key_bench = start_envoy(1, &idp, &key_idp, (key_port, kind), 200_000);
+                let key_bench = start_envoy(1, &idp, &key_idp, (key_port, kind, None), 200_000);
                 let tokens = write_tokens(scratch.path(), users, kind);
                 let r = wrk(
                     key_port,
@@ -976,6 +1014,43 @@ fn main() {
                 );
                 drop(key_bench);
             }
+            // The same with a client assertion fetched through Envoy (workload identity's token
+            // file on the recipe's internal listener): fetched once, then held.
+            let file = TokenFile::with(&federated_token(1, obo_e2e::now() + 3_600));
+            let fetched_idp = MockIdp::start();
+            fetched_idp.set(Behaviour::Delay(
+                Duration::from_millis(20),
+                Box::new(Behaviour::issue()),
+            ));
+            fetched_idp.expect_federated(file.current());
+            let fetched_port = free_port();
+            let kind = "obo_cold_fetched";
+            let fetched_bench = start_envoy(
+                1,
+                &idp,
+                &fetched_idp,
+                (fetched_port, kind, Some(&file)),
+                200_000,
+            );
+            let tokens = write_tokens(scratch.path(), users, kind);
+            let r = wrk(
+                fetched_port,
+                seconds * 2,
+                1,
+                64,
+                Some(&sequential),
+                &[("BENCH_TOKENS", &tokens)],
+            );
+            println!(
+                "Cold path with a client assertion fetched through Envoy (workload identity's token file), same load: {:.0} exchanges/s, p50 {:.1} ms, p99 {:.1} ms, {} non-2xx, {} refused by the mock, {} fetches.",
+                fetched_idp.count() as f64 / (seconds * 2) as f64,
+                r.p50_ms,
+                r.p99_ms,
+                r.non_2xx,
+                fetched_idp.violations().len(),
+                fetched_bench.counter("obo_client_assertion_fetches")
+            );
+            drop(fetched_bench);
         }
     }
 
@@ -989,7 +1064,13 @@ fn main() {
     let big_idp = MockIdp::start();
     big_idp.set(Behaviour::IssueSized(1500));
     let cold_port = free_port();
-    let bench = start_envoy(1, &big_idp, &big_idp, (cold_port, "obo_cold"), 200_000);
+    let bench = start_envoy(
+        1,
+        &big_idp,
+        &big_idp,
+        (cold_port, "obo_cold", None),
+        200_000,
+    );
     std::thread::sleep(Duration::from_secs(1));
     let base = memory_allocated(bench.admin_port);
     let mut line = String::from("\nMemory (Envoy admin `/memory`, allocated, 1.5 KB tokens):");
