@@ -33,11 +33,24 @@ pub fn now() -> u64 {
 
 /// An (unsigned) Entra-style JWT for `user` that expires at `exp`.
 pub fn subject_token(user: &str, exp: u64) -> String {
-    let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"RS256","kid":"test"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(format!(
+    unsigned_jwt(&format!(
         r#"{{"aud":"{}","iss":"https://login.example/test-tenant/v2.0","oid":"{user}","exp":{exp}}}"#,
         mock_idp::CLIENT_ID
-    ));
+    ))
+}
+
+/// A subject token for `user` of the tenant `tid`, valid for an hour.
+pub fn tenant_user_token(user: &str, tid: &str) -> String {
+    unsigned_jwt(&format!(
+        r#"{{"aud":"{}","iss":"https://login.example/{tid}/v2.0","tid":"{tid}","oid":"{user}","exp":{}}}"#,
+        mock_idp::CLIENT_ID,
+        now() + 3600
+    ))
+}
+
+fn unsigned_jwt(claims: &str) -> String {
+    let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"RS256","kid":"test"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims);
     format!("{header}.{payload}.c2lnbmF0dXJlLW9mLXt7dXNlcn19")
 }
 

@@ -1,7 +1,8 @@
 //! A mock Entra ID v2.0 token endpoint. It checks every token request the way Entra ID does for
 //! the on-behalf-of flow and answers as told: issue a token, answer with a fixture, or stall.
+//! It serves one tenant's endpoint, or, like Entra ID, every tenant's (`/<tenant id>/...`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 const TOKEN_PATH: &str = "/test-tenant/oauth2/v2.0/token";
+/// What follows the tenant in every tenant's endpoint path.
+const TENANT_TOKEN_PATH: &str = "/oauth2/v2.0/token";
 pub const CLIENT_ID: &str = "6f1b1a7e-test-client-id";
 pub const CLIENT_SECRET: &str = "test-client-secret-7Qp~Vx.s3cr3t";
 const GRANT_OBO: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -73,6 +76,30 @@ impl TokenRequest {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// Every value of a field the request repeats (RFC 8707's `resource`), in order.
+    pub fn fields(&self, name: &str) -> Vec<&str> {
+        self.form
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The tenant id in the path of a request to a tenant's endpoint (`/<guid>/oauth2/v2.0/token`).
+    pub fn tenant(&self) -> Option<&str> {
+        tenant_of_path(&self.path)
+    }
+}
+
+/// The tenant of `/<tenant>/oauth2/v2.0/token`, where it is a GUID written as Entra ID's `tid`
+/// claims are (lowercase hex).
+fn tenant_of_path(path: &str) -> Option<&str> {
+    let tenant = path.strip_prefix('/')?.strip_suffix(TENANT_TOKEN_PATH)?;
+    let groups: Vec<&str> = tenant.split('-').collect();
+    let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    let lowercase_hex = |g: &&str| g.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    (lengths == [8, 4, 4, 4, 12] && groups.iter().all(lowercase_hex)).then_some(tenant)
 }
 
 /// How the mock expects the filter to authenticate as the application.
@@ -94,6 +121,10 @@ pub type CurrentAssertion = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 struct State {
     behaviour: Behaviour,
+    /// Whether every tenant's endpoint is served, rather than the one tenant's `TOKEN_PATH`.
+    every_tenant: bool,
+    /// A tenant's own behaviour, in place of `behaviour`, for requests to its endpoint.
+    tenant_behaviours: HashMap<String, Behaviour>,
     requests: Vec<TokenRequest>,
     violations: Vec<String>,
     client_auth: ClientAuth,
@@ -122,9 +153,19 @@ fn subject_of(req: &TokenRequest) -> &str {
         .unwrap_or("")
 }
 
-/// What it asks for: the `scope`, or the `audience`.
-fn resource_of(req: &TokenRequest) -> &str {
-    req.field("scope").or(req.field("audience")).unwrap_or("")
+/// What it asks for: the `scope` or the `audience`, and each `resource` (RFC 8707).
+fn resource_of(req: &TokenRequest) -> String {
+    let named = req.field("scope").or(req.field("audience")).unwrap_or("");
+    with_resources(named, &req.fields("resource"))
+}
+
+/// What the mock issues a token for when a request names `resource`s beside its scope or
+/// audience (see `obo_token_for`): the scope alone when it names none.
+pub fn with_resources(scope: &str, resources: &[&str]) -> String {
+    std::iter::once(scope)
+        .chain(resources.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The token the mock issues for this subject token (the OBO `assertion` or RFC 8693
@@ -150,6 +191,8 @@ impl MockIdp {
     pub fn try_start_on(port: u16) -> Result<Self, String> {
         let state = Arc::new(Mutex::new(State {
             behaviour: Behaviour::issue(),
+            every_tenant: false,
+            tenant_behaviours: HashMap::new(),
             requests: Vec::new(),
             violations: Vec::new(),
             client_auth: ClientAuth::Secret,
@@ -212,6 +255,27 @@ impl MockIdp {
         self.state.lock().unwrap().behaviour = behaviour;
     }
 
+    /// From now on, serve every tenant's endpoint (`tenant_endpoint`) instead of the one tenant's,
+    /// as Entra ID does; a request to any other path is a violation.
+    pub fn serve_every_tenant(&self) {
+        self.state.lock().unwrap().every_tenant = true;
+    }
+
+    /// From now on, answer requests to `tenant`'s endpoint this way; other tenants as `set` says.
+    pub fn set_for_tenant(&self, tenant: &str, behaviour: Behaviour) {
+        let mut state = self.state.lock().unwrap();
+        state
+            .tenant_behaviours
+            .insert(tenant.to_string(), behaviour);
+    }
+
+    /// The tenant of each token request, in order (None: not a tenant's endpoint).
+    pub fn tenants_asked(&self) -> Vec<Option<String>> {
+        let state = self.state.lock().unwrap();
+        let tenant = |r: &TokenRequest| r.tenant().map(str::to_string);
+        state.requests.iter().map(tenant).collect()
+    }
+
     pub fn requests(&self) -> Vec<TokenRequest> {
         self.state.lock().unwrap().requests.clone()
     }
@@ -228,6 +292,14 @@ impl MockIdp {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}{TOKEN_PATH}", self.port)
+    }
+
+    /// The endpoint with `{tenant}` where the filter writes each user's tenant id.
+    pub fn tenant_endpoint(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/{{tenant}}{TENANT_TOKEN_PATH}",
+            self.port
+        )
     }
 }
 
@@ -259,7 +331,10 @@ async fn handle(
         if problems.is_empty() && !trusted {
             s.invalid_client += 1;
         }
-        (s.behaviour.clone(), problems, trusted)
+        let own = token_request
+            .tenant()
+            .and_then(|t| s.tenant_behaviours.get(t));
+        (own.unwrap_or(&s.behaviour).clone(), problems, trusted)
     };
     let (behaviour, problems, trusted) = behaviour;
     if !problems.is_empty() {
@@ -306,7 +381,7 @@ fn respond(status: u16, body: Vec<u8>, headers: Vec<(String, String)>) -> Respon
 fn answer(behaviour: &Behaviour, req: &TokenRequest) -> (u16, Vec<u8>, Vec<(String, String)>) {
     match behaviour {
         Behaviour::Issue { expires_in } => {
-            let token = obo_token_for(subject_of(req), resource_of(req));
+            let token = obo_token_for(subject_of(req), &resource_of(req));
             let body = json!({
                 "token_type": "Bearer",
                 "scope": req.field("scope"),
@@ -321,7 +396,7 @@ fn answer(behaviour: &Behaviour, req: &TokenRequest) -> (u16, Vec<u8>, Vec<(Stri
             )
         }
         Behaviour::IssueSized(bytes) => {
-            let mut token = obo_token_for(subject_of(req), resource_of(req));
+            let mut token = obo_token_for(subject_of(req), &resource_of(req));
             while token.len() < *bytes {
                 token.push('x');
             }
@@ -363,7 +438,12 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
     if r.method != "POST" {
         problems.push(format!("method {} (must be POST)", r.method));
     }
-    if r.path != TOKEN_PATH {
+    if state.every_tenant {
+        if r.tenant().is_none() {
+            let must = format!("/<tenant id>{TENANT_TOKEN_PATH}");
+            problems.push(format!("path {} (must be {must})", r.path));
+        }
+    } else if r.path != TOKEN_PATH {
         problems.push(format!("path {} (must be {TOKEN_PATH})", r.path));
     }
     if !r
@@ -407,8 +487,11 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
             n => problems.push(format!("field {name} appears {n} times")),
         }
     }
+    // RFC 8707's `resource`, as often as there are resources; Entra ID's on-behalf-of takes none.
+    let takes_resource = matches!(grant, GRANT_CLIENT_CREDENTIALS | GRANT_TOKEN_EXCHANGE);
     for (name, _) in &r.form {
-        if !expected.contains(&name.as_str()) {
+        let allowed = expected.contains(&name.as_str()) || (takes_resource && name == "resource");
+        if !allowed {
             problems.push(format!("unexpected field {name}"));
         }
     }
@@ -450,8 +533,14 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
             &mut problems,
         ),
     }
-    for name in ["assertion", "scope", "subject_token", "audience"] {
-        if r.field(name).is_some_and(str::is_empty) {
+    for name in [
+        "assertion",
+        "scope",
+        "subject_token",
+        "audience",
+        "resource",
+    ] {
+        if r.fields(name).iter().any(|v| v.is_empty()) {
             problems.push(format!("empty {name}"));
         }
     }

@@ -40,7 +40,12 @@ impl Stack {
 
     /// Starts the stack after `adjust` has had its say on Envoy's options.
     pub fn start_with(extra: Value, adjust: impl FnOnce(&mut EnvoyOptions)) -> Stack {
-        let idp = MockIdp::start();
+        Stack::start_for(MockIdp::start(), extra, adjust)
+    }
+
+    /// The same around a mock already started (so that `extra` may name its port) and told how
+    /// to behave.
+    pub fn start_for(idp: MockIdp, extra: Value, adjust: impl FnOnce(&mut EnvoyOptions)) -> Stack {
         let upstream = Upstream::start();
         let mut opts = EnvoyOptions::new(&plugin_config(&idp, &extra), idp.port, upstream.port);
         opts.vm_env = vec![("AZURE_APP_CLIENT_SECRET".into(), CLIENT_SECRET.into())];
