@@ -19,4 +19,5 @@ mod onprem_proxy;
 mod resilience;
 mod routing;
 mod self_contained;
+mod tenants;
 mod workload_identity;
