@@ -49,6 +49,13 @@ pub struct Dispatched {
 }
 
 impl Dispatched {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn field(&self, name: &str) -> Option<&str> {
         self.form
             .iter()

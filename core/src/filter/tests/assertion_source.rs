@@ -67,15 +67,8 @@ fn the_root_fetches_the_assertion_and_the_token_request_carries_it_instead_of_a_
     tick(&host, &w);
     let fetch = host.dispatched.borrow()[0].clone();
     assert_eq!((fetch.cluster.as_str(), fetch.from), (SOURCE_CLUSTER, 1));
-    let header = |n: &str| {
-        fetch
-            .headers
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.clone())
-    };
-    assert_eq!(header(":method").as_deref(), Some("GET"));
-    assert_eq!(header(":path").as_deref(), Some("/"));
+    assert_eq!(fetch.header(":method"), Some("GET"));
+    assert_eq!(fetch.header(":path"), Some("/"));
     let assertion = jwt_with_exp(NOW + 3_600, "system:serviceaccount:team:app");
     answer_at_root(&host, &w, 0, served(&format!("{assertion}\n")));
     tick(&host, &w);
@@ -232,16 +225,9 @@ fn the_metadata_service_is_asked_with_its_header_for_the_exchange_audience() {
     let (_f, _) = request_from(&host, &w, 10, U);
     tick(&host, &w);
     let fetch = host.dispatched.borrow()[0].clone();
-    let header = |n: &str| {
-        fetch
-            .headers
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.clone())
-    };
-    assert_eq!(header("metadata").as_deref(), Some("true"));
-    assert_eq!(header(":authority").as_deref(), Some("169.254.169.254"));
-    let path = header(":path").unwrap();
+    assert_eq!(fetch.header("metadata"), Some("true"));
+    assert_eq!(fetch.header(":authority"), Some("169.254.169.254"));
+    let path = fetch.header(":path").unwrap();
     assert!(path.starts_with("/metadata/identity/oauth2/token?api-version=2018-02-01"));
     assert!(path.contains("resource=api%3A%2F%2FAzureADTokenExchange"));
     assert!(path.ends_with("&client_id=11111111-2222-3333-4444-555555555555"));
