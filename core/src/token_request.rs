@@ -101,7 +101,7 @@ pub fn headers<'a>(provider: &'a Provider, path: &'a str) -> [(&'a str, &'a str)
 
 /// What is left of the time budget (ms, at least 1), and the last second in which the token
 /// endpoint may still receive a request sent now.
-pub fn time_left(host: &dyn Host, deadline_ms: u64) -> (u64, u64) {
+fn time_left(host: &dyn Host, deadline_ms: u64) -> (u64, u64) {
     let left_ms = deadline_ms.saturating_sub(host.now_ms()).max(1);
     let arrive_by = host.now_unix().saturating_add(left_ms.div_ceil(1000));
     (left_ms, arrive_by)
