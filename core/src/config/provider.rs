@@ -24,22 +24,27 @@ pub(super) fn validate_provider(
     // Workload identity is the last default, for what is neither configured nor in AZURE_APP_*;
     // its variables are read only then.
     let workload_identity = || WorkloadIdentity::from_env(&names, env);
-    let cluster_configured = raw.token_cluster.is_some();
+    // The authority host whose cluster workload identity made the token cluster, if it did.
+    let mut defaulted_for = None;
     let token_cluster = match raw.token_cluster {
         Some(cluster) => p.check(non_empty(&field("token_cluster"), cluster)),
-        // Istio's name for the cluster of a ServiceEntry for the authority host.
-        None if workload_identity().is_some() => {
-            workload_identity().map(|wi| format!("outbound|80||{}", wi.authority_host))
-        }
-        None => {
-            let why = if prefix.is_empty() {
-                "is required: a target uses the default provider (no `provider`)"
-            } else {
-                "is required"
-            };
-            p.0.push(ConfigError::new(field("token_cluster"), why));
-            None
-        }
+        None => match workload_identity() {
+            // Istio's name for the cluster of a ServiceEntry for the authority host.
+            Some(wi) => {
+                let cluster = format!("outbound|80||{}", wi.authority_host);
+                defaulted_for = Some(wi.authority_host);
+                Some(cluster)
+            }
+            None => {
+                let why = if prefix.is_empty() {
+                    "is required: a target uses the default provider (no `provider`)"
+                } else {
+                    "is required"
+                };
+                p.0.push(ConfigError::new(field("token_cluster"), why));
+                None
+            }
+        },
     };
     let (endpoint_configured, client_id_configured) =
         (raw.token_endpoint.is_some(), raw.client_id.is_some());
@@ -61,16 +66,15 @@ pub(super) fn validate_provider(
         .and_then(|e| parse_endpoint(&field("token_endpoint"), &e)),
     );
     // Workload identity's default cluster is its authority host's: never for an endpoint elsewhere.
-    let token_cluster = match (&token_endpoint, workload_identity()) {
-        (Some(endpoint), Some(wi))
-            if !cluster_configured
-                && !host_of(&endpoint.authority).eq_ignore_ascii_case(&wi.authority_host) =>
+    let token_cluster = match (&token_endpoint, &defaulted_for) {
+        (Some(endpoint), Some(authority_host))
+            if !host_of(&endpoint.authority).eq_ignore_ascii_case(authority_host) =>
         {
             p.0.push(ConfigError::new(
                 field("token_cluster"),
                 format!(
-                    "is required: token_endpoint's host {} is not workload identity's authority host {}",
-                    endpoint.authority, wi.authority_host
+                    "is required: token_endpoint's host {} is not workload identity's authority host {authority_host}",
+                    endpoint.authority
                 ),
             ));
             None
