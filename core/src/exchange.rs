@@ -17,17 +17,15 @@ use crate::host::{Host, LogLevel};
 use crate::lease::{self, Lease};
 use crate::metrics::Counter;
 use crate::token_cache::TokenCache;
-use crate::token_request;
-use crate::token_response::{read_answer, refused_by_envoy, ExchangeFailure};
+use crate::token_request::{self, OnBehalf};
 
+mod actor;
 mod answer;
 mod elsewhere;
 mod fetched_assertion;
 
-use answer::{
-    came_from_the_endpoint, exchange_log_line, is_invalid_client, record_outcome, remember_failure,
-    retry_at, store,
-};
+use actor::ActorState;
+pub use actor::ActorToken;
 
 #[derive(Debug, Clone, Default)]
 pub struct CallAnswer {
@@ -59,12 +57,15 @@ pub struct ExchangeParams {
     pub subject_exp: Option<u64>,
     pub target_host: String,
     pub request_id: Option<String>,
-    /// The front-cache entry the token fills, for the requests to come.
-    pub fingerprint: Fingerprint,
+    /// The front-cache entry the token fills, for the requests to come (None for an actor's
+    /// token: it is no request's to forward).
+    pub fingerprint: Option<Fingerprint>,
     /// The subject token's tenant (`tid`), where the provider's endpoint is per tenant.
     pub tenant: Option<String>,
     /// RFC 8707 resource indicators (`targets[].resource`).
     pub indicators: Vec<String>,
+    /// The actor's token it is sent with, where its provider delegates (`actor`).
+    pub actor: Option<ActorToken>,
 }
 
 impl ExchangeParams {
@@ -75,6 +76,14 @@ impl ExchangeParams {
     /// The shared-data key of its scope's backoff (per tenant where the endpoint is).
     pub fn backoff_key_of(&self, provider: &Provider) -> String {
         backoff::scope_key(provider, self.tenant.as_deref(), &self.resource)
+    }
+
+    /// Its token is used no later than the subject token's `exp`, nor the actor token's end.
+    fn use_no_later_than(&self) -> Option<u64> {
+        match (self.subject_exp, &self.actor) {
+            (Some(exp), Some(actor)) => Some(exp.min(actor.until)),
+            (exp, actor) => exp.or(actor.as_ref().map(|a| a.until)),
+        }
     }
 }
 
@@ -96,6 +105,10 @@ struct Exchange {
     elsewhere_until: Option<u64>,
     /// Waits for its provider's client assertion to be fetched (`fetched_assertion`).
     awaiting_assertion: bool,
+    /// Waits for its actor's token: the exchange of that token lists it in `dependents`.
+    awaiting_actor: bool,
+    /// The exchanges waiting for this one's token as their actor token (`actor`).
+    dependents: Vec<CacheKey>,
 }
 
 impl Exchange {
@@ -118,6 +131,8 @@ impl Exchange {
             started_ms,
             elsewhere_until: None,
             awaiting_assertion: false,
+            awaiting_actor: false,
+            dependents: Vec::new(),
         }
     }
 }
@@ -266,6 +281,18 @@ impl Worker {
             host.set_tick_period_ms(TICK_MS);
             return Ok(());
         }
+        let mut params = params;
+        let actor = self
+            .actor_for(host, &config, key, &mut params)
+            .inspect_err(|_| lease::release(host, &key, self.cache.slots(), self.id))?;
+        if actor == ActorState::Waiting {
+            let wait = Exchange {
+                awaiting_actor: true,
+                ..Exchange::new(params, None, vec![context_id], now_ms, deadline_ms)
+            };
+            self.exchanges.insert(key, wait);
+            return Ok(());
+        }
         let credentials = (self.assertions.as_mut_slice(), self.fetched.as_slice());
         let sent = send(host, &config, credentials, &params, deadline_ms).inspect_err(|_| {
             lease::release(host, &key, self.cache.slots(), self.id);
@@ -295,7 +322,7 @@ impl Worker {
     }
 
     /// From the root, unless an exchange for `key` is under way anywhere or the scope backs off.
-    pub fn refresh(&mut self, host: &dyn Host, key: CacheKey, params: ExchangeParams) {
+    pub fn refresh(&mut self, host: &dyn Host, key: CacheKey, mut params: ExchangeParams) {
         if self.exchanges.contains_key(&key) {
             return;
         }
@@ -314,6 +341,15 @@ impl Worker {
         if start.lease == Lease::HeldElsewhere {
             return;
         }
+        // Only with an actor token that is not itself due for a refresh: one near its end would
+        // make a token as short-lived, refreshed again at once.
+        let actor = match self.actor_for(host, &config, key, &mut params) {
+            Ok(ActorState::Stale) | Err(_) => {
+                lease::release(host, &key, self.cache.slots(), self.id);
+                return;
+            }
+            Ok(actor) => actor,
+        };
         host.log(
             LogLevel::Debug,
             &format!(
@@ -323,120 +359,14 @@ impl Worker {
         );
         let exchange = Exchange {
             background: true,
+            awaiting_actor: actor == ActorState::Waiting,
             ..Exchange::new(params, None, Vec::new(), now_ms, start.deadline_ms)
         };
         self.exchanges.insert(key, exchange);
-        self.pending.push((key, now_ms));
-        host.set_tick_period_ms(1);
-    }
-
-    /// Settles the exchange, or schedules its one retry; `current` is the context acted for now.
-    pub fn complete(&mut self, host: &dyn Host, token_id: u32, answer: &CallAnswer, current: u32) {
-        if let Some(index) = self
-            .fetched
-            .iter()
-            .position(|f| f.fetching == Some(token_id))
-        {
-            return self.assertion_answer(host, index, answer, current);
+        if actor != ActorState::Waiting {
+            self.pending.push((key, now_ms));
+            host.set_tick_period_ms(1);
         }
-        // A scan over this worker's exchanges in flight (tens usually, a few thousand in a burst
-        // of new users): a map from token id would cost the .wasm another copy of the hash map.
-        let Some(key) = self
-            .exchanges
-            .iter()
-            .find(|(_, f)| f.call == Some(token_id))
-            .map(|(key, _)| *key)
-        else {
-            return;
-        };
-        let Some(mut exchange) = self.exchanges.remove(&key) else {
-            return;
-        };
-        let Some(config) = self.config.clone() else {
-            finish(
-                host,
-                &exchange.waiters,
-                &Outcome::Refuse(reply_for(&Refusal::NotConfigured)),
-            );
-            host.switch_to(current);
-            return;
-        };
-        let outcome = if refused_by_envoy(answer.status, answer.overloaded, &answer.body) {
-            Err(ExchangeFailure::RefusedByEnvoy)
-        } else {
-            read_answer(answer.status, answer.retry_after.as_deref(), &answer.body)
-        };
-        if outcome.as_ref().err().is_none_or(came_from_the_endpoint) {
-            if let Some(answered) = self.answered_ms.get_mut(exchange.params.provider) {
-                *answered = host.now_ms();
-            }
-        }
-        let outcome = match outcome {
-            Ok(issued) => {
-                record_outcome(host, Counter::ExchangesOk, &exchange);
-                // In the shared cache before the lease ends, so no waiter misses it.
-                let times = store(host, &config, self.cache, &key, &exchange, &issued);
-                lease::release(host, &key, self.cache.slots(), self.id);
-                let token = &issued.access_token;
-                match times {
-                    Some(times) => {
-                        let (fingerprint, now) = (exchange.params.fingerprint, host.now_unix());
-                        let authorization =
-                            self.front.put_token(fingerprint, key, token, times, now);
-                        Outcome::Forward(authorization.to_string())
-                    }
-                    None => Outcome::Forward(format!("Bearer {token}")),
-                }
-            }
-            Err(failure) => {
-                if is_invalid_client(&failure) {
-                    match self.after_invalid_client(host, &config, key, exchange) {
-                        Some(refused) => exchange = refused,
-                        None => return,
-                    }
-                }
-                if let Some(due_ms) = retry_at(host, &key, &exchange, &failure) {
-                    let refusal = Refusal::Exchange(failure);
-                    host.log(
-                        LogLevel::Info,
-                        &format!(
-                            "retrying once: {}",
-                            exchange_log_line(&refusal, &exchange.params)
-                        ),
-                    );
-                    exchange.sender = None;
-                    exchange.call = None;
-                    self.exchanges.insert(key, exchange);
-                    self.pending.push((key, due_ms));
-                    host.set_tick_period_ms(TICK_MS);
-                    return;
-                }
-                record_outcome(host, Counter::for_failure(&failure), &exchange);
-                let backoff_s = self.backoff_for(&failure, &exchange, &config);
-                if exchange.background {
-                    // Keep serving the cached token; try again a little later.
-                    let now = host.now_unix();
-                    self.cache
-                        .postpone_refresh(host, &key, now + REFRESH_RETRY_S, now);
-                    if let Some(wait_s) = backoff_s {
-                        let scope_key = exchange.params.backoff_key(&config);
-                        backoff::start(host, &scope_key, host.now_ms(), wait_s);
-                    }
-                } else {
-                    let cache = self.cache;
-                    remember_failure(host, &config, cache, &key, &exchange, &failure, backoff_s);
-                }
-                lease::release(host, &key, self.cache.slots(), self.id);
-                let refusal = Refusal::Exchange(failure);
-                host.log(
-                    LogLevel::Warn,
-                    &exchange_log_line(&refusal, &exchange.params),
-                );
-                Outcome::Refuse(reply_for(&refusal))
-            }
-        };
-        finish(host, &exchange.waiters, &outcome);
-        host.switch_to(current);
     }
 
     /// A token request sent by a stream that went away is re-sent from the root if others wait.
@@ -445,7 +375,7 @@ impl Worker {
             return;
         };
         exchange.waiters.retain(|w| *w != context_id);
-        if exchange.waiters.is_empty() && !exchange.background {
+        if exchange.waiters.is_empty() && !exchange.background && exchange.dependents.is_empty() {
             self.exchanges.remove(key);
             return;
         }
@@ -474,6 +404,7 @@ impl Worker {
             if exchange.sender.is_some()
                 || exchange.elsewhere_until.is_some()
                 || exchange.awaiting_assertion
+                || exchange.awaiting_actor
             {
                 continue;
             }
@@ -502,32 +433,11 @@ impl Worker {
     /// Refuses everyone waiting on `key`; `current` is the context the host is acting for now.
     fn give_up(&mut self, host: &dyn Host, key: &CacheKey, refusal: &Refusal, current: u32) {
         if let Some(exchange) = self.exchanges.remove(key) {
-            finish(
-                host,
-                &exchange.waiters,
-                &Outcome::Refuse(reply_for(refusal)),
-            );
+            let reply = reply_for(refusal);
+            finish(host, &exchange.waiters, &Outcome::Refuse(reply.clone()));
+            self.settle_dependents(host, exchange.dependents, Err(&reply));
             host.switch_to(current);
         }
-    }
-
-    /// Not for a timeout while the endpoint answered this worker's other token requests: that time
-    /// went in Envoy's queue, not at Entra ID, and backing off would refuse every new user.
-    fn backoff_for(
-        &self,
-        failure: &ExchangeFailure,
-        exchange: &Exchange,
-        config: &Config,
-    ) -> Option<u64> {
-        let answered_ms = self
-            .answered_ms
-            .get(exchange.params.provider)
-            .copied()
-            .unwrap_or(0);
-        if matches!(failure, ExchangeFailure::Timeout) && answered_ms > exchange.started_ms {
-            return None;
-        }
-        backoff::wait_for(failure, &config.backoff)
     }
 
     /// Those it waits on other workers for count too, so junk tokens can neither queue token
@@ -555,13 +465,17 @@ fn send(
     let last = assertions.get_mut(params.provider).unwrap_or(&mut unsigned);
     let none_fetched = HeldAssertion::default();
     let fetched = fetched.get(params.provider).unwrap_or(&none_fetched);
-    let subject = (params.subject_token.as_str(), params.tenant.as_deref());
+    let on_behalf = OnBehalf {
+        subject_token: &params.subject_token,
+        tenant: params.tenant.as_deref(),
+        actor_token: params.actor.as_ref().map(|a| a.token.as_str()),
+    };
     token_request::send(
         host,
         provider,
         (last, fetched),
         (&params.resource, &params.indicators),
-        subject,
+        on_behalf,
         deadline_ms,
     )
 }

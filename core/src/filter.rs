@@ -160,7 +160,7 @@ fn handle_request(
     let subject_token = token_text(subject).ok_or(Refusal::NoBearerToken)?;
     let key = CacheKey::derive(
         &provider.token_endpoint.url,
-        &provider.client_id,
+        provider.key_client(),
         provider.grant.name(),
         &target.key_resource(),
         subject_token,
@@ -239,8 +239,9 @@ impl Matched<'_> {
             subject_exp,
             target_host: self.authority.to_string(),
             request_id: self.headers.text(3).map(|id| id.into_owned()),
-            fingerprint: self.fingerprint,
+            fingerprint: Some(self.fingerprint),
             tenant,
+            actor: None,
         }
     }
 

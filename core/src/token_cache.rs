@@ -131,11 +131,11 @@ pub fn refresh_at(now: u64, until: u64, window_s: u64, percent: u64) -> u64 {
             .min(lifetime)
 }
 
-/// `issued_at + expires_in - skew`, never past the subject token's `exp`; None when that is over
-/// (the token is then used once, not cached).
-pub fn use_until(now: u64, expires_in: u64, skew: u64, subject_exp: Option<u64>) -> Option<u64> {
+/// `issued_at + expires_in - skew`, never past `no_later_than` (the subject token's `exp`, the
+/// actor token's end); None when that is over (the token is then used once, not cached).
+pub fn use_until(now: u64, expires_in: u64, skew: u64, no_later_than: Option<u64>) -> Option<u64> {
     let by_lifetime = now.saturating_add(expires_in).checked_sub(skew)?;
-    let until = subject_exp.map_or(by_lifetime, |exp| exp.min(by_lifetime));
+    let until = no_later_than.map_or(by_lifetime, |end| end.min(by_lifetime));
     (until > now).then_some(until)
 }
 

@@ -5,7 +5,8 @@
 //!   `requested_token_use=on_behalf_of`;
 //! - `client_credentials` (RFC 6749): `client_id`, credential, `scope`;
 //! - `token_exchange` (RFC 8693, as NAIS TokenX expects): credential (`client_id` only beside a
-//!   secret), `subject_token_type`, `subject_token`, `audience`.
+//!   secret), `subject_token_type`, `subject_token`, `audience`; with an `actor` (delegation),
+//!   `actor_token` and `actor_token_type` too.
 
 use crate::assertion_source::HeldAssertion;
 use crate::client_assertion::{LastAssertion, CLIENT_ASSERTION_TYPE};
@@ -43,15 +44,25 @@ pub fn client_credential<'a>(
     }
 }
 
+/// For whom a token is asked: the caller's token (empty for `client_credentials`), its tenant where
+/// the endpoint is per tenant, and the actor's token where the provider delegates.
+#[derive(Clone, Copy, Default)]
+pub struct OnBehalf<'a> {
+    pub subject_token: &'a str,
+    pub tenant: Option<&'a str>,
+    pub actor_token: Option<&'a str>,
+}
+
 /// `resource` is the scope or the audience. The body holds the client's credential and the subject
-/// token: it is sent, never logged.
+/// and actor tokens: it is sent, never logged.
 /// `indicators`: RFC 8707's `resource` parameters, one each.
 pub fn form_body(
     provider: &Provider,
     credential: &ClientCredential<'_>,
     (resource, indicators): (&str, &[String]),
-    subject_token: &str,
+    on_behalf: OnBehalf<'_>,
 ) -> Vec<u8> {
+    let subject_token = on_behalf.subject_token;
     let mut form = form_urlencoded::Serializer::new(String::new());
     let grant_type = match provider.grant {
         Grant::OnBehalfOf => GRANT_TYPE_JWT_BEARER,
@@ -82,6 +93,10 @@ pub fn form_body(
             .append_pair("subject_token", subject_token)
             .append_pair("audience", resource),
     };
+    if let (Some(actor), Some(actor_token)) = (&provider.actor, on_behalf.actor_token) {
+        form.append_pair("actor_token", actor_token)
+            .append_pair("actor_token_type", &actor.token_type);
+    }
     for indicator in indicators {
         form.append_pair("resource", indicator);
     }
@@ -114,9 +129,14 @@ pub fn send(
     provider: &Provider,
     (last, fetched): (&mut LastAssertion, &HeldAssertion),
     requested: (&str, &[String]),
-    (subject_token, tenant): (&str, Option<&str>),
+    on_behalf: OnBehalf<'_>,
     deadline_ms: u64,
 ) -> Result<Option<u32>, Refusal> {
+    if provider.actor.is_some() && on_behalf.actor_token.is_none() {
+        // Never without the actor: the issued token would name no one acting.
+        host.log(LogLevel::Warn, "token request not sent: no actor token");
+        return Err(Refusal::CannotDispatch);
+    }
     let (left_ms, arrive_by) = time_left(host, deadline_ms);
     let now = host.now_unix();
     let signatures = last.signatures();
@@ -128,11 +148,11 @@ pub fn send(
     let Some(credential) = credential else {
         return Ok(None);
     };
-    let body = form_body(provider, &credential, requested, subject_token);
+    let body = form_body(provider, &credential, requested, on_behalf);
     if last.signatures() > signatures {
         host.count(Counter::ClientAssertionsSigned);
     }
-    let path = provider.token_endpoint.path_for(tenant);
+    let path = provider.token_endpoint.path_for(on_behalf.tenant);
     let headers = headers(provider, &path);
     let callout = Callout {
         cluster: &provider.token_cluster,
@@ -190,7 +210,11 @@ mod tests {
         let credential = client_credential(provider, &mut last, &fetched, 0, 5)
             .unwrap()
             .unwrap();
-        let body = form_body(provider, &credential, (resource, &[]), subject);
+        let on_behalf = OnBehalf {
+            subject_token: subject,
+            ..OnBehalf::default()
+        };
+        let body = form_body(provider, &credential, (resource, &[]), on_behalf);
         form_urlencoded::parse(&body).into_owned().collect()
     }
 

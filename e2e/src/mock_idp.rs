@@ -153,10 +153,25 @@ fn subject_of(req: &TokenRequest) -> &str {
         .unwrap_or("")
 }
 
-/// What it asks for: the `scope` or the `audience`, and each `resource` (RFC 8707).
+/// What it asks for: the `scope` or the `audience`, and each `resource` (RFC 8707); with an
+/// `actor_token` (RFC 8693 delegation), who acts too (see `delegated_token_for`).
 fn resource_of(req: &TokenRequest) -> String {
     let named = req.field("scope").or(req.field("audience")).unwrap_or("");
-    with_resources(named, &req.fields("resource"))
+    let resource = with_resources(named, &req.fields("resource"));
+    match req.field("actor_token") {
+        Some(actor) => acting(&resource, actor),
+        None => resource,
+    }
+}
+
+fn acting(resource: &str, actor_token: &str) -> String {
+    format!("{resource} act={actor_token}")
+}
+
+/// The token the mock issues for a delegated exchange: `subject_token` for `audience`, with
+/// `actor_token` acting (a new actor token makes a new token, as a new `act` claim would).
+pub fn delegated_token_for(subject_token: &str, audience: &str, actor_token: &str) -> String {
+    obo_token_for(subject_token, &acting(audience, actor_token))
 }
 
 /// What the mock issues a token for when a request names `resource`s beside its scope or
@@ -471,6 +486,15 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
             &[]
         }
     };
+    // RFC 8693 delegation: `actor_token` with its `actor_token_type`, or neither.
+    let actor: &[&str] = match (r.field("actor_token"), r.field("actor_token_type")) {
+        (None, None) => &[],
+        _ if grant == GRANT_TOKEN_EXCHANGE => &["actor_token", "actor_token_type"],
+        _ => {
+            problems.push(format!("actor_token with grant_type {grant:?}"));
+            &[]
+        }
+    };
     let assertion_alone =
         grant == GRANT_TOKEN_EXCHANGE && matches!(state.client_auth, ClientAuth::PrivateKey { .. });
     let client_id: &[&str] = if assertion_alone { &[] } else { &["client_id"] };
@@ -479,6 +503,7 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
         .chain(client_id)
         .chain(credentials)
         .chain(grant_fields)
+        .chain(actor)
         .copied()
         .collect();
     for &name in &expected {
@@ -506,6 +531,14 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
         "urn:ietf:params:oauth:token-type:jwt",
         &mut problems,
     );
+    if r.field("actor_token_type")
+        .is_some_and(|t| !t.starts_with("urn:ietf:params:oauth:token-type:"))
+    {
+        problems.push(format!(
+            "actor_token_type is {:?}",
+            r.field("actor_token_type")
+        ));
+    }
     let client = state.client_id.clone();
     must("client_id", &client, &mut problems);
     match &state.client_auth {
@@ -539,6 +572,7 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
         "subject_token",
         "audience",
         "resource",
+        "actor_token",
     ] {
         if r.fields(name).iter().any(|v| v.is_empty()) {
             problems.push(format!("empty {name}"));

@@ -5,6 +5,7 @@
 mod cache;
 mod client_auth;
 mod config;
+mod delegation;
 mod exchange;
 mod failures;
 mod grants;

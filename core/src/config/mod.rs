@@ -1,6 +1,7 @@
 //! The plugin configuration, validated once in `on_configure`: `parse` runs `env` (`${NAME}`),
 //! then `raw` (each field with its type, through `fields`), then `validate` into `types`.
 
+mod actor;
 mod credentials;
 mod env;
 mod fields;
@@ -21,8 +22,8 @@ pub use env::{
 };
 pub use fields::{ConfigError, ConfigErrors};
 pub use types::{
-    BackoffSettings, CacheSettings, ClientAuth, Config, ExistingAuthorization, Grant, Provider,
-    Secret, SubjectTokenSettings, TokenEndpoint, Unmatched,
+    Actor, BackoffSettings, CacheSettings, ClientAuth, Config, ExistingAuthorization, Grant,
+    Provider, Secret, SubjectTokenSettings, TokenEndpoint, Unmatched,
 };
 
 use env::expand_env;

@@ -163,6 +163,8 @@ pub(super) fn validate_provider(
         audiences,
         allowed_issuers: allowed_issuers?,
         allowed_tenants: allowed_tenants?,
+        // Set by `actor::resolve_actors`, once every provider is known.
+        actor: None,
     })
 }
 

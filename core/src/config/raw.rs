@@ -117,6 +117,7 @@ pub(super) struct RawProvider {
     pub(super) existing_authorization: Option<ExistingAuthorization>,
     pub(super) allowed_issuers: Option<Value>,
     pub(super) allowed_tenants: Option<Value>,
+    pub(super) actor: RawActor,
 }
 
 impl RawProvider {
@@ -133,6 +134,27 @@ impl RawProvider {
             existing_authorization: f.opt("existing_authorization"),
             allowed_issuers: f.value("allowed_issuers"),
             allowed_tenants: f.value("allowed_tenants"),
+            actor: f.object("actor", RawActor::read),
+        }
+    }
+}
+
+#[derive(Default)]
+pub(super) struct RawActor {
+    /// Whether the object has any field.
+    pub(super) configured: bool,
+    pub(super) provider: Option<String>,
+    pub(super) scope: Option<String>,
+    pub(super) token_type: Option<String>,
+}
+
+impl RawActor {
+    fn read(f: &mut Fields) -> Self {
+        RawActor {
+            configured: !f.is_empty(),
+            provider: f.opt("provider"),
+            scope: f.opt("scope"),
+            token_type: f.opt("token_type"),
         }
     }
 }

@@ -1188,3 +1188,80 @@ fn workload_identitys_token_cluster_is_no_default_for_an_endpoint_on_another_hos
         "outbound|80||login.microsoftonline.com"
     );
 }
+
+/// A `token_exchange` provider `sts` delegating to the `client_credentials` provider `agent`.
+fn delegating(actor: Value) -> Value {
+    json!({
+        "providers": {
+            "agent": {"token_cluster": "entra_id", "grant": "client_credentials",
+                      "client_id": "agent-identity", "client_secret": "s"},
+            "sts": {"token_cluster": "sts", "grant": "token_exchange",
+                    "token_endpoint": "https://sts.example/token",
+                    "client_id": "agent-app", "client_secret": "s", "actor": actor},
+            "obo": {"token_cluster": "entra_id"}
+        },
+        "targets": [{"host": "api.example.com", "audience": "api://x", "provider": "sts"}]
+    })
+}
+
+#[test]
+fn an_actor_names_a_client_credentials_provider_and_its_scope() {
+    let cfg = parse_value(
+        &delegating(json!({"provider": "agent", "scope": "api://sts/.default"})),
+        ENV,
+    )
+    .unwrap();
+    let sts = cfg.providers.iter().find(|p| p.name == "sts").unwrap();
+    let actor = sts.actor.as_ref().unwrap();
+    assert_eq!(cfg.providers[actor.provider].name, "agent");
+    assert_eq!(actor.scope, "api://sts/.default");
+    assert_eq!(
+        actor.token_type,
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+}
+
+#[test]
+fn a_wrong_actor_is_refused_naming_its_field() {
+    for (actor, field, says) in [
+        (
+            json!({"scope": "api://sts/.default"}),
+            "providers.sts.actor.provider",
+            "required",
+        ),
+        (
+            json!({"provider": "nobody", "scope": "s"}),
+            "providers.sts.actor.provider",
+            "no provider",
+        ),
+        (
+            json!({"provider": "obo", "scope": "s"}),
+            "providers.sts.actor.provider",
+            "client_credentials",
+        ),
+        (
+            json!({"provider": "agent"}),
+            "providers.sts.actor.scope",
+            "required",
+        ),
+        (
+            json!({"provider": "agent", "scope": "s", "token_type": "access token"}),
+            "providers.sts.actor.token_type",
+            "URI",
+        ),
+        (
+            json!({"provider": "agent", "scope": "s", "actor_token": "x"}),
+            "providers.sts.actor.actor_token",
+            "not a known field",
+        ),
+    ] {
+        let e = error_of(delegating(actor.clone()));
+        assert_eq!(e.field, field, "{actor}");
+        assert!(e.problem.contains(says), "{actor}: {e}");
+    }
+    let mut v = delegating(json!(null));
+    v["providers"]["obo"]["actor"] = json!({"provider": "agent", "scope": "s"});
+    let e = error_of(v);
+    assert_eq!(e.field, "providers.obo.actor");
+    assert!(e.problem.contains("token_exchange"), "{e}");
+}

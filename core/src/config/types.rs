@@ -42,7 +42,34 @@ pub struct Provider {
     pub allowed_issuers: Option<Vec<String>>,
     /// Lowercase.
     pub allowed_tenants: Option<Vec<String>>,
+    /// RFC 8693 delegation (`token_exchange` only): who acts for the caller.
+    pub actor: Option<Actor>,
 }
+
+impl Provider {
+    /// The client as the cache key covers it: with its actor, if any, so that an actor of another
+    /// configuration never finds this one's tokens (and keys without an actor are unchanged).
+    pub fn key_client(&self) -> &str {
+        self.actor
+            .as_ref()
+            .map_or(self.client_id.as_str(), |actor| actor.key_client.as_str())
+    }
+}
+
+/// The provider whose client-credentials token is sent as `actor_token`, and for which scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// An index into `Config::providers`: a `client_credentials` provider.
+    pub provider: usize,
+    pub scope: String,
+    /// `actor_token_type`.
+    pub token_type: String,
+    /// The delegating client and this actor, framed for the cache key (`Provider::key_client`).
+    pub key_client: String,
+}
+
+/// RFC 8693's type of an access token, the default `actor_token_type`.
+pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Grant {

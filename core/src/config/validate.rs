@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::actor::{resolve_actors, WrittenActor};
 use super::fields::{non_empty, ConfigError, ConfigErrors, Problems};
 use super::provider::validate_provider;
 use super::raw::{RawConfig, RawTarget};
@@ -32,16 +33,22 @@ pub(super) fn validate(
     let mut providers = Vec::new();
     // Each provider's name, index (None if it is invalid) and grant.
     let mut names: Vec<(String, Option<usize>, Grant)> = Vec::new();
+    let mut actors = Vec::new();
     if default_used || default.token_cluster.is_some() {
+        let mut default = default;
         let grant = default.grant;
+        let actor = std::mem::take(&mut default.actor);
         let provider = validate_provider("", "default", default, raw.require_audience, env, &mut p);
-        names.push((
-            "default".into(),
-            provider.map(|pr| push(&mut providers, pr)),
+        let index = provider.map(|pr| push(&mut providers, pr));
+        names.push(("default".into(), index, grant));
+        actors.push(WrittenActor {
+            prefix: String::new(),
+            index,
             grant,
-        ));
+            raw: actor,
+        });
     }
-    for (name, raw_provider) in raw.providers {
+    for (name, mut raw_provider) in raw.providers {
         let prefix = format!("providers.{name}.");
         if name.trim().is_empty() || name == "default" {
             p.0.push(ConfigError::new(
@@ -51,6 +58,7 @@ pub(super) fn validate(
             continue;
         }
         let grant = raw_provider.grant;
+        let actor = std::mem::take(&mut raw_provider.actor);
         let provider = validate_provider(
             &prefix,
             &name,
@@ -59,8 +67,16 @@ pub(super) fn validate(
             env,
             &mut p,
         );
-        names.push((name, provider.map(|pr| push(&mut providers, pr)), grant));
+        let index = provider.map(|pr| push(&mut providers, pr));
+        names.push((name, index, grant));
+        actors.push(WrittenActor {
+            prefix,
+            index,
+            grant,
+            raw: actor,
+        });
     }
+    resolve_actors(actors, &names, &mut providers, &mut p);
     if !(1..=MAX_TOKEN_TIMEOUT_MS).contains(&raw.token_timeout_ms) {
         p.0.push(ConfigError::new(
             "token_timeout_ms",
@@ -297,7 +313,7 @@ fn resource_indicators(
 }
 
 /// `scheme:rest`, the scheme a letter then letters, digits, `+`, `-` or `.`; no fragment, no space.
-fn is_absolute_uri(text: &str) -> bool {
+pub(super) fn is_absolute_uri(text: &str) -> bool {
     let Some((scheme, rest)) = text.split_once(':') else {
         return false;
     };

@@ -12,6 +12,7 @@ use crate::lease::{self, Lease};
 use crate::token_cache::Cached;
 use crate::token_response::ExchangeFailure;
 
+use super::actor::{ActorState, ActorToken};
 use super::{finish, send, Outcome, Start, Worker};
 
 impl Worker {
@@ -32,17 +33,22 @@ impl Worker {
             };
             let give_up_ms = wait.elsewhere_until.unwrap_or(0);
             let now = now_ms / 1000;
+            let mut actor = None;
             let outcome = match self.cache.get(host, &key, now) {
                 Some(Cached::Token {
                     token,
                     until,
                     refresh_at,
                 }) => {
-                    let fingerprint = wait.params.fingerprint;
-                    let authorization =
-                        self.front
-                            .put_token(fingerprint, key, &token, (until, refresh_at), now);
-                    Some(Outcome::Forward(authorization.to_string()))
+                    let authorization = match wait.params.fingerprint {
+                        Some(fingerprint) => self
+                            .front
+                            .put_token(fingerprint, key, &token, (until, refresh_at), now)
+                            .to_string(),
+                        None => format!("Bearer {token}"),
+                    };
+                    actor = Some(ActorToken::new(&token, until));
+                    Some(Outcome::Forward(authorization))
                 }
                 Some(Cached::Rejected(json)) => {
                     let refusal = Refusal::Exchange(ExchangeFailure::remembered(json.as_bytes()));
@@ -57,6 +63,15 @@ impl Worker {
             if let Some(outcome) = outcome {
                 if let Some(wait) = self.exchanges.remove(&key) {
                     finish(host, &wait.waiters, &outcome);
+                    match (&outcome, actor) {
+                        (Outcome::Refuse(reply), _) => {
+                            self.settle_dependents(host, wait.dependents, Err(reply))
+                        }
+                        (Outcome::Forward(_), Some(actor)) => {
+                            self.settle_dependents(host, wait.dependents, Ok(actor))
+                        }
+                        (Outcome::Forward(_), None) => {}
+                    }
                     host.switch_to(root_id);
                 }
                 continue;
@@ -72,9 +87,27 @@ impl Worker {
             if lease == Lease::HeldElsewhere && now_ms < give_up_ms {
                 continue;
             }
+            let Some(mut params) = self.exchanges.get(&key).map(|w| w.params.clone()) else {
+                continue;
+            };
+            let actor = match self.actor_for(host, config, key, &mut params) {
+                Ok(actor) => actor,
+                Err(refusal) => {
+                    lease::release(host, &key, slots, self.id);
+                    self.give_up(host, &key, &refusal, root_id);
+                    continue;
+                }
+            };
             let Some(wait) = self.exchanges.get_mut(&key) else {
                 continue;
             };
+            wait.params = params;
+            if actor == ActorState::Waiting {
+                wait.elsewhere_until = None;
+                wait.awaiting_actor = true;
+                wait.started_ms = now_ms;
+                continue;
+            }
             let credentials = (self.assertions.as_mut_slice(), self.fetched.as_slice());
             match send(host, config, credentials, &wait.params, deadline_ms) {
                 // Now this worker's own exchange, sent by the root context (once the assertion

@@ -184,11 +184,9 @@ impl Worker {
                 self.cache
                     .postpone_refresh(host, &key, now + REFRESH_RETRY_S, now);
             }
-            finish(
-                host,
-                &exchange.waiters,
-                &Outcome::Refuse(reply_for(&refusal)),
-            );
+            let reply = reply_for(&refusal);
+            finish(host, &exchange.waiters, &Outcome::Refuse(reply.clone()));
+            self.settle_dependents(host, exchange.dependents, Err(&reply));
         }
         host.switch_to(current);
     }

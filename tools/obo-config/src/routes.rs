@@ -327,6 +327,24 @@ mod tests {
     }
 
     #[test]
+    fn a_delegating_providers_actor_needs_its_own_token_cluster_too() {
+        let cfg = json!({
+            "token_cluster": "sts", "token_endpoint": "https://sts.example/token",
+            "client_id": "agent-app", "client_secret": "secret", "grant": "token_exchange",
+            "actor": {"provider": "agent", "scope": "api://sts/.default"},
+            "providers": {"agent": {
+                "token_cluster": "entra_id", "grant": "client_credentials",
+                "token_endpoint": "https://login.example/t/oauth2/v2.0/token",
+                "client_id": "agent-identity", "client_secret": "secret"}},
+            "targets": [{"host": "mcp.example.com", "audience": "https://mcp.example.com/"}]
+        });
+        let cfg = obo_core::config::parse(cfg.to_string().as_bytes(), &|_| None).unwrap();
+        let missing = missing_clusters(&cfg, &json!([{"name": "sts"}]));
+        let fields: Vec<&str> = missing.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["providers.agent.token_cluster"]);
+    }
+
+    #[test]
     fn a_cluster_target_is_found_by_the_clusters_a_route_sends_to() {
         let cfg = config(json!([{"cluster": "other", "scope": "s"}]));
         let weighted = json!({"weighted_clusters": {"clusters": [{"name": "a", "weight": 1},

@@ -4,6 +4,7 @@ mod assertion_source;
 mod caller_token;
 mod claims_challenges;
 mod counters_and_logs;
+mod delegation;
 mod exchange;
 mod failures;
 mod grants;

@@ -1,0 +1,199 @@
+//! Delegation (RFC 8693 `actor`): an exchange whose provider names an actor is sent with the actor
+//! provider's client-credentials token, itself cached, shared, leased and refreshed like any token.
+//! The exchanges waiting for that token are sent once it arrives, or refused as it was.
+
+use crate::backoff;
+use crate::cache_key::CacheKey;
+use crate::config::{Actor, Config, Grant};
+use crate::error_reply::{Refusal, Reply};
+use crate::host::Host;
+use crate::lease::{self, Lease};
+use crate::metrics::Counter;
+use crate::token_cache::Cached;
+use crate::token_response::ExchangeFailure;
+
+use super::{finish, Exchange, ExchangeParams, Outcome, Worker, REFRESH_RETRY_S, TICK_MS};
+
+/// The actor's token an exchange is sent with, and until when it may be used.
+#[derive(Clone)]
+pub struct ActorToken {
+    pub token: String,
+    pub until: u64,
+}
+
+impl ActorToken {
+    pub(super) fn new(token: &str, until: u64) -> Self {
+        ActorToken {
+            token: token.to_string(),
+            until,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ActorState {
+    /// It has what it needs (no actor, or the actor's token).
+    Ready,
+    /// Ready, with an actor token due for its refresh (which is started).
+    Stale,
+    /// Waits for the actor's token: it is sent once that arrives.
+    Waiting,
+}
+
+/// The key and the exchange of an actor's token, as a `client_credentials` target's would be.
+fn actor_exchange(
+    config: &Config,
+    actor: &Actor,
+    for_params: &ExchangeParams,
+) -> (CacheKey, ExchangeParams) {
+    let acting = &config.providers[actor.provider];
+    let key = CacheKey::derive(
+        &acting.token_endpoint.url,
+        acting.key_client(),
+        acting.grant.name(),
+        &actor.scope,
+        "",
+    );
+    let params = ExchangeParams {
+        provider: actor.provider,
+        grant: Grant::ClientCredentials,
+        resource: actor.scope.clone(),
+        subject_token: String::new(),
+        subject_exp: None,
+        target_host: for_params.target_host.clone(),
+        request_id: for_params.request_id.clone(),
+        fingerprint: None,
+        tenant: None,
+        indicators: Vec::new(),
+        actor: None,
+    };
+    (key, params)
+}
+
+impl Worker {
+    /// Gives `params` (the exchange of `key`) its actor's token from the shared cache, or has it
+    /// wait for one; refused where the actor's scope backs off or its refusal is remembered.
+    pub(super) fn actor_for(
+        &mut self,
+        host: &dyn Host,
+        config: &Config,
+        key: CacheKey,
+        params: &mut ExchangeParams,
+    ) -> Result<ActorState, Refusal> {
+        // Targets name providers, and providers actors, by indices checked at load time.
+        let Some(actor) = &config.providers[params.provider].actor else {
+            return Ok(ActorState::Ready);
+        };
+        let now = host.now_unix();
+        if params.actor.as_ref().is_some_and(|a| a.until > now) {
+            return Ok(ActorState::Ready);
+        }
+        let (actor_key, actor_params) = actor_exchange(config, actor, params);
+        match self.cache.get(host, &actor_key, now) {
+            Some(Cached::Token {
+                token,
+                until,
+                refresh_at,
+            }) => {
+                params.actor = Some(ActorToken { token, until });
+                if now < refresh_at {
+                    return Ok(ActorState::Ready);
+                }
+                self.refresh(host, actor_key, actor_params);
+                Ok(ActorState::Stale)
+            }
+            Some(Cached::Rejected(json)) => Err(Refusal::Exchange(ExchangeFailure::remembered(
+                json.as_bytes(),
+            ))),
+            None => {
+                self.wait_for_actor(host, config, key, actor_key, actor_params)?;
+                Ok(ActorState::Waiting)
+            }
+        }
+    }
+
+    /// Lists `key` among the dependents of the actor token's exchange, started here if need be.
+    fn wait_for_actor(
+        &mut self,
+        host: &dyn Host,
+        config: &Config,
+        key: CacheKey,
+        actor_key: CacheKey,
+        actor_params: ExchangeParams,
+    ) -> Result<(), Refusal> {
+        if let Some(exchange) = self.exchanges.get_mut(&actor_key) {
+            exchange.dependents.push(key);
+            return Ok(());
+        }
+        let now_ms = host.now_ms();
+        let backoff_key = actor_params.backoff_key(config);
+        if let Some(retry_after_s) = backoff::remaining_s(host, &backoff_key, now_ms) {
+            return Err(Refusal::BackingOff { retry_after_s });
+        }
+        if self.at_exchange_limit(config) {
+            host.count(Counter::OverExchangeLimit);
+            return Err(Refusal::TooManyExchanges);
+        }
+        let start = self.try_start(host, config, &actor_key, now_ms);
+        // Sent by the root context, which outlives the request that began it.
+        let mut exchange = Exchange::new(actor_params, None, Vec::new(), now_ms, start.deadline_ms);
+        exchange.dependents.push(key);
+        if start.lease == Lease::HeldElsewhere {
+            exchange.elsewhere_until = Some(start.lease_until);
+            host.set_tick_period_ms(TICK_MS);
+        } else {
+            self.pending.push((actor_key, now_ms));
+            host.set_tick_period_ms(1);
+        }
+        self.exchanges.insert(actor_key, exchange);
+        Ok(())
+    }
+
+    /// The exchanges waiting for an actor token: sent with it, or refused with the actor's answer.
+    pub(super) fn settle_dependents(
+        &mut self,
+        host: &dyn Host,
+        dependents: Vec<CacheKey>,
+        actor: Result<ActorToken, &Reply>,
+    ) {
+        if dependents.is_empty() {
+            return;
+        }
+        let now_ms = host.now_ms();
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        for key in dependents {
+            let waiting = self.exchanges.get(&key).is_some_and(|e| e.awaiting_actor);
+            if !waiting {
+                continue;
+            }
+            match &actor {
+                Ok(actor) => {
+                    if let Some(exchange) = self.exchanges.get_mut(&key) {
+                        exchange.awaiting_actor = false;
+                        exchange.params.actor = Some(actor.clone());
+                        // Its own time budget starts now, not when it began waiting.
+                        let budget_ms = config.token_timeout.as_millis() as u64;
+                        exchange.deadline_ms = now_ms.saturating_add(budget_ms);
+                        self.pending.push((key, now_ms));
+                        host.set_tick_period_ms(1);
+                    }
+                }
+                Err(reply) => {
+                    let Some(exchange) = self.exchanges.remove(&key) else {
+                        continue;
+                    };
+                    lease::release(host, &key, self.cache.slots(), self.id);
+                    if exchange.background {
+                        let now = now_ms / 1000;
+                        self.cache
+                            .postpone_refresh(host, &key, now + REFRESH_RETRY_S, now);
+                    }
+                    finish(host, &exchange.waiters, &Outcome::Refuse((*reply).clone()));
+                    // Nothing waits on a delegated exchange as its actor: dependents stop here.
+                }
+            }
+        }
+    }
+}
