@@ -136,6 +136,7 @@ fn envoy_validates(file: &str, rewrite: impl Fn(String) -> String) {
             "https://login.microsoftonline.com/t/oauth2/v2.0/token",
         )
         .env("OBO_DEMO_SCOPE", "https://graph.microsoft.com/.default")
+        .env("TOOLS_STS_SECRET", "tools-secret")
         // Workload identity's, as AKS sets them in the pod.
         .env("AZURE_CLIENT_ID", "client")
         .env("AZURE_TENANT_ID", "tenant")
@@ -164,6 +165,7 @@ fn envoy_validates(file: &str, rewrite: impl Fn(String) -> String) {
 fn shipped_envoy_configurations_are_accepted_by_envoy() {
     envoy_validates("envoy.yaml", |t| t);
     envoy_validates("envoy-tenant.yaml", |t| t);
+    envoy_validates("envoy-agent.yaml", |t| t);
     envoy_validates("envoy-onprem-proxy.yaml", |t| {
         t.replace("${OBO_WEB_PROXY_HOST}", "proxy.example.internal")
             .replace("${OBO_WEB_PROXY_PORT}", "3128")

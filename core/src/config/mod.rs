@@ -82,8 +82,15 @@ pub fn summary(config: &Config) -> String {
                     format!("assertion fetched from cluster {}", source.cluster)
                 }
             };
+            let actor = match &p.actor {
+                Some(actor) => format!(
+                    ", actor {} for {}",
+                    config.providers[actor.provider].name, actor.scope
+                ),
+                None => String::new(),
+            };
             format!(
-                "{} ({} via cluster {}, {}, {credential})",
+                "{} ({} via cluster {}, {}, {credential}{actor})",
                 p.name,
                 p.grant.name(),
                 p.token_cluster,

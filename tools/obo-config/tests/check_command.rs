@@ -50,6 +50,7 @@ fn every_shipped_example_passes_the_check() {
         .collect();
     for expected in [
         "envoy.yaml",
+        "envoy-agent.yaml",
         "envoy-tenant.yaml",
         "docker-compose-envoy.yaml",
         "envoy-workload-identity.yaml",
