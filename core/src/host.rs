@@ -71,6 +71,9 @@ pub trait Host {
     fn set_tick_period_ms(&self, period_ms: u64);
 
     fn count(&self, counter: Counter);
+    /// One more failed exchange of a user of `tenant` (a tid): `metrics::TenantCounters` says
+    /// which counter it goes to.
+    fn count_tenant_failure(&self, tenant: &str);
     fn record_exchange_latency_ms(&self, ms: u64);
 }
 

@@ -1,8 +1,12 @@
-//! Users of many tenants through one provider (`{tenant}` in `token_endpoint`), and RFC 8707
-//! resource indicators: the mock token endpoint serves every tenant's path, as Entra ID does, and
-//! records which tenant and which `resource` parameters each token request named.
+//! Users of many tenants through one provider (`{tenant}` in `token_endpoint`), each tenant's
+//! failures counted on their own, and RFC 8707 resource indicators: the mock token endpoint serves
+//! every tenant's path, as Entra ID does, and records which tenant and which `resource`
+//! parameters each token request named.
+
+use std::time::{Duration, Instant};
 
 use obo_e2e::client::{bearer, get_with};
+use obo_e2e::envoy::EnvoyOptions;
 use obo_e2e::mock_idp::{obo_token_for, with_resources, Behaviour, MockIdp, TokenRequest};
 use obo_e2e::mock_idp::{CLIENT_ID, CLIENT_SECRET};
 use obo_e2e::stack::{Stack, API_SCOPE};
@@ -15,6 +19,14 @@ const UNLISTED: &str = "e3d2c1b0-a9f8-4e7d-8c6b-5a4f3e2d1c0b";
 
 /// Envoy with a provider whose endpoint is per tenant, before a mock serving every tenant.
 fn multi_tenant(allowed_tenants: Value, idp_for_tenant: &[(&str, Behaviour)]) -> Stack {
+    multi_tenant_with(allowed_tenants, idp_for_tenant, |_| {})
+}
+
+fn multi_tenant_with(
+    allowed_tenants: Value,
+    idp_for_tenant: &[(&str, Behaviour)],
+    adjust: impl FnOnce(&mut EnvoyOptions),
+) -> Stack {
     let idp = MockIdp::start();
     idp.serve_every_tenant();
     for (tenant, behaviour) in idp_for_tenant {
@@ -22,7 +34,7 @@ fn multi_tenant(allowed_tenants: Value, idp_for_tenant: &[(&str, Behaviour)]) ->
     }
     let extra =
         json!({"token_endpoint": idp.tenant_endpoint(), "allowed_tenants": allowed_tenants});
-    Stack::start_for(idp, extra, |_| {})
+    Stack::start_for(idp, extra, adjust)
 }
 
 fn throttled() -> Behaviour {
@@ -132,6 +144,58 @@ fn a_failed_exchange_is_logged_with_its_tenant_and_no_token() {
     for part in ann.split('.').filter(|p| p.len() >= 16) {
         assert!(!line.contains(part), "the subject token in: {line}");
     }
+}
+
+/// The bootstrap's `stats_config` that docs/metrics.md shows (its JSON block with `stats_tags`),
+/// which makes the tid of `obo_tenant_exchange_failures` the label `tenant`.
+fn documented_stats_config() -> Value {
+    let doc = include_str!("../../docs/metrics.md");
+    let snippet = doc
+        .split("```json")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .find(|block| block.contains("stats_tags"))
+        .expect("docs/metrics.md shows the stats_tags snippet");
+    let parsed = obo_core::json::parse(snippet).expect("the snippet is JSON");
+    parsed["stats_config"].clone()
+}
+
+#[test]
+fn a_failing_tenant_shows_in_prometheus_by_its_tenant_label_and_a_succeeding_one_does_not() {
+    let stats_config = documented_stats_config();
+    let s = multi_tenant_with(json!(["*"]), &[(CONTOSO, throttled())], |opts| {
+        opts.bootstrap_patch = Some(Box::new(move |b: &mut Value| {
+            b["stats_config"] = stats_config;
+        }));
+    });
+    let ann = tenant_user_token("ann", CONTOSO);
+    assert_eq!(
+        s.get("api.example.com", "/", Some(&bearer(&ann))).status,
+        503
+    );
+    let bob = tenant_user_token("bob", FABRIKAM);
+    assert_eq!(
+        s.get("api.example.com", "/", Some(&bearer(&bob))).status,
+        200
+    );
+    assert_eq!(s.idp.tenants_asked(), [tenant(CONTOSO), tenant(FABRIKAM)]);
+    let line = format!(r#"obo_tenant_exchange_failures{{tenant="{CONTOSO}"}} 1"#);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let prometheus = loop {
+        let text = s.envoy.admin("/stats/prometheus").unwrap_or_default();
+        if text.lines().any(|l| l == line) || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        prometheus.lines().any(|l| l == line),
+        "no `{line}` in:\n{prometheus}"
+    );
+    assert!(!prometheus.contains(FABRIKAM), "{prometheus}");
+    // `/stats` keeps the whole name.
+    let name = format!("obo_tenant_exchange_failures.{CONTOSO}");
+    assert_eq!(s.envoy.obo_counter_once(&name, 1), 1);
 }
 
 const TOOLS_SCOPE: &str = "api://prod.team.tools/.default";

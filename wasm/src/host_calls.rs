@@ -1,6 +1,6 @@
 //! `Host` over the proxy-wasm hostcalls of the Envoy this filter runs in.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ops::Range;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -9,7 +9,7 @@ use proxy_wasm::types::{BufferType, MapType, Status};
 
 use obo_core::exchange::CallAnswer;
 use obo_core::host::{Callout, DispatchError, HeaderValues, Host, LogLevel};
-use obo_core::metrics::{Counter, EXCHANGE_LATENCY_MS};
+use obo_core::metrics::{Counter, TenantCounters, EXCHANGE_LATENCY_MS};
 use obo_core::token_response::MAX_TOKEN_RESPONSE_BYTES;
 
 pub struct ProxyHost;
@@ -68,6 +68,8 @@ thread_local! {
     /// Counts not yet handed to Envoy: a request adds to these in the VM's memory, and the root
     /// context's tick flushes them, so the hot path makes no hostcall for its counter.
     static PENDING: Cell<[u64; Counter::ALL.len()]> = const { Cell::new([0; Counter::ALL.len()]) };
+    /// Defined the first time a tenant's exchange fails on this worker.
+    static TENANT_COUNTERS: RefCell<TenantCounters<u32>> = const { RefCell::new(TenantCounters::new()) };
 }
 
 /// How often pending counts reach Envoy's stats (the root context ticks at least this often).
@@ -340,6 +342,20 @@ impl Host for ProxyHost {
             counts[counter.index()] += 1;
             p.set(counts);
         });
+    }
+
+    /// A failed exchange is rare: it reaches Envoy at once, not on the next tick.
+    fn count_tenant_failure(&self, tenant: &str) {
+        let id = TENANT_COUNTERS.with(|counters| {
+            let mut counters = counters.try_borrow_mut().ok()?;
+            counters.counter(tenant, |name| {
+                define(proxy_wasm::types::MetricType::Counter, name)
+            })
+        });
+        if let Some(id) = id {
+            // SAFETY: plain values.
+            let _ = unsafe { proxy_increment_metric(id, 1) };
+        }
     }
 
     fn record_exchange_latency_ms(&self, ms: u64) {

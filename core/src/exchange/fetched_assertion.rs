@@ -184,6 +184,10 @@ impl Worker {
                 self.cache
                     .postpone_refresh(host, &key, now + REFRESH_RETRY_S, now);
             }
+            // No token request was sent, but the tenant's users are refused all the same.
+            if let Some(tenant) = &exchange.params.tenant {
+                host.count_tenant_failure(tenant);
+            }
             let reply = reply_for(&refusal);
             finish(host, &exchange.waiters, &Outcome::Refuse(reply.clone()));
             self.settle_dependents(host, exchange.dependents, Err(&reply));

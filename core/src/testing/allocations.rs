@@ -125,6 +125,9 @@ impl Host for HitHost<'_> {
     fn count(&self, counter: Counter) {
         self.fake.count(counter)
     }
+    fn count_tenant_failure(&self, tenant: &str) {
+        self.fake.count_tenant_failure(tenant)
+    }
     fn record_exchange_latency_ms(&self, ms: u64) {
         self.fake.record_exchange_latency_ms(ms)
     }

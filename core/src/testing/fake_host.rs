@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::host::{Callout, DispatchError, Host, LogLevel};
-use crate::metrics::Counter;
+use crate::metrics::{Counter, TenantCounters, TENANT_EXCHANGE_FAILURES};
 
 pub type SharedWriteHook = RefCell<Option<Box<dyn FnOnce(&FakeHost)>>>;
 
@@ -85,6 +85,9 @@ pub struct FakeHost {
     pub tick_period_ms: Cell<u64>,
     next_token: Cell<u32>,
     counters: RefCell<HashMap<Counter, u64>>,
+    tenant_counters: RefCell<TenantCounters<usize>>,
+    /// The tenant counters' stat names and counts, by id.
+    tenant_stats: RefCell<Vec<(String, u64)>>,
     pub latencies_ms: RefCell<Vec<u64>>,
 }
 
@@ -106,6 +109,8 @@ impl Default for FakeHost {
             tick_period_ms: Cell::new(0),
             next_token: Cell::new(100),
             counters: RefCell::default(),
+            tenant_counters: RefCell::default(),
+            tenant_stats: RefCell::default(),
             latencies_ms: RefCell::default(),
         }
     }
@@ -182,6 +187,19 @@ impl FakeHost {
             .borrow()
             .iter()
             .map(|(c, n)| (c.name(), *n))
+            .collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// Failed exchanges by tenant counter (a tid, or `other`), sorted.
+    pub fn tenant_failures(&self) -> Vec<(String, u64)> {
+        let prefix = format!("{TENANT_EXCHANGE_FAILURES}.");
+        let mut all: Vec<_> = self
+            .tenant_stats
+            .borrow()
+            .iter()
+            .map(|(name, n)| (name.trim_start_matches(&prefix).to_string(), *n))
             .collect();
         all.sort_unstable();
         all
@@ -349,6 +367,18 @@ impl Host for FakeHost {
 
     fn count(&self, counter: Counter) {
         *self.counters.borrow_mut().entry(counter).or_default() += 1;
+    }
+
+    fn count_tenant_failure(&self, tenant: &str) {
+        let mut stats = self.tenant_stats.borrow_mut();
+        let define = |name: &str| {
+            stats.push((name.to_string(), 0));
+            Some(stats.len() - 1)
+        };
+        let id = self.tenant_counters.borrow_mut().counter(tenant, define);
+        if let Some((_, n)) = id.and_then(|id| stats.get_mut(id)) {
+            *n += 1;
+        }
     }
 
     fn record_exchange_latency_ms(&self, ms: u64) {

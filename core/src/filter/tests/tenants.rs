@@ -1,15 +1,17 @@
 //! A multi-tenant provider (`{tenant}` in `token_endpoint`): each user's token request goes to
-//! their own tenant's endpoint, a tenant not allowed is refused without one, and one tenant's
-//! backoff never refuses another tenant's users.
+//! their own tenant's endpoint, a tenant not allowed is refused without one, one tenant's
+//! backoff never refuses another tenant's users, and a failed exchange counts for its tenant.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::exchange::Worker;
+use crate::exchange::{CallAnswer, Worker};
 use crate::filter::Verdict;
+use crate::host::DispatchError;
+use crate::metrics::{Counter, MAX_TENANT_COUNTERS};
 use crate::testing::{
-    answer, assert_authorization, configured, fixture_answer, jwt_with, ok_answer, request_from,
-    FakeHost,
+    answer, answer_at_root, answer_every_try, assert_authorization, configured, fixture_answer,
+    jwt_with, ok_answer, request_answered, request_from, server_error, tick, worker, FakeHost,
 };
 
 const CONTOSO: &str = "11111111-1111-1111-1111-111111111111";
@@ -156,4 +158,98 @@ fn a_tid_that_would_change_the_token_requests_path_is_refused_before_any_request
     let (_f, _) = request_from(&host, &w, 99, &tid_not_a_string);
     assert_eq!(host.stream(99).reply.expect("refused").status, 401);
     assert!(host.dispatched.borrow().is_empty());
+}
+
+fn throttled() -> CallAnswer {
+    fixture_answer(429, "error-throttled.json")
+}
+
+fn invalid_grant() -> CallAnswer {
+    fixture_answer(400, "error-invalid-grant-expired.json")
+}
+
+fn counted(tenants: &[(&str, u64)]) -> Vec<(String, u64)> {
+    tenants.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+}
+
+#[test]
+fn a_failed_exchange_counts_once_for_its_tenant_and_not_for_another() {
+    let host = FakeHost::default();
+    let w = multi_tenant(serde_json::json!(["*"]));
+    let (mut ann, _) = request_from(&host, &w, 10, &user_of(CONTOSO, "ann"));
+    answer_every_try(&host, &w, &mut ann, server_error());
+    assert_eq!(host.token_requests(), 2, "tried twice");
+    let bob = user_of(FABRIKAM, "bob");
+    request_answered(&host, &w, 11, &bob, ok_answer("t", 3600.into()));
+    assert_eq!(host.tenant_failures(), counted(&[(CONTOSO, 1)]));
+    // Contoso backs off: its next user is refused without an exchange, which counts nothing.
+    request_from(&host, &w, 12, &user_of(CONTOSO, "amy"));
+    assert_eq!(host.stream(12).reply.expect("backing off").status, 503);
+    assert_eq!(host.tenant_failures(), counted(&[(CONTOSO, 1)]));
+}
+
+#[test]
+fn a_successful_exchange_counts_for_no_tenant() {
+    let host = FakeHost::default();
+    let w = multi_tenant(serde_json::json!([CONTOSO]));
+    let ann = user_of(CONTOSO, "ann");
+    request_answered(&host, &w, 10, &ann, ok_answer("t", 3600.into()));
+    assert_authorization(&host, 10, "Bearer t");
+    assert_eq!(host.tenant_failures(), []);
+}
+
+#[test]
+fn a_provider_without_tenant_in_its_endpoint_counts_for_no_tenant() {
+    let host = FakeHost::default();
+    let w = worker();
+    request_answered(&host, &w, 10, &user_of(CONTOSO, "ann"), throttled());
+    assert_eq!(host.counted(Counter::ExchangesThrottled), 1);
+    assert_eq!(host.tenant_failures(), []);
+}
+
+#[test]
+fn past_the_cap_further_tenants_failures_count_as_other() {
+    let host = FakeHost::default();
+    let w = multi_tenant(serde_json::json!(["*"]));
+    let tenant = |n: usize| format!("{n:08x}-0000-4000-8000-000000000000");
+    for n in 0..MAX_TENANT_COUNTERS + 2 {
+        let id = 10 + n as u32;
+        request_answered(&host, &w, id, &user_of(&tenant(n), "u"), invalid_grant());
+    }
+    // A tenant counted before the cap was reached keeps its own counter.
+    request_answered(&host, &w, 9, &user_of(&tenant(0), "v"), invalid_grant());
+    let failures = host.tenant_failures();
+    assert_eq!(failures.len(), MAX_TENANT_COUNTERS + 1);
+    assert!(failures.contains(&(tenant(0), 2)));
+    assert!(failures.contains(&("other".to_string(), 2)));
+    assert!(!failures
+        .iter()
+        .any(|(t, _)| *t == tenant(MAX_TENANT_COUNTERS)));
+}
+
+#[test]
+fn an_exchange_refused_before_its_token_request_counts_for_its_tenant_too() {
+    // The token request cannot be sent.
+    let host = FakeHost::default();
+    let w = multi_tenant(serde_json::json!(["*"]));
+    host.dispatch_error.set(Some(DispatchError::UnknownCluster));
+    request_from(&host, &w, 10, &user_of(CONTOSO, "ann"));
+    assert_eq!(host.stream(10).reply.expect("refused").status, 503);
+    assert_eq!(host.tenant_failures(), counted(&[(CONTOSO, 1)]));
+    // No client assertion could be fetched for it.
+    let host = FakeHost::default();
+    let w = configured(serde_json::json!({
+        "token_cluster": "entra_id",
+        "token_endpoint": "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
+        "client_id": "client-1",
+        "client_assertion_source": {"cluster": "federated_token"},
+        "allowed_tenants": ["*"],
+        "targets": [{"host": "api.example.com", "scope": "api://prod.team.api/.default"}]
+    }));
+    request_from(&host, &w, 10, &user_of(FABRIKAM, "bob"));
+    tick(&host, &w);
+    answer_at_root(&host, &w, 0, server_error());
+    assert_eq!(host.stream(10).reply.expect("refused").status, 503);
+    assert_eq!(host.counted(Counter::ClientAssertionFetchFailures), 1);
+    assert_eq!(host.tenant_failures(), counted(&[(FABRIKAM, 1)]));
 }
