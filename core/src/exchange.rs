@@ -2,7 +2,7 @@
 //! refuses every waiting request; the root sends it again when its sender goes away, or to retry.
 
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::assertion_source::HeldAssertion;
 use crate::backoff;
@@ -139,7 +139,7 @@ impl Exchange {
 
 /// Per-worker state, shared by the worker's root context and its request contexts.
 pub struct Worker {
-    config: Option<Rc<Config>>,
+    config: Option<Arc<Config>>,
     /// Names this worker in shared-data claims; random, so workers (and VMs) differ.
     id: u64,
     front: FrontCache,
@@ -207,7 +207,7 @@ impl Worker {
             .map(|_| Default::default())
             .collect();
         self.answered_ms = vec![0; config.providers.len()];
-        self.config = Some(Rc::new(config));
+        self.config = Some(Arc::new(config));
     }
 
     pub fn front(&mut self) -> &mut FrontCache {
@@ -231,7 +231,7 @@ impl Worker {
         }
     }
 
-    pub fn config(&self) -> Option<Rc<Config>> {
+    pub fn config(&self) -> Option<Arc<Config>> {
         self.config.clone()
     }
 
@@ -497,3 +497,9 @@ fn finish(host: &dyn Host, waiters: &[u32], outcome: &Outcome) {
         }
     }
 }
+
+// A native module's threads share one worker behind a lock.
+const _: () = {
+    const fn shared_between_threads<T: Send>() {}
+    shared_between_threads::<Worker>();
+};

@@ -28,16 +28,28 @@ pub enum Verdict {
     Pause,
 }
 
-pub struct RequestFilter {
+/// How a request reaches its worker's state: a Wasm VM's one thread owns it
+/// (`Rc<RefCell<Worker>>`); a native module's threads share one behind a lock.
+pub trait WorkerHandle {
+    fn with<R>(&self, f: impl FnOnce(&mut Worker) -> R) -> R;
+}
+
+impl WorkerHandle for Rc<RefCell<Worker>> {
+    fn with<R>(&self, f: impl FnOnce(&mut Worker) -> R) -> R {
+        f(&mut self.borrow_mut())
+    }
+}
+
+pub struct RequestFilter<W: WorkerHandle = Rc<RefCell<Worker>>> {
     context_id: u32,
-    worker: Rc<RefCell<Worker>>,
+    worker: W,
     waiting_on: Option<CacheKey>,
     /// The key whose token the request was sent with, to drop if the upstream asks for more claims.
     served_with: Option<CacheKey>,
 }
 
-impl RequestFilter {
-    pub fn new(context_id: u32, worker: Rc<RefCell<Worker>>) -> Self {
+impl<W: WorkerHandle> RequestFilter<W> {
+    pub fn new(context_id: u32, worker: W) -> Self {
         RequestFilter {
             context_id,
             worker,
@@ -47,8 +59,11 @@ impl RequestFilter {
     }
 
     pub fn on_request_headers(&mut self, host: &dyn Host) -> Verdict {
-        let mut worker = self.worker.borrow_mut();
-        match handle_request(host, &mut worker, self.context_id) {
+        let context_id = self.context_id;
+        match self
+            .worker
+            .with(|worker| handle_request(host, worker, context_id))
+        {
             Ok(Handled::Forwarded) => Verdict::Continue,
             Ok(Handled::Served(key)) => {
                 self.served_with = Some(key);
@@ -71,39 +86,46 @@ impl RequestFilter {
         if !claims_challenge::from_upstream(host) {
             return;
         }
-        let mut worker = self.worker.borrow_mut();
-        if !worker.may_drop_for_challenge(key, host.now_unix()) {
-            host.count(Counter::UpstreamClaimsChallengesKept);
-            host.log(
-                LogLevel::Debug,
-                "upstream asked for more claims again within cache.claims_challenge_holdoff_s: cached token kept",
-            );
-            return;
-        }
-        worker.front().forget(&key);
-        if worker.config().is_some() {
-            worker.shared_cache().forget(host, &key);
-            drop_signal::announce(host, &key);
-            host.count(Counter::UpstreamClaimsChallenges);
-            host.log(
-                LogLevel::Info,
-                "upstream asked for more claims (insufficient_claims): cached token dropped",
-            );
-        }
+        self.worker
+            .with(|worker| drop_for_challenge(host, worker, key));
     }
 
     pub fn on_token_answer(&mut self, host: &dyn Host, token_id: u32, answer: &CallAnswer) {
         self.waiting_on = None;
+        let context_id = self.context_id;
         self.worker
-            .borrow_mut()
-            .complete(host, token_id, answer, self.context_id);
+            .with(|worker| worker.complete(host, token_id, answer, context_id));
     }
 
     /// The stream is gone: an exchange it sent is re-sent from the root if others still wait.
     pub fn on_end(&mut self, host: &dyn Host) {
         if let Some(key) = self.waiting_on.take() {
-            self.worker.borrow_mut().leave(host, self.context_id, &key);
+            let context_id = self.context_id;
+            self.worker
+                .with(|worker| worker.leave(host, context_id, &key));
         }
+    }
+}
+
+/// Not within the holdoff: see `cache.claims_challenge_holdoff_s`.
+fn drop_for_challenge(host: &dyn Host, worker: &mut Worker, key: CacheKey) {
+    if !worker.may_drop_for_challenge(key, host.now_unix()) {
+        host.count(Counter::UpstreamClaimsChallengesKept);
+        host.log(
+                LogLevel::Debug,
+                "upstream asked for more claims again within cache.claims_challenge_holdoff_s: cached token kept",
+            );
+        return;
+    }
+    worker.front().forget(&key);
+    if worker.config().is_some() {
+        worker.shared_cache().forget(host, &key);
+        drop_signal::announce(host, &key);
+        host.count(Counter::UpstreamClaimsChallenges);
+        host.log(
+            LogLevel::Info,
+            "upstream asked for more claims (insufficient_claims): cached token dropped",
+        );
     }
 }
 

@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use siphasher::sip128::{Hasher128, SipHasher13};
 
@@ -28,7 +28,7 @@ pub struct Fingerprint(u64, u64);
 
 #[derive(Debug, Clone)]
 pub struct FrontEntry {
-    pub authorization: Rc<str>,
+    pub authorization: Arc<str>,
     /// The shared cache's key, to drop the token there too.
     pub key: CacheKey,
     pub until: u64,
@@ -70,7 +70,7 @@ impl FrontCache {
         &mut self,
         fingerprint: Fingerprint,
         key: CacheKey,
-        authorization: Rc<str>,
+        authorization: Arc<str>,
         (use_until, refresh_at): (u64, u64),
         now: u64,
     ) {
@@ -128,8 +128,8 @@ impl FrontCache {
         token: &str,
         times: (u64, u64),
         now: u64,
-    ) -> Rc<str> {
-        let authorization: Rc<str> = format!("Bearer {token}").into();
+    ) -> Arc<str> {
+        let authorization: Arc<str> = format!("Bearer {token}").into();
         self.put(fingerprint, key, authorization.clone(), times, now);
         authorization
     }

@@ -1,7 +1,7 @@
 //! Requests waiting on an exchange another worker holds the lease for: they take its token (or
 //! refusal) from shared data, or this worker exchanges itself once that worker is gone.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::backoff;
 use crate::cache_key::CacheKey;
@@ -18,7 +18,7 @@ use super::{finish, send, Outcome, Start, Worker};
 impl Worker {
     /// Settles the requests waiting on another worker's exchange once its outcome shows in shared
     /// data; exchanges here instead if that worker gave up its lease without a token, or died.
-    pub(super) fn poll_remote(&mut self, host: &dyn Host, config: &Rc<Config>, root_id: u32) {
+    pub(super) fn poll_remote(&mut self, host: &dyn Host, config: &Arc<Config>, root_id: u32) {
         let now_ms = host.now_ms();
         let slots = self.cache.slots();
         let keys: Vec<CacheKey> = self
