@@ -71,6 +71,14 @@ pub trait Host {
     fn set_tick_period_ms(&self, period_ms: u64);
 
     fn count(&self, counter: Counter);
+    /// A failed exchange: its outcome's counter and, where the provider's endpoint is per
+    /// tenant, its tenant's (never its user's): which tenant struggles.
+    fn count_failed_exchange(&self, outcome: Counter, tenant: Option<&str>) {
+        self.count(outcome);
+        if let Some(tenant) = tenant {
+            self.count_tenant_failure(tenant);
+        }
+    }
     /// One more failed exchange of a user of `tenant` (a tid): `metrics::TenantCounters` says
     /// which counter it goes to.
     fn count_tenant_failure(&self, tenant: &str);

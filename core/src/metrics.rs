@@ -1,6 +1,5 @@
 //! The counters and latency histogram, defined once per worker; docs/metrics.md tells each.
 
-use crate::host::Host;
 use crate::token_response::ExchangeFailure;
 
 /// Exchanges count once, by their outcome after the one retry; requests once, by what was done.
@@ -105,15 +104,6 @@ pub const TENANT_EXCHANGE_FAILURES: &str = "obo_tenant_exchange_failures";
 /// With `allowed_tenants: ["*"]` callers choose the tid, and Envoy keeps every stat name until it
 /// restarts: past this many tenants a worker counts the rest together, as `other`.
 pub const MAX_TENANT_COUNTERS: usize = 100;
-
-/// A failed exchange: its outcome's counter and, where the provider's endpoint is per tenant, its
-/// tenant's (never its user's): which tenant struggles.
-pub fn count_failed_exchange(host: &dyn Host, outcome: Counter, tenant: Option<&str>) {
-    host.count(outcome);
-    if let Some(tenant) = tenant {
-        host.count_tenant_failure(tenant);
-    }
-}
 
 /// A worker's counters of failed exchanges by tenant, as the host's metric ids.
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@ use crate::client_assertion::{LastAssertion, CLIENT_ASSERTION_TYPE};
 use crate::config::{ClientAuth, Grant, Provider};
 use crate::error_reply::Refusal;
 use crate::host::{Callout, DispatchError, Host, LogLevel};
-use crate::metrics::{count_failed_exchange, Counter};
+use crate::metrics::Counter;
 
 pub const GRANT_TYPE_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 pub const GRANT_TYPE_CLIENT_CREDENTIALS: &str = "client_credentials";
@@ -141,7 +141,7 @@ pub fn send(
     let now = host.now_unix();
     let signatures = last.signatures();
     let credential = client_credential(provider, last, fetched, now, arrive_by).map_err(|why| {
-        count_failed_exchange(host, Counter::ExchangesUpstreamError, on_behalf.tenant);
+        host.count_failed_exchange(Counter::ExchangesUpstreamError, on_behalf.tenant);
         host.log(LogLevel::Warn, &format!("token request not sent: {why}"));
         Refusal::CannotDispatch
     })?;
@@ -161,7 +161,7 @@ pub fn send(
         timeout: std::time::Duration::from_millis(left_ms),
     };
     host.dispatch(&callout).map(Some).map_err(|e| {
-        count_failed_exchange(host, Counter::ExchangesUpstreamError, on_behalf.tenant);
+        host.count_failed_exchange(Counter::ExchangesUpstreamError, on_behalf.tenant);
         let why = match e {
             DispatchError::UnknownCluster => "unknown token_cluster",
             DispatchError::Refused => "refused by the host",

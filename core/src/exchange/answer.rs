@@ -6,7 +6,7 @@ use crate::cache_key::CacheKey;
 use crate::config::{Config, Grant};
 use crate::error_reply::{log_line, sanitize_for_log, sanitize_for_log_with, Refusal};
 use crate::host::{Host, LogLevel};
-use crate::metrics::{count_failed_exchange, Counter};
+use crate::metrics::Counter;
 use crate::token_cache::{refresh_at, use_until, TokenCache};
 use crate::token_response::{ExchangeFailure, IssuedToken};
 
@@ -44,7 +44,7 @@ fn retry_at(
 fn record_outcome(host: &dyn Host, outcome: Counter, exchange: &Exchange) {
     match outcome {
         Counter::ExchangesOk => host.count(outcome),
-        failed => count_failed_exchange(host, failed, exchange.params.tenant.as_deref()),
+        failed => host.count_failed_exchange(failed, exchange.params.tenant.as_deref()),
     }
     host.record_exchange_latency_ms(host.now_ms().saturating_sub(exchange.started_ms));
 }
