@@ -9,8 +9,10 @@
 //! unchanged for at least the next minor ABI version, and 1.40's one change to a callback used here
 //! (`log` gaining a source location) was withdrawn before the release in favour of a new `log_v2`.
 //! The hooks Envoy looks up for an HTTP filter are the same in the three. 1.38 loads a module of
-//! another ABI version with a warning; 1.36 and 1.37 refuse one (and their header/API differ:
-//! `http_get_request_header` and a file-hash ABI version), so they are outside the window.
+//! another ABI version with a warning. 1.36 and 1.37 are outside the window: they accept only
+//! their own ABI version (a hash of their header), and lack callbacks bound here (1.36 reads
+//! headers with `http_get_request_header`; 1.37 has no `http_get_cluster_name` nor
+//! `http_filter_get_worker_index`), so the dynamic loader refuses the module.
 //!
 //! Envoy compares the string `on_program_init` returns with its own: 1.38.2 and 1.39.3 (`v0.1.0`)
 //! log "matched", 1.40.0 (`v0.2.0`) logs that the module's version is deprecated and loads it.
