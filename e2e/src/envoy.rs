@@ -1,5 +1,5 @@
-//! The real Envoy, with the real `.wasm`, on free loopback ports. Built by `make test`:
-//! `ENVOY_BIN` and `OBO_WASM` point at the binary and the module.
+//! The real Envoy, with the real `.wasm` or the native module, on free loopback ports. Built by
+//! `make test`: `ENVOY_BIN` points at the binary, `OBO_WASM` and `OBO_NATIVE` at the two builds.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -10,10 +10,23 @@ use serde_json::{json, Value};
 /// A change to Envoy's bootstrap, made just before it starts.
 pub type BootstrapPatch = Box<dyn FnOnce(&mut Value)>;
 
+/// Which build of the filter Envoy runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    /// `entra_obo_filter.wasm` in Envoy's Wasm filter.
+    Wasm,
+    /// `libentra_obo_native.so` as a dynamic module HTTP filter (Envoy 1.38 and later).
+    Native,
+}
+
 pub struct EnvoyOptions {
     /// The plugin configuration, as the JSON text Envoy hands the filter.
     pub plugin_config: String,
-    /// Environment variables made visible to the Wasm VM.
+    pub build: Build,
+    /// The Envoy binary, when not `ENVOY_BIN`'s.
+    pub envoy_bin: Option<PathBuf>,
+    /// Environment variables made visible to the filter: the Wasm VM's, or (native build) Envoy's
+    /// own process environment, which the native module reads.
     pub vm_env: Vec<(String, String)>,
     /// Environment variables of Envoy's own process (what its Lua filters read).
     pub process_env: Vec<(String, String)>,
@@ -21,7 +34,7 @@ pub struct EnvoyOptions {
     /// The token cluster's port on 127.0.0.1 (None: a cluster with no endpoint).
     pub idp_port: Option<u16>,
     pub upstream_port: u16,
-    /// Envoy's log level for the wasm component.
+    /// Envoy's log level for the filter's component (`wasm` or `dynamic_modules`).
     pub wasm_log_level: &'static str,
     /// A last change to the bootstrap before Envoy starts (extra listeners and clusters).
     pub bootstrap_patch: Option<BootstrapPatch>,
@@ -31,6 +44,8 @@ impl EnvoyOptions {
     pub fn new(plugin_config: &Value, idp_port: u16, upstream_port: u16) -> Self {
         EnvoyOptions {
             plugin_config: plugin_config.to_string(),
+            build: Build::Wasm,
+            envoy_bin: None,
             vm_env: Vec::new(),
             process_env: Vec::new(),
             concurrency: 2,
@@ -71,6 +86,45 @@ pub fn wasm_path() -> PathBuf {
     env_path("OBO_WASM", "target/entra_obo_filter.wasm")
 }
 
+/// The native module (`make native`).
+pub fn native_path() -> PathBuf {
+    env_path("OBO_NATIVE", "target/native/libentra_obo_native.so")
+}
+
+/// Envoy `version` as `make tools` installs it into `.tools/`.
+pub fn envoy_bin_of(version: &str) -> PathBuf {
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .join(format!(".tools/envoy-{version}/envoy/_bin/envoy"));
+    assert!(
+        path.exists(),
+        "{} not found; `make tools` installs it",
+        path.display()
+    );
+    path
+}
+
+/// The Envoy versions the native build supports: 1.38 to 1.40 (native/src/abi.rs says why).
+pub fn native_supports(version: &str) -> bool {
+    let minor = version
+        .strip_prefix("1.")
+        .and_then(|rest| rest.split('.').next());
+    minor
+        .and_then(|m| m.parse::<u32>().ok())
+        .is_some_and(|m| (38..=40).contains(&m))
+}
+
+/// The version `envoy --version` prints (`1.40.0`), or an empty string.
+pub fn envoy_version(bin: &std::path::Path) -> String {
+    let out = Command::new(bin).arg("--version").output();
+    let text = out.map_or_else(
+        |_| String::new(),
+        |o| String::from_utf8_lossy(&o.stdout).into_owned(),
+    );
+    // "<path>  version: <commit>/1.40.0/Clean/RELEASE/BoringSSL"
+    let build = text.rsplit("version: ").next().unwrap_or_default();
+    build.split('/').nth(1).unwrap_or_default().to_string()
+}
+
 pub fn cluster(name: &str, port: Option<u16>) -> Value {
     let endpoints = port.map_or_else(Vec::new, |p| {
         vec![json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}})]
@@ -85,12 +139,50 @@ pub fn cluster(name: &str, port: Option<u16>) -> Value {
     })
 }
 
-fn bootstrap(opts: &EnvoyOptions, wasm: &std::path::Path) -> Value {
+/// The filter's entry in the HTTP filter chain.
+fn filter(opts: &EnvoyOptions, module: &std::path::Path) -> Value {
+    let configuration = json!({
+        "@type": "type.googleapis.com/google.protobuf.StringValue",
+        "value": opts.plugin_config
+    });
+    if opts.build == Build::Native {
+        // Envoy looks for lib<name>.so in ENVOY_DYNAMIC_MODULES_SEARCH_PATH (set in try_start).
+        return json!({
+            "name": "entra_obo",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+                "dynamic_module_config": {"name": "entra_obo_native", "do_not_close": true},
+                "filter_name": "entra_obo",
+                "filter_config": configuration
+            }
+        });
+    }
     let key_values: serde_json::Map<String, Value> = opts
         .vm_env
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
+    json!({
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                // No name or root_id (the module needs neither): Envoy prefixes the filter's log
+                // lines with the vm_id alone.
+                "failure_policy": "FAIL_CLOSED",
+                "vm_config": {
+                    "vm_id": "entra_obo",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": module}},
+                    "environment_variables": {"key_values": key_values}
+                },
+                "configuration": configuration
+            }
+        }
+    })
+}
+
+fn bootstrap(opts: &EnvoyOptions, module: &std::path::Path) -> Value {
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         // Histograms reach the admin endpoint at each flush; 5 s by default.
@@ -109,27 +201,7 @@ fn bootstrap(opts: &EnvoyOptions, wasm: &std::path::Path) -> Value {
                             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
                         }]},
                         "http_filters": [
-                            {
-                                "name": "envoy.filters.http.wasm",
-                                "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                    "config": {
-                                        // No name or root_id (the module needs neither): Envoy
-                                        // prefixes the filter's log lines with the vm_id alone.
-                                        "failure_policy": "FAIL_CLOSED",
-                                        "vm_config": {
-                                            "vm_id": "entra_obo",
-                                            "runtime": "envoy.wasm.runtime.v8",
-                                            "code": {"local": {"filename": wasm}},
-                                            "environment_variables": {"key_values": key_values}
-                                        },
-                                        "configuration": {
-                                            "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                            "value": opts.plugin_config
-                                        }
-                                    }
-                                }
-                            },
+                            filter(opts, module),
                             {"name": "envoy.filters.http.router",
                              "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
                         ]
@@ -149,12 +221,25 @@ impl Envoy {
 
     /// Starts Envoy; Err carries Envoy's log when it exits or never becomes ready.
     pub fn try_start(mut opts: EnvoyOptions) -> Result<Envoy, String> {
-        let (bin, wasm) = (envoy_bin(), wasm_path());
+        let bin = opts.envoy_bin.clone().unwrap_or_else(envoy_bin);
+        let module = match opts.build {
+            Build::Wasm => wasm_path(),
+            Build::Native => native_path(),
+        };
+        let mut env = opts.process_env.clone();
+        if opts.build == Build::Native {
+            let dir = module.parent().map(|d| d.to_string_lossy().into_owned());
+            env.push((
+                "ENVOY_DYNAMIC_MODULES_SEARCH_PATH".into(),
+                dir.unwrap_or_default(),
+            ));
+            env.extend(opts.vm_env.iter().cloned());
+        }
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let config_path = dir.path().join("envoy.json");
         let admin_path = dir.path().join("admin-address");
         let log_path = dir.path().join("envoy.log");
-        let mut config = bootstrap(&opts, &wasm);
+        let mut config = bootstrap(&opts, &module);
         if let Some(patch) = opts.bootstrap_patch.take() {
             patch(&mut config);
         }
@@ -169,8 +254,8 @@ impl Envoy {
             .arg("--admin-address-path")
             .arg(&admin_path)
             .args(["-l", "info", "--component-log-level"])
-            .arg(format!("wasm:{}", opts.wasm_log_level))
-            .envs(opts.process_env.iter().map(|(k, v)| (k, v)))
+            .arg(format!("wasm:{0},dynamic_modules:{0}", opts.wasm_log_level))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
             .stderr(log_file)
@@ -271,11 +356,11 @@ impl Envoy {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// The lines the filter itself logged.
+    /// The lines the filter itself logged (either build).
     pub fn filter_log_lines(&self) -> Vec<String> {
         self.log()
             .lines()
-            .filter(|l| l.contains("wasm log"))
+            .filter(|l| l.contains("wasm log") || is_native_filter_line(l))
             .map(str::to_string)
             .collect()
     }
@@ -286,4 +371,10 @@ impl Drop for Envoy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A line of Envoy's log written by the native module (its `dynamic_modules` logger), not by
+/// Envoy's loader about it.
+pub fn is_native_filter_line(line: &str) -> bool {
+    line.contains("][dynamic_modules] ") && !line.contains("Dynamic module ABI version")
 }

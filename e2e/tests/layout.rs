@@ -74,7 +74,8 @@ fn product_lines(text: &str) -> Vec<&str> {
     lines[..end].to_vec()
 }
 
-/// The core's product files: its source minus the testing module and the test files.
+/// The product files of the core and the two shells: their source minus the testing module and
+/// the test files.
 fn core_product_files() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).expect("a source folder") {
@@ -92,6 +93,7 @@ fn core_product_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     walk(&root().join("core/src"), &mut files);
     walk(&root().join("wasm/src"), &mut files);
+    walk(&root().join("native/src"), &mut files);
     files.sort();
     files
 }

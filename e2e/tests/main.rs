@@ -16,6 +16,7 @@ mod logs;
 mod make_run;
 mod metrics;
 mod module;
+mod native;
 mod onprem_proxy;
 mod resilience;
 mod routing;
