@@ -40,20 +40,25 @@ pub(super) enum ActorState {
     Waiting,
 }
 
-/// The key and the exchange of an actor's token, as a `client_credentials` target's would be.
-fn actor_exchange(
-    config: &Config,
-    actor: &Actor,
-    for_params: &ExchangeParams,
-) -> (CacheKey, ExchangeParams) {
+/// The key of an actor's token, as a `client_credentials` target's would be.
+fn actor_key(config: &Config, actor: &Actor) -> CacheKey {
     let acting = &config.providers[actor.provider];
-    let key = CacheKey::derive(
+    CacheKey::derive(
         &acting.token_endpoint.url,
         acting.key_client(),
         acting.grant.name(),
         &actor.scope,
         "",
-    );
+    )
+}
+
+/// The key and the exchange of an actor's token.
+fn actor_exchange(
+    config: &Config,
+    actor: &Actor,
+    for_params: &ExchangeParams,
+) -> (CacheKey, ExchangeParams) {
+    let key = actor_key(config, actor);
     let params = ExchangeParams {
         provider: actor.provider,
         grant: Grant::ClientCredentials,
@@ -68,6 +73,13 @@ fn actor_exchange(
         actor: None,
     };
     (key, params)
+}
+
+impl ExchangeParams {
+    /// Its provider delegates and it has no actor token yet.
+    pub(super) fn may_wait_for_actor(&self, config: &Config) -> bool {
+        self.actor.is_none() && config.providers[self.provider].actor.is_some()
+    }
 }
 
 impl Worker {
@@ -130,11 +142,14 @@ impl Worker {
         if let Some(retry_after_s) = backoff::remaining_s(host, &backoff_key, now_ms) {
             return Err(Refusal::BackingOff { retry_after_s });
         }
-        if self.at_exchange_limit(config) {
+        // The exchange that waits for it counts too, once it is in the map.
+        let room = 1 + usize::from(!self.exchanges.contains_key(&key));
+        let limit = config.max_exchanges_in_flight_per_worker as usize;
+        if self.exchanges.len() + room > limit {
             host.count(Counter::OverExchangeLimit);
             return Err(Refusal::TooManyExchanges);
         }
-        let start = self.try_start(host, config, &actor_key, now_ms);
+        let start = self.try_start(host, config, &actor_key, &actor_params, now_ms);
         // Sent by the root context, which outlives the request that began it.
         let mut exchange = Exchange::new(actor_params, None, Vec::new(), now_ms, start.deadline_ms);
         exchange.dependents.push(key);
@@ -170,15 +185,23 @@ impl Worker {
             }
             match &actor {
                 Ok(actor) => {
-                    if let Some(exchange) = self.exchanges.get_mut(&key) {
-                        exchange.awaiting_actor = false;
-                        exchange.params.actor = Some(actor.clone());
-                        // Its own time budget starts now, not when it began waiting.
-                        let budget_ms = config.token_timeout.as_millis() as u64;
-                        exchange.deadline_ms = now_ms.saturating_add(budget_ms);
+                    let Some(mut exchange) = self.exchanges.remove(&key) else {
+                        continue;
+                    };
+                    exchange.awaiting_actor = false;
+                    exchange.params.actor = Some(actor.clone());
+                    // Its own time budget starts now, not when it began waiting, and its lease
+                    // is renewed to cover it, so no other worker sends the same token request.
+                    let start = self.try_start(host, &config, &key, &exchange.params, now_ms);
+                    exchange.deadline_ms = start.deadline_ms;
+                    if start.lease == Lease::HeldElsewhere {
+                        // It ran out while waiting, and another worker took it: wait for that one.
+                        exchange.elsewhere_until = Some(start.lease_until);
+                    } else {
                         self.pending.push((key, now_ms));
-                        host.set_tick_period_ms(1);
                     }
+                    self.exchanges.insert(key, exchange);
+                    host.set_tick_period_ms(1);
                 }
                 Err(reply) => {
                     let Some(exchange) = self.exchanges.remove(&key) else {
@@ -195,5 +218,25 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// A delegated exchange gone before its actor's token came: the actor's exchange stops listing
+    /// it, so callers who come and go cannot grow that list.
+    pub(super) fn forget_dependent(&mut self, key: &CacheKey, params: &ExchangeParams) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let Some(actor) = &config.providers[params.provider].actor else {
+            return;
+        };
+        if let Some(exchange) = self.exchanges.get_mut(&actor_key(&config, actor)) {
+            exchange.dependents.retain(|k| k != key);
+        }
+    }
+
+    /// How many exchanges the actors' exchanges list as waiting for their token.
+    #[cfg(test)]
+    pub fn dependents_listed(&self) -> usize {
+        self.exchanges.values().map(|e| e.dependents.len()).sum()
     }
 }

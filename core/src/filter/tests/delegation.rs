@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::exchange::Worker;
+use crate::exchange::{CallAnswer, Worker};
 use crate::filter::Verdict;
 use crate::metrics::Counter;
 use crate::testing::{
@@ -37,9 +37,7 @@ fn delegating(actor: serde_json::Value) -> serde_json::Value {
 }
 
 fn delegating_worker() -> Rc<RefCell<Worker>> {
-    configured(delegating(
-        serde_json::json!({"provider": "agent", "scope": ACTOR_SCOPE}),
-    ))
+    delegating_with(serde_json::json!({}))
 }
 
 /// Runs the root's tick; the token request it sent, if one.
@@ -48,6 +46,46 @@ fn tick_sends(host: &FakeHost, w: &Rc<RefCell<Worker>>) -> Option<usize> {
     tick(host, w);
     (host.token_requests() > before).then_some(before)
 }
+
+/// Field `name` of the token request numbered `nth` ("" when it has none).
+fn field_of(host: &FakeHost, nth: usize, name: &str) -> String {
+    host.dispatched.borrow()[nth]
+        .field(name)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Alice's request 10 on `w`, the actor's token answered `actor`, and her exchange then sent:
+/// its number.
+fn alice_sent_with(host: &FakeHost, w: &Rc<RefCell<Worker>>, actor: CallAnswer) -> usize {
+    request_from(host, w, 10, ALICE);
+    let actor_request = tick_sends(host, w).expect("the actor's token is asked for");
+    answer_at_root(host, w, actor_request, actor);
+    tick_sends(host, w).expect("then alice's exchange")
+}
+
+/// The delegating configuration with the fields of `extra` added or replaced (the actor's
+/// provider, `agent`, keeps its own unless `extra` names `providers`).
+fn delegating_with(extra: serde_json::Value) -> Rc<RefCell<Worker>> {
+    let mut json = delegating(serde_json::json!({"provider": "agent", "scope": ACTOR_SCOPE}));
+    if let (Some(base), Some(extra)) = (json.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    configured(json)
+}
+
+/// Every token request sent with this `grant_type`.
+fn sent_with_grant(host: &FakeHost, grant_type: &str) -> usize {
+    host.dispatched
+        .borrow()
+        .iter()
+        .filter(|d| d.field("grant_type") == Some(grant_type))
+        .count()
+}
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 #[test]
 fn the_actors_token_is_fetched_first_then_sent_as_actor_token() {
@@ -92,13 +130,10 @@ fn the_actor_token_type_is_the_configured_one() {
         "provider": "agent", "scope": ACTOR_SCOPE,
         "token_type": "urn:ietf:params:oauth:token-type:jwt"
     })));
-    let _r = request_from(&host, &w, 10, ALICE);
-    let actor_request = tick_sends(&host, &w).unwrap();
-    answer_at_root(&host, &w, actor_request, ok_answer("actor-1", 3600.into()));
-    let exchange = tick_sends(&host, &w).unwrap();
+    let exchange = alice_sent_with(&host, &w, ok_answer("actor-1", 3600.into()));
     assert_eq!(
-        host.dispatched.borrow()[exchange].field("actor_token_type"),
-        Some("urn:ietf:params:oauth:token-type:jwt")
+        field_of(&host, exchange, "actor_token_type"),
+        "urn:ietf:params:oauth:token-type:jwt"
     );
 }
 
@@ -144,11 +179,8 @@ fn one_actor_token_serves_every_user_until_it_ends() {
 fn a_new_actor_token_makes_a_new_delegated_token() {
     let host = FakeHost::default();
     let w = delegating_worker();
-    let (_f, _) = request_from(&host, &w, 10, ALICE);
-    let actor_request = tick_sends(&host, &w).unwrap();
     // Used for 600 - 60 (the expiry skew) seconds.
-    answer_at_root(&host, &w, actor_request, ok_answer("actor-1", 600.into()));
-    let exchange = tick_sends(&host, &w).unwrap();
+    let exchange = alice_sent_with(&host, &w, ok_answer("actor-1", 600.into()));
     answer_at_root(&host, &w, exchange, ok_answer("delegated-1", 3600.into()));
     assert_authorization(&host, 10, "Bearer delegated-1");
 
@@ -167,15 +199,12 @@ fn a_new_actor_token_makes_a_new_delegated_token() {
     assert_eq!(verdict, Verdict::Pause);
     let actor_request = tick_sends(&host, &w).expect("a new actor token");
     assert_eq!(
-        host.dispatched.borrow()[actor_request].field("grant_type"),
-        Some("client_credentials")
+        field_of(&host, actor_request, "grant_type"),
+        "client_credentials"
     );
     answer_at_root(&host, &w, actor_request, ok_answer("actor-2", 600.into()));
     let exchange = tick_sends(&host, &w).unwrap();
-    assert_eq!(
-        host.dispatched.borrow()[exchange].field("actor_token"),
-        Some("actor-2")
-    );
+    assert_eq!(field_of(&host, exchange, "actor_token"), "actor-2");
     answer_at_root(&host, &w, exchange, ok_answer("delegated-2", 3600.into()));
     assert_authorization(&host, 12, "Bearer delegated-2");
 }
@@ -305,10 +334,7 @@ fn the_cache_key_covers_the_actor_and_keys_without_one_are_unchanged() {
 fn a_delegated_token_is_refreshed_with_a_fresh_actor_token_never_one_near_its_end() {
     let host = FakeHost::default();
     let w = delegating_worker();
-    let (_f, _) = request_from(&host, &w, 10, ALICE);
-    let actor_request = tick_sends(&host, &w).unwrap();
-    answer_at_root(&host, &w, actor_request, ok_answer("actor-1", 3600.into()));
-    let exchange = tick_sends(&host, &w).unwrap();
+    let exchange = alice_sent_with(&host, &w, ok_answer("actor-1", 3600.into()));
     answer_at_root(&host, &w, exchange, ok_answer("delegated-1", 3600.into()));
 
     // Both are due for their refresh (300 s before their end): the actor's comes first.
@@ -317,10 +343,7 @@ fn a_delegated_token_is_refreshed_with_a_fresh_actor_token_never_one_near_its_en
     assert_eq!(verdict, Verdict::Continue);
     assert_authorization(&host, 11, "Bearer delegated-1");
     let refresh = tick_sends(&host, &w).expect("the actor token is refreshed");
-    assert_eq!(
-        host.dispatched.borrow()[refresh].field("grant_type"),
-        Some("client_credentials")
-    );
+    assert_eq!(field_of(&host, refresh, "grant_type"), "client_credentials");
     assert_eq!(
         tick_sends(&host, &w),
         None,
@@ -331,11 +354,126 @@ fn a_delegated_token_is_refreshed_with_a_fresh_actor_token_never_one_near_its_en
     let (_h, verdict) = request_from(&host, &w, 12, ALICE);
     assert_eq!(verdict, Verdict::Continue);
     let refresh = tick_sends(&host, &w).expect("now the delegated token is refreshed");
-    assert_eq!(
-        host.dispatched.borrow()[refresh].field("actor_token"),
-        Some("actor-2")
-    );
+    assert_eq!(field_of(&host, refresh, "actor_token"), "actor-2");
     answer_at_root(&host, &w, refresh, ok_answer("delegated-2", 3600.into()));
     let (_i, _) = request_from(&host, &w, 13, ALICE);
     assert_authorization(&host, 13, "Bearer delegated-2");
+}
+
+#[test]
+fn another_worker_waits_for_a_delegated_exchange_sent_late_after_its_actors_token() {
+    // When (ms) alice asks on worker b, when the actor's token comes to worker a, and when b
+    // looks again: past the one time budget a lease covers, or a wait lasts, without an actor.
+    for (b_asks, actor_answers, b_looks) in [(6_000, 4_900, 6_000), (100, 4_000, 7_000)] {
+        let host = FakeHost::default();
+        let (a, b) = (delegating_worker(), delegating_worker());
+        request_from(&host, &a, 10, ALICE);
+        let actor_request = tick_sends(&host, &a).unwrap();
+        if b_asks < actor_answers {
+            host.extra_ms.set(b_asks);
+            request_from(&host, &b, 20, ALICE);
+        }
+        host.extra_ms.set(actor_answers);
+        answer_at_root(&host, &a, actor_request, ok_answer("actor-1", 3600.into()));
+        let exchange = tick_sends(&host, &a).expect("alice's exchange, from worker a");
+        host.extra_ms.set(b_looks);
+        if b_asks >= actor_answers {
+            request_from(&host, &b, 20, ALICE);
+        }
+        tick(&host, &b);
+        assert_eq!(
+            sent_with_grant(&host, TOKEN_EXCHANGE),
+            1,
+            "worker b waits for a's exchange of the same key"
+        );
+        answer_at_root(&host, &a, exchange, ok_answer("delegated-1", 3600.into()));
+        tick(&host, &b);
+        assert_authorization(&host, 20, "Bearer delegated-1");
+        assert_eq!(host.token_requests(), 2);
+    }
+}
+
+#[test]
+fn a_caller_who_leaves_while_waiting_for_the_actor_lets_another_worker_exchange_at_once() {
+    let host = FakeHost::default();
+    let (a, b) = (delegating_worker(), delegating_worker());
+    let (mut gone, _) = request_from(&host, &a, 10, ALICE);
+    host.close_stream(10);
+    gone.on_end(&host);
+    let actor_request = tick_sends(&host, &a).unwrap();
+    answer_at_root(&host, &a, actor_request, ok_answer("actor-1", 3600.into()));
+    tick(&host, &a);
+    // Alice again, on worker b: nothing is under way for her any more.
+    let (_fb, _) = request_from(&host, &b, 20, ALICE);
+    let last = host.dispatched.borrow().last().cloned().unwrap();
+    assert_eq!(last.field("subject_token"), Some(ALICE), "sent at once");
+    assert_eq!(last.field("actor_token"), Some("actor-1"));
+}
+
+#[test]
+fn callers_who_leave_while_waiting_for_the_actor_are_not_kept_on_its_exchange() {
+    let host = FakeHost::default();
+    let w = delegating_worker();
+    for id in 10..60 {
+        let user = crate::testing::jwt_with_exp(1_800_003_600, &format!("user-{id}"));
+        let (mut gone, _) = request_from(&host, &w, id, &user);
+        host.close_stream(id);
+        gone.on_end(&host);
+    }
+    assert_eq!(w.borrow().in_flight(), 1, "the actor's exchange alone");
+    assert_eq!(w.borrow().dependents_listed(), 0);
+}
+
+#[test]
+fn the_actors_exchange_counts_toward_the_exchange_limit() {
+    let host = FakeHost::default();
+    let w = delegating_with(serde_json::json!({"max_exchanges_in_flight_per_worker": 1}));
+    let (_a, _) = request_from(&host, &w, 10, ALICE);
+    assert!(w.borrow().in_flight() <= 1, "{}", w.borrow().in_flight());
+    assert_eq!(host.stream(10).reply.map(|r| r.status), Some(503));
+    let w = delegating_with(serde_json::json!({"max_exchanges_in_flight_per_worker": 2}));
+    let (_b, _) = request_from(&host, &w, 11, BOB);
+    assert_eq!(w.borrow().in_flight(), 2);
+    assert!(host.stream(11).reply.is_none());
+}
+
+#[test]
+fn a_delegated_exchange_whose_lease_ran_out_while_its_actor_was_late_waits_for_the_new_holder() {
+    let host = FakeHost::default();
+    let (a, b, dead) = (
+        delegating_worker(),
+        delegating_worker(),
+        delegating_worker(),
+    );
+    // A worker leases the actor's token, asks for it, and dies.
+    let (_fd, _) = request_from(&host, &dead, 30, BOB);
+    tick_sends(&host, &dead).unwrap();
+    let (_fa, _) = request_from(&host, &a, 10, ALICE);
+    tick(&host, &a);
+    // Worker a takes the actor's exchange over once that lease ends; its answer comes late.
+    host.extra_ms.set(5_600);
+    let actor_request = tick_sends(&host, &a).expect("a asks for the actor's token itself");
+    // Meanwhile alice's lease on worker a ran out (two budgets and the margin), and b took it.
+    host.extra_ms.set(10_600);
+    let (_fb, _) = request_from(&host, &b, 20, ALICE);
+    tick(&host, &b);
+    answer_at_root(&host, &a, actor_request, ok_answer("actor-1", 3600.into()));
+    for w in [&a, &b, &a, &b] {
+        tick(&host, w);
+    }
+    let exchanges: Vec<_> = host
+        .dispatched
+        .borrow()
+        .iter()
+        .filter(|d| d.field("subject_token") == Some(ALICE))
+        .cloned()
+        .collect();
+    assert_eq!(exchanges.len(), 1, "one exchange for alice, from b");
+    let token_id = exchanges[0].token_id;
+    b.borrow_mut()
+        .complete(&host, token_id, &ok_answer("delegated-1", 3600.into()), 1);
+    host.extra_ms.set(10_700);
+    tick(&host, &a);
+    assert_authorization(&host, 10, "Bearer delegated-1");
+    assert_authorization(&host, 20, "Bearer delegated-1");
 }
