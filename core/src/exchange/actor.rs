@@ -75,6 +75,32 @@ fn actor_exchange(
     (key, params)
 }
 
+/// The actor's token is the application's: its refusal is told as the token endpoint's error
+/// (502), never as a challenge to the caller's own token (401), which no token of theirs answers.
+fn as_actors_failure(failure: ExchangeFailure) -> ExchangeFailure {
+    match failure {
+        ExchangeFailure::InvalidGrant(idp) | ExchangeFailure::ClaimsChallenge(idp) => {
+            ExchangeFailure::IdpError {
+                status: 400,
+                idp: Some(idp),
+            }
+        }
+        failure => failure,
+    }
+}
+
+/// The reply `as_actors_failure` would give, made from the one the actor's exchange got.
+fn as_actors_reply(reply: &Reply) -> Reply {
+    let mut reply = reply.clone();
+    if reply.status == 401 {
+        reply.status = 502;
+        reply
+            .headers
+            .retain(|(name, _)| *name != "www-authenticate");
+    }
+    reply
+}
+
 impl ExchangeParams {
     /// Its provider delegates and it has no actor token yet.
     pub(super) fn may_wait_for_actor(&self, config: &Config) -> bool {
@@ -114,9 +140,10 @@ impl Worker {
                 self.refresh(host, actor_key, actor_params);
                 Ok(ActorState::Stale)
             }
-            Some(Cached::Rejected(json)) => Err(Refusal::Exchange(ExchangeFailure::remembered(
-                json.as_bytes(),
-            ))),
+            Some(Cached::Rejected(json)) => {
+                let failure = ExchangeFailure::remembered(json.as_bytes());
+                Err(Refusal::Exchange(as_actors_failure(failure)))
+            }
             None => {
                 self.wait_for_actor(host, config, key, actor_key, actor_params)?;
                 Ok(ActorState::Waiting)
@@ -213,7 +240,11 @@ impl Worker {
                         self.cache
                             .postpone_refresh(host, &key, now + REFRESH_RETRY_S, now);
                     }
-                    finish(host, &exchange.waiters, &Outcome::Refuse((*reply).clone()));
+                    finish(
+                        host,
+                        &exchange.waiters,
+                        &Outcome::Refuse(as_actors_reply(reply)),
+                    );
                     // Nothing waits on a delegated exchange as its actor: dependents stop here.
                 }
             }

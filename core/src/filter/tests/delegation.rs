@@ -477,3 +477,33 @@ fn a_delegated_exchange_whose_lease_ran_out_while_its_actor_was_late_waits_for_t
     assert_authorization(&host, 10, "Bearer delegated-1");
     assert_authorization(&host, 20, "Bearer delegated-1");
 }
+
+#[test]
+fn a_refusal_of_the_actors_token_never_challenges_the_callers_own_token() {
+    for refusal in [
+        fixture_answer(400, "error-invalid-grant-expired.json"),
+        fixture_answer(400, "error-interaction-required.json"),
+    ] {
+        let host = FakeHost::default();
+        let w = delegating_worker();
+        let (_a, _) = request_from(&host, &w, 10, ALICE);
+        let actor_request = tick_sends(&host, &w).unwrap();
+        answer_at_root(&host, &w, actor_request, refusal);
+        // And while that refusal is remembered, a new caller is told the same at once.
+        let (_b, _) = request_from(&host, &w, 11, BOB);
+        for id in [10, 11] {
+            let reply = host.stream(id).reply.expect("refused");
+            assert_eq!(
+                reply.status, 502,
+                "the application's failure, not the caller's"
+            );
+            assert_eq!(reply.header("www-authenticate"), None);
+        }
+        let (first, again) = (
+            host.stream(10).reply.unwrap(),
+            host.stream(11).reply.unwrap(),
+        );
+        assert_eq!((first.headers, first.body), (again.headers, again.body));
+        assert_eq!(host.token_requests(), 1);
+    }
+}
