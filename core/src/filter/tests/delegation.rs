@@ -87,6 +87,26 @@ fn sent_with_grant(host: &FakeHost, grant_type: &str) -> usize {
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
+/// No log line carries `token`.
+fn assert_not_logged(host: &FakeHost, token: &str) {
+    let logs = host.logs.borrow();
+    let carrying: Vec<_> = logs.iter().filter(|(_, l)| l.contains(token)).collect();
+    assert!(carrying.is_empty(), "{carrying:?}");
+}
+
+/// The delegating worker, with a `client_credentials` target of the actor's provider and scope.
+fn with_actors_own_target() -> Rc<RefCell<Worker>> {
+    delegating_with(serde_json::json!({"targets": [
+        {"host": "api.example.com", "audience": "api://downstream"},
+        {"host": "sts-admin.example.com", "provider": "agent", "scope": ACTOR_SCOPE}
+    ]}))
+}
+
+fn to_actors_own_target(host: &FakeHost, w: &Rc<RefCell<Worker>>, id: u32) -> Verdict {
+    let (_f, verdict) = crate::testing::request(host, w, id, "sts-admin.example.com", "/", None);
+    verdict
+}
+
 #[test]
 fn the_actors_token_is_fetched_first_then_sent_as_actor_token() {
     let host = FakeHost::default();
@@ -476,6 +496,158 @@ fn a_delegated_exchange_whose_lease_ran_out_while_its_actor_was_late_waits_for_t
     tick(&host, &a);
     assert_authorization(&host, 10, "Bearer delegated-1");
     assert_authorization(&host, 20, "Bearer delegated-1");
+}
+
+#[test]
+fn a_client_credentials_target_of_the_actors_scope_shares_its_token_which_no_user_gets() {
+    for target_first in [false, true] {
+        let host = FakeHost::default();
+        let w = with_actors_own_target();
+        if target_first {
+            assert_eq!(to_actors_own_target(&host, &w, 11), Verdict::Pause);
+        }
+        let (_a, _) = request_from(&host, &w, 10, ALICE);
+        if !target_first {
+            assert_eq!(to_actors_own_target(&host, &w, 11), Verdict::Pause);
+        }
+        tick(&host, &w);
+        assert_eq!(host.token_requests(), 1, "one request for the actor's key");
+        answer_at_root(&host, &w, 0, ok_answer("actor-1", 3600.into()));
+        assert_authorization(&host, 11, "Bearer actor-1");
+        let exchange = tick_sends(&host, &w).expect("alice's exchange");
+        assert_eq!(field_of(&host, exchange, "actor_token"), "actor-1");
+        assert_eq!(
+            host.header_of(10, "authorization"),
+            Some(format!("Bearer {ALICE}"))
+        );
+        answer_at_root(
+            &host,
+            &w,
+            exchange,
+            ok_answer("delegated-alice", 3600.into()),
+        );
+        assert_authorization(&host, 10, "Bearer delegated-alice");
+        crate::testing::assert_forwarded_with(&host, &w, 12, ALICE, "Bearer delegated-alice");
+        assert_eq!(to_actors_own_target(&host, &w, 13), Verdict::Continue);
+        assert_authorization(&host, 13, "Bearer actor-1");
+        assert_eq!(host.token_requests(), 2);
+        assert_not_logged(&host, "actor-1");
+    }
+}
+
+#[test]
+fn an_actor_token_too_short_lived_to_cache_is_still_sent_and_its_delegated_token_used_once() {
+    let host = FakeHost::default();
+    let w = delegating_worker();
+    // Less than the expiry skew (60 s): not cached.
+    let exchange = alice_sent_with(&host, &w, ok_answer("actor-1", 30.into()));
+    assert_eq!(field_of(&host, exchange, "actor_token"), "actor-1");
+    answer_at_root(&host, &w, exchange, ok_answer("delegated-1", 3600.into()));
+    assert_authorization(&host, 10, "Bearer delegated-1");
+    assert_eq!(w.borrow().in_flight(), 0);
+    // No longer than the actor token it was made with: the next request asks again.
+    let (_g, verdict) = request_from(&host, &w, 11, ALICE);
+    assert_eq!(verdict, Verdict::Pause);
+    let again = tick_sends(&host, &w).expect("a new actor token");
+    assert_eq!(field_of(&host, again, "grant_type"), "client_credentials");
+}
+
+#[test]
+fn a_retried_actor_exchange_then_sends_the_waiting_exchanges() {
+    let host = FakeHost::default();
+    let w = delegating_worker();
+    let (_f, _) = request_from(&host, &w, 10, ALICE);
+    let first = tick_sends(&host, &w).unwrap();
+    answer_at_root(&host, &w, first, crate::testing::server_error());
+    host.extra_ms.set(200);
+    let retry = tick_sends(&host, &w).expect("the actor's exchange is retried");
+    assert_eq!(field_of(&host, retry, "grant_type"), "client_credentials");
+    assert!(host.stream(10).reply.is_none(), "alice still waits");
+    answer_at_root(&host, &w, retry, ok_answer("actor-1", 3600.into()));
+    let exchange = tick_sends(&host, &w).expect("alice's exchange");
+    answer_at_root(&host, &w, exchange, ok_answer("delegated-1", 3600.into()));
+    assert_authorization(&host, 10, "Bearer delegated-1");
+    assert_not_logged(&host, "actor-1");
+}
+
+#[test]
+fn the_actors_invalid_client_with_a_fetched_assertion_fetches_it_again_then_sends_the_exchanges() {
+    let fetched_actor = serde_json::json!({"providers": {"agent": {
+        "token_cluster": "entra_id",
+        "token_endpoint": "https://login.example/tenant/oauth2/v2.0/token",
+        "client_id": "agent-identity",
+        "client_assertion_source": {"cluster": "federated_token"},
+        "grant": "client_credentials"
+    }}});
+    for refetched in [true, false] {
+        let host = FakeHost::default();
+        let w = delegating_with(fetched_actor.clone());
+        let assertion = crate::testing::jwt_with_exp(1_800_003_600, "agent");
+        let served = |status: u16| crate::exchange::CallAnswer {
+            status: Some(status),
+            body: assertion.clone().into_bytes(),
+            ..Default::default()
+        };
+        let (_f, _) = request_from(&host, &w, 10, ALICE);
+        let fetch = tick_sends(&host, &w).expect("the actor's assertion is fetched");
+        answer_at_root(&host, &w, fetch, served(200));
+        let actor_request = tick_sends(&host, &w).unwrap();
+        let invalid_client = fixture_answer(401, "error-invalid-client.json");
+        answer_at_root(&host, &w, actor_request, invalid_client);
+        let refetch = tick_sends(&host, &w).expect("fetched again");
+        if !refetched {
+            answer_at_root(&host, &w, refetch, served(500));
+            assert_eq!(host.stream(10).reply.map(|r| r.status), Some(503));
+            assert_eq!(w.borrow().in_flight(), 0);
+            assert_eq!(sent_with_grant(&host, TOKEN_EXCHANGE), 0);
+            continue;
+        }
+        answer_at_root(&host, &w, refetch, served(200));
+        let again = tick_sends(&host, &w).expect("the actor's token asked for again");
+        answer_at_root(&host, &w, again, ok_answer("actor-1", 3600.into()));
+        let exchange = tick_sends(&host, &w).expect("alice's exchange");
+        answer_at_root(&host, &w, exchange, ok_answer("delegated-1", 3600.into()));
+        assert_authorization(&host, 10, "Bearer delegated-1");
+    }
+}
+
+#[test]
+fn a_refresh_that_finds_the_actor_refused_keeps_serving_the_delegated_token() {
+    let host = FakeHost::default();
+    let w = delegating_worker();
+    let exchange = alice_sent_with(&host, &w, ok_answer("actor-1", 3600.into()));
+    answer_at_root(&host, &w, exchange, ok_answer("delegated-1", 3600.into()));
+    // The actor's token is gone from the shared cache (another key took its slot, say).
+    let actor_key = crate::cache_key::CacheKey::derive(
+        "https://login.example/tenant/oauth2/v2.0/token",
+        "agent-identity",
+        "client_credentials",
+        ACTOR_SCOPE,
+        "",
+    );
+    w.borrow().shared_cache().forget(&host, &actor_key);
+    host.now.set(host.now.get() + 3250);
+    let (_g, verdict) = request_from(&host, &w, 11, ALICE);
+    assert_eq!(verdict, Verdict::Continue);
+    assert_authorization(&host, 11, "Bearer delegated-1");
+    let refresh = tick_sends(&host, &w).expect("the actor's token first");
+    answer_at_root(
+        &host,
+        &w,
+        refresh,
+        fixture_answer(400, "error-invalid-scope.json"),
+    );
+    assert_eq!(w.borrow().in_flight(), 0, "the waiting refresh is dropped");
+    assert_eq!(tick_sends(&host, &w), None);
+    let (_h, verdict) = request_from(&host, &w, 12, ALICE);
+    assert_eq!(verdict, Verdict::Continue);
+    assert_authorization(&host, 12, "Bearer delegated-1");
+    assert_eq!(
+        tick_sends(&host, &w),
+        None,
+        "tried again later, not at once"
+    );
+    assert_eq!(sent_with_grant(&host, TOKEN_EXCHANGE), 1);
 }
 
 #[test]
