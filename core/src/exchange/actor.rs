@@ -137,7 +137,9 @@ impl Worker {
                 if now < refresh_at {
                     return Ok(ActorState::Ready);
                 }
-                self.refresh(host, actor_key, actor_params);
+                if self.room_for_actor(config, &key) {
+                    self.refresh(host, actor_key, actor_params);
+                }
                 Ok(ActorState::Stale)
             }
             Some(Cached::Rejected(json)) => {
@@ -169,10 +171,7 @@ impl Worker {
         if let Some(retry_after_s) = backoff::remaining_s(host, &backoff_key, now_ms) {
             return Err(Refusal::BackingOff { retry_after_s });
         }
-        // The exchange that waits for it counts too, once it is in the map.
-        let room = 1 + usize::from(!self.exchanges.contains_key(&key));
-        let limit = config.max_exchanges_in_flight_per_worker as usize;
-        if self.exchanges.len() + room > limit {
+        if !self.room_for_actor(config, &key) {
             host.count(Counter::OverExchangeLimit);
             return Err(Refusal::TooManyExchanges);
         }
@@ -189,6 +188,13 @@ impl Worker {
         }
         self.exchanges.insert(actor_key, exchange);
         Ok(())
+    }
+
+    /// Room under the exchange limit for an actor's exchange beside the exchange of `key`, which
+    /// counts too once it is in the map.
+    fn room_for_actor(&self, config: &Config, key: &CacheKey) -> bool {
+        let needed = 1 + usize::from(!self.exchanges.contains_key(key));
+        self.exchanges.len() + needed <= config.max_exchanges_in_flight_per_worker as usize
     }
 
     /// The exchanges waiting for an actor token: sent with it, or refused with the actor's answer.

@@ -8,8 +8,8 @@ use crate::exchange::{CallAnswer, Worker};
 use crate::filter::Verdict;
 use crate::metrics::Counter;
 use crate::testing::{
-    answer_at_root, assert_authorization, configured, fixture_answer, ok_answer, request_from,
-    tick, FakeHost, ALICE, BOB, SECRET,
+    answer_at_root, assert_authorization, configured, fixture_answer, jwt_with_exp, ok_answer,
+    request_from, tick, FakeHost, ALICE, BOB, SECRET,
 };
 
 const ACTOR_SCOPE: &str = "api://sts.example/.default";
@@ -186,7 +186,7 @@ fn one_actor_token_serves_every_user_until_it_ends() {
         .all(|(_, actor)| actor.as_deref() == Some("actor-1")));
 
     // A later user's exchange goes out at once, with the cached actor token.
-    let carol = crate::testing::jwt_with_exp(1_800_003_600, "carol");
+    let carol = jwt_with_exp(1_800_003_600, "carol");
     let (_c, verdict) = request_from(&host, &w, 12, &carol);
     assert_eq!(verdict, Verdict::Pause);
     let last = host.dispatched.borrow().last().cloned().unwrap();
@@ -435,7 +435,7 @@ fn callers_who_leave_while_waiting_for_the_actor_are_not_kept_on_its_exchange() 
     let host = FakeHost::default();
     let w = delegating_worker();
     for id in 10..60 {
-        let user = crate::testing::jwt_with_exp(1_800_003_600, &format!("user-{id}"));
+        let user = jwt_with_exp(1_800_003_600, &format!("user-{id}"));
         let (mut gone, _) = request_from(&host, &w, id, &user);
         host.close_stream(id);
         gone.on_end(&host);
@@ -582,7 +582,7 @@ fn the_actors_invalid_client_with_a_fetched_assertion_fetches_it_again_then_send
     for refetched in [true, false] {
         let host = FakeHost::default();
         let w = delegating_with(fetched_actor.clone());
-        let assertion = crate::testing::jwt_with_exp(1_800_003_600, "agent");
+        let assertion = jwt_with_exp(1_800_003_600, "agent");
         let served = |status: u16| crate::exchange::CallAnswer {
             status: Some(status),
             body: assertion.clone().into_bytes(),
@@ -678,4 +678,19 @@ fn a_refusal_of_the_actors_token_never_challenges_the_callers_own_token() {
         assert_eq!((first.headers, first.body), (again.headers, again.body));
         assert_eq!(host.token_requests(), 1);
     }
+}
+
+#[test]
+fn an_actor_refresh_started_by_a_new_exchange_keeps_within_the_exchange_limit() {
+    let host = FakeHost::default();
+    let w = delegating_with(serde_json::json!({"max_exchanges_in_flight_per_worker": 2}));
+    let exchange = alice_sent_with(&host, &w, ok_answer("actor-1", 3600.into()));
+    answer_at_root(&host, &w, exchange, ok_answer("delegated-1", 3600.into()));
+    // Carol's exchange is in flight when the actor's token comes due for its refresh.
+    host.now.set(host.now.get() + 3000);
+    request_from(&host, &w, 11, &jwt_with_exp(1_800_007_200, "carol"));
+    host.now.set(host.now.get() + 250);
+    request_from(&host, &w, 12, &jwt_with_exp(1_800_007_200, "bob"));
+    let in_flight = w.borrow().in_flight();
+    assert!(in_flight <= 2, "{in_flight} in flight");
 }
