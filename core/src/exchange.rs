@@ -390,7 +390,9 @@ impl Worker {
             return;
         };
         exchange.waiters.retain(|w| *w != context_id);
-        if exchange.waiters.is_empty() && !exchange.background && exchange.dependents.is_empty() {
+        // An actor's token (no request's: no fingerprint) serves the delegated exchanges to come.
+        let wanted = exchange.background || exchange.params.fingerprint.is_none();
+        if exchange.waiters.is_empty() && !wanted && exchange.dependents.is_empty() {
             if let Some(gone) = self.exchanges.remove(key) {
                 // No token request of its own is out: other workers need not wait out its lease.
                 if gone.call.is_none() {

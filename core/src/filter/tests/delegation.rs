@@ -694,3 +694,21 @@ fn an_actor_refresh_started_by_a_new_exchange_keeps_within_the_exchange_limit() 
     let in_flight = w.borrow().in_flight();
     assert!(in_flight <= 2, "{in_flight} in flight");
 }
+
+#[test]
+fn the_actors_token_is_kept_when_every_caller_waiting_for_it_left() {
+    let host = FakeHost::default();
+    let w = with_actors_own_target();
+    let (mut alice, _) = request_from(&host, &w, 10, ALICE);
+    let (mut own, _) = crate::testing::request(&host, &w, 11, "sts-admin.example.com", "/", None);
+    let actor_request = tick_sends(&host, &w).unwrap();
+    for (id, filter) in [(10, &mut alice), (11, &mut own)] {
+        host.close_stream(id);
+        filter.on_end(&host);
+    }
+    answer_at_root(&host, &w, actor_request, ok_answer("actor-1", 3600.into()));
+    request_from(&host, &w, 12, BOB);
+    let last = host.dispatched.borrow().last().cloned().unwrap();
+    assert_eq!(last.field("actor_token"), Some("actor-1"), "from the cache");
+    assert_eq!(host.token_requests(), 2);
+}
