@@ -712,3 +712,19 @@ fn the_actors_token_is_kept_when_every_caller_waiting_for_it_left() {
     assert_eq!(last.field("actor_token"), Some("actor-1"), "from the cache");
     assert_eq!(host.token_requests(), 2);
 }
+
+#[test]
+fn when_the_request_that_sent_the_actors_token_request_leaves_the_root_sends_it_again() {
+    let host = FakeHost::default();
+    let w = with_actors_own_target();
+    let (mut own, _) = crate::testing::request(&host, &w, 11, "sts-admin.example.com", "/", None);
+    assert_eq!(host.dispatched.borrow()[0].from, 11);
+    request_from(&host, &w, 10, ALICE);
+    host.close_stream(11);
+    own.on_end(&host);
+    let resent = tick_sends(&host, &w).expect("sent again, from the root");
+    assert_eq!(field_of(&host, resent, "grant_type"), "client_credentials");
+    answer_at_root(&host, &w, resent, ok_answer("actor-1", 3600.into()));
+    let exchange = tick_sends(&host, &w).expect("alice's exchange");
+    assert_eq!(field_of(&host, exchange, "actor_token"), "actor-1");
+}
