@@ -239,9 +239,24 @@ impl Worker {
         self.cache
     }
 
-    fn try_start(&self, host: &dyn Host, config: &Config, key: &CacheKey, now_ms: u64) -> Start {
-        let deadline_ms = now_ms.saturating_add(config.token_timeout.as_millis() as u64);
-        let lease_until = deadline_ms.saturating_add(LEASE_MARGIN_MS);
+    fn try_start(
+        &self,
+        host: &dyn Host,
+        config: &Config,
+        key: &CacheKey,
+        params: &ExchangeParams,
+        now_ms: u64,
+    ) -> Start {
+        let budget_ms = config.token_timeout.as_millis() as u64;
+        let deadline_ms = now_ms.saturating_add(budget_ms);
+        // One that may first wait for its actor's token holds its lease (and other workers wait)
+        // for the actor's exchange too.
+        let actor_ms = if params.may_wait_for_actor(config) {
+            budget_ms
+        } else {
+            0
+        };
+        let lease_until = deadline_ms.saturating_add(actor_ms + LEASE_MARGIN_MS);
         let lease = lease::try_take(host, key, self.cache.slots(), self.id, now_ms, lease_until);
         Start {
             lease,
@@ -271,7 +286,7 @@ impl Worker {
             lease,
             deadline_ms,
             lease_until,
-        } = self.try_start(host, &config, &key, now_ms);
+        } = self.try_start(host, &config, &key, &params, now_ms);
         if lease == Lease::HeldElsewhere {
             let wait = Exchange {
                 elsewhere_until: Some(lease_until),
@@ -337,7 +352,7 @@ impl Worker {
         if backoff::remaining_s(host, &params.backoff_key(&config), now_ms).is_some() {
             return;
         }
-        let start = self.try_start(host, &config, &key, now_ms);
+        let start = self.try_start(host, &config, &key, &params, now_ms);
         if start.lease == Lease::HeldElsewhere {
             return;
         }
@@ -375,8 +390,18 @@ impl Worker {
             return;
         };
         exchange.waiters.retain(|w| *w != context_id);
-        if exchange.waiters.is_empty() && !exchange.background && exchange.dependents.is_empty() {
-            self.exchanges.remove(key);
+        // An actor's token (no request's: no fingerprint) serves the delegated exchanges to come.
+        let wanted = exchange.background || exchange.params.fingerprint.is_none();
+        if exchange.waiters.is_empty() && !wanted && exchange.dependents.is_empty() {
+            if let Some(gone) = self.exchanges.remove(key) {
+                // No token request of its own is out: other workers need not wait out its lease.
+                if gone.call.is_none() {
+                    lease::release(host, key, self.cache.slots(), self.id);
+                }
+                if gone.awaiting_actor {
+                    self.forget_dependent(key, &gone.params);
+                }
+            }
             return;
         }
         if exchange.sender == Some(context_id) {

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -119,6 +119,12 @@ enum ClientAuth {
 /// The assertion a federated credential accepts at this moment.
 pub type CurrentAssertion = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
+/// Every token a mock issued, and until when it is good.
+type IssuedTokens = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// How long past its end a token service still takes a token (their clocks differ a little).
+const CLOCK_SKEW: Duration = Duration::from_secs(1);
+
 struct State {
     behaviour: Behaviour,
     /// Whether every tenant's endpoint is served, rather than the one tenant's `TOKEN_PATH`.
@@ -138,6 +144,10 @@ struct State {
     /// Token requests refused with `invalid_client` (a federated assertion that is not the
     /// current one).
     invalid_client: usize,
+    /// The tokens it issued, kept only once a token service takes them as actor tokens.
+    issued: Option<IssuedTokens>,
+    /// As an RFC 8693 token service: the tokens of the IdP whose tokens it takes as `actor_token`.
+    actor_issuer: Option<IssuedTokens>,
 }
 
 pub struct MockIdp {
@@ -215,6 +225,8 @@ impl MockIdp {
             seen_jti: HashSet::new(),
             refuse_reused_assertions: false,
             invalid_client: 0,
+            issued: None,
+            actor_issuer: None,
         }));
         let st = state.clone();
         let app = axum::Router::new().fallback(
@@ -254,6 +266,20 @@ impl MockIdp {
     /// From now on, refuse a client assertion whose `jti` was seen before.
     pub fn refuse_reused_assertions(&self) {
         self.state.lock().unwrap().refuse_reused_assertions = true;
+    }
+
+    /// From now on, take as `actor_token` only a token `issuer` issued and that has not expired,
+    /// as a token service validates an actor token; any other is a violation (RFC 8693 answers it
+    /// with `invalid_request`).
+    pub fn accept_actor_tokens_from(&self, issuer: &MockIdp) {
+        let issued = issuer
+            .state
+            .lock()
+            .unwrap()
+            .issued
+            .get_or_insert_default()
+            .clone();
+        self.state.lock().unwrap().actor_issuer = Some(issued);
     }
 
     /// From now on, expect this client id (the mock as another identity provider, e.g. TokenX).
@@ -378,6 +404,10 @@ async fn handle(
         };
     };
     let (status, body, headers) = answer(&behaviour, &token_request);
+    let issued = state.lock().unwrap().issued.clone();
+    if let (200, Some(issued)) = (status, issued) {
+        remember_issued(&issued, &body);
+    }
     respond(status, body, headers)
 }
 
@@ -432,6 +462,33 @@ fn answer(behaviour: &Behaviour, req: &TokenRequest) -> (u16, Vec<u8>, Vec<(Stri
         }
         Behaviour::Delay(_, then) => answer(then, req),
         Behaviour::Cycle(_) => (500, b"empty cycle".to_vec(), vec![]),
+    }
+}
+
+/// Keeps the access token of a token response, and until when it is good.
+fn remember_issued(issued: &IssuedTokens, body: &[u8]) {
+    let Ok(answer) = obo_core::json::parse(body) else {
+        return;
+    };
+    let lifetime = match &answer["expires_in"] {
+        Value::String(s) => s.parse().ok(),
+        n => n.as_u64(),
+    };
+    if let (Some(token), Some(lifetime)) = (answer["access_token"].as_str(), lifetime) {
+        let until = Instant::now() + Duration::from_secs(lifetime);
+        issued.lock().unwrap().insert(token.to_string(), until);
+    }
+}
+
+/// What a token service that validates actor tokens would refuse in `actor_token`.
+fn actor_token_problem(r: &TokenRequest, state: &State) -> Option<String> {
+    let (issued, actor) = (state.actor_issuer.as_ref()?, r.field("actor_token")?);
+    match issued.lock().unwrap().get(actor) {
+        None => Some("actor_token is no token the actor's IdP issued".into()),
+        Some(until) if Instant::now() > *until + CLOCK_SKEW => {
+            Some("actor_token has expired".into())
+        }
+        Some(_) => None,
     }
 }
 
@@ -539,6 +596,7 @@ fn check(r: &TokenRequest, state: &mut State) -> Vec<String> {
             r.field("actor_token_type")
         ));
     }
+    problems.extend(actor_token_problem(r, state));
     let client = state.client_id.clone();
     must("client_id", &client, &mut problems);
     match &state.client_auth {

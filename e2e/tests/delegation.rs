@@ -35,6 +35,7 @@ fn delegation(actor: Behaviour) -> Delegation {
     entra.set(actor);
     let sts = MockIdp::start();
     sts.expect_client_id(STS_CLIENT_ID);
+    sts.accept_actor_tokens_from(&entra);
     let extra = json!({
         "token_cluster": "sts",
         "token_endpoint": sts.endpoint(),

@@ -40,20 +40,25 @@ pub(super) enum ActorState {
     Waiting,
 }
 
-/// The key and the exchange of an actor's token, as a `client_credentials` target's would be.
-fn actor_exchange(
-    config: &Config,
-    actor: &Actor,
-    for_params: &ExchangeParams,
-) -> (CacheKey, ExchangeParams) {
+/// The key of an actor's token, as a `client_credentials` target's would be.
+fn actor_key(config: &Config, actor: &Actor) -> CacheKey {
     let acting = &config.providers[actor.provider];
-    let key = CacheKey::derive(
+    CacheKey::derive(
         &acting.token_endpoint.url,
         acting.key_client(),
         acting.grant.name(),
         &actor.scope,
         "",
-    );
+    )
+}
+
+/// The key and the exchange of an actor's token.
+fn actor_exchange(
+    config: &Config,
+    actor: &Actor,
+    for_params: &ExchangeParams,
+) -> (CacheKey, ExchangeParams) {
+    let key = actor_key(config, actor);
     let params = ExchangeParams {
         provider: actor.provider,
         grant: Grant::ClientCredentials,
@@ -68,6 +73,39 @@ fn actor_exchange(
         actor: None,
     };
     (key, params)
+}
+
+/// The actor's token is the application's: its refusal is told as the token endpoint's error
+/// (502), never as a challenge to the caller's own token (401), which no token of theirs answers.
+fn as_actors_failure(failure: ExchangeFailure) -> ExchangeFailure {
+    match failure {
+        ExchangeFailure::InvalidGrant(idp) | ExchangeFailure::ClaimsChallenge(idp) => {
+            ExchangeFailure::IdpError {
+                status: 400,
+                idp: Some(idp),
+            }
+        }
+        failure => failure,
+    }
+}
+
+/// The reply `as_actors_failure` would give, made from the one the actor's exchange got.
+fn as_actors_reply(reply: &Reply) -> Reply {
+    let mut reply = reply.clone();
+    if reply.status == 401 {
+        reply.status = 502;
+        reply
+            .headers
+            .retain(|(name, _)| *name != "www-authenticate");
+    }
+    reply
+}
+
+impl ExchangeParams {
+    /// Its provider delegates and it has no actor token yet.
+    pub(super) fn may_wait_for_actor(&self, config: &Config) -> bool {
+        self.actor.is_none() && config.providers[self.provider].actor.is_some()
+    }
 }
 
 impl Worker {
@@ -99,12 +137,15 @@ impl Worker {
                 if now < refresh_at {
                     return Ok(ActorState::Ready);
                 }
-                self.refresh(host, actor_key, actor_params);
+                if self.room_for_actor(config, &key) {
+                    self.refresh(host, actor_key, actor_params);
+                }
                 Ok(ActorState::Stale)
             }
-            Some(Cached::Rejected(json)) => Err(Refusal::Exchange(ExchangeFailure::remembered(
-                json.as_bytes(),
-            ))),
+            Some(Cached::Rejected(json)) => {
+                let failure = ExchangeFailure::remembered(json.as_bytes());
+                Err(Refusal::Exchange(as_actors_failure(failure)))
+            }
             None => {
                 self.wait_for_actor(host, config, key, actor_key, actor_params)?;
                 Ok(ActorState::Waiting)
@@ -130,11 +171,11 @@ impl Worker {
         if let Some(retry_after_s) = backoff::remaining_s(host, &backoff_key, now_ms) {
             return Err(Refusal::BackingOff { retry_after_s });
         }
-        if self.at_exchange_limit(config) {
+        if !self.room_for_actor(config, &key) {
             host.count(Counter::OverExchangeLimit);
             return Err(Refusal::TooManyExchanges);
         }
-        let start = self.try_start(host, config, &actor_key, now_ms);
+        let start = self.try_start(host, config, &actor_key, &actor_params, now_ms);
         // Sent by the root context, which outlives the request that began it.
         let mut exchange = Exchange::new(actor_params, None, Vec::new(), now_ms, start.deadline_ms);
         exchange.dependents.push(key);
@@ -147,6 +188,13 @@ impl Worker {
         }
         self.exchanges.insert(actor_key, exchange);
         Ok(())
+    }
+
+    /// Room under the exchange limit for an actor's exchange beside the exchange of `key`, which
+    /// counts too once it is in the map.
+    fn room_for_actor(&self, config: &Config, key: &CacheKey) -> bool {
+        let needed = 1 + usize::from(!self.exchanges.contains_key(key));
+        self.exchanges.len() + needed <= config.max_exchanges_in_flight_per_worker as usize
     }
 
     /// The exchanges waiting for an actor token: sent with it, or refused with the actor's answer.
@@ -170,15 +218,23 @@ impl Worker {
             }
             match &actor {
                 Ok(actor) => {
-                    if let Some(exchange) = self.exchanges.get_mut(&key) {
-                        exchange.awaiting_actor = false;
-                        exchange.params.actor = Some(actor.clone());
-                        // Its own time budget starts now, not when it began waiting.
-                        let budget_ms = config.token_timeout.as_millis() as u64;
-                        exchange.deadline_ms = now_ms.saturating_add(budget_ms);
+                    let Some(mut exchange) = self.exchanges.remove(&key) else {
+                        continue;
+                    };
+                    exchange.awaiting_actor = false;
+                    exchange.params.actor = Some(actor.clone());
+                    // Its own time budget starts now, not when it began waiting, and its lease
+                    // is renewed to cover it, so no other worker sends the same token request.
+                    let start = self.try_start(host, &config, &key, &exchange.params, now_ms);
+                    exchange.deadline_ms = start.deadline_ms;
+                    if start.lease == Lease::HeldElsewhere {
+                        // It ran out while waiting, and another worker took it: wait for that one.
+                        exchange.elsewhere_until = Some(start.lease_until);
+                    } else {
                         self.pending.push((key, now_ms));
-                        host.set_tick_period_ms(1);
                     }
+                    self.exchanges.insert(key, exchange);
+                    host.set_tick_period_ms(1);
                 }
                 Err(reply) => {
                     let Some(exchange) = self.exchanges.remove(&key) else {
@@ -190,10 +246,34 @@ impl Worker {
                         self.cache
                             .postpone_refresh(host, &key, now + REFRESH_RETRY_S, now);
                     }
-                    finish(host, &exchange.waiters, &Outcome::Refuse((*reply).clone()));
+                    finish(
+                        host,
+                        &exchange.waiters,
+                        &Outcome::Refuse(as_actors_reply(reply)),
+                    );
                     // Nothing waits on a delegated exchange as its actor: dependents stop here.
                 }
             }
         }
+    }
+
+    /// A delegated exchange gone before its actor's token came: the actor's exchange stops listing
+    /// it, so callers who come and go cannot grow that list.
+    pub(super) fn forget_dependent(&mut self, key: &CacheKey, params: &ExchangeParams) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let Some(actor) = &config.providers[params.provider].actor else {
+            return;
+        };
+        if let Some(exchange) = self.exchanges.get_mut(&actor_key(&config, actor)) {
+            exchange.dependents.retain(|k| k != key);
+        }
+    }
+
+    /// How many exchanges the actors' exchanges list as waiting for their token.
+    #[cfg(test)]
+    pub fn dependents_listed(&self) -> usize {
+        self.exchanges.values().map(|e| e.dependents.len()).sum()
     }
 }

@@ -83,7 +83,7 @@ impl Worker {
             // Exchange here: lease the key (if another worker beat us to it, wait on that one).
             let Start {
                 lease, deadline_ms, ..
-            } = self.try_start(host, config, &key, now_ms);
+            } = self.try_start(host, config, &key, &wait.params, now_ms);
             if lease == Lease::HeldElsewhere && now_ms < give_up_ms {
                 continue;
             }
