@@ -70,6 +70,19 @@ impl Stream {
 }
 
 impl Stream {
+    /// Removes every value of request header `name`.
+    pub fn remove_request_header(self, name: &str) {
+        // SAFETY: the live filter of the running hook; the name is read during the call.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_set_header(
+                self.0,
+                HeaderType::REQUEST_HEADER,
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::NULL,
+            );
+        }
+    }
+
     /// Answers the request locally with `status`, `headers` and `body` (read during the call).
     pub fn send_reply(self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
         let mut headers: Vec<abi::ModuleHeader> = headers

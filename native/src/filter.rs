@@ -1,5 +1,5 @@
-//! One stream's filter. For now it lets every request and response through unchanged, and says at
-//! debug level what it read (which exercises the header, cluster and local-reply calls on every
+//! One stream's filter. For now it forwards every request without its `Authorization` (fail
+//! closed: no token is exchanged yet, so none may leave) and says at debug level what it read (which exercises the header, cluster and local-reply calls on every
 //! supported Envoy); the decisions of `obo_core` come in the next step.
 
 use crate::abi::{FilterStatus, HeaderType};
@@ -35,6 +35,8 @@ impl<'c> Filter<'c> {
                 text(stream.route_cluster()),
             )
         });
+        // Until the decisions of obo_core are wired in, no caller's token goes anywhere.
+        stream.remove_request_header("authorization");
         FilterStatus::CONTINUE
     }
 
