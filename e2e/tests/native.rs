@@ -1,7 +1,8 @@
 //! The native build (`libentra_obo_native.so`) as users meet it: an Envoy in the supported window
 //! (1.38 to 1.40) loads it and exchanges tokens through it; a configuration with a wrong field is
-//! refused with the field named; an older Envoy will not load it. Run with `ENVOY_BIN` at each
-//! supported Envoy (`make e2e-native`, which `make test` runs for each).
+//! refused with the field named; an older Envoy will not load it; and (`threads`) its one state
+//! shared by Envoy's threads. Run with `ENVOY_BIN` at each supported Envoy (`make e2e-native`,
+//! which `make test` runs for each, along with the rest of the suite against this build).
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -16,6 +17,7 @@ use obo_e2e::stack::{plugin_config, Stack, API_SCOPE};
 use obo_e2e::user_token;
 use serde_json::{json, Value};
 
+mod threads;
 
 /// The Envoy under test, which must be one the native build supports.
 fn supported_envoy_version() -> String {
