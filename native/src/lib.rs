@@ -4,7 +4,8 @@
 //! hooks Envoy calls (`hooks`), the configuration (`config`) and its state shared by every worker
 //! thread (`state`: one `Worker` behind a lock, `shared_data`, `ticker`, `metrics`), one stream's
 //! filter (`filter`), the core's `Host` (`host`), and the actions on streams that wait until the
-//! worker's lock is released (`streams`); `answer` reads a token request's answer.
+//! worker's lock is released (`streams`); `answer` reads a token request's answer, and
+//! `token_file` answers a fetch of workload identity's token file from the file.
 
 // A panic must never reach Envoy: the shell returns errors instead. Tests may panic.
 #![cfg_attr(
@@ -34,6 +35,7 @@ mod shared_data;
 mod state;
 mod streams;
 mod ticker;
+mod token_file;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

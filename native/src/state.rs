@@ -35,6 +35,8 @@ pub struct ConfigState {
     ticker_thread: Mutex<Option<JoinHandle<()>>>,
     /// The configuration's callouts in flight: Envoy's id to the core's token id (main thread).
     root_calls: Mutex<HashMap<u64, u32>>,
+    /// Answers the module made itself (`token_file`), for the root's tick to hand the worker.
+    own_answers: Mutex<Vec<(u32, CallAnswer)>>,
     next_context_id: AtomicU32,
 }
 
@@ -58,6 +60,7 @@ impl ConfigState {
             scheduler: envoy.scheduler(),
             ticker_thread: Mutex::new(None),
             root_calls: Mutex::default(),
+            own_answers: Mutex::default(),
             next_context_id: AtomicU32::new(ROOT_ID + 1),
         }
     }
@@ -115,13 +118,30 @@ impl ConfigState {
         lock(&self.root_calls).insert(callout_id, token_id);
     }
 
+    /// An answer the root gets at the end of this tick (the worker's lock is held).
+    pub fn answer_on_tick(&self, token_id: u32, answer: CallAnswer) {
+        lock(&self.own_answers).push((token_id, answer));
+        self.ticker.set_period_ms(1);
+    }
+
     /// The root's tick, on the main thread (`on_http_filter_config_scheduled`).
     pub fn on_tick(&self) {
         self.ticker.ticked();
         let host = NativeHost::root(self);
         {
             let mut worker = self.worker();
-            let next_ms = worker.on_tick(&host, ROOT_ID);
+            let mut next_ms = worker.on_tick(&host, ROOT_ID);
+            loop {
+                let answers = std::mem::take(&mut *lock(&self.own_answers));
+                if answers.is_empty() {
+                    break;
+                }
+                for (token_id, answer) in answers {
+                    worker.complete(&host, token_id, &answer, ROOT_ID);
+                }
+                // What the answers let go is sent at the next tick, which sets its own period.
+                next_ms = 1;
+            }
             // Inside the lock: a stream asking for a tick meanwhile is not overwritten.
             self.ticker.set_period_ms(next_ms);
         }
