@@ -13,7 +13,7 @@ use crate::abi::{
     LocalReplyStatus, LogLevel,
 };
 use crate::envoy::{self, ConfigEnvoy, Stream};
-use crate::filter::Filter;
+use crate::filter::{After, Filter};
 use crate::state::ConfigState;
 use crate::{answer, config, guard, host, ticker};
 
@@ -115,6 +115,14 @@ unsafe fn filter_of<'f>(
     unsafe { (&*filter.cast::<Filter>(), Stream::new(filter_envoy)) }
 }
 
+/// Takes the stream's own actions, decided in a frame that has ended: Envoy may destroy the filter
+/// before they are taken, so no live frame may hold a reference to it then.
+fn take_after(hook: &str, stream: Stream, after: Option<After>) {
+    if let Some(after) = after {
+        guard(hook, (), || after.take(stream));
+    }
+}
+
 /// A request whose filter failed is answered 500, never passed on unchecked.
 fn fail_closed(stream: Stream) -> FilterStatus {
     stream.send_reply(500, &[("content-type", "text/plain")], b"filter error\n");
@@ -157,9 +165,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     // SAFETY: Envoy's pointers for this hook (caller's word).
     let (filter, stream) = unsafe { filter_of(filter_envoy, filter) };
     // A response the filter failed to read goes on: it was already checked on its way in.
-    guard("on_http_filter_response_headers", (), || {
-        filter.on_response_headers(stream).take(stream)
-    });
+    let hook = "on_http_filter_response_headers";
+    let after = guard(hook, None, || Some(filter.on_response_headers(stream)));
+    take_after(hook, stream, after);
     FilterStatus::CONTINUE
 }
 
@@ -236,9 +244,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
 ) {
     // SAFETY: Envoy's pointers for this hook (caller's word).
     let (filter, stream) = unsafe { filter_of(filter_envoy, filter) };
-    guard("on_http_filter_scheduled", (), || {
-        filter.on_mail(stream).take(stream)
-    });
+    let hook = "on_http_filter_scheduled";
+    let after = guard(hook, None, || Some(filter.on_mail(stream)));
+    take_after(hook, stream, after);
 }
 
 /// The answer to a token request this stream sent.
@@ -264,14 +272,14 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     }
     // SAFETY: Envoy's pointers for this hook (caller's word).
     let (filter, stream) = unsafe { filter_of(filter_envoy, filter) };
-    guard("on_http_filter_http_callout_done", (), || {
+    let hook = "on_http_filter_http_callout_done";
+    let after = guard(hook, None, || {
         // SAFETY: the answer is Envoy's, valid during this hook, and copied here.
         let answer =
             unsafe { answer::read(result, headers, headers_size, body_chunks, body_chunks_size) };
-        filter
-            .on_token_answer(stream, callout_id, &answer)
-            .take(stream)
+        Some(filter.on_token_answer(stream, callout_id, &answer))
     });
+    take_after(hook, stream, after);
 }
 
 /// The root's tick, on the main thread.

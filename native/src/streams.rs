@@ -198,13 +198,17 @@ impl Streams {
 
     /// Hands each stream its actions (in order); a stream gone meanwhile gets nothing.
     pub fn post(&self, mut actions: Vec<(u32, Action)>) {
-        while !actions.is_empty() {
-            let id = actions[0].0;
-            let (mine, rest): (Vec<_>, Vec<_>) = actions.into_iter().partition(|(to, _)| *to == id);
-            actions = rest;
-            let slot = self.lock().get(&id).cloned();
+        // A stable sort: each stream's actions stay in the order they were made.
+        actions.sort_by_key(|(to, _)| *to);
+        let mut actions = actions.into_iter().peekable();
+        while let Some((to, first)) = actions.next() {
+            let mut mine = vec![first];
+            while let Some((_, action)) = actions.next_if(|(next, _)| *next == to) {
+                mine.push(action);
+            }
+            let slot = self.lock().get(&to).cloned();
             if let Some(slot) = slot {
-                slot.post(mine.into_iter().map(|(_, action)| action).collect());
+                slot.post(mine);
             }
         }
     }
