@@ -1,7 +1,7 @@
 //! The filter's configuration, parsed once when Envoy loads it: the same JSON and the same checks
 //! as the Wasm build (`obo_core::config`), every problem logged with its field.
 
-use obo_core::config::{self, Config};
+use obo_core::config::{self, ClientAuth, Config};
 use obo_core::exchange::Worker;
 
 use crate::abi::LogLevel;
@@ -15,9 +15,20 @@ pub fn load(envoy_config: ConfigEnvoy, json: &[u8]) -> Option<Box<ConfigState>> 
     match config::parse(json, &|name| std::env::var(name).ok()) {
         Ok(config) => {
             envoy::log(LogLevel::INFO, &config::summary(&config));
+            // The root refreshes a fetched client assertion ahead of its `exp` on a tick, which the
+            // Wasm build's root has every second; without such a provider it may sleep.
+            let fetches = config
+                .providers
+                .iter()
+                .any(|p| matches!(p.client_auth, ClientAuth::Fetched(_)));
+            let idle_tick_ms = if fetches { 1_000 } else { 0 };
             let mut worker = Worker::default();
             worker.configure(for_all_workers(config));
-            Some(Box::new(ConfigState::new(envoy_config, worker)))
+            Some(Box::new(ConfigState::new(
+                envoy_config,
+                worker,
+                idle_tick_ms,
+            )))
         }
         Err(errors) => {
             for e in errors.iter() {

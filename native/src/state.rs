@@ -38,6 +38,8 @@ pub struct ConfigState {
     /// Answers the module made itself (`token_file`), for the root's tick to hand the worker.
     own_answers: Mutex<Vec<(u32, CallAnswer)>>,
     next_context_id: AtomicU32,
+    /// The longest the root goes without a tick (0: as long as nothing asks for one).
+    idle_tick_ms: u64,
 }
 
 /// The core's token ids, one counter for the process: Envoy numbers callouts per stream and per
@@ -50,18 +52,21 @@ pub fn next_token_id() -> u32 {
 
 impl ConfigState {
     /// On the main thread, in `on_http_filter_config_new`.
-    pub fn new(envoy: ConfigEnvoy, worker: Worker) -> ConfigState {
+    pub fn new(envoy: ConfigEnvoy, worker: Worker, idle_tick_ms: u64) -> ConfigState {
+        let ticker = Ticker::new();
+        ticker.set_period_ms(idle_tick_ms);
         ConfigState {
             worker: Mutex::new(worker),
             envoy,
             streams: Streams::default(),
-            ticker: Ticker::new(),
+            ticker,
             metrics: Metrics::define(envoy),
             scheduler: envoy.scheduler(),
             ticker_thread: Mutex::new(None),
             root_calls: Mutex::default(),
             own_answers: Mutex::default(),
             next_context_id: AtomicU32::new(ROOT_ID + 1),
+            idle_tick_ms,
         }
     }
 
@@ -142,6 +147,11 @@ impl ConfigState {
                 // What the answers let go is sent at the next tick, which sets its own period.
                 next_ms = 1;
             }
+            let next_ms = match (next_ms, self.idle_tick_ms) {
+                (0, idle) => idle,
+                (next, 0) => next,
+                (next, idle) => next.min(idle),
+            };
             // Inside the lock: a stream asking for a tick meanwhile is not overwritten.
             self.ticker.set_period_ms(next_ms);
         }

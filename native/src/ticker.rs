@@ -3,8 +3,8 @@
 //! `Worker::on_tick` on its main thread, where the configuration's callouts must be made. While the
 //! period is 0 the thread blocks and costs nothing.
 //!
-//! As Envoy's Wasm timer: a new period takes effect at the next tick, except that a tick asked for
-//! while none is due starts at once (one period from now).
+//! A new period takes effect at the next tick, unless it is shorter than what is left of the wait
+//! for that one: a retry asked for (1 ms) does not wait out an idle tick's second.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -44,9 +44,9 @@ impl Ticker {
     /// From any thread (the worker's lock may be held: this lock is taken after it).
     pub fn set_period_ms(&self, ms: u64) {
         let mut period = self.lock();
-        let was_idle = period.ms == 0;
+        let sooner = ms > 0 && (period.ms == 0 || ms < period.ms);
         period.ms = ms;
-        if was_idle && ms > 0 {
+        if sooner {
             self.changed.notify_one();
         }
     }
@@ -75,7 +75,7 @@ impl Ticker {
             if period.stop {
                 return;
             }
-            let due = Instant::now() + Duration::from_millis(period.ms);
+            let mut due = Instant::now() + Duration::from_millis(period.ms);
             loop {
                 let now = Instant::now();
                 if period.stop || now >= due {
@@ -86,6 +86,9 @@ impl Ticker {
                     .wait_timeout(period, due - now)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
+                if period.ms > 0 {
+                    due = due.min(Instant::now() + Duration::from_millis(period.ms));
+                }
             }
             if period.stop {
                 return;
