@@ -49,6 +49,14 @@ pub fn dispatching() -> bool {
     DISPATCHING.with(Cell::get)
 }
 
+/// Makes a callout with `DISPATCHING` set (a callout call cannot panic: it only calls Envoy).
+fn calling_out(call: impl FnOnce() -> Result<u64, CalloutInit>) -> Result<u64, CalloutInit> {
+    DISPATCHING.with(|d| d.set(true));
+    let sent = call();
+    DISPATCHING.with(|d| d.set(false));
+    sent
+}
+
 fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
@@ -104,10 +112,8 @@ impl<'a> NativeHost<'a> {
         let token_id = next_token_id();
         match &self.running {
             Some(running) => {
-                DISPATCHING.with(|d| d.set(true));
-                let sent = running.stream.callout(request);
-                DISPATCHING.with(|d| d.set(false));
-                running.calls.borrow_mut().push((sent?, token_id));
+                let callout_id = calling_out(|| running.stream.callout(request))?;
+                running.calls.borrow_mut().push((callout_id, token_id));
             }
             // The core dispatches from the root only in `on_tick` and in `complete` of the
             // configuration's callout: both on the main thread, where these callouts are made.
@@ -116,7 +122,7 @@ impl<'a> NativeHost<'a> {
                     self.state.answer_on_tick(token_id, answer);
                     return Ok(token_id);
                 }
-                let callout_id = self.state.envoy.callout(request)?;
+                let callout_id = calling_out(|| self.state.envoy.callout(request))?;
                 self.state.remember_root_call(callout_id, token_id);
             }
             // A stream's end (`leave`) sends nothing: the root sends it again.
