@@ -81,8 +81,15 @@ impl Stream {
         Stream(filter)
     }
 
-    /// The `index`th value of header `name` (lower case), copied, and how many values it has.
-    fn header_value(self, map: HeaderType, name: &str, index: usize) -> (Option<Vec<u8>>, usize) {
+    /// Appends the `index`th value of header `name` (lower case) to `out`; whether there was one,
+    /// and how many values the header has.
+    fn append_value(
+        self,
+        map: HeaderType,
+        name: &str,
+        index: usize,
+        out: &mut Vec<u8>,
+    ) -> (bool, usize) {
         let mut value = EnvoyBuffer::NULL;
         let mut count = 0usize;
         // SAFETY: self.0 is the live filter of the running hook (Stream::new); the key is read
@@ -97,23 +104,30 @@ impl Stream {
                 index,
                 &mut count,
             );
-            let bytes = (found && !value.ptr.is_null()).then(|| value.bytes().to_vec());
-            (bytes, count)
+            let found = found && !value.ptr.is_null();
+            if found {
+                out.extend_from_slice(value.bytes());
+            }
+            (found, count)
         }
     }
 
-    /// Header `name` (lower case), copied; a repeated header's values joined with `,`, as the Wasm
-    /// host joins them (so two `Authorization` headers never pass for one).
-    pub fn header(self, map: HeaderType, name: &str) -> Option<Vec<u8>> {
-        let (first, count) = self.header_value(map, name, 0);
-        let mut joined = first?;
+    /// Appends header `name` (lower case) to `out`, a repeated header's values joined with `,` as
+    /// the Wasm host joins them (so two `Authorization` headers never pass for one); false if the
+    /// request has no such header.
+    pub fn append_header(self, map: HeaderType, name: &str, out: &mut Vec<u8>) -> bool {
+        let (found, count) = self.append_value(map, name, 0, out);
         for index in 1..count {
-            if let (Some(more), _) = self.header_value(map, name, index) {
-                joined.push(b',');
-                joined.extend_from_slice(&more);
-            }
+            out.push(b',');
+            self.append_value(map, name, index, out);
         }
-        Some(joined)
+        found
+    }
+
+    /// Header `name`, copied (see `append_header`).
+    pub fn header(self, map: HeaderType, name: &str) -> Option<Vec<u8>> {
+        let mut value = Vec::new();
+        self.append_header(map, name, &mut value).then_some(value)
     }
 
     /// Replaces every value of request header `name`; None removes it.

@@ -5,9 +5,10 @@
 //! (`streams`, which says why).
 
 use std::cell::{Cell, RefCell};
+use std::ops::Range;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use obo_core::host::{Callout, DispatchError, Host, LogLevel};
+use obo_core::host::{Callout, DispatchError, HeaderValues, Host, LogLevel};
 use obo_core::metrics::Counter;
 
 use crate::abi::{CalloutInit, HeaderType, LogLevel as EnvoyLevel};
@@ -154,6 +155,23 @@ impl Host for NativeHost<'_> {
 
     fn request_header(&self, name: &str) -> Option<String> {
         self.header(HeaderType::REQUEST_HEADER, name)
+    }
+
+    /// Into one buffer, as the core's hot path wants them: no value is copied twice or checked
+    /// before the core looks at it.
+    fn request_headers(&self, names: &[&str]) -> HeaderValues {
+        let Some(stream) = self.running_stream() else {
+            return HeaderValues::default();
+        };
+        let mut bytes = Vec::with_capacity(2048);
+        let mut spans: [Option<Range<usize>>; HeaderValues::MAX] = Default::default();
+        for (span, name) in spans.iter_mut().zip(names) {
+            let start = bytes.len();
+            if stream.append_header(HeaderType::REQUEST_HEADER, name, &mut bytes) {
+                *span = Some(start..bytes.len());
+            }
+        }
+        HeaderValues::new(bytes, spans)
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
