@@ -122,10 +122,15 @@ e2e: build $(ENVOY)
 	@echo "e2e: Envoy $(ENVOY_VERSION) ($(ENVOY_BIN))"
 	cargo test -p obo-e2e --test e2e --quiet -- --skip native::
 
-# The native build's end-to-end tests on Envoy ENVOY_VERSION (one of NATIVE_VERSIONS).
+# The end-to-end suite against the native build on Envoy ENVOY_VERSION (one of NATIVE_VERSIONS):
+# the same tests as e2e with OBO_BUILD=native, which selects the build for the whole run (the
+# harness's Build::under_test), and native::, the native build's own. Skipped (WASM_ONLY): the
+# .wasm's own checks, the shipped Envoy configurations and `make run`, which load the .wasm, and
+# the checks of files that no build changes.
+WASM_ONLY := config::shipped_envoy_configurations make_run:: module:: layout:: istio_manifests::
 e2e-native: native $(ENVOY) $(foreach v,$(NATIVE_REFUSED),$(call envoy_bin,$(v)))
 	@echo "e2e-native: Envoy $(ENVOY_VERSION) ($(ENVOY_BIN))"
-	cargo test -p obo-e2e --test e2e --quiet native::
+	OBO_BUILD=native cargo test -p obo-e2e --test e2e --quiet -- $(foreach a,$(WASM_ONLY),--skip $(a))
 
 # The end-to-end suite on every supported Envoy; a summary line per version at the end.
 test-compat: build

@@ -272,6 +272,7 @@ impl Worker {
         key: CacheKey,
         params: ExchangeParams,
     ) -> Result<(), Refusal> {
+        host.will_wait(context_id);
         if let Some(exchange) = self.exchanges.get_mut(&key) {
             exchange.waiters.push(context_id);
             return Ok(());

@@ -57,6 +57,10 @@ pub trait Host {
     fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]);
     /// Makes later calls act on another stream of this worker; false if that stream is gone.
     fn switch_to(&self, context_id: u32) -> bool;
+    /// The running stream is about to wait for an exchange, which an answer on another thread
+    /// may settle: a host whose threads share one worker (the native build) makes it reachable
+    /// by `switch_to` from here, inside the worker's lock. A Wasm VM's one thread needs nothing.
+    fn will_wait(&self, _context_id: u32) {}
 
     fn shared_get(&self, key: &str) -> Option<Vec<u8>>;
     fn shared_set(&self, key: &str, value: &[u8]) -> bool;

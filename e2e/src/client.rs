@@ -56,6 +56,19 @@ pub fn try_get(
     )
 }
 
+/// A GET with `authorization` to `api.example.com`, on a thread of its own, whose caller hangs up
+/// after `after` (the request is meant to wait that long); true if it did hang up.
+pub fn get_and_hang_up(
+    port: u16,
+    authorization: &str,
+    after: Duration,
+) -> std::thread::JoinHandle<bool> {
+    let authorization = authorization.to_string();
+    std::thread::spawn(move || {
+        try_get(port, "api.example.com", "/", Some(&authorization), after).is_err()
+    })
+}
+
 /// A POST of `body`, with `authorization` if given.
 pub fn post(
     port: u16,

@@ -19,6 +19,39 @@ pub enum Build {
     Native,
 }
 
+impl Build {
+    /// The build the suite runs against: `OBO_BUILD=native` for the native module (`make
+    /// e2e-native`), else the Wasm build. A run-wide choice, like the Envoy version (`ENVOY_BIN`):
+    /// the same tests run once per build, each on the Envoy versions that build supports.
+    pub fn under_test() -> Build {
+        match std::env::var("OBO_BUILD").as_deref() {
+            Ok("native") => Build::Native,
+            Ok("wasm") | Err(_) => Build::Wasm,
+            Ok(other) => panic!("OBO_BUILD is {other:?}: wasm or native"),
+        }
+    }
+
+    /// The filter's name in Envoy's filter chain (a route's `typed_per_filter_config` key).
+    pub fn filter_name(self) -> &'static str {
+        match self {
+            Build::Wasm => "envoy.filters.http.wasm",
+            Build::Native => NATIVE_FILTER_NAME,
+        }
+    }
+
+    /// What Envoy puts before the filter's metric names in `/stats/prometheus`: nothing for the
+    /// Wasm build (Envoy strips its `wasmcustom` namespace), `envoy_dynamicmodulescustom_` for the
+    /// native one (docs/metrics.md).
+    pub fn prometheus_prefix(self) -> &'static str {
+        match self {
+            Build::Wasm => "",
+            Build::Native => "envoy_dynamicmodulescustom_",
+        }
+    }
+}
+
+const NATIVE_FILTER_NAME: &str = "entra_obo";
+
 pub struct EnvoyOptions {
     /// The plugin configuration, as the JSON text Envoy hands the filter.
     pub plugin_config: String,
@@ -44,7 +77,7 @@ impl EnvoyOptions {
     pub fn new(plugin_config: &Value, idp_port: u16, upstream_port: u16) -> Self {
         EnvoyOptions {
             plugin_config: plugin_config.to_string(),
-            build: Build::Wasm,
+            build: Build::under_test(),
             envoy_bin: None,
             vm_env: Vec::new(),
             process_env: Vec::new(),
@@ -148,7 +181,7 @@ fn filter(opts: &EnvoyOptions, module: &std::path::Path) -> Value {
     if opts.build == Build::Native {
         // Envoy looks for lib<name>.so in ENVOY_DYNAMIC_MODULES_SEARCH_PATH (set in try_start).
         return json!({
-            "name": "entra_obo",
+            "name": NATIVE_FILTER_NAME,
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
                 "dynamic_module_config": {"name": "entra_obo_native", "do_not_close": true},
@@ -309,7 +342,8 @@ impl Envoy {
             .ok()
     }
 
-    /// The filter's counters in `/stats`, by name without Envoy's `wasmcustom.` prefix, sorted.
+    /// The filter's counters in `/stats`, by name without Envoy's prefix (`wasmcustom.`, or the
+    /// native build's `dynamicmodulescustom.`), sorted.
     pub fn obo_counters(&self) -> Vec<(String, u64)> {
         let text = self.admin("/stats?filter=obo_").unwrap_or_default();
         let mut out: Vec<(String, u64)> = text
@@ -317,7 +351,9 @@ impl Envoy {
             .filter_map(|l| {
                 let (name, value) = l.split_once(": ")?;
                 Some((
-                    name.trim_start_matches("wasmcustom.").to_string(),
+                    name.trim_start_matches("wasmcustom.")
+                        .trim_start_matches("dynamicmodulescustom.")
+                        .to_string(),
                     value.trim().parse().ok()?,
                 ))
             })

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use obo_e2e::client::{bearer, try_get};
+use obo_e2e::client::{bearer, get_and_hang_up};
 use obo_e2e::mock_idp::{obo_token_for, Behaviour};
 use obo_e2e::stack::{Stack, API_SCOPE};
 use obo_e2e::{now, subject_token, user_token};
@@ -160,22 +160,11 @@ fn waiting_requests_are_served_when_the_first_caller_gives_up() {
     let port = s.envoy.port;
     let auth = bearer(&subject);
     // The first caller sends the token request, then hangs up before it is answered.
-    let first = {
-        let auth = auth.clone();
-        std::thread::spawn(move || {
-            try_get(
-                port,
-                "api.example.com",
-                "/",
-                Some(&auth),
-                Duration::from_millis(300),
-            )
-        })
-    };
+    let first = get_and_hang_up(port, &auth, Duration::from_millis(300));
     std::thread::sleep(Duration::from_millis(100));
     let second = obo_e2e::client::get(port, "api.example.com", "/", Some(&auth));
     assert!(
-        first.join().unwrap().is_err(),
+        first.join().unwrap(),
         "the first caller was meant to time out"
     );
     assert_eq!(second.status, 200, "{}", second.body);

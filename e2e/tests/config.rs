@@ -2,7 +2,7 @@
 //! line that names the field; and Envoy accepts every shipped example (`obo-config`'s tests check their plugin
 //! configurations).
 
-use obo_e2e::envoy::{Envoy, EnvoyOptions};
+use obo_e2e::envoy::{is_native_filter_line, Envoy, EnvoyOptions};
 use obo_e2e::mock_idp::{MockIdp, CLIENT_SECRET};
 use obo_e2e::stack::plugin_config;
 use serde_json::{json, Value};
@@ -29,7 +29,10 @@ fn with(idp: &MockIdp, change: impl FnOnce(&mut Value)) -> String {
 fn assert_names(log: &str, field: &str) {
     let line = log
         .lines()
-        .find(|l| l.contains("wasm log") && l.contains("invalid configuration"))
+        .find(|l| {
+            (l.contains("wasm log") || is_native_filter_line(l))
+                && l.contains("invalid configuration")
+        })
         .unwrap_or_else(|| panic!("no configuration error logged:\n{log}"));
     assert!(
         line.contains(field),

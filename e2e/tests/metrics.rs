@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use obo_e2e::client::bearer;
+use obo_e2e::envoy::Build;
 use obo_e2e::mock_idp::Behaviour;
 use obo_e2e::stack::Stack;
 use obo_e2e::user_token;
@@ -142,10 +143,11 @@ fn metrics_count_each_outcome_exactly_across_workers() {
     assert_counters_become(&s, &expected);
     // The same numbers under the same names in Prometheus's format, and one latency sample per
     // exchange once the histogram is flushed.
+    let prefix = Build::under_test().prometheus_prefix();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let prometheus = loop {
         let text = s.envoy.admin("/stats/prometheus").unwrap_or_default();
-        if text.contains("obo_exchange_latency_ms_count{} 6")
+        if text.contains(&format!("{prefix}obo_exchange_latency_ms_count{{}} 6"))
             || std::time::Instant::now() > deadline
         {
             break text;
@@ -153,23 +155,23 @@ fn metrics_count_each_outcome_exactly_across_workers() {
         std::thread::sleep(Duration::from_millis(200));
     };
     for (name, value) in &expected {
-        let line = format!("{name}{{}} {value}");
+        let line = format!("{prefix}{name}{{}} {value}");
         assert!(
             prometheus.lines().any(|l| l == line),
             "no `{line}` in:\n{prometheus}"
         );
     }
     assert!(
-        prometheus.contains("# TYPE obo_exchange_latency_ms histogram")
+        prometheus.contains(&format!("# TYPE {prefix}obo_exchange_latency_ms histogram"))
             && prometheus
                 .lines()
-                .any(|l| l == "obo_exchange_latency_ms_count{} 6"),
+                .any(|l| l == format!("{prefix}obo_exchange_latency_ms_count{{}} 6")),
         "{prometheus}"
     );
     // The timed-out exchange alone took the whole 400 ms budget.
     let sum = prometheus
         .lines()
-        .find_map(|l| l.strip_prefix("obo_exchange_latency_ms_sum{} "))
+        .find_map(|l| l.strip_prefix(&format!("{prefix}obo_exchange_latency_ms_sum{{}} ")))
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(sum >= 400.0, "latency sum {sum} ms:\n{prometheus}");

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use obo_e2e::client::{bearer, get_with};
-use obo_e2e::envoy::EnvoyOptions;
+use obo_e2e::envoy::{Build, EnvoyOptions};
 use obo_e2e::mock_idp::{obo_token_for, with_resources, Behaviour, MockIdp, TokenRequest};
 use obo_e2e::mock_idp::{CLIENT_ID, CLIENT_SECRET};
 use obo_e2e::stack::{Stack, API_SCOPE};
@@ -179,7 +179,8 @@ fn a_failing_tenant_shows_in_prometheus_by_its_tenant_label_and_a_succeeding_one
         200
     );
     assert_eq!(s.idp.tenants_asked(), [tenant(CONTOSO), tenant(FABRIKAM)]);
-    let line = format!(r#"obo_tenant_exchange_failures{{tenant="{CONTOSO}"}} 1"#);
+    let prefix = Build::under_test().prometheus_prefix();
+    let line = format!(r#"{prefix}obo_tenant_exchange_failures{{tenant="{CONTOSO}"}} 1"#);
     let deadline = Instant::now() + Duration::from_secs(10);
     let prometheus = loop {
         let text = s.envoy.admin("/stats/prometheus").unwrap_or_default();
@@ -193,8 +194,11 @@ fn a_failing_tenant_shows_in_prometheus_by_its_tenant_label_and_a_succeeding_one
         "no `{line}` in:\n{prometheus}"
     );
     assert!(!prometheus.contains(FABRIKAM), "{prometheus}");
-    // `/stats` keeps the whole name.
-    let name = format!("obo_tenant_exchange_failures.{CONTOSO}");
+    // `/stats` keeps the whole name; the native build's names its label too.
+    let name = match Build::under_test() {
+        Build::Wasm => format!("obo_tenant_exchange_failures.{CONTOSO}"),
+        Build::Native => format!("obo_tenant_exchange_failures.tenant.{CONTOSO}"),
+    };
     assert_eq!(s.envoy.obo_counter_once(&name, 1), 1);
 }
 

@@ -12,10 +12,10 @@ use crate::abi::{
     self, CalloutResult, ConfigEnvoyPtr, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, FilterStatus,
     LocalReplyStatus, LogLevel,
 };
-use crate::config::{self, FilterConfig};
-use crate::envoy::{self, Stream};
-use crate::filter::Filter;
-use crate::guard;
+use crate::envoy::{self, ConfigEnvoy, Stream};
+use crate::filter::{After, Filter};
+use crate::state::ConfigState;
+use crate::{answer, config, guard, host, ticker};
 
 type ConfigModulePtr = *const c_void;
 type FilterModulePtr = *const c_void;
@@ -35,13 +35,27 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 ) -> ConfigModulePtr {
     guard("on_http_filter_config_new", std::ptr::null(), || {
         // SAFETY: Envoy's configuration bytes live until this hook returns; `load` keeps nothing
-        // borrowed from them.
-        let json = unsafe { json.bytes() };
-        match config::load(config_envoy, json) {
-            Some(config) => Box::into_raw(Box::new(config)).cast_const().cast(),
-            None => std::ptr::null(),
-        }
+        // borrowed from them. Envoy's configuration pointer is used until the destroy hook.
+        let (json, config_envoy) = unsafe { (json.bytes(), ConfigEnvoy::new(config_envoy)) };
+        let Some(state) = config::load(config_envoy, json) else {
+            return std::ptr::null();
+        };
+        let state = Box::into_raw(state);
+        // SAFETY: freed only in on_http_filter_config_destroy, which first ends the thread that
+        // `start_ticker` starts (state.rs says why the 'static borrow never outlives it).
+        unsafe { &*state }.start_ticker();
+        state.cast_const().cast()
     })
+}
+
+/// The configuration's state behind Envoy's pointer.
+///
+/// # Safety
+/// `config` came from `on_http_filter_config_new` and was not destroyed: Envoy keeps it until
+/// no filter made from it lives, and calls its own hooks only before its destroy hook.
+unsafe fn state_of(config: ConfigModulePtr) -> &'static ConfigState {
+    // SAFETY: the caller's word; only shared references are ever made to it but in destroy.
+    unsafe { &*config.cast::<ConfigState>() }
 }
 
 /// # Safety
@@ -51,8 +65,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
     config: ConfigModulePtr,
 ) {
     guard("on_http_filter_config_destroy", (), || {
-        // SAFETY: made by Box::into_raw in on_http_filter_config_new, destroyed once, here.
-        drop(unsafe { Box::from_raw(config.cast_mut().cast::<FilterConfig>()) });
+        // SAFETY: made by Box::into_raw in on_http_filter_config_new, destroyed once, here; no
+        // filter of it is alive, and its ticker thread ends in shut_down before the drop.
+        let mut state = unsafe { Box::from_raw(config.cast_mut().cast::<ConfigState>()) };
+        state.shut_down();
     })
 }
 
@@ -64,40 +80,46 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
     _filter_envoy: FilterEnvoyPtr,
 ) -> FilterModulePtr {
     guard("on_http_filter_new", std::ptr::null(), || {
-        // SAFETY: the configuration outlives every filter made from it (module docs), so the
-        // 'static borrow never outlives it in fact.
-        let config: &'static FilterConfig = unsafe { &*config.cast::<FilterConfig>() };
-        Box::into_raw(Box::new(Filter::new(config)))
+        // SAFETY: the configuration outlives every filter made from it (module docs).
+        let state = unsafe { state_of(config) };
+        Box::into_raw(Box::new(Filter::new(state)))
             .cast_const()
             .cast()
     })
 }
 
 /// # Safety
-/// `filter` came from `on_http_filter_new`; Envoy calls no hook of it after this one.
+/// `filter` came from `on_http_filter_new`; Envoy calls no hook of it after this one. This may
+/// run inside another hook of the same filter (a local reply it sent ends the stream), which
+/// holds no reference to the filter by then (filter.rs).
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: FilterModulePtr) {
     guard("on_http_filter_destroy", (), || {
         // SAFETY: made by Box::into_raw in on_http_filter_new, destroyed once, here.
-        drop(unsafe { Box::from_raw(filter.cast_mut().cast::<Filter<'static>>()) });
+        let filter = unsafe { Box::from_raw(filter.cast_mut().cast::<Filter>()) };
+        filter.end();
     })
 }
 
 /// The filter behind a hook's pointers, and the hook's stream.
 ///
 /// # Safety
-/// Both pointers are those Envoy passed to the running hook of a live filter.
+/// Both pointers are those Envoy passed to the running hook of a live filter; the reference is
+/// used only to decide, never while the stream's actions are taken (filter.rs).
 unsafe fn filter_of<'f>(
     filter_envoy: FilterEnvoyPtr,
     filter: FilterModulePtr,
-) -> (&'f mut Filter<'static>, Stream) {
-    // SAFETY: the filter is live and its hooks run one at a time on one thread, so this is the
-    // only reference to it while the hook runs; the stream is the running hook's (caller's word).
-    unsafe {
-        (
-            &mut *filter.cast_mut().cast::<Filter<'static>>(),
-            Stream::new(filter_envoy),
-        )
+) -> (&'f Filter, Stream) {
+    // SAFETY: the filter is live, on its own thread; its state is in cells, so a hook of it that
+    // Envoy runs inside this one (a local reply's) only makes another shared reference.
+    unsafe { (&*filter.cast::<Filter>(), Stream::new(filter_envoy)) }
+}
+
+/// Takes the stream's own actions, decided in a frame that has ended: Envoy may destroy the filter
+/// before they are taken, so no live frame may hold a reference to it then.
+fn take_after(hook: &str, stream: Stream, after: Option<After>) {
+    if let Some(after) = after {
+        guard(hook, (), || after.take(stream));
     }
 }
 
@@ -117,14 +139,19 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
 ) -> FilterStatus {
     // SAFETY: Envoy's pointers for this hook (caller's word).
     let (filter, stream) = unsafe { filter_of(filter_envoy, filter) };
-    guard("on_http_filter_request_headers", None, || {
+    let after = guard("on_http_filter_request_headers", None, || {
         Some(filter.on_request_headers(stream))
-    })
-    .unwrap_or_else(|| {
-        guard("fail_closed", FilterStatus::STOP_ITERATION, || {
+    });
+    match after {
+        Some(after) => guard(
+            "on_http_filter_request_headers",
+            FilterStatus::STOP_ITERATION,
+            || after.take_in_request_headers(stream),
+        ),
+        None => guard("fail_closed", FilterStatus::STOP_ITERATION, || {
             fail_closed(stream)
-        })
-    })
+        }),
+    }
 }
 
 /// # Safety
@@ -138,11 +165,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     // SAFETY: Envoy's pointers for this hook (caller's word).
     let (filter, stream) = unsafe { filter_of(filter_envoy, filter) };
     // A response the filter failed to read goes on: it was already checked on its way in.
-    guard(
-        "on_http_filter_response_headers",
-        FilterStatus::CONTINUE,
-        || filter.on_response_headers(stream),
-    )
+    let hook = "on_http_filter_response_headers";
+    let after = guard(hook, None, || Some(filter.on_response_headers(stream)));
+    take_after(hook, stream, after);
+    FilterStatus::CONTINUE
 }
 
 /// # Safety
@@ -159,6 +185,151 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
     let (filter, _) = unsafe { filter_of(filter_envoy, filter) };
     guard("on_http_filter_local_reply", (), || filter.on_local_reply());
     LocalReplyStatus::CONTINUE
+}
+
+/// `held` while the request waits for an exchange, else `CONTINUE`: Envoy delivers the body and
+/// trailers to a filter that stopped at the headers, and `CONTINUE` would send the request on
+/// with the caller's token.
+///
+/// # Safety
+/// Envoy's pointers for the running hook of a live filter, on its stream's thread.
+unsafe fn hold_while_waiting(
+    filter_envoy: FilterEnvoyPtr,
+    filter: FilterModulePtr,
+    hook: &str,
+    held: FilterStatus,
+) -> FilterStatus {
+    // SAFETY: Envoy's pointers for this hook (caller's word).
+    let (filter, _) = unsafe { filter_of(filter_envoy, filter) };
+    guard(hook, held, || match filter.is_held() {
+        true => held,
+        false => FilterStatus::CONTINUE,
+    })
+}
+
+/// # Safety
+/// Called by Envoy with a live filter's pointers, on its stream's thread.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    filter_envoy: FilterEnvoyPtr,
+    filter: FilterModulePtr,
+    _end_of_stream: bool,
+) -> FilterStatus {
+    let hook = "on_http_filter_request_body";
+    // SAFETY: Envoy's pointers for this hook (caller's word).
+    unsafe { hold_while_waiting(filter_envoy, filter, hook, FilterStatus::STOP_AND_WATERMARK) }
+}
+
+/// # Safety
+/// Called by Envoy with a live filter's pointers, on its stream's thread.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    filter_envoy: FilterEnvoyPtr,
+    filter: FilterModulePtr,
+) -> FilterStatus {
+    let hook = "on_http_filter_request_trailers";
+    // SAFETY: Envoy's pointers for this hook (caller's word).
+    unsafe { hold_while_waiting(filter_envoy, filter, hook, FilterStatus::STOP_ITERATION) }
+}
+
+/// Other threads left actions in this stream's mailbox.
+///
+/// # Safety
+/// Called by Envoy with a live filter's pointers, on its stream's thread.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    filter_envoy: FilterEnvoyPtr,
+    filter: FilterModulePtr,
+    _event_id: u64,
+) {
+    // SAFETY: Envoy's pointers for this hook (caller's word).
+    let (filter, stream) = unsafe { filter_of(filter_envoy, filter) };
+    let hook = "on_http_filter_scheduled";
+    let after = guard(hook, None, || Some(filter.on_mail(stream)));
+    take_after(hook, stream, after);
+}
+
+/// The answer to a token request this stream sent.
+///
+/// # Safety
+/// Called by Envoy with a live filter's pointers, on its stream's thread, and the answer's
+/// headers and body valid until it returns.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    filter_envoy: FilterEnvoyPtr,
+    filter: FilterModulePtr,
+    callout_id: u64,
+    result: CalloutResult,
+    headers: *const EnvoyHeader,
+    headers_size: usize,
+    body_chunks: *const EnvoyBuffer,
+    body_chunks_size: usize,
+) {
+    // An answer before the callout call returned (Envoy failed the request at once): the call
+    // reports the failure, and the worker's lock is held by this very thread.
+    if host::dispatching() {
+        return;
+    }
+    // SAFETY: Envoy's pointers for this hook (caller's word).
+    let (filter, stream) = unsafe { filter_of(filter_envoy, filter) };
+    let hook = "on_http_filter_http_callout_done";
+    let after = guard(hook, None, || {
+        // SAFETY: the answer is Envoy's, valid during this hook, and copied here.
+        let answer =
+            unsafe { answer::read(result, headers, headers_size, body_chunks, body_chunks_size) };
+        Some(filter.on_token_answer(stream, callout_id, &answer))
+    });
+    take_after(hook, stream, after);
+}
+
+/// The root's tick, on the main thread.
+///
+/// # Safety
+/// Called by Envoy with a live configuration's pointers.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    _config_envoy: ConfigEnvoyPtr,
+    config: ConfigModulePtr,
+    event_id: u64,
+) {
+    guard("on_http_filter_config_scheduled", (), || {
+        if event_id == ticker::TICK {
+            // SAFETY: the live configuration (caller's word).
+            unsafe { state_of(config) }.on_tick();
+        }
+    });
+}
+
+/// The answer to a token request the root sent, on the main thread.
+///
+/// # Safety
+/// Called by Envoy with a live configuration's pointers, and the answer's headers and body
+/// valid until it returns.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    _config_envoy: ConfigEnvoyPtr,
+    config: ConfigModulePtr,
+    callout_id: u64,
+    result: CalloutResult,
+    headers: *const EnvoyHeader,
+    headers_size: usize,
+    body_chunks: *const EnvoyBuffer,
+    body_chunks_size: usize,
+) {
+    if host::dispatching() {
+        return;
+    }
+    guard("on_http_filter_config_http_callout_done", (), || {
+        // SAFETY: the answer is Envoy's, valid during this hook, and copied here; the
+        // configuration is live (caller's word).
+        let (answer, state) = unsafe {
+            (
+                answer::read(result, headers, headers_size, body_chunks, body_chunks_size),
+                state_of(config),
+            )
+        };
+        state.on_root_answer(callout_id, &answer);
+    });
 }
 
 /// Per-route configuration is not offered: Envoy refuses one.
@@ -180,23 +351,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_: *const c_void) {}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
-    _: FilterEnvoyPtr,
-    _: FilterModulePtr,
-    _end_of_stream: bool,
-) -> FilterStatus {
-    FilterStatus::CONTINUE
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
-    _: FilterEnvoyPtr,
-    _: FilterModulePtr,
-) -> FilterStatus {
-    FilterStatus::CONTINUE
-}
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
@@ -223,27 +377,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
-    _: FilterEnvoyPtr,
-    _: FilterModulePtr,
-    _event_id: u64,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _: FilterEnvoyPtr,
-    _: FilterModulePtr,
-    _callout_id: u64,
-    _result: CalloutResult,
-    _headers: *const EnvoyHeader,
-    _headers_size: usize,
-    _body_chunks: *const EnvoyBuffer,
-    _body_chunks_size: usize,
-) {
-}
-
-#[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
     _: FilterEnvoyPtr,
     _: FilterModulePtr,
@@ -254,27 +387,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buf
 pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
     _: FilterEnvoyPtr,
     _: FilterModulePtr,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
-    _: ConfigEnvoyPtr,
-    _: ConfigModulePtr,
-    _event_id: u64,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
-    _: ConfigEnvoyPtr,
-    _: ConfigModulePtr,
-    _callout_id: u64,
-    _result: CalloutResult,
-    _headers: *const EnvoyHeader,
-    _headers_size: usize,
-    _body_chunks: *const EnvoyBuffer,
-    _body_chunks_size: usize,
 ) {
 }
 

@@ -1,7 +1,11 @@
 //! The native shell over `obo_core`: an Envoy dynamic module (`libentra_obo_native.so`) that Envoy
-//! 1.38 to 1.40 loads as an HTTP filter, with the same JSON configuration as the Wasm build. The
-//! project's own bindings (`abi`), safe calls into Envoy (`envoy`), the hooks Envoy calls
-//! (`hooks`), the configuration (`config`) and one stream's filter (`filter`).
+//! 1.38 to 1.40 loads as an HTTP filter, with the same JSON configuration and the same decisions
+//! as the Wasm build. The project's own bindings (`abi`), safe calls into Envoy (`envoy`), the
+//! hooks Envoy calls (`hooks`), the configuration (`config`) and its state shared by every worker
+//! thread (`state`: one `Worker` behind a lock, `shared_data`, `ticker`, `metrics`), one stream's
+//! filter (`filter`), the core's `Host` (`host`), and the actions on streams that wait until the
+//! worker's lock is released (`streams`); `answer` reads a token request's answer, and
+//! `token_file` answers a fetch of workload identity's token file from the file.
 
 // A panic must never reach Envoy: the shell returns errors instead. Tests may panic.
 #![cfg_attr(
@@ -20,10 +24,18 @@ compile_error!(
 );
 
 pub mod abi;
+mod answer;
 mod config;
 mod envoy;
 mod filter;
 mod hooks;
+mod host;
+mod metrics;
+mod shared_data;
+mod state;
+mod streams;
+mod ticker;
+mod token_file;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
