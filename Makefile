@@ -182,7 +182,7 @@ NOOP_WASM := $(CURDIR)/e2e/bench/noop/target/wasm32-wasip1/release/noop_filter.w
 
 WRK_NEEDED = @command -v wrk >/dev/null || { echo "$@: needs wrk, the HTTP load generator: apt-get install wrk (Debian, Ubuntu), brew install wrk (macOS)"; exit 1; }
 
-bench: build $(ENVOY)
+bench: build native $(ENVOY)
 	$(WRK_NEEDED)
 	cd e2e/bench/noop && cargo build --release --target wasm32-wasip1 --quiet
 	cd e2e/bench/bare && cargo build --release --target wasm32-wasip1 --quiet

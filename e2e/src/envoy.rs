@@ -119,6 +119,21 @@ pub fn wasm_path() -> PathBuf {
     env_path("OBO_WASM", "target/entra_obo_filter.wasm")
 }
 
+/// The native module where it is built and this Envoy can load it (`make native`; 1.38 and later).
+pub fn native_path_if_built() -> Option<PathBuf> {
+    let path = std::env::var("OBO_NATIVE").map_or_else(
+        |_| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/native/libentra_obo_native.so"
+            ))
+        },
+        PathBuf::from,
+    );
+    let version = envoy_version(&envoy_bin());
+    (path.exists() && native_supports(&version)).then_some(path)
+}
+
 /// The native module (`make native`).
 pub fn native_path() -> PathBuf {
     env_path("OBO_NATIVE", "target/native/libentra_obo_native.so")

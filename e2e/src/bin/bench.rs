@@ -6,6 +6,9 @@
 //! (default 16), BENCH_PARTS (default `hot,cold,users,refresh,memory`), BENCH_CONCURRENCY (default
 //! `1,2`).
 //!
+//! The native build's cache hit (`make native`) comes beside the Wasm build's, direct and proxied,
+//! where the Envoy loads it (1.38 and later).
+//!
 //! BENCH_ROUTES=N puts N prefix routes that no request matches before each listener's route, as a
 //! sidecar with many routes in one virtual host has them: Envoy walks them on every route match.
 //!
@@ -124,6 +127,29 @@ fn obo_config_with_key(
     config.to_string()
 }
 
+/// The native build (`make native`) as a dynamic module HTTP filter; Envoy finds the library in
+/// ENVOY_DYNAMIC_MODULES_SEARCH_PATH, which `start_envoy` sets.
+fn native_filter(name: &str, config: &str) -> Value {
+    json!({
+        "name": name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": "entra_obo_native", "do_not_close": true},
+            "filter_name": "entra_obo",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config}
+        }
+    })
+}
+
+fn native_dir() -> Option<PathBuf> {
+    obo_e2e::envoy::native_path_if_built().and_then(|p| p.parent().map(Path::to_path_buf))
+}
+
+/// Whether the native build is there to measure (`make bench` builds it; Envoy 1.38 and later).
+fn native_measured() -> bool {
+    obo_e2e::envoy::native_path_if_built().is_some()
+}
+
 const LUA: &str =
     "function envoy_on_request(h) h:headers():replace('authorization', 'Bearer static-token') end";
 
@@ -172,6 +198,10 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
         "obo" => vec![wasm_filter(
             "entra_obo",
             &wasm,
+            &obo_config(idp, "entra_id", max_entries),
+        )],
+        "native" => vec![native_filter(
+            "entra_obo_native",
             &obo_config(idp, "entra_id", max_entries),
         )],
         "obo_cluster" => {
@@ -321,6 +351,14 @@ const VARIANTS: &[(&str, &str, bool)] = &[
     (BY_CLUSTER, "obo_cluster", true),
 ];
 
+/// The native build's hit, direct and proxied, beside the Wasm build's.
+const NATIVE_VARIANTS: &[(&str, &str, bool)] = &[
+    (NATIVE_HIT, "native", false),
+    (NATIVE_HIT_PROXIED, "native", true),
+];
+const NATIVE_HIT: &str = "direct: native module, cache hit";
+const NATIVE_HIT_PROXIED: &str = "proxied: native module, cache hit";
+
 /// The hit with a target that names the cluster instead of the host: one hostcall more
 /// (`xds.cluster_name`), proxied since a direct response has no cluster.
 const BY_CLUSTER: &str = "proxied: entra-obo-filter, cache hit, target by cluster";
@@ -382,6 +420,11 @@ fn start_envoy(
             false,
         )
     });
+    let native = native_measured()
+        .then_some(NATIVE_VARIANTS)
+        .into_iter()
+        .flatten()
+        .copied();
     let calls = std::env::var("BENCH_HOSTCALLS").unwrap_or_else(|_| DEFAULT_HOSTCALLS.into());
     let mut hostcalls: Vec<(&'static str, &'static str, bool)> = Vec::new();
     if !calls.is_empty() {
@@ -410,6 +453,7 @@ fn start_envoy(
         .iter()
         .copied()
         .chain(compare)
+        .chain(native)
         .chain(hostcalls)
         .enumerate()
     {
@@ -468,6 +512,10 @@ fn start_envoy(
         .arg(&admin_file)
         // The recipe's Lua reads the file this names.
         .envs(token_file.map(|f| ("AZURE_FEDERATED_TOKEN_FILE", f.path.clone())))
+        // The native module finds its library here and reads its ${...} from Envoy's own
+        // environment (the Wasm filters get theirs through vm_config).
+        .envs(native_dir().map(|dir| ("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir)))
+        .env("AZURE_APP_CLIENT_SECRET", CLIENT_SECRET)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -738,6 +786,22 @@ fn run_suite(bench: &Bench, concurrency: u32, rounds: u64, seconds: u64, connect
         println!(
             "\nCache hit × the same with BENCH_COMPARE_WASM: {:.2}",
             ratio(hit, compare)
+        );
+    }
+    let position = |name: &str| bench.variants.iter().position(|v| v.name == name);
+    if let (Some(native), Some(native_proxied)) =
+        (position(NATIVE_HIT), position(NATIVE_HIT_PROXIED))
+    {
+        let wasm_proxied = index("proxied: entra-obo-filter, cache hit");
+        let (lua, lua_proxied) = (index("direct: Lua"), index("proxied: Lua"));
+        println!(
+            "\nNative cache hit × no filter: {:.2} direct, {:.2} proxied; × the Wasm hit: {:.2} / {:.2}; × Lua: {:.2} / {:.2}",
+            ratio(native, none),
+            ratio(native_proxied, proxied_none),
+            ratio(native, hit),
+            ratio(native_proxied, wasm_proxied),
+            ratio(native, lua),
+            ratio(native_proxied, lua_proxied)
         );
     }
     if errors > 0 {
