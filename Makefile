@@ -220,17 +220,22 @@ image: build
 	rm -rf target/image && mkdir -p target/image && cp $(WASM) target/image/plugin.wasm
 	$(ENGINE) build -f envoy/Dockerfile -t $(IMAGE) target/image
 
-# What a release publishes, in dist/: the .wasm, its SHA-256 (a WasmPlugin's sha256 for an
+# What a release publishes, in dist/: the native module and its SHA-256 (Envoy 1.38 to 1.40), the
+# .wasm, its SHA-256 (a WasmPlugin's sha256 for an
 # http(s):// or file:// url; an EnvoyFilter's remote sha256), and the image as an OCI archive with
 # its digest (a WasmPlugin's sha256 for an oci:// url). Push it with
 # `skopeo copy --preserve-digests oci-archive:dist/entra-obo-filter-$(VERSION).oci.tar docker://REGISTRY/entra-obo-filter:$(VERSION)`
 # (--preserve-digests: fail rather than push an image whose digest is not the one in dist/).
 DIST := $(CURDIR)/dist
 
-release: build
+release: build native
 	rm -rf $(DIST) && mkdir -p $(DIST)
 	cp $(WASM) $(DIST)/entra_obo_filter.wasm
 	cd $(DIST) && sha256sum entra_obo_filter.wasm > entra_obo_filter.wasm.sha256
+	@# One native module for every Envoy it supports (1.38 to 1.40: docs/native.md), named as
+	@# Envoy looks it up (lib<name>.so, dynamic_module_config name entra_obo_native).
+	cp $(NATIVE) $(DIST)/libentra_obo_native.so
+	cd $(DIST) && sha256sum libentra_obo_native.so > libentra_obo_native.so.sha256
 	cargo run --quiet --release -p wasm-image -- $(DIST)/entra_obo_filter.wasm $(IMAGE) \
 	  $(DIST)/entra-obo-filter-$(VERSION).oci.tar | tee $(DIST)/image.txt
 	@sed -n 's/^image digest  sha256://p' $(DIST)/image.txt > $(DIST)/entra-obo-filter-$(VERSION).oci.digest
