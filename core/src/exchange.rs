@@ -466,6 +466,26 @@ impl Worker {
         }
     }
 
+    /// Ends an exchange no answer settled (its actor's token or its assertion never came): its
+    /// lease is freed, a refresh is tried again later, and its waiters, and the exchanges waiting
+    /// for its token as their actor's, are refused with `reply`.
+    fn refuse_unanswered(
+        &mut self,
+        host: &dyn Host,
+        key: &CacheKey,
+        exchange: Exchange,
+        reply: Reply,
+    ) {
+        lease::release(host, key, self.cache.slots(), self.id);
+        if exchange.background {
+            let now = host.now_unix();
+            self.cache
+                .postpone_refresh(host, key, now + REFRESH_RETRY_S, now);
+        }
+        finish(host, &exchange.waiters, &Outcome::Refuse(reply.clone()));
+        self.settle_dependents(host, exchange.dependents, Err(&reply));
+    }
+
     /// Those it waits on other workers for count too, so junk tokens can neither queue token
     /// requests past the token cluster's circuit breakers nor hold more memory.
     fn at_exchange_limit(&self, config: &Config) -> bool {

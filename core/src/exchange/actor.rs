@@ -7,12 +7,12 @@ use crate::cache_key::CacheKey;
 use crate::config::{Actor, Config, Grant};
 use crate::error_reply::{Refusal, Reply};
 use crate::host::Host;
-use crate::lease::{self, Lease};
+use crate::lease::Lease;
 use crate::metrics::Counter;
 use crate::token_cache::Cached;
 use crate::token_response::ExchangeFailure;
 
-use super::{finish, Exchange, ExchangeParams, Outcome, Worker, REFRESH_RETRY_S, TICK_MS};
+use super::{Exchange, ExchangeParams, Worker, TICK_MS};
 
 /// The actor's token an exchange is sent with, and until when it may be used.
 #[derive(Clone)]
@@ -240,18 +240,7 @@ impl Worker {
                     let Some(exchange) = self.exchanges.remove(&key) else {
                         continue;
                     };
-                    lease::release(host, &key, self.cache.slots(), self.id);
-                    if exchange.background {
-                        let now = now_ms / 1000;
-                        self.cache
-                            .postpone_refresh(host, &key, now + REFRESH_RETRY_S, now);
-                    }
-                    finish(
-                        host,
-                        &exchange.waiters,
-                        &Outcome::Refuse(as_actors_reply(reply)),
-                    );
-                    // Nothing waits on a delegated exchange as its actor: dependents stop here.
+                    self.refuse_unanswered(host, &key, exchange, as_actors_reply(reply));
                 }
             }
         }

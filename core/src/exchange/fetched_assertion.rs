@@ -8,10 +8,9 @@ use crate::cache_key::CacheKey;
 use crate::config::{ClientAuth, Config};
 use crate::error_reply::{reply_for, Refusal};
 use crate::host::{Callout, DispatchError, Host, LogLevel};
-use crate::lease;
 use crate::metrics::Counter;
 
-use super::{finish, CallAnswer, Exchange, Outcome, Worker, REFRESH_RETRY_S};
+use super::{CallAnswer, Exchange, Worker, REFRESH_RETRY_S};
 
 impl Worker {
     /// Starts the fetches that are due: for a provider whose exchanges wait for an assertion, or
@@ -175,22 +174,15 @@ impl Worker {
             let Some(exchange) = self.exchanges.remove(&key) else {
                 continue;
             };
-            lease::release(host, &key, self.cache.slots(), self.id);
             if config.backoff.default_s > 0 {
                 let scope = exchange.params.backoff_key(config);
                 backoff::start(host, &scope, host.now_ms(), config.backoff.default_s);
-            }
-            if exchange.background {
-                self.cache
-                    .postpone_refresh(host, &key, now + REFRESH_RETRY_S, now);
             }
             // No token request was sent, but the tenant's users are refused all the same.
             if let Some(tenant) = &exchange.params.tenant {
                 host.count_tenant_failure(tenant);
             }
-            let reply = reply_for(&refusal);
-            finish(host, &exchange.waiters, &Outcome::Refuse(reply.clone()));
-            self.settle_dependents(host, exchange.dependents, Err(&reply));
+            self.refuse_unanswered(host, &key, exchange, reply_for(&refusal));
         }
         host.switch_to(current);
     }
