@@ -177,7 +177,8 @@ fuzz: nightly cargo-fuzz
 
 # The hot path against no filter, a no-op Wasm filter, Lua and credential_injector, in one Envoy;
 # the cold path; cache memory. The figures go to docs/performance.md by hand from target/bench.md.
-# Its inputs beside the filter (e2e/bench/): a no-op Wasm filter, one with no SDK, a wrk script.
+# Its inputs beside the filter (e2e/bench/): a no-op Wasm filter, one with no SDK, a dynamic module
+# with no work of its own, a wrk script.
 NOOP_WASM := $(CURDIR)/e2e/bench/noop/target/wasm32-wasip1/release/noop_filter.wasm
 
 WRK_NEEDED = @command -v wrk >/dev/null || { echo "$@: needs wrk, the HTTP load generator: apt-get install wrk (Debian, Ubuntu), brew install wrk (macOS)"; exit 1; }
@@ -186,6 +187,8 @@ bench: build native $(ENVOY)
 	$(WRK_NEEDED)
 	cd e2e/bench/noop && cargo build --release --target wasm32-wasip1 --quiet
 	cd e2e/bench/bare && cargo build --release --target wasm32-wasip1 --quiet
+	cd e2e/bench/bare-native && cargo build --release --quiet
+	cp e2e/bench/bare-native/target/release/libbare_native.so target/native/
 	@rm -f $(dir $(NOOP_WASM))noop_trimmed.wasm
 	$(BINARYEN_BIN)/wasm-metadce -f wasm/src/exports.json $(WASM_FEATURES) $(NOOP_WASM) -o $(dir $(NOOP_WASM))noop_trimmed.wasm >/dev/null
 	cargo bench -p obo-core --bench logic

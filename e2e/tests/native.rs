@@ -166,7 +166,7 @@ fn an_envoy_before_1_38_does_not_load_the_module() {
     for (version, says) in [
         (
             "1.36.4",
-            "undefined symbol: envoy_dynamic_module_callback_http_get_header",
+            "undefined symbol: envoy_dynamic_module_callback_http_get_headers_size",
         ),
         (
             "1.37.0",

@@ -10,9 +10,10 @@
 //! (`log` gaining a source location) was withdrawn before the release in favour of a new `log_v2`.
 //! The hooks Envoy looks up for an HTTP filter are the same in the three. 1.38 loads a module of
 //! another ABI version with a warning. 1.36 and 1.37 are outside the window: they accept only
-//! their own ABI version (a hash of their header), and lack callbacks bound here (1.36 reads
-//! headers with `http_get_request_header`; 1.37 has no `http_get_cluster_name` nor
-//! `http_filter_get_worker_index`), so the dynamic loader refuses the module.
+//! their own ABI version (a hash of their header), and lack callbacks bound here (1.36 has header
+//! callbacks per map, such as `http_get_request_headers`, not `http_get_headers`; 1.37 has no
+//! `http_get_cluster_name` nor `http_filter_get_worker_index`), so the dynamic loader refuses the
+//! module.
 //!
 //! Envoy compares the string `on_program_init` returns with its own: 1.38.2 and 1.39.3 (`v0.1.0`)
 //! log "matched", 1.40.0 (`v0.2.0`) logs that the module's version is deprecated and loads it.
@@ -62,7 +63,7 @@ pub struct ModuleHeader {
     pub value_length: usize,
 }
 
-/// One header Envoy passes (a callout's answer).
+/// One header Envoy passes (a callout's answer, a stream's headers).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct EnvoyHeader {
@@ -160,14 +161,17 @@ extern "C" {
     /// Main thread only.
     pub fn envoy_dynamic_module_callback_get_concurrency() -> u32;
 
-    /// The `index`th value of header `key`; `count` (nullable) gets the number of values.
-    pub fn envoy_dynamic_module_callback_http_get_header(
+    /// How many headers (each value of a repeated header counts) the map has.
+    pub fn envoy_dynamic_module_callback_http_get_headers_size(
         filter: FilterEnvoyPtr,
         header_type: HeaderType,
-        key: ModuleBuffer,
-        result: *mut EnvoyBuffer,
-        index: usize,
-        count: *mut usize,
+    ) -> usize;
+    /// Writes every header of the map, in order, into `result`, which has room for as many as
+    /// `http_get_headers_size` said.
+    pub fn envoy_dynamic_module_callback_http_get_headers(
+        filter: FilterEnvoyPtr,
+        header_type: HeaderType,
+        result: *mut EnvoyHeader,
     ) -> bool;
     /// Replaces every value of `key`; a null `value.ptr` removes the header.
     pub fn envoy_dynamic_module_callback_http_set_header(
@@ -288,6 +292,30 @@ impl ModuleBuffer {
         ptr: std::ptr::null(),
         length: 0,
     };
+}
+
+impl EnvoyHeader {
+    pub const NULL: EnvoyHeader = EnvoyHeader {
+        key_ptr: std::ptr::null(),
+        key_length: 0,
+        value_ptr: std::ptr::null(),
+        value_length: 0,
+    };
+
+    /// The name and the value, borrowed for as long as the caller says Envoy keeps them.
+    ///
+    /// # Safety
+    /// Each pointer is null or points to its length in bytes, valid and unchanged for `'a`.
+    pub unsafe fn parts<'a>(self) -> (&'a [u8], &'a [u8]) {
+        let buffer = |ptr, length| EnvoyBuffer { ptr, length };
+        // SAFETY: the caller's word, for both buffers.
+        unsafe {
+            (
+                buffer(self.key_ptr, self.key_length).bytes(),
+                buffer(self.value_ptr, self.value_length).bytes(),
+            )
+        }
+    }
 }
 
 impl EnvoyBuffer {

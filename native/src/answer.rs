@@ -26,20 +26,7 @@ pub unsafe fn read(
     let header = |name: &str| {
         headers.iter().find_map(|h| {
             // SAFETY: each header's key and value are Envoy's, valid during the hook.
-            let (key, value) = unsafe {
-                (
-                    EnvoyBuffer {
-                        ptr: h.key_ptr,
-                        length: h.key_length,
-                    }
-                    .bytes(),
-                    EnvoyBuffer {
-                        ptr: h.value_ptr,
-                        length: h.value_length,
-                    }
-                    .bytes(),
-                )
-            };
+            let (key, value) = unsafe { h.parts() };
             key.eq_ignore_ascii_case(name.as_bytes())
                 .then(|| String::from_utf8_lossy(value).into_owned())
         })

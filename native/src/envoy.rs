@@ -1,9 +1,12 @@
 //! Safe calls into Envoy over the bindings in `abi`: what the shell asks of Envoy, with the
 //! borrowing rules of each call in one place.
 
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
 use crate::abi::{
-    self, CalloutInit, ConfigEnvoyPtr, EnvoyBuffer, FilterEnvoyPtr, HeaderType, LogLevel,
-    ModuleBuffer, ModuleHeader, SchedulerPtr,
+    self, CalloutInit, ConfigEnvoyPtr, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, HeaderType,
+    LogLevel, ModuleBuffer, ModuleHeader, SchedulerPtr,
 };
 
 /// Logs under Envoy's `dynamic_modules` logger, if that level is enabled, named as the Wasm
@@ -81,53 +84,63 @@ impl Stream {
         Stream(filter)
     }
 
-    /// Appends the `index`th value of header `name` (lower case) to `out`; whether there was one,
-    /// and how many values the header has.
-    fn append_value(
+    /// Appends each header of `names` (lower case) to `out`, and puts where its value is in
+    /// `spans` (None: the request has no such header). A repeated header's values are joined
+    /// with `,` as the Wasm host joins them, so two `Authorization` headers never pass for one.
+    ///
+    /// One call to Envoy for every name: it hands over the whole map without copying or
+    /// allocating, where asking for a header by name makes it build a lower-case key each time.
+    pub fn append_headers(
         self,
         map: HeaderType,
-        name: &str,
-        index: usize,
+        names: &[&str],
         out: &mut Vec<u8>,
-    ) -> (bool, usize) {
-        let mut value = EnvoyBuffer::NULL;
-        let mut count = 0usize;
-        // SAFETY: self.0 is the live filter of the running hook (Stream::new); the key is read
-        // during the call; Envoy's buffer lives only until the hook returns or a header of the
-        // same map is set, so it is copied at once, before anything else is asked of Envoy.
+        spans: &mut [Option<Range<usize>>],
+    ) {
+        const ON_STACK: usize = 64;
+        let mut on_stack = [const { MaybeUninit::<EnvoyHeader>::uninit() }; ON_STACK];
+        let mut on_heap = Vec::new();
+        // SAFETY: the live filter of the running hook; Envoy writes as many headers as it just
+        // counted into room for that many (nothing changes the map between the two calls), and
+        // only those are read. Its buffers live until the hook returns or a header of the map is
+        // set: every value is copied into `out` before this returns, and nothing is set meanwhile.
         unsafe {
-            let found = abi::envoy_dynamic_module_callback_http_get_header(
-                self.0,
-                map,
-                ModuleBuffer::of(name.as_bytes()),
-                &mut value,
-                index,
-                &mut count,
-            );
-            let found = found && !value.ptr.is_null();
-            if found {
-                out.extend_from_slice(value.bytes());
+            let count = abi::envoy_dynamic_module_callback_http_get_headers_size(self.0, map);
+            let room = if count <= ON_STACK {
+                on_stack.as_mut_ptr().cast::<EnvoyHeader>()
+            } else {
+                on_heap.resize(count, EnvoyHeader::NULL);
+                on_heap.as_mut_ptr()
+            };
+            if count == 0 || !abi::envoy_dynamic_module_callback_http_get_headers(self.0, map, room)
+            {
+                return;
             }
-            (found, count)
+            let headers = std::slice::from_raw_parts(room, count);
+            for (span, name) in spans.iter_mut().zip(names) {
+                let start = out.len();
+                let mut found = false;
+                for header in headers {
+                    let (key, value) = header.parts();
+                    // Envoy keeps every header name in lower case.
+                    if key == name.as_bytes() {
+                        if found {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(value);
+                        found = true;
+                    }
+                }
+                *span = found.then_some(start..out.len());
+            }
         }
     }
 
-    /// Appends header `name` (lower case) to `out`, a repeated header's values joined with `,` as
-    /// the Wasm host joins them (so two `Authorization` headers never pass for one); false if the
-    /// request has no such header.
-    pub fn append_header(self, map: HeaderType, name: &str, out: &mut Vec<u8>) -> bool {
-        let (found, count) = self.append_value(map, name, 0, out);
-        for index in 1..count {
-            out.push(b',');
-            self.append_value(map, name, index, out);
-        }
-        found
-    }
-
-    /// Header `name`, copied (see `append_header`).
+    /// Header `name`, copied (see `append_headers`).
     pub fn header(self, map: HeaderType, name: &str) -> Option<Vec<u8>> {
-        let mut value = Vec::new();
-        self.append_header(map, name, &mut value).then_some(value)
+        let (mut value, mut span) = (Vec::new(), [None]);
+        self.append_headers(map, &[name], &mut value, &mut span);
+        span[0].is_some().then_some(value)
     }
 
     /// Replaces every value of request header `name`; None removes it.
@@ -161,7 +174,7 @@ impl Stream {
     /// The route's cluster, as Envoy's router would pick it now.
     pub fn route_cluster(self) -> Option<Vec<u8>> {
         let mut value = EnvoyBuffer::NULL;
-        // SAFETY: as in `header_value`: the name Envoy returns belongs to the route's cluster,
+        // SAFETY: as in `append_headers`: the name Envoy returns belongs to the route's cluster,
         // valid during the hook; it is copied at once.
         unsafe {
             abi::envoy_dynamic_module_callback_http_get_cluster_name(self.0, &mut value)

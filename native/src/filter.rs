@@ -90,12 +90,12 @@ impl Filter {
     /// Hands other streams their actions, and keeps this one's for the hook to take; a request
     /// resumed or answered is no longer held.
     fn after(&self, host: NativeHost<'_>, verdict: Verdict) -> After {
-        let (own, others): (Vec<_>, Vec<_>) = host
-            .take_actions()
-            .into_iter()
-            .partition(|(to, _)| *to == self.context_id);
-        self.state.streams.post(others);
-        self.own_actions(own.into_iter().map(|(_, action)| action).collect(), verdict)
+        let others = host.take_actions_for_others();
+        // Usually there are none (a cache hit's one action is its own).
+        if !others.is_empty() {
+            self.state.streams.post(others);
+        }
+        self.own_actions(host.take_own_actions(), verdict)
     }
 
     fn own_actions(&self, own: Vec<Action>, verdict: Verdict) -> After {
@@ -169,7 +169,7 @@ impl Filter {
             self.state.streams.unregister(self.context_id);
         }
         let others = host
-            .take_actions()
+            .take_actions_for_others()
             .into_iter()
             .filter(|(to, _)| *to != self.context_id)
             .collect();

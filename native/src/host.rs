@@ -36,7 +36,10 @@ pub struct NativeHost<'a> {
     /// On the main thread for the root: the configuration's callouts may be made.
     root: bool,
     current: Cell<u32>,
-    actions: RefCell<Vec<(u32, Action)>>,
+    /// The running stream's own actions, taken by its hook.
+    own: RefCell<Vec<Action>>,
+    /// Actions for other contexts (every action, with no running stream), with the context.
+    others: RefCell<Vec<(u32, Action)>>,
 }
 
 thread_local! {
@@ -69,7 +72,8 @@ impl<'a> NativeHost<'a> {
             current: Cell::new(running.context_id),
             running: Some(running),
             root: false,
-            actions: RefCell::new(Vec::new()),
+            own: RefCell::new(Vec::new()),
+            others: RefCell::new(Vec::new()),
         }
     }
 
@@ -80,7 +84,8 @@ impl<'a> NativeHost<'a> {
             running: None,
             root: false,
             current: Cell::new(context_id),
-            actions: RefCell::new(Vec::new()),
+            own: RefCell::new(Vec::new()),
+            others: RefCell::new(Vec::new()),
         }
     }
 
@@ -92,13 +97,24 @@ impl<'a> NativeHost<'a> {
         }
     }
 
-    /// The actions buffered so far, in order, with the context each is for.
-    pub fn take_actions(&self) -> Vec<(u32, Action)> {
-        self.actions.take()
+    /// The running stream's own actions buffered so far, in order.
+    pub fn take_own_actions(&self) -> Vec<Action> {
+        self.own.take()
+    }
+
+    /// The actions buffered so far for other contexts, in order, with the context each is for
+    /// (with no running stream, every action).
+    pub fn take_actions_for_others(&self) -> Vec<(u32, Action)> {
+        self.others.take()
     }
 
     fn act(&self, action: Action) {
-        self.actions.borrow_mut().push((self.current.get(), action));
+        let to = self.current.get();
+        if self.running.as_ref().is_some_and(|r| r.context_id == to) {
+            self.own.borrow_mut().push(action);
+        } else {
+            self.others.borrow_mut().push((to, action));
+        }
     }
 
     fn running_stream(&self) -> Option<Stream> {
@@ -165,12 +181,7 @@ impl Host for NativeHost<'_> {
         };
         let mut bytes = Vec::with_capacity(2048);
         let mut spans: [Option<Range<usize>>; HeaderValues::MAX] = Default::default();
-        for (span, name) in spans.iter_mut().zip(names) {
-            let start = bytes.len();
-            if stream.append_header(HeaderType::REQUEST_HEADER, name, &mut bytes) {
-                *span = Some(start..bytes.len());
-            }
-        }
+        stream.append_headers(HeaderType::REQUEST_HEADER, names, &mut bytes, &mut spans);
         HeaderValues::new(bytes, spans)
     }
 

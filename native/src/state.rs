@@ -155,7 +155,7 @@ impl ConfigState {
             // Inside the lock: a stream asking for a tick meanwhile is not overwritten.
             self.ticker.set_period_ms(next_ms);
         }
-        self.streams.post(host.take_actions());
+        self.streams.post(host.take_actions_for_others());
     }
 
     /// An answer to the configuration's callout, on the main thread.
@@ -165,7 +165,7 @@ impl ConfigState {
         };
         let host = NativeHost::root(self);
         self.worker().complete(&host, token_id, answer, ROOT_ID);
-        self.streams.post(host.take_actions());
+        self.streams.post(host.take_actions_for_others());
     }
 }
 

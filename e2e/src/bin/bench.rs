@@ -7,7 +7,10 @@
 //! `1,2`).
 //!
 //! The native build's cache hit (`make native`) comes beside the Wasm build's, direct and proxied,
-//! where the Envoy loads it (1.38 and later).
+//! where the Envoy loads it (1.38 and later), and so does the floor below it: the dynamic module
+//! with no work of its own (`e2e/bench/bare-native`), alone and making the hit's Envoy calls.
+//! BENCH_NATIVE_CALLS prices those calls one by one: a `;`-separated list of that module's
+//! configurations, each an extra listener (default: none).
 //!
 //! BENCH_ROUTES=N puts N prefix routes that no request matches before each listener's route, as a
 //! sidecar with many routes in one virtual host has them: Envoy walks them on every route match.
@@ -71,6 +74,13 @@ fn noop_trimmed_wasm() -> PathBuf {
 /// headers.
 fn bare_wasm() -> PathBuf {
     bench_dir().join("bare/target/wasm32-wasip1/release/bare_filter.wasm")
+}
+
+/// The dynamic module with no work of its own (`make bench` puts it beside the native build).
+fn bare_native() -> Option<PathBuf> {
+    native_dir()
+        .map(|dir| dir.join("libbare_native.so"))
+        .filter(|p| p.exists())
 }
 
 const BARE_FLOOR: &str = "direct: bare Wasm + the hit's four hostcalls";
@@ -141,6 +151,19 @@ fn native_filter(name: &str, config: &str) -> Value {
     })
 }
 
+/// The bare dynamic module (`e2e/bench/bare-native`) making the Envoy calls `calls` names.
+fn bare_native_filter(calls: &str) -> Value {
+    json!({
+        "name": format!("bare_native_{}", calls.replace(',', "_")),
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": "bare_native", "do_not_close": true},
+            "filter_name": "bare",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": calls}
+        }
+    })
+}
+
 fn native_dir() -> Option<PathBuf> {
     obo_e2e::envoy::native_path_if_built().and_then(|p| p.parent().map(Path::to_path_buf))
 }
@@ -167,6 +190,10 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
         )],
         "bare" => vec![wasm_filter("bare", &bare_wasm(), "")],
         "bare_floor" => vec![wasm_filter("bare_floor", &bare_wasm(), "hostcalls")],
+        // The bare dynamic module making the Envoy calls named after the colon.
+        calls if calls.starts_with("bare_native:") => {
+            vec![bare_native_filter(&calls["bare_native:".len()..])]
+        }
         // BENCH_HOSTCALLS: the no-op making the hostcalls named after the colon.
         calls if calls.starts_with("noop:") => vec![wasm_filter(
             &format!("noop_{}", calls.replace([':', ','], "_")),
@@ -359,6 +386,16 @@ const NATIVE_VARIANTS: &[(&str, &str, bool)] = &[
 const NATIVE_HIT: &str = "direct: native module, cache hit";
 const NATIVE_HIT_PROXIED: &str = "proxied: native module, cache hit";
 
+/// The bare dynamic module, alone and making the native hit's Envoy calls, direct and proxied.
+const BARE_NATIVE_VARIANTS: &[(&str, &str, bool)] = &[
+    ("direct: bare dynamic module", "bare_native:", false),
+    (BARE_NATIVE_FLOOR, "bare_native:hit", false),
+    ("proxied: bare dynamic module", "bare_native:", true),
+    (BARE_NATIVE_FLOOR_PROXIED, "bare_native:hit", true),
+];
+const BARE_NATIVE_FLOOR: &str = "direct: bare dynamic module + the native hit's calls";
+const BARE_NATIVE_FLOOR_PROXIED: &str = "proxied: bare dynamic module + the native hit's calls";
+
 /// The hit with a target that names the cluster instead of the host: one hostcall more
 /// (`xds.cluster_name`), proxied since a direct response has no cluster.
 const BY_CLUSTER: &str = "proxied: entra-obo-filter, cache hit, target by cluster";
@@ -425,6 +462,24 @@ fn start_envoy(
         .into_iter()
         .flatten()
         .copied();
+    let bare_native_calls = std::env::var("BENCH_NATIVE_CALLS").unwrap_or_default();
+    let bare_native = native_measured()
+        .then(bare_native)
+        .flatten()
+        .map(|_| {
+            let priced = bare_native_calls
+                .split(';')
+                .filter(|c| !c.is_empty())
+                .map(|c| {
+                    // Leaked: a handful of names that live as long as the benchmark.
+                    let name: &'static str = format!("direct: bare dynamic module + {c}").leak();
+                    let filters: &'static str = format!("bare_native:{c}").leak();
+                    (name, filters, false)
+                });
+            BARE_NATIVE_VARIANTS.iter().copied().chain(priced)
+        })
+        .into_iter()
+        .flatten();
     let calls = std::env::var("BENCH_HOSTCALLS").unwrap_or_else(|_| DEFAULT_HOSTCALLS.into());
     let mut hostcalls: Vec<(&'static str, &'static str, bool)> = Vec::new();
     if !calls.is_empty() {
@@ -454,6 +509,7 @@ fn start_envoy(
         .copied()
         .chain(compare)
         .chain(native)
+        .chain(bare_native)
         .chain(hostcalls)
         .enumerate()
     {
@@ -803,6 +859,16 @@ fn run_suite(bench: &Bench, concurrency: u32, rounds: u64, seconds: u64, connect
             ratio(native, lua),
             ratio(native_proxied, lua_proxied)
         );
+        if let (Some(floor), Some(floor_proxied)) = (
+            position(BARE_NATIVE_FLOOR),
+            position(BARE_NATIVE_FLOOR_PROXIED),
+        ) {
+            println!(
+                "\nNative cache hit × the bare dynamic module making the same calls: {:.2} direct, {:.2} proxied",
+                ratio(native, floor),
+                ratio(native_proxied, floor_proxied)
+            );
+        }
     }
     if errors > 0 {
         println!("\n(non-2xx answers during the suite: {errors})");
