@@ -31,7 +31,7 @@ export ENVOY_BIN := $(ENVOY)
 export OBO_WASM  := $(WASM)
 export OBO_NATIVE := $(NATIVE)
 
-.PHONY: all tools build native e2e-native binaryen wasm-target rust-components nightly cargo-fuzz envoy test unit e2e test-compat run lint fuzz soak bench clean check-config image release demo-key FORCE
+.PHONY: all tools build native run-native e2e-native binaryen wasm-target rust-components nightly cargo-fuzz envoy test unit e2e test-compat run lint fuzz soak bench clean check-config image release demo-key FORCE
 
 all: build
 
@@ -124,10 +124,11 @@ e2e: build $(ENVOY)
 
 # The end-to-end suite against the native build on Envoy ENVOY_VERSION (one of NATIVE_VERSIONS):
 # the same tests as e2e with OBO_BUILD=native, which selects the build for the whole run (the
-# harness's Build::under_test), and native::, the native build's own. Skipped (WASM_ONLY): the
-# .wasm's own checks, the shipped Envoy configurations and `make run`, which load the .wasm, and
-# the checks of files that no build changes.
-WASM_ONLY := config::shipped_envoy_configurations make_run:: module:: layout:: istio_manifests::
+# harness's Build::under_test; `make run`'s program too, which then runs `make run-native`), and
+# native::, the native build's own. Skipped (WASM_ONLY): the .wasm's own checks, the shipped Envoy
+# configurations that load the .wasm, `make run` with workload identity (Wasm only), and the
+# checks of files that no build changes.
+WASM_ONLY := config::shipped_envoy_configurations make_run::make_run_with_workload_identity module:: layout:: istio_manifests::
 e2e-native: native $(ENVOY) $(foreach v,$(NATIVE_REFUSED),$(call envoy_bin,$(v)))
 	@echo "e2e-native: Envoy $(ENVOY_VERSION) ($(ENVOY_BIN))"
 	OBO_BUILD=native cargo test -p obo-e2e --test e2e --quiet -- $(foreach a,$(WASM_ONLY),--skip $(a))
@@ -207,6 +208,10 @@ demo-key:
 # Envoy with the filter, a mock Entra ID token endpoint and an echo API, all on loopback.
 run: build $(ENVOY)
 	cargo run --quiet -p obo-e2e --bin local_stack
+
+# The same with the native module (envoy/envoy-native.yaml; Envoy 1.38 to 1.40).
+run-native: native $(ENVOY)
+	OBO_BUILD=native cargo run --quiet -p obo-e2e --bin local_stack
 
 # The OCI image Istio's WasmPlugin pulls (envoy/Dockerfile: plugin.wasm alone in one layer), built
 # with a container engine. Without one this says so and stops; `make release` writes the same

@@ -17,6 +17,7 @@ use obo_e2e::stack::{plugin_config, Stack, API_SCOPE};
 use obo_e2e::user_token;
 use serde_json::{json, Value};
 
+mod gateway;
 mod threads;
 
 /// The Envoy under test, which must be one the native build supports.

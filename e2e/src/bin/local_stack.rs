@@ -6,9 +6,9 @@
 //! `envoy/envoy-tenant.yaml` (docs/tenant.md). With WORKLOAD_IDENTITY=1 it uses
 //! `envoy/envoy-workload-identity.yaml` and no secret at all: the filter authenticates with a token
 //! file the program rewrites every TOKEN_ROTATION_S seconds (20 by default), served by Envoy's
-//! internal listener, and the mock trusts only the file's current token. The ports are those of
-//! the file unless PORT,
-//! ADMIN_PORT, ECHO_PORT or IDP_PORT say otherwise. It says "ready" only once Envoy answers, exits
+//! internal listener, and the mock trusts only the file's current token. With OBO_BUILD=native
+//! (`make run-native`) it loads the native module through `envoy/envoy-native.yaml` (mock only).
+//! The ports are those of the file unless PORT, ADMIN_PORT, ECHO_PORT or IDP_PORT say otherwise. It says "ready" only once Envoy answers, exits
 //! non-zero with one line when a part cannot start, and Ctrl-C stops everything.
 
 use std::io::BufRead;
@@ -76,21 +76,32 @@ fn run() -> Result<ExitCode, String> {
     let ports = Ports::from_env()?;
     let envoy_bin = std::env::var("ENVOY_BIN")
         .map_err(|_| "ENVOY_BIN is not set: start it with `make run`".to_string())?;
-    let wasm = root.join("target/entra_obo_filter.wasm");
-    if !Path::new(&envoy_bin).exists() || !wasm.exists() {
-        return Err(
-            "Envoy or the .wasm is missing: start it with `make run`, which builds both".into(),
-        );
+    // OBO_BUILD=native (`make run-native`): the native module instead of the .wasm.
+    let native = std::env::var("OBO_BUILD").is_ok_and(|b| b == "native");
+    let (filter, make) = match native {
+        true => ("target/native/libentra_obo_native.so", "make run-native"),
+        false => ("target/entra_obo_filter.wasm", "make run"),
+    };
+    if !Path::new(&envoy_bin).exists() || !root.join(filter).exists() {
+        return Err(format!(
+            "Envoy or {filter} is missing: start it with `{make}`, which builds both"
+        ));
     }
     let tenant = TENANT_VARS
         .iter()
         .all(|v| std::env::var(v).is_ok_and(|x| !x.is_empty()));
+    let workload_identity =
+        std::env::var("WORKLOAD_IDENTITY").is_ok_and(|v| !v.is_empty() && v != "0");
+    if native && (tenant || workload_identity) {
+        return Err(
+            "`make run-native` runs the mock token endpoint only: unset the AZURE_* variables and WORKLOAD_IDENTITY, or use `make run`"
+                .into(),
+        );
+    }
     let _echo = Upstream::try_start_on(ports.echo)
         .map_err(|e| format!("the echo API {e}; set ECHO_PORT to a free port"))?;
     let mut envoy = Command::new(envoy_bin);
     envoy.current_dir(root);
-    let workload_identity =
-        std::env::var("WORKLOAD_IDENTITY").is_ok_and(|v| !v.is_empty() && v != "0");
     // In the build folder, rewritten by each run: nothing is left in /tmp when it is killed.
     // RUN_DIR: another folder (the suite gives each run its own).
     let dir = std::env::var_os("RUN_DIR").map_or_else(|| root.join("target/make-run"), Into::into);
@@ -126,7 +137,11 @@ fn run() -> Result<ExitCode, String> {
             .env("AZURE_APP_CLIENT_ID", CLIENT_ID)
             .env("AZURE_APP_CLIENT_SECRET", CLIENT_SECRET)
             .env("AZURE_OPENID_CONFIG_TOKEN_ENDPOINT", idp.endpoint());
-        (Some(idp), "envoy/envoy.yaml")
+        let file = match native {
+            true => "envoy/envoy-native.yaml",
+            false => "envoy/envoy.yaml",
+        };
+        (Some(idp), file)
     };
     let tenant = tenant && !workload_identity;
     let config = dir.join("envoy.json");
@@ -138,7 +153,11 @@ fn run() -> Result<ExitCode, String> {
         .args([
             "--use-dynamic-base-id",
             "--component-log-level",
-            "wasm:debug",
+            if native {
+                "dynamic_modules:debug"
+            } else {
+                "wasm:debug"
+            },
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

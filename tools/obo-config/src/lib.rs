@@ -1,5 +1,6 @@
-//! Finds entra-obo-filter plugin configurations in a file (raw JSON, an Envoy bootstrap, an Istio
-//! `EnvoyFilter` or `WasmPlugin`) and checks each with the filter's own parser, under the
+//! Finds entra-obo-filter plugin configurations in a file (raw JSON, an Envoy bootstrap with the
+//! .wasm or the native module, an Istio `EnvoyFilter` or `WasmPlugin`, an Envoy Gateway
+//! `EnvoyExtensionPolicy`) and checks each with the filter's own parser, under the
 //! environment the filter's VM would see.
 
 use std::cell::RefCell;
@@ -167,6 +168,21 @@ fn walk(value: &Value, path: &mut String, routes: Option<&Value>, out: &mut Vec<
                 });
                 return;
             }
+            // The native build: Envoy's dynamic-module filter, or an Envoy Gateway
+            // EnvoyExtensionPolicy's `dynamicModule` entry. The module reads Envoy's own
+            // environment, so every variable of the proxy's reaches it.
+            if let Some(config) = native_config(map) {
+                out.push(Found {
+                    location: join(path, config.0),
+                    text: config.1,
+                    vm_env: None,
+                    routes: routes.cloned(),
+                    clusters: None,
+                    listeners: None,
+                    fails_open: false,
+                });
+                return;
+            }
             // A connection manager: its filters are the ones its routes apply to.
             let routes = match map.get("http_filters") {
                 Some(_) => map.get("route_config"),
@@ -189,6 +205,31 @@ fn walk(value: &Value, path: &mut String, routes: Option<&Value>, out: &mut Vec<
         }
         _ => {}
     }
+}
+
+/// The native module's configuration in `map`, with its key: `filter_config` beside
+/// `dynamic_module_config` (Envoy), or `config` beside `filterName` (Envoy Gateway), where the
+/// filter is named `entra_obo` or (Envoy) the module is `entra_obo_native`.
+fn native_config(map: &serde_json::Map<String, Value>) -> Option<(&'static str, String)> {
+    let named_ours = |key: &str| map.get(key).and_then(Value::as_str) == Some("entra_obo");
+    if let Some(module) = map.get("dynamic_module_config") {
+        let module_is_ours = module.get("name").and_then(Value::as_str) == Some("entra_obo_native")
+            || ["/module/local/filename", "/module/remote/http_uri/uri"]
+                .iter()
+                .filter_map(|at| module.pointer(at).and_then(Value::as_str))
+                .any(|file| file.ends_with("libentra_obo_native.so"));
+        if !(named_ours("filter_name") || module_is_ours) {
+            return None;
+        }
+        // google.protobuf.StringValue holds the JSON as text; Struct as an object.
+        let text = match map.get("filter_config")?.get("value")? {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        return Some(("filter_config", text));
+    }
+    let config = map.get("config").filter(|c| c.is_object())?;
+    named_ours("filterName").then(|| ("config", config.to_string()))
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -447,6 +488,72 @@ mod tests {
     use super::*;
 
     const RAW: &str = r#"{"token_cluster": "entra_id", "targets": [{"host": "a.example", "scope": "api://a/.default"}]}"#;
+
+    /// A dynamic-module filter in an Envoy bootstrap, with `filter_name` and `module` given.
+    fn native_bootstrap(filter_name: &str, module: &str) -> String {
+        format!(
+            r#"
+static_resources:
+  listeners:
+  - filter_chains:
+    - filters:
+      - typed_config:
+          http_filters:
+          - name: obo
+            typed_config:
+              dynamic_module_config: {module}
+              filter_name: {filter_name}
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: '{RAW}'
+"#
+        )
+    }
+
+    #[test]
+    fn the_native_module_is_found_by_its_filter_name_or_its_module() {
+        for (filter_name, module) in [
+            ("entra_obo", "{name: whatever}"),
+            ("other", "{name: entra_obo_native}"),
+            (
+                "other",
+                "{module: {local: {filename: /m/libentra_obo_native.so}}}",
+            ),
+        ] {
+            let found = find_plugin_configs(&native_bootstrap(filter_name, module)).unwrap();
+            assert_eq!(found.len(), 1, "{filter_name} {module}");
+            assert!(found[0].location.ends_with("typed_config.filter_config"));
+            assert_eq!(found[0].text, RAW);
+            // The module reads Envoy's own environment, as a raw configuration's check does.
+            assert_eq!(found[0].vm_env, None);
+            assert!(check(&found[0], &host_env()).result.is_ok());
+        }
+        // Another module's configuration is not this filter's.
+        let other = native_bootstrap("waf", "{name: coraza}");
+        assert!(find_plugin_configs(&other).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_envoy_gateway_policy_entry_named_entra_obo_is_found() {
+        let policy = format!(
+            r#"
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: EnvoyExtensionPolicy
+spec:
+  dynamicModule:
+  - name: waf
+    filterName: coraza
+    config: {{directives: []}}
+  - name: entra-obo
+    filterName: entra_obo
+    config: {RAW}
+"#
+        );
+        let found = find_plugin_configs(&policy).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].location, "spec.dynamicModule[1].config");
+        assert!(check(&found[0], &host_env()).result.is_ok());
+    }
 
     fn host_env() -> CheckEnv {
         CheckEnv {

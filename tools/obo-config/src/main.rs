@@ -11,15 +11,17 @@ use obo_config::{check, find_plugin_configs, CheckEnv};
 
 const USAGE: &str = "usage: obo-config check [--env NAME=VALUE]... [--assume-env] FILE...
 
-Checks the entra-obo-filter plugin configurations in each FILE (raw JSON, an Envoy bootstrap, an
-Istio EnvoyFilter, WasmPlugin or TrafficExtension; `-` reads standard input) with the filter's own
-parser.
+Checks the entra-obo-filter plugin configurations in each FILE (raw JSON, an Envoy bootstrap with
+the .wasm or the native module, an Istio EnvoyFilter, WasmPlugin or TrafficExtension, an Envoy
+Gateway EnvoyExtensionPolicy; `-` reads standard input) with the filter's own parser. The native
+module is found under the filter name entra_obo, or as the module entra_obo_native.
 
   --env NAME=VALUE  a value for an environment variable the configuration reads
   --assume-env      give every variable without a value a placeholder (check without secrets)
 
-The filter sees only the variables its VM declares (vm_config.environment_variables, or the
-WasmPlugin's vmConfig.env); declared host variables are taken from this command's environment.
+The .wasm sees only the variables its VM declares (vm_config.environment_variables, or the
+WasmPlugin's vmConfig.env); declared host variables are taken from this command's environment,
+which also stands in for Envoy's own, all of which the native module reads.
 
 Given an Envoy configuration, it also checks that each token_cluster and each cluster a client
 assertion is fetched from (client_assertion_source, or azure_federated_token for workload

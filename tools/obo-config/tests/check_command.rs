@@ -50,6 +50,7 @@ fn every_shipped_example_passes_the_check() {
         .collect();
     for expected in [
         "envoy.yaml",
+        "envoy-native.yaml",
         "envoy-agent.yaml",
         "envoy-tenant.yaml",
         "docker-compose-envoy.yaml",
@@ -59,6 +60,7 @@ fn every_shipped_example_passes_the_check() {
         "istio/wasmplugin.yaml",
         "istio/trafficextension.yaml",
         "istio/workload-identity-wasmplugin.yaml",
+        "gateway/envoyextensionpolicy.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
