@@ -128,7 +128,7 @@ e2e: build $(ENVOY)
 # native::, the native build's own. Skipped (WASM_ONLY): the .wasm's own checks, the shipped Envoy
 # configurations that load the .wasm, `make run` with workload identity (Wasm only), and the
 # checks of files that no build changes.
-WASM_ONLY := config::shipped_envoy_configurations make_run::make_run_with_workload_identity module:: layout:: istio_manifests::
+WASM_ONLY := config::shipped_envoy_configurations make_run::make_run_with_workload_identity module:: layout:: manifests::
 e2e-native: native $(ENVOY) $(foreach v,$(NATIVE_REFUSED),$(call envoy_bin,$(v)))
 	@echo "e2e-native: Envoy $(ENVOY_VERSION) ($(ENVOY_BIN))"
 	OBO_BUILD=native cargo test -p obo-e2e --test e2e --quiet -- $(foreach a,$(WASM_ONLY),--skip $(a))

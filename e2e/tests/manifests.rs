@@ -1,9 +1,10 @@
-//! The Istio manifests in envoy/istio/ hold only fields Istio's schemas for them define, with
-//! values from their enums: a typo would be refused by the API server (or, in a field Istio
-//! preserves, silently ignored) only when a user applies it.
+//! The Kubernetes manifests in envoy/istio/ and envoy/gateway/ hold only fields the APIs of their
+//! kinds define, with values from their enums: a typo would be refused by the API server (or, in a
+//! field it preserves, silently ignored) only when a user applies it.
 //!
-//! The shapes below are written from Istio's API (istio/api, `kubernetes/customresourcedefinitions.gen.yaml`):
-//! only the parts these manifests use, and every field beside them at those levels.
+//! The shapes below are written from Istio's API (istio/api, `kubernetes/customresourcedefinitions.gen.yaml`)
+//! and Envoy Gateway's (envoyproxy/gateway v1.8, `api/v1alpha1`): only the parts these manifests
+//! use, and every field beside them at those levels.
 
 use serde_json::Value;
 
@@ -263,7 +264,121 @@ const DESTINATION_RULE: Shape = Object(&[
 ]);
 
 /// The Istio kinds shipped, with the API versions that serve them and their spec's shape.
+const EG_TARGET_REF: Shape = Object(&[
+    ("group", Any),
+    ("kind", Any),
+    ("name", Any),
+    ("sectionName", Any),
+]);
+
+const ENVOY_EXTENSION_POLICY: Shape = Object(&[
+    ("targetRef", EG_TARGET_REF),
+    ("targetRefs", List(&EG_TARGET_REF)),
+    ("targetSelectors", Any),
+    ("wasm", Any),
+    ("extProc", Any),
+    ("lua", Any),
+    (
+        "dynamicModule",
+        List(&Object(&[
+            ("name", Any),
+            ("filterName", Any),
+            ("config", Any),
+            ("terminalFilter", Any),
+        ])),
+    ),
+]);
+
+const ENVOY_DEPLOYMENT: Shape = Object(&[
+    ("patch", Any),
+    ("replicas", Any),
+    ("strategy", Any),
+    ("pod", Any),
+    (
+        "container",
+        Object(&[
+            ("env", Any),
+            ("resources", Any),
+            ("securityContext", Any),
+            ("image", Any),
+            ("imageRepository", Any),
+            ("volumeMounts", Any),
+        ]),
+    ),
+    ("initContainers", Any),
+    ("name", Any),
+]);
+
+const DYNAMIC_MODULE_ENTRY: Shape = Object(&[
+    ("name", Any),
+    (
+        "source",
+        Object(&[
+            ("type", OneOf(&["Local", "Remote"])),
+            ("local", Object(&[("path", Any)])),
+            ("remote", Object(&[("url", Any), ("sha256", Any)])),
+        ]),
+    ),
+    ("doNotClose", Any),
+    ("loadGlobally", Any),
+]);
+
+const ENVOY_PROXY: Shape = Object(&[
+    (
+        "provider",
+        Object(&[
+            ("type", OneOf(&["Kubernetes", "Host"])),
+            (
+                "kubernetes",
+                Object(&[
+                    ("envoyDeployment", ENVOY_DEPLOYMENT),
+                    ("envoyDaemonSet", Any),
+                    ("envoyService", Any),
+                    ("envoyHpa", Any),
+                    ("useListenerPortAsContainerPort", Any),
+                    ("envoyPDB", Any),
+                    ("envoyServiceAccount", Any),
+                ]),
+            ),
+            ("host", Any),
+        ]),
+    ),
+    ("logging", Any),
+    ("telemetry", Any),
+    (
+        "bootstrap",
+        Object(&[
+            ("type", OneOf(&["Merge", "Replace", "JSONPatch"])),
+            ("value", Any),
+            ("jsonPatches", Any),
+        ]),
+    ),
+    ("concurrency", Any),
+    ("routingType", Any),
+    ("extraArgs", Any),
+    ("mergeGateways", Any),
+    ("shutdown", Any),
+    ("filterOrder", Any),
+    ("backendTLS", Any),
+    ("ipFamily", Any),
+    ("preserveRouteOrder", Any),
+    ("luaValidation", Any),
+    ("dynamicModules", List(&DYNAMIC_MODULE_ENTRY)),
+    ("geoIP", Any),
+    ("mergeType", Any),
+]);
+
 const KINDS: &[(&str, &[&str], &Shape)] = &[
+    (
+        "EnvoyProxy",
+        &["gateway.envoyproxy.io/v1alpha1"],
+        &ENVOY_PROXY,
+    ),
+    (
+        "EnvoyExtensionPolicy",
+        &["gateway.envoyproxy.io/v1alpha1"],
+        &ENVOY_EXTENSION_POLICY,
+    ),
     (
         "WasmPlugin",
         &["extensions.istio.io/v1alpha1"],
@@ -315,10 +430,13 @@ fn check(value: &Value, shape: &Shape, path: &str, problems: &mut Vec<String>) {
     }
 }
 
-fn istio_documents() -> Vec<(String, Value)> {
-    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("envoy/istio");
+fn manifests() -> Vec<(String, Value)> {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("envoy");
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("envoy/istio") {
+    let entries = ["istio", "gateway"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(root.join(dir)).expect("a manifest folder"));
+    for entry in entries {
         let path = entry.expect("an entry").path();
         let text = std::fs::read_to_string(&path).expect("a manifest");
         for document in serde_norway::Deserializer::from_str(&text) {
@@ -335,10 +453,10 @@ fn istio_documents() -> Vec<(String, Value)> {
 }
 
 #[test]
-fn every_istio_manifest_holds_only_fields_istio_defines() {
+fn every_manifest_holds_only_fields_its_api_defines() {
     let mut problems = Vec::new();
     let mut checked = Vec::new();
-    for (file, doc) in istio_documents() {
+    for (file, doc) in manifests() {
         let kind = doc["kind"].as_str().unwrap_or_default();
         let Some((_, versions, shape)) = KINDS.iter().find(|(k, _, _)| *k == kind) else {
             continue;
@@ -368,8 +486,10 @@ fn every_istio_manifest_holds_only_fields_istio_defines() {
         checked,
         [
             "DestinationRule",
+            "EnvoyExtensionPolicy",
             "EnvoyFilter",
             "EnvoyFilter",
+            "EnvoyProxy",
             "ServiceEntry",
             "TrafficExtension",
             "WasmPlugin",
