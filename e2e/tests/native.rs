@@ -159,6 +159,15 @@ fn an_unset_environment_reference_is_refused_by_name() {
     assert!(logged(&log, "error", &problem), "{log}");
 }
 
+/// The module needs nothing beside Envoy but the C library: not `libgcc_s.so.1`, which Envoy's
+/// distroless images (Envoy Gateway's default) lack. Its unwinder is linked in (native/build.rs).
+#[test]
+fn the_module_needs_no_shared_library_but_the_c_library() {
+    let module = std::fs::read(obo_e2e::envoy::native_path()).expect("the module");
+    assert!(memchr::memmem::find(&module, b"libgcc_s.so").is_none());
+    assert!(memchr::memmem::find(&module, b"libc.so.6").is_some());
+}
+
 /// What a user of Envoy 1.36 or 1.37 sees: Envoy refuses to start, naming the module. (1.37
 /// reports the module "not found in any search path": its loader tries a second path after the
 /// first failed on a callback 1.37 lacks, and reports the second failure.)
