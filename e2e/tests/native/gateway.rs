@@ -3,12 +3,13 @@
 //! EnvoyExtensionPolicy's `dynamicModule` entry (`internal/xds/translator/dynamicmodule.go`): the
 //! module by file name, the filter disabled in the connection manager and enabled on each route
 //! the policy targets, its `config` handed over as JSON text. The Kubernetes side (the EnvoyProxy's
-//! remote module, its Secret) is checked for what the policy relies on.
+//! module file, fetched and checked by an init container; its Secret) is checked for what the
+//! policy relies on.
 
 use obo_e2e::client::bearer;
 use obo_e2e::envoy::native_path;
 use obo_e2e::mock_idp::{obo_token_for, MockIdp, CLIENT_ID, CLIENT_SECRET};
-use obo_e2e::stack::Stack;
+use obo_e2e::stack::{Stack, API_SCOPE};
 use obo_e2e::user_token;
 use serde_json::{json, Value};
 
@@ -44,7 +45,8 @@ fn the_envoy_gateway_policy_exchanges_for_its_target_and_strips_elsewhere() {
     );
     let entry = policy["spec"]["dynamicModule"][0].clone();
     let config = entry["config"].clone();
-    // The module the policy names is one the EnvoyProxy registers, with its SHA-256.
+    // The module the policy names is one the EnvoyProxy registers, from a local file: Envoy
+    // forwards requests without the filter when a remote module's fetch or SHA-256 check fails.
     let registered = proxy["spec"]["dynamicModules"]
         .as_array()
         .into_iter()
@@ -52,13 +54,27 @@ fn the_envoy_gateway_policy_exchanges_for_its_target_and_strips_elsewhere() {
         .find(|m| m["name"] == entry["name"])
         .expect("the policy's module registered in envoyproxy.yaml")
         .clone();
-    let remote = &registered["source"]["remote"];
-    assert!(remote["url"]
-        .as_str()
-        .is_some_and(|u| u.starts_with("https://") && u.ends_with("/libentra_obo_native.so")));
-    assert!(remote["sha256"]
-        .as_str()
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())));
+    assert_eq!(registered["source"]["type"], "Local");
+    let path = registered["source"]["local"]["path"].as_str().unwrap();
+    // That file is on a volume an init container writes, after checking its SHA-256.
+    let deployment = &proxy["spec"]["provider"]["kubernetes"]["envoyDeployment"];
+    let mounts = deployment["container"]["volumeMounts"].as_array().unwrap();
+    let mount = mounts
+        .iter()
+        .find(|m| path.starts_with(m["mountPath"].as_str().unwrap()))
+        .expect("the module's folder mounted in Envoy's container");
+    let init = deployment["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["volumeMounts"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|m| m["name"] == mount["name"]))
+        })
+        .expect("an init container that writes the module's volume");
+    let command = init["command"].to_string();
+    assert!(command.contains("sha256sum -c"), "{command}");
     // The bootstrap the EnvoyProxy merges defines the policy's token_cluster.
     let bootstrap: Value = serde::Deserialize::deserialize(serde_norway::Deserializer::from_str(
         proxy["spec"]["bootstrap"]["value"]
@@ -141,4 +157,81 @@ fn the_envoy_gateway_policy_exchanges_for_its_target_and_strips_elsewhere() {
         "{:?}",
         seen[1].authorization
     );
+}
+
+/// Serves `file` over HTTP/1.1 on a free loopback port, to any number of requests, for as long as
+/// the test runs.
+fn serve_file(file: std::path::PathBuf) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = listener.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                request.push(byte[0]);
+            }
+            let body = std::fs::read(&file).unwrap_or_default();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    port
+}
+
+/// Why envoyproxy.yaml loads a local file: Envoy loads a module it fetches (`module.remote`) when
+/// its SHA-256 matches, and when it does not, leaves the filter out and forwards requests without
+/// it, the caller's own token included.
+#[test]
+fn envoy_forwards_without_a_fetched_module_whose_sha256_does_not_match() {
+    supported_envoy_version();
+    let module = native_path();
+    let digest = {
+        use sha2::Digest;
+        let bytes = std::fs::read(&module).expect("the module");
+        sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let port = serve_file(module);
+    let subject = user_token("alice");
+    for (sha256, filtered) in [(digest, true), ("0".repeat(64), false)] {
+        let s = Stack::start_with(json!({}), move |o| {
+            native(o);
+            o.bootstrap_patch = Some(Box::new(move |b: &mut Value| {
+                let resources = &mut b["static_resources"];
+                let filter = &mut resources["listeners"][0]["filter_chains"][0]["filters"][0]
+                    ["typed_config"]["http_filters"][0]["typed_config"];
+                filter["dynamic_module_config"] = json!({
+                    "module": {"remote": {
+                        "http_uri": {
+                            "uri": format!("http://127.0.0.1:{port}/libentra_obo_native.so"),
+                            "cluster": "module_server",
+                            "timeout": "5s"
+                        },
+                        "sha256": sha256
+                    }},
+                    "do_not_close": true
+                });
+                let clusters = resources["clusters"].as_array_mut().unwrap();
+                clusters.push(obo_e2e::envoy::cluster("module_server", Some(port)));
+            }));
+        });
+        assert_eq!(
+            s.get("api.example.com", "/", Some(&bearer(&subject)))
+                .status,
+            200
+        );
+        let seen = s.upstream.seen()[0].authorization.clone();
+        match filtered {
+            true => assert_eq!(seen, vec![bearer(&obo_token_for(&subject, API_SCOPE))]),
+            false => assert_eq!(seen, vec![bearer(&subject)], "{}", s.envoy.log()),
+        }
+    }
 }

@@ -32,7 +32,8 @@ pub struct Found {
     /// The bootstrap's static listeners, when it has clusters.
     pub listeners: Option<Value>,
     /// The loader lets requests through without the filter when its VM fails (Envoy's
-    /// `failure_policy: FAIL_OPEN` or `fail_open`, Istio's `failStrategy: FAIL_OPEN`).
+    /// `failure_policy: FAIL_OPEN` or `fail_open`, Istio's `failStrategy: FAIL_OPEN`), or when it
+    /// cannot fetch the native module (`module.remote`).
     pub fails_open: bool,
 }
 
@@ -172,6 +173,11 @@ fn walk(value: &Value, path: &mut String, routes: Option<&Value>, out: &mut Vec<
             // EnvoyExtensionPolicy's `dynamicModule` entry. The module reads Envoy's own
             // environment, so every variable of the proxy's reaches it.
             if let Some(config) = native_config(map) {
+                // Envoy leaves a remote module's filter out, and forwards requests without it,
+                // when the fetch or the SHA-256 check fails.
+                let remote = map
+                    .get("dynamic_module_config")
+                    .and_then(|m| m.pointer("/module/remote"));
                 out.push(Found {
                     location: join(path, config.0),
                     text: config.1,
@@ -179,7 +185,7 @@ fn walk(value: &Value, path: &mut String, routes: Option<&Value>, out: &mut Vec<
                     routes: routes.cloned(),
                     clusters: None,
                     listeners: None,
-                    fails_open: false,
+                    fails_open: remote.is_some(),
                 });
                 return;
             }
@@ -320,7 +326,14 @@ pub fn check(found: &Found, env: &CheckEnv) -> Report {
     let parsed = config::parse(found.text.as_bytes(), &lookup)
         .map_err(|errors| undeclared_variables(found, errors.iter().cloned().collect()));
     let mut warnings = inline_secrets(found);
-    if found.fails_open {
+    if found.fails_open && found.location.ends_with("filter_config") {
+        warnings.push(
+            "the module is fetched (module.remote): when the fetch or its SHA-256 check fails, \
+             Envoy forwards requests without the filter, and the employee's own token with them; \
+             load it from a local file (module.local) checked before Envoy starts"
+                .to_string(),
+        );
+    } else if found.fails_open {
         warnings.push(
             "the loader fails open (FAIL_OPEN): if the filter's VM fails, requests go on without \
              it, and the employee's own token with them; use failure_policy: FAIL_CLOSED (Istio: \
@@ -528,6 +541,19 @@ static_resources:
             assert_eq!(found[0].vm_env, None);
             assert!(check(&found[0], &host_env()).result.is_ok());
         }
+        // A module Envoy fetches is warned about: it fails open.
+        let remote = native_bootstrap(
+            "entra_obo",
+            "{module: {remote: {http_uri: {uri: 'https://x/libentra_obo_native.so'}, sha256: x}}}",
+        );
+        let found = find_plugin_configs(&remote).unwrap();
+        let report = check(&found[0], &host_env());
+        assert!(report.result.is_ok());
+        assert!(
+            report.warnings.iter().any(|w| w.contains("module.remote")),
+            "{:?}",
+            report.warnings
+        );
         // Another module's configuration is not this filter's.
         let other = native_bootstrap("waf", "{name: coraza}");
         assert!(find_plugin_configs(&other).unwrap().is_empty());
