@@ -463,9 +463,8 @@ fn start_envoy(
         .flatten()
         .copied();
     let bare_native_calls = std::env::var("BENCH_NATIVE_CALLS").unwrap_or_default();
-    let bare_native = native_measured()
-        .then(bare_native)
-        .flatten()
+    // Beside the native build, when `make bench` built both.
+    let bare_native = bare_native()
         .map(|_| {
             let priced = bare_native_calls
                 .split(';')

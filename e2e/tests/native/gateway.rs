@@ -9,6 +9,7 @@
 use obo_e2e::client::bearer;
 use obo_e2e::envoy::native_path;
 use obo_e2e::mock_idp::{obo_token_for, MockIdp, CLIENT_ID, CLIENT_SECRET};
+use obo_e2e::server::Server;
 use obo_e2e::stack::{Stack, API_SCOPE};
 use obo_e2e::user_token;
 use serde_json::{json, Value};
@@ -159,29 +160,12 @@ fn the_envoy_gateway_policy_exchanges_for_its_target_and_strips_elsewhere() {
     );
 }
 
-/// Serves `file` over HTTP/1.1 on a free loopback port, to any number of requests, for as long as
-/// the test runs.
-fn serve_file(file: std::path::PathBuf) -> u16 {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    let port = listener.local_addr().expect("its address").port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().map_while(Result::ok) {
-            let mut request = Vec::new();
-            let mut byte = [0u8; 1];
-            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
-                request.push(byte[0]);
-            }
-            let body = std::fs::read(&file).unwrap_or_default();
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
-        }
-    });
-    port
+/// Serves `bytes` to any request, on a free loopback port, until dropped.
+fn serve(bytes: Vec<u8>) -> Server {
+    Server::start(axum::Router::new().fallback(move || {
+        let bytes = bytes.clone();
+        async move { bytes }
+    }))
 }
 
 /// Why envoyproxy.yaml loads a local file: Envoy loads a module it fetches (`module.remote`) when
@@ -190,16 +174,14 @@ fn serve_file(file: std::path::PathBuf) -> u16 {
 #[test]
 fn envoy_forwards_without_a_fetched_module_whose_sha256_does_not_match() {
     supported_envoy_version();
-    let module = native_path();
-    let digest = {
+    let module = std::fs::read(native_path()).expect("the module");
+    let digest: String = {
         use sha2::Digest;
-        let bytes = std::fs::read(&module).expect("the module");
-        sha2::Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
+        let hash = sha2::Sha256::digest(&module);
+        hash.iter().map(|b| format!("{b:02x}")).collect()
     };
-    let port = serve_file(module);
+    let server = serve(module);
+    let port = server.port;
     let subject = user_token("alice");
     for (sha256, filtered) in [(digest, true), ("0".repeat(64), false)] {
         let s = Stack::start_with(json!({}), move |o| {

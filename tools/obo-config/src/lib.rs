@@ -31,10 +31,10 @@ pub struct Found {
     pub clusters: Option<Value>,
     /// The bootstrap's static listeners, when it has clusters.
     pub listeners: Option<Value>,
-    /// The loader lets requests through without the filter when its VM fails (Envoy's
-    /// `failure_policy: FAIL_OPEN` or `fail_open`, Istio's `failStrategy: FAIL_OPEN`), or when it
-    /// cannot fetch the native module (`module.remote`).
-    pub fails_open: bool,
+    /// Why the loader lets requests through without the filter, if it does: its VM fails open
+    /// (Envoy's `failure_policy: FAIL_OPEN` or `fail_open`, Istio's `failStrategy: FAIL_OPEN`), or
+    /// the native module is fetched (`module.remote`). The check's warning.
+    pub fails_open: Option<&'static str>,
 }
 
 /// Where the check takes environment values from.
@@ -61,6 +61,14 @@ pub struct Report {
     /// token elsewhere, each with where it is.
     pub warnings: Vec<String>,
 }
+
+const VM_FAILS_OPEN: &str = "the loader fails open (FAIL_OPEN): if the filter's VM fails, \
+     requests go on without it, and the employee's own token with them; use failure_policy: \
+     FAIL_CLOSED (Istio: failStrategy: FAIL_CLOSE)";
+
+const MODULE_FETCHED: &str = "the module is fetched (module.remote): when the fetch or its \
+     SHA-256 check fails, Envoy forwards requests without the filter, and the employee's own \
+     token with them; load it from a local file (module.local) checked before Envoy starts";
 
 /// Keys that mark a document as something other than a raw plugin configuration.
 const CONTAINER_KEYS: &[&str] = &[
@@ -109,7 +117,7 @@ fn raw(text: String) -> Found {
         routes: None,
         clusters: None,
         listeners: None,
-        fails_open: false,
+        fails_open: None,
     }
 }
 
@@ -150,9 +158,10 @@ fn walk(value: &Value, path: &mut String, routes: Option<&Value>, out: &mut Vec<
                     routes: routes.cloned(),
                     clusters: None,
                     listeners: None,
-                    fails_open: map.get("failure_policy").and_then(Value::as_str)
+                    fails_open: (map.get("failure_policy").and_then(Value::as_str)
                         == Some("FAIL_OPEN")
-                        || map.get("fail_open").and_then(Value::as_bool) == Some(true),
+                        || map.get("fail_open").and_then(Value::as_bool) == Some(true))
+                    .then_some(VM_FAILS_OPEN),
                 });
                 return;
             }
@@ -164,8 +173,9 @@ fn walk(value: &Value, path: &mut String, routes: Option<&Value>, out: &mut Vec<
                     routes: None,
                     clusters: None,
                     listeners: None,
-                    fails_open: map.get("failStrategy").and_then(Value::as_str)
-                        == Some("FAIL_OPEN"),
+                    fails_open: (map.get("failStrategy").and_then(Value::as_str)
+                        == Some("FAIL_OPEN"))
+                    .then_some(VM_FAILS_OPEN),
                 });
                 return;
             }
@@ -185,7 +195,7 @@ fn walk(value: &Value, path: &mut String, routes: Option<&Value>, out: &mut Vec<
                     routes: routes.cloned(),
                     clusters: None,
                     listeners: None,
-                    fails_open: remote.is_some(),
+                    fails_open: remote.map(|_| MODULE_FETCHED),
                 });
                 return;
             }
@@ -326,20 +336,8 @@ pub fn check(found: &Found, env: &CheckEnv) -> Report {
     let parsed = config::parse(found.text.as_bytes(), &lookup)
         .map_err(|errors| undeclared_variables(found, errors.iter().cloned().collect()));
     let mut warnings = inline_secrets(found);
-    if found.fails_open && found.location.ends_with("filter_config") {
-        warnings.push(
-            "the module is fetched (module.remote): when the fetch or its SHA-256 check fails, \
-             Envoy forwards requests without the filter, and the employee's own token with them; \
-             load it from a local file (module.local) checked before Envoy starts"
-                .to_string(),
-        );
-    } else if found.fails_open {
-        warnings.push(
-            "the loader fails open (FAIL_OPEN): if the filter's VM fails, requests go on without \
-             it, and the employee's own token with them; use failure_policy: FAIL_CLOSED (Istio: \
-             failStrategy: FAIL_CLOSE)"
-                .to_string(),
-        );
+    if let Some(warning) = found.fails_open {
+        warnings.push(warning.to_string());
     }
     let result = match parsed {
         Err(errors) => Err(errors),
