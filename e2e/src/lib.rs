@@ -59,6 +59,25 @@ pub fn user_token(user: &str) -> String {
     subject_token(user, now() + 3600)
 }
 
+/// A subject token for `user` valid for an hour, of about `bytes` bytes as Entra ID's are (1.5 to
+/// 2.5 KB: a few dozen claims and a 342-character RS256 signature), its claims padded with `name`.
+pub fn user_token_of_size(user: &str, bytes: usize) -> String {
+    let signature = "s".repeat(342);
+    let claims = |name: &str| {
+        format!(
+            r#"{{"aud":"{}","iss":"https://login.example/test-tenant/v2.0","oid":"{user}","exp":{},"name":"{name}"}}"#,
+            mock_idp::CLIENT_ID,
+            now() + 3600
+        )
+    };
+    let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"RS256","kid":"test"}"#);
+    let bare = header.len() + URL_SAFE_NO_PAD.encode(claims("")).len() + signature.len() + 2;
+    // base64 makes 4 bytes of 3.
+    let name = "n".repeat(bytes.saturating_sub(bare) * 3 / 4);
+    let payload = URL_SAFE_NO_PAD.encode(claims(&name));
+    format!("{header}.{payload}.{signature}")
+}
+
 /// A number from the environment, or `default` (for the load runs' knobs).
 pub fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)

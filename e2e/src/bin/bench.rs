@@ -12,6 +12,9 @@
 //! BENCH_NATIVE_CALLS prices those calls one by one: a `;`-separated list of that module's
 //! configurations, each an extra listener (default: none).
 //!
+//! BENCH_TOKEN_BYTES (default 1600) is the size of the hot path's tokens, the caller's and the one
+//! it is exchanged for: Entra ID's are 1.5 to 2.5 KB.
+//!
 //! BENCH_ROUTES=N puts N prefix routes that no request matches before each listener's route, as a
 //! sidecar with many routes in one virtual host has them: Envoy walks them on every route match.
 //!
@@ -159,7 +162,7 @@ fn bare_native_filter(calls: &str) -> Value {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
             "dynamic_module_config": {"name": "bare_native", "do_not_close": true},
             "filter_name": "bare",
-            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": calls}
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": floor_calls(calls)}
         }
     })
 }
@@ -173,23 +176,46 @@ fn native_measured() -> bool {
     obo_e2e::envoy::native_path_if_built().is_some()
 }
 
-const LUA: &str =
-    "function envoy_on_request(h) h:headers():replace('authorization', 'Bearer static-token') end";
+/// What the alternatives that set `Authorization` write: a token as long as the one the filter
+/// writes, so that a proxied request carries as many bytes upstream with each of them.
+fn static_authorization() -> String {
+    format!("Bearer {}", "t".repeat(token_bytes()))
+}
+
+/// A floor module's configuration: its calls, and the size of the token it writes.
+fn floor_calls(calls: &str) -> String {
+    format!("{calls},size={}", token_bytes())
+}
+
+fn lua() -> String {
+    format!(
+        "function envoy_on_request(h) h:headers():replace('authorization', '{}') end",
+        static_authorization()
+    )
+}
 
 fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
     let wasm = obo_e2e::envoy::wasm_path();
     match kind {
         "none" => vec![],
         "noop" => vec![wasm_filter("noop", &noop_wasm(), "")],
-        "floor" => vec![wasm_filter("floor", &noop_wasm(), "hostcalls")],
+        "floor" => vec![wasm_filter(
+            "floor",
+            &noop_wasm(),
+            &floor_calls("hostcalls"),
+        )],
         "noop_trimmed" => vec![wasm_filter("noop_trimmed", &noop_trimmed_wasm(), "")],
         "floor_trimmed" => vec![wasm_filter(
             "floor_trimmed",
             &noop_trimmed_wasm(),
-            "hostcalls",
+            &floor_calls("hostcalls"),
         )],
         "bare" => vec![wasm_filter("bare", &bare_wasm(), "")],
-        "bare_floor" => vec![wasm_filter("bare_floor", &bare_wasm(), "hostcalls")],
+        "bare_floor" => vec![wasm_filter(
+            "bare_floor",
+            &bare_wasm(),
+            &floor_calls("hostcalls"),
+        )],
         // The bare dynamic module making the Envoy calls named after the colon.
         calls if calls.starts_with("bare_native:") => {
             vec![bare_native_filter(&calls["bare_native:".len()..])]
@@ -198,13 +224,13 @@ fn filters_for(kind: &str, idp: &MockIdp, max_entries: u32) -> Vec<Value> {
         calls if calls.starts_with("noop:") => vec![wasm_filter(
             &format!("noop_{}", calls.replace([':', ','], "_")),
             &noop_wasm(),
-            &calls["noop:".len()..],
+            &floor_calls(&calls["noop:".len()..]),
         )],
         "lua" => vec![json!({
             "name": "envoy.filters.http.lua",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-                "default_source_code": {"inline_string": LUA}
+                "default_source_code": {"inline_string": lua()}
             }
         })],
         "injector" => vec![json!({
@@ -541,7 +567,7 @@ fn start_envoy(
                 cluster("entra_id", idp.port),
                 cluster("entra_id_slow", slow_idp.port),
             ],
-            "secrets": [{"name": "bench-credential", "generic_secret": {"secret": {"inline_string": "Bearer static-token"}}}]
+            "secrets": [{"name": "bench-credential", "generic_secret": {"secret": {"inline_string": static_authorization()}}}]
         }
     });
     if token_file.is_some() {
@@ -656,11 +682,17 @@ fn parse_latency(line: &str) -> f64 {
     }
 }
 
-/// The one user of the hot-path runs. Made once: a token made later would differ (its `exp`), and
-/// each run would then begin with a cold exchange.
+/// The one user of the hot-path runs, with a token of `BENCH_TOKEN_BYTES` (default 1,600: Entra
+/// ID's are 1.5 to 2.5 KB). Made once: a token made later would differ (its `exp`), and each run
+/// would then begin with a cold exchange.
 fn bench_user_token() -> &'static str {
     static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TOKEN.get_or_init(|| obo_e2e::user_token("bench-user"))
+    TOKEN.get_or_init(|| obo_e2e::user_token_of_size("bench-user", token_bytes()))
+}
+
+/// The size of the hot path's tokens, the caller's and the one the mock IdP issues for it.
+fn token_bytes() -> usize {
+    obo_e2e::env_or("BENCH_TOKEN_BYTES", 1600) as usize
 }
 
 fn wrk(
@@ -1055,6 +1087,7 @@ fn main() {
         .filter_map(|c| c.trim().parse().ok())
         .collect();
     let idp = MockIdp::start();
+    idp.set(Behaviour::IssueSized(token_bytes()));
     let slow_idp = MockIdp::start();
     slow_idp.set(Behaviour::Delay(
         Duration::from_millis(20),

@@ -7,7 +7,8 @@
 //! makes with a target by host. `headers` reads the request headers in one call, as the hit does,
 //! and `lookups` reads the four it needs one by one instead, `header` only `authorization`;
 //! `cluster` reads the route's cluster; `set` replaces `authorization`; `route` clears the route
-//! cache; `counter` increments a counter; `response` reads the response headers in one call.
+//! cache; `counter` increments a counter; `response` reads the response headers in one call;
+//! `size=N` makes `set` write a token of N bytes (default: a short one).
 
 use std::ffi::{c_char, c_void};
 
@@ -91,6 +92,8 @@ const HEADERS: u32 = 128;
 struct Calls {
     calls: u32,
     counter: usize,
+    /// What `set` writes.
+    authorization: Vec<u8>,
 }
 
 /// The header's first value, read as the native build reads one (value and count).
@@ -143,12 +146,19 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         // SAFETY: Envoy's bytes, valid during this call.
         unsafe { std::slice::from_raw_parts(config.ptr.cast::<u8>(), config.length) }
     };
-    let text = match std::str::from_utf8(text).unwrap_or("?") {
-        "hit" => "headers,set,route,counter,response",
-        other => other,
-    };
+    let text = std::str::from_utf8(text)
+        .unwrap_or("?")
+        .replace("hit", "headers,set,route,counter,response");
     let mut calls = 0;
+    let mut authorization = b"Bearer static-token".to_vec();
     for name in text.split(',').filter(|n| !n.is_empty()) {
+        if let Some(size) = name.strip_prefix("size=") {
+            let Ok(size) = size.parse::<usize>() else {
+                return std::ptr::null();
+            };
+            authorization = format!("Bearer {}", "t".repeat(size)).into_bytes();
+            continue;
+        }
         calls |= match name {
             "header" => HEADER,
             "lookups" => LOOKUPS,
@@ -174,9 +184,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             )
         };
     }
-    Box::into_raw(Box::new(Calls { calls, counter }))
-        .cast_const()
-        .cast()
+    Box::into_raw(Box::new(Calls {
+        calls,
+        counter,
+        authorization,
+    }))
+    .cast_const()
+    .cast()
 }
 
 #[no_mangle]
@@ -202,7 +216,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     _end_of_stream: bool,
 ) -> u32 {
     // SAFETY: made in config_new, never freed.
-    let Calls { calls, counter } = unsafe { &*calls.cast::<Calls>() };
+    let Calls {
+        calls,
+        counter,
+        authorization,
+    } = unsafe { &*calls.cast::<Calls>() };
     if calls & LOOKUPS != 0 {
         for name in [":authority", ":path", "authorization", "x-request-id"] {
             read(filter, REQUEST_HEADER, name);
@@ -225,7 +243,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
                 filter,
                 REQUEST_HEADER,
                 Buffer::of(b"authorization"),
-                Buffer::of(b"Bearer static-token"),
+                Buffer::of(authorization),
             )
         };
     }

@@ -1,7 +1,8 @@
 //! A proxy-wasm HTTP filter with no SDK: the least a Wasm filter can cost in Envoy. It exports
 //! `proxy_on_request_headers` and `proxy_on_response_headers` and no per-stream create or delete
 //! callback, so Envoy crosses into the VM twice per request. Its plugin configuration names the
-//! hostcalls to make, as `e2e/bench/noop` does (`hostcalls`: the four of entra-obo-filter's hit).
+//! hostcalls to make, as `e2e/bench/noop` does (`hostcalls`: the four of entra-obo-filter's hit;
+//! `size=N`: `replace` writes a token of N bytes).
 
 use std::cell::Cell;
 
@@ -38,6 +39,9 @@ const PLUGIN_CONFIGURATION: u32 = 7;
 
 thread_local! {
     static CALLS: Cell<u8> = const { Cell::new(0) };
+    /// What `replace` writes.
+    static AUTHORIZATION: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(b"Bearer static-token".to_vec());
 }
 const PAIRS: u8 = 1;
 const HEADER: u8 = 2;
@@ -84,12 +88,19 @@ pub extern "C" fn proxy_on_configure(_context: u32, size: u32) -> u32 {
     // SAFETY: valid out-pointers.
     unsafe { proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, size as usize, &mut data, &mut len) };
     let configuration = take(data, len);
-    let configuration = match std::str::from_utf8(&configuration).unwrap_or("") {
-        "hostcalls" => "pairs,clock,replace,response",
-        other => other,
-    };
+    let configuration = std::str::from_utf8(&configuration)
+        .unwrap_or("")
+        .replace("hostcalls", "pairs,clock,replace,response");
     let mut calls = 0;
     for name in configuration.split(',').filter(|n| !n.is_empty()) {
+        if let Some(size) = name.strip_prefix("size=") {
+            let Ok(size) = size.parse::<usize>() else {
+                return 0;
+            };
+            let value = format!("Bearer {}", "t".repeat(size)).into_bytes();
+            AUTHORIZATION.with(|a| *a.borrow_mut() = value);
+            continue;
+        }
         calls |= match name {
             "pairs" => PAIRS,
             "header" => HEADER,
@@ -121,16 +132,19 @@ pub extern "C" fn proxy_on_request_headers(_context: u32, _headers: u32, _end: u
         std::hint::black_box(now);
     }
     if calls & REPLACE != 0 {
-        let (key, value) = (b"authorization", b"Bearer static-token");
-        unsafe {
-            proxy_replace_header_map_value(
-                REQUEST_HEADERS,
-                key.as_ptr(),
-                key.len(),
-                value.as_ptr(),
-                value.len(),
-            )
-        };
+        let key = b"authorization";
+        AUTHORIZATION.with(|value| {
+            let value = value.borrow();
+            unsafe {
+                proxy_replace_header_map_value(
+                    REQUEST_HEADERS,
+                    key.as_ptr(),
+                    key.len(),
+                    value.as_ptr(),
+                    value.len(),
+                )
+            };
+        });
     }
     0
 }

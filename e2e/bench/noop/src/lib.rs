@@ -10,7 +10,11 @@
 //! - `replace`: set the request's `authorization`;
 //! - `response`: the response's `www-authenticate` header.
 //!
-//! `hostcalls` names the four that entra-obo-filter's cache hit makes (`pairs,clock,replace,response`).
+//! `hostcalls` names the four that entra-obo-filter's cache hit makes (`pairs,clock,replace,response`),
+//! and `size=N` makes `replace` write a token of N bytes (default: a short one), as long as the
+//! one the filter writes.
+
+use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, Status};
@@ -40,7 +44,9 @@ fn request_header_block() -> Vec<u8> {
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot { calls: Calls::default() }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(NoopRoot { calls: Calls::default(), authorization: Rc::from("Bearer static-token") })
+    });
 }}
 
 #[derive(Clone, Copy, Default)]
@@ -53,13 +59,17 @@ struct Calls {
 }
 
 impl Calls {
-    fn parse(configuration: &str) -> Calls {
-        let configuration = match configuration {
-            "hostcalls" => "pairs,clock,replace,response",
-            other => other,
-        };
+    /// The calls, and the value `replace` writes.
+    fn parse(configuration: &str) -> (Calls, Option<Rc<str>>) {
+        let configuration = configuration.replace("hostcalls", "pairs,clock,replace,response");
         let mut calls = Calls::default();
+        let mut authorization = None;
         for name in configuration.split(',').filter(|n| !n.is_empty()) {
+            if let Some(size) = name.strip_prefix("size=") {
+                let size = size.parse().expect("noop filter: size=N");
+                authorization = Some(format!("Bearer {}", "t".repeat(size)).into());
+                continue;
+            }
             match name {
                 "pairs" => calls.pairs = true,
                 "header" => calls.header = true,
@@ -69,12 +79,13 @@ impl Calls {
                 other => panic!("noop filter: unknown hostcall {other}"),
             }
         }
-        calls
+        (calls, authorization)
     }
 }
 
 struct NoopRoot {
     calls: Calls,
+    authorization: Rc<str>,
 }
 
 impl Context for NoopRoot {}
@@ -82,12 +93,20 @@ impl Context for NoopRoot {}
 impl RootContext for NoopRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let configuration = self.get_plugin_configuration().unwrap_or_default();
-        self.calls = Calls::parse(std::str::from_utf8(&configuration).unwrap_or(""));
+        let (calls, authorization) =
+            Calls::parse(std::str::from_utf8(&configuration).unwrap_or(""));
+        self.calls = calls;
+        if let Some(authorization) = authorization {
+            self.authorization = authorization;
+        }
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Noop { calls: self.calls }))
+        Some(Box::new(Noop {
+            calls: self.calls,
+            authorization: self.authorization.clone(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -97,6 +116,7 @@ impl RootContext for NoopRoot {
 
 struct Noop {
     calls: Calls,
+    authorization: Rc<str>,
 }
 
 impl Context for Noop {}
@@ -114,7 +134,7 @@ impl HttpContext for Noop {
             std::hint::black_box(self.get_current_time());
         }
         if calls.replace {
-            self.set_http_request_header("authorization", Some("Bearer static-token"));
+            self.set_http_request_header("authorization", Some(&self.authorization));
         }
         Action::Continue
     }
