@@ -275,7 +275,7 @@ impl Matched<'_> {
         subject: &[u8],
     ) -> Option<CacheKey> {
         let (fingerprint, now) = (self.fingerprint, self.now);
-        let entry = worker.front().get(&fingerprint, now)?;
+        let entry = worker.front().get(&fingerprint, subject, now)?;
         let key = entry.key;
         host.count(Counter::CacheHits);
         if now < entry.refresh_at {
@@ -292,7 +292,7 @@ impl Matched<'_> {
                 let times = (until, refresh_at);
                 worker
                     .front()
-                    .put_token(fingerprint, key, &token, times, now)
+                    .put_token(fingerprint, subject, key, &token, times, now)
             }
             // The token passed `token_text` when its entry was made.
             _ => {
@@ -323,10 +323,14 @@ impl Matched<'_> {
                 refresh_at,
             }) => {
                 let times = (until, refresh_at);
-                let authorization =
-                    worker
-                        .front()
-                        .put_token(self.fingerprint, key, &token, times, now);
+                let authorization = worker.front().put_token(
+                    self.fingerprint,
+                    subject_token.as_bytes(),
+                    key,
+                    &token,
+                    times,
+                    now,
+                );
                 host.set_request_header("authorization", &authorization);
                 host.count(Counter::CacheHits);
                 host.count(Counter::CacheHitsShared);

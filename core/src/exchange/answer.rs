@@ -213,8 +213,10 @@ impl Worker {
                 issued_actor = Some(ActorToken::new(token, until));
                 match (times, exchange.params.fingerprint) {
                     (Some(times), Some(fingerprint)) => {
+                        let subject = exchange.params.subject_token.as_bytes();
                         let authorization =
-                            self.front.put_token(fingerprint, key, token, times, now);
+                            self.front
+                                .put_token(fingerprint, subject, key, token, times, now);
                         Outcome::Forward(authorization.to_string())
                     }
                     _ => Outcome::Forward(format!("Bearer {token}")),

@@ -43,7 +43,14 @@ impl Worker {
                     let authorization = match wait.params.fingerprint {
                         Some(fingerprint) => self
                             .front
-                            .put_token(fingerprint, key, &token, (until, refresh_at), now)
+                            .put_token(
+                                fingerprint,
+                                wait.params.subject_token.as_bytes(),
+                                key,
+                                &token,
+                                (until, refresh_at),
+                                now,
+                            )
                             .to_string(),
                         None => format!("Bearer {token}"),
                     };
