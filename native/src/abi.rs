@@ -190,8 +190,6 @@ extern "C" {
         details: ModuleBuffer,
     );
     pub fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: FilterEnvoyPtr);
-    /// Has Envoy match the route again (a request header the routes may match on changed).
-    pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: FilterEnvoyPtr);
     /// The route's cluster. (Not the attribute `xds.cluster_name`: 1.38.2 and 1.39.3 answer that
     /// one "unsupported", 1.38.2 with an error line in Envoy's log at each call.)
     pub fn envoy_dynamic_module_callback_http_get_cluster_name(

@@ -157,13 +157,6 @@ impl Stream {
         }
     }
 
-    /// Has Envoy match the route again before the router runs, as Envoy's Wasm host does after a
-    /// filter changes a request header: a route chosen by the caller's token is not taken.
-    pub fn clear_route_cache(self) {
-        // SAFETY: the live filter of the running hook.
-        unsafe { abi::envoy_dynamic_module_callback_http_clear_route_cache(self.0) }
-    }
-
     /// Lets a request held by `StopIteration` go on. Envoy may run later filters, the router and
     /// even a local reply (and so this stream's other hooks) before this returns.
     pub fn continue_decoding(self) {

@@ -117,6 +117,14 @@ impl<'a> NativeHost<'a> {
         }
     }
 
+    /// The running stream, when the core acts for it. A header is changed on it at once, with no
+    /// copy of the value: a change calls none of the module's hooks back, so the worker's lock
+    /// may be held.
+    fn own_stream(&self) -> Option<Stream> {
+        let running = self.running.as_ref()?;
+        (running.context_id == self.current.get()).then_some(running.stream)
+    }
+
     fn running_stream(&self) -> Option<Stream> {
         self.running.as_ref().map(|r| r.stream)
     }
@@ -198,11 +206,17 @@ impl Host for NativeHost<'_> {
     }
 
     fn set_request_header(&self, name: &str, value: &str) {
-        self.act(Action::SetHeader(name.to_string(), value.to_string()));
+        match self.own_stream() {
+            Some(stream) => stream.set_request_header(name, Some(value)),
+            None => self.act(Action::SetHeader(name.to_string(), value.to_string())),
+        }
     }
 
     fn remove_request_header(&self, name: &str) {
-        self.act(Action::RemoveHeader(name.to_string()));
+        match self.own_stream() {
+            Some(stream) => stream.set_request_header(name, None),
+            None => self.act(Action::RemoveHeader(name.to_string())),
+        }
     }
 
     fn resume_request(&self) {

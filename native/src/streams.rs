@@ -1,7 +1,8 @@
 //! What the core does to a stream, kept until it may be done: an action is never taken while the
 //! worker's lock is held, because Envoy may call this module's hooks back before
 //! `continue_decoding` or `send_response` returns (a local reply runs the encoder filters, and
-//! may destroy the filter), and the lock is not re-entrant. The running stream takes its own
+//! may destroy the filter), and the lock is not re-entrant. (A header change on the running
+//! stream calls nothing back, and is made at once: host.rs.) The running stream takes its own
 //! actions once the lock is released; another stream's go to its mailbox, and its scheduler has
 //! Envoy run them on that stream's own thread (`on_http_filter_scheduled`).
 
@@ -34,23 +35,16 @@ pub struct Taken {
 /// answers "go on" by its return value (request headers), `resume_now` is false and a resume is
 /// only reported. After a reply or a resume Envoy may have destroyed the filter: the caller uses
 /// nothing of it afterwards, and nothing after those is taken.
+///
+/// A changed request header does not make Envoy match the route again (Envoy's Wasm host does
+/// that after any change): the request keeps the route whose cluster the filter checked.
 pub fn take(stream: Stream, actions: impl IntoIterator<Item = Action>, resume_now: bool) -> Taken {
     let mut taken = Taken::default();
-    let mut headers_changed = false;
     for action in actions {
         match action {
-            Action::SetHeader(name, value) => {
-                stream.set_request_header(&name, Some(&value));
-                headers_changed = true;
-            }
-            Action::RemoveHeader(name) => {
-                stream.set_request_header(&name, None);
-                headers_changed = true;
-            }
+            Action::SetHeader(name, value) => stream.set_request_header(&name, Some(&value)),
+            Action::RemoveHeader(name) => stream.set_request_header(&name, None),
             Action::Resume => {
-                if std::mem::take(&mut headers_changed) {
-                    stream.clear_route_cache();
-                }
                 if resume_now {
                     stream.continue_decoding();
                 }
@@ -76,9 +70,6 @@ pub fn take(stream: Stream, actions: impl IntoIterator<Item = Action>, resume_no
                 return taken;
             }
         }
-    }
-    if headers_changed {
-        stream.clear_route_cache();
     }
     taken
 }

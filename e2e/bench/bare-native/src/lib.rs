@@ -148,7 +148,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     };
     let text = std::str::from_utf8(text)
         .unwrap_or("?")
-        .replace("hit", "headers,set,route,counter,response");
+        .replace("hit", "headers,set,counter,response");
     let mut calls = 0;
     let mut authorization = b"Bearer static-token".to_vec();
     for name in text.split(',').filter(|n| !n.is_empty()) {
