@@ -1,7 +1,8 @@
 //! Each worker's cache in front of the shared one: a hit costs no SHA-256 and no shared-data read.
-//! An entry keeps the subject token it was exchanged for and is served only to that token, byte for
-//! byte; it is found by a fast hash (foldhash, seeded at random per worker) of the target and the
-//! token, which costs a tenth of a keyed SipHash over a 1.6 KB token (performance.md).
+//! An entry keeps the subject token it was exchanged for and is served only to that token and
+//! target, compared byte for byte: that comparison, not the hash, is what keeps one caller's token
+//! from another. The hash (foldhash, seeded at random per worker) only finds the entry; over a
+//! 1.6 KB token it costs a tenth of the keyed SipHash that once had to stand for the token.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -51,6 +52,9 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 pub struct Fingerprint {
     hash: u64,
     target: usize,
+    /// The seed of the cache that made it: another cache (a worker's after its configuration was
+    /// loaded again, where target indexes may differ) takes no entry by it.
+    seed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +73,7 @@ pub struct FrontEntry {
 
 pub struct FrontCache {
     capacity: usize,
+    seed: u64,
     hasher: SeedableRandomState,
     /// By fingerprint hash; two requests whose hashes meet share a slot, each taking it in turn.
     entries: HashMap<u64, FrontEntry, foldhash::fast::FixedState>,
@@ -76,9 +81,11 @@ pub struct FrontCache {
 
 impl FrontCache {
     pub fn new(capacity: usize) -> Self {
+        let seed = random_seed();
         FrontCache {
             capacity,
-            hasher: SeedableRandomState::with_seed(random_seed(), SharedSeed::global_fixed()),
+            seed,
+            hasher: SeedableRandomState::with_seed(seed, SharedSeed::global_fixed()),
             entries: HashMap::default(),
         }
     }
@@ -90,6 +97,7 @@ impl FrontCache {
         Fingerprint {
             hash: h.finish(),
             target,
+            seed: self.seed,
         }
     }
 
@@ -117,7 +125,7 @@ impl FrontCache {
         (use_until, refresh_at): (u64, u64),
         now: u64,
     ) {
-        if self.capacity == 0 {
+        if self.capacity == 0 || fingerprint.seed != self.seed {
             return;
         }
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&fingerprint.hash) {
@@ -301,6 +309,16 @@ mod tests {
         }
         assert!(!same_words(&token, &token[..1_602]));
         assert!(!same_words(&token[..8], &token[..9]));
+    }
+
+    #[test]
+    fn a_cache_takes_no_entry_by_another_cache_s_fingerprint() {
+        // An exchange begun before the configuration was loaded again ends in the new cache.
+        let old = FrontCache::new(10);
+        let mut new = FrontCache::new(10);
+        let stale = user(&old, 0, b"alice");
+        put(&mut new, &stale, key(1), "Bearer a", (1_000, 900), 100);
+        assert!(new.is_empty());
     }
 
     #[test]
