@@ -40,22 +40,28 @@ use obo_e2e::workload_identity::{
 };
 use serde_json::{json, Value};
 
-/// A free port, never one handed out before in this run: the system may give a port that was
-/// just released back, and two listeners on one port make Envoy refuse its configuration.
+/// A free port for one of the bench Envoy's listeners, never one handed out before in this run,
+/// and below the system's range of ephemeral ports: a port the system handed out for
+/// `127.0.0.1:0` is from that range, and may be taken by an outgoing connection (wrk's, Envoy's
+/// own) in the moment before Envoy binds it.
 fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_from.max(10_100));
     let mut given = GIVEN.lock().unwrap();
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !given.contains(&port) {
+    // Start somewhere that depends on the process, so two benches rarely try the same ports.
+    let mut port = low + (std::process::id() % u32::from(high - low)) as u16;
+    for _ in low..high {
+        port = if port + 1 >= high { low } else { port + 1 };
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.push(port);
             return port;
         }
     }
+    panic!("no free port in {low}..{high}");
 }
 
 /// The bench's own inputs: the no-op and bare filters, the wrk script.
