@@ -12,8 +12,8 @@
 //! BENCH_NATIVE_CALLS prices those calls one by one: a `;`-separated list of that module's
 //! configurations, each an extra listener (default: none).
 //!
-//! BENCH_TOKEN_BYTES (default 1600) is the size of the hot path's tokens, the caller's and the one
-//! it is exchanged for: Entra ID's are 1.5 to 2.5 KB.
+//! BENCH_TOKEN_BYTES (default 1600) is the size of the hot path's tokens (one user's and many
+//! users'), the caller's and the one it is exchanged for: Entra ID's are 1.5 to 2.5 KB.
 //!
 //! BENCH_ROUTES=N puts N prefix routes that no request matches before each listener's route, as a
 //! sidecar with many routes in one virtual host has them: Envoy walks them on every route match.
@@ -912,10 +912,10 @@ fn run_suite(bench: &Bench, concurrency: u32, rounds: u64, seconds: u64, connect
     }
 }
 
-fn write_tokens(dir: &Path, users: usize, prefix: &str) -> PathBuf {
+fn write_tokens(dir: &Path, users: usize, prefix: &str, token: fn(&str) -> String) -> PathBuf {
     let path = dir.join(format!("{prefix}-tokens"));
     let tokens: Vec<String> = (0..users)
-        .map(|i| obo_e2e::user_token(&format!("{prefix}-{i}")))
+        .map(|i| token(&format!("{prefix}-{i}")))
         .collect();
     std::fs::write(&path, tokens.join("\n")).unwrap();
     path
@@ -966,7 +966,9 @@ fn many_users(bench: &Bench, scratch: &Path, rounds: u64, seconds: u64, connecti
     let files: Vec<PathBuf> = counts
         .iter()
         .map(|&n| {
-            let file = write_tokens(scratch, n, &format!("users-{n}"));
+            let file = write_tokens(scratch, n, &format!("users-{n}"), |user| {
+                obo_e2e::user_token_of_size(user, token_bytes())
+            });
             let tokens = std::fs::read_to_string(&file).unwrap();
             request_each(hit, tokens.lines().map(str::to_string).collect());
             file
@@ -1121,7 +1123,7 @@ fn main() {
         if concurrency == 1 && parts.contains("cold") {
             // Cold path: every request a new user, the IdP answering after 20 ms.
             let users = 200_000;
-            let tokens = write_tokens(scratch.path(), users, "cold");
+            let tokens = write_tokens(scratch.path(), users, "cold", obo_e2e::user_token);
             let before = slow_idp.count();
             let r = wrk(
                 cold_port,
@@ -1162,7 +1164,7 @@ fn main() {
                 );
                 let key_port = free_port();
                 let key_bench = start_envoy(1, &idp, &key_idp, (key_port, kind, None), 200_000);
-                let tokens = write_tokens(scratch.path(), users, kind);
+                let tokens = write_tokens(scratch.path(), users, kind, obo_e2e::user_token);
                 let r = wrk(
                     key_port,
                     seconds * 2,
@@ -1200,7 +1202,7 @@ fn main() {
                 (fetched_port, kind, Some(&file)),
                 200_000,
             );
-            let tokens = write_tokens(scratch.path(), users, kind);
+            let tokens = write_tokens(scratch.path(), users, kind, obo_e2e::user_token);
             let r = wrk(
                 fetched_port,
                 seconds * 2,
