@@ -101,8 +101,8 @@ impl FrontCache {
         }
     }
 
-    /// The entry of `subject_token` (whose fingerprint this is), while its token lasts. The token
-    /// is compared only with an entry whose hash it meets, which an outsider cannot aim for.
+    /// The entry of `subject_token` (whose fingerprint this is), while its token lasts. An entry
+    /// whose hash a token meets is served only if the target and the token compare equal.
     pub fn get(
         &self,
         fingerprint: &Fingerprint,

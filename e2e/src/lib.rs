@@ -49,9 +49,13 @@ pub fn tenant_user_token(user: &str, tid: &str) -> String {
 }
 
 fn unsigned_jwt(claims: &str) -> String {
+    jwt_with_signature(claims, "c2lnbmF0dXJlLW9mLXt7dXNlcn19")
+}
+
+fn jwt_with_signature(claims: &str, signature: &str) -> String {
     let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"RS256","kid":"test"}"#);
     let payload = URL_SAFE_NO_PAD.encode(claims);
-    format!("{header}.{payload}.c2lnbmF0dXJlLW9mLXt7dXNlcn19")
+    format!("{header}.{payload}.{signature}")
 }
 
 /// A subject token for `user` valid for an hour.
@@ -70,12 +74,10 @@ pub fn user_token_of_size(user: &str, bytes: usize) -> String {
             now() + 3600
         )
     };
-    let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"RS256","kid":"test"}"#);
-    let bare = header.len() + URL_SAFE_NO_PAD.encode(claims("")).len() + signature.len() + 2;
+    let bare = jwt_with_signature(&claims(""), &signature).len();
     // base64 makes 4 bytes of 3.
     let name = "n".repeat(bytes.saturating_sub(bare) * 3 / 4);
-    let payload = URL_SAFE_NO_PAD.encode(claims(&name));
-    format!("{header}.{payload}.{signature}")
+    jwt_with_signature(&claims(&name), &signature)
 }
 
 /// A number from the environment, or `default` (for the load runs' knobs).

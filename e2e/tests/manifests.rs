@@ -263,7 +263,7 @@ const DESTINATION_RULE: Shape = Object(&[
     ("workloadSelector", Any),
 ]);
 
-/// The Istio kinds shipped, with the API versions that serve them and their spec's shape.
+/// Envoy Gateway v1.8's policy target (a Gateway or a route, by name in the policy's namespace).
 const EG_TARGET_REF: Shape = Object(&[
     ("group", Any),
     ("kind", Any),
@@ -368,6 +368,8 @@ const ENVOY_PROXY: Shape = Object(&[
     ("mergeType", Any),
 ]);
 
+/// The Istio and Envoy Gateway kinds shipped, with the API versions that serve them and their
+/// spec's shape.
 const KINDS: &[(&str, &[&str], &Shape)] = &[
     (
         "EnvoyProxy",
