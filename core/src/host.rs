@@ -125,6 +125,10 @@ impl HeaderValues {
 
     /// Bytes that are not UTF-8 are replaced, so such a value never matches.
     pub fn text(&self, i: usize) -> Option<Cow<'_, str>> {
-        self.bytes(i).map(String::from_utf8_lossy)
+        // `from_utf8` checks ASCII a word at a time, where `from_utf8_lossy` goes byte by byte.
+        self.bytes(i).map(|bytes| match std::str::from_utf8(bytes) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(bytes),
+        })
     }
 }

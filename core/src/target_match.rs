@@ -95,12 +95,14 @@ impl HostPattern {
     }
 
     fn matches_name(&self, host: &str) -> bool {
+        // The pattern is lowercase, and so is almost every request's host: comparing the bytes
+        // first costs a fraction of comparing each byte's lowercase.
+        let same = |host: &[u8], name: &[u8]| host == name || host.eq_ignore_ascii_case(name);
         match &self.name {
-            HostName::Exact(name) => host.eq_ignore_ascii_case(name),
+            HostName::Exact(name) => same(host.as_bytes(), name.as_bytes()),
             HostName::AnySubdomainOf(suffix) => {
                 let (host, suffix) = (host.as_bytes(), suffix.as_bytes());
-                host.len() > suffix.len()
-                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                host.len() > suffix.len() && same(&host[host.len() - suffix.len()..], suffix)
             }
         }
     }

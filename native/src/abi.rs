@@ -300,6 +300,15 @@ impl EnvoyHeader {
         value_length: 0,
     };
 
+    /// Whether its name is `name`: the lengths first, as most headers are not the one asked for.
+    ///
+    /// # Safety
+    /// As `parts`, for the name's buffer, during the call.
+    pub unsafe fn is_named(self, name: &[u8]) -> bool {
+        // SAFETY: the caller's word.
+        self.key_length == name.len() && unsafe { self.parts() }.0 == name
+    }
+
     /// The name and the value, borrowed for as long as the caller says Envoy keeps them.
     ///
     /// # Safety

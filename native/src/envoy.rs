@@ -120,16 +120,13 @@ impl Stream {
             for (span, name) in spans.iter_mut().zip(names) {
                 let start = out.len();
                 let mut found = false;
-                for header in headers {
-                    let (key, value) = header.parts();
-                    // Envoy keeps every header name in lower case.
-                    if key == name.as_bytes() {
-                        if found {
-                            out.push(b',');
-                        }
-                        out.extend_from_slice(value);
-                        found = true;
+                // Envoy keeps every header name in lower case.
+                for header in headers.iter().filter(|h| h.is_named(name.as_bytes())) {
+                    if found {
+                        out.push(b',');
                     }
+                    out.extend_from_slice(header.parts().1);
+                    found = true;
                 }
                 *span = found.then_some(start..out.len());
             }

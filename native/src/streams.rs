@@ -189,6 +189,10 @@ impl Streams {
 
     /// Hands each stream its actions (in order); a stream gone meanwhile gets nothing.
     pub fn post(&self, mut actions: Vec<(u32, Action)>) {
+        // The usual case (a cache hit's stream ends with nothing for others): no sort, no lock.
+        if actions.is_empty() {
+            return;
+        }
         // A stable sort: each stream's actions stay in the order they were made.
         actions.sort_by_key(|(to, _)| *to);
         let mut actions = actions.into_iter().peekable();
