@@ -3,6 +3,7 @@
 //! client. Every process and server here stops when its value is dropped, so a failing test
 //! leaves nothing running.
 
+pub mod callgrind;
 pub mod client;
 pub mod client_key;
 pub mod connect_proxy;

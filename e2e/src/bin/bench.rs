@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use obo_e2e::callgrind;
 use obo_e2e::mock_idp::{Behaviour, MockIdp, CLIENT_ID, CLIENT_SECRET};
 use obo_e2e::stack::API_SCOPE;
 use obo_e2e::workload_identity::{
@@ -465,6 +466,25 @@ const SIDECAR_HEADERS: &[&str] = &[
     "X-Correlation-Id: 7c8d9e0f-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
 ];
 
+/// The variants whose instructions are counted (the `instructions` part): the hit of each build,
+/// the floor of each, and the alternatives.
+const COUNTED: &[&str] = &[
+    "direct: no filter",
+    "direct: credential_injector",
+    "direct: Lua",
+    "direct: no-op Wasm",
+    "direct: entra-obo-filter, cache hit",
+    "direct: bare dynamic module",
+    BARE_NATIVE_FLOOR,
+    NATIVE_HIT,
+    "proxied: no filter",
+    "proxied: Lua",
+    "proxied: entra-obo-filter, cache hit",
+    "proxied: bare dynamic module",
+    BARE_NATIVE_FLOOR_PROXIED,
+    NATIVE_HIT_PROXIED,
+];
+
 /// The no-op configurations priced by default (BENCH_HOSTCALLS).
 const DEFAULT_HOSTCALLS: &str = "pairs;header;clock;replace;response;pairs,clock,replace";
 
@@ -476,6 +496,7 @@ fn start_envoy(
     slow_idp: &MockIdp,
     (cold_port, cold, token_file): (u16, &str, Option<&TokenFile>),
     max_entries: u32,
+    callgrind: Option<&Path>,
 ) -> Bench {
     let direct = json!({"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}});
     let to_upstream = json!({"match": {"prefix": "/"}, "route": {"cluster": "bench_upstream"}});
@@ -542,6 +563,7 @@ fn start_envoy(
         .chain(native)
         .chain(bare_native)
         .chain(hostcalls)
+        .filter(|(name, _, _)| callgrind.is_none() || COUNTED.contains(name))
         .enumerate()
     {
         let port = free_port();
@@ -585,7 +607,12 @@ fn start_envoy(
     let log_path = dir.path().join("envoy.log");
     std::fs::write(&config, bootstrap.to_string()).unwrap();
     let log = std::fs::File::create(&log_path).expect("envoy's log file");
-    let child = Command::new(obo_e2e::envoy::envoy_bin())
+    let envoy = obo_e2e::envoy::envoy_bin();
+    let child = callgrind
+        .map_or_else(
+            || Command::new(&envoy),
+            |dir| callgrind::command(&envoy, dir),
+        )
         .arg("-c")
         .arg(&config)
         .args([
@@ -614,8 +641,10 @@ fn start_envoy(
         variants,
         _dir: dir,
     };
-    // Many listeners, each with its own Wasm VMs and BENCH_ROUTES routes, take a while to load.
-    let deadline = Instant::now() + Duration::from_secs(90);
+    // Many listeners, each with its own Wasm VMs and BENCH_ROUTES routes, take a while to load;
+    // under callgrind, several times as long.
+    let startup = if callgrind.is_some() { 600 } else { 90 };
+    let deadline = Instant::now() + Duration::from_secs(startup);
     let give_up = |why: &str, bench: &mut Bench| {
         if let Ok(Some(status)) = bench.child.try_wait() {
             eprintln!("envoy exited with {status}");
@@ -640,7 +669,7 @@ fn start_envoy(
     while admin_get(bench.admin_port, "/ready").map(|r| r.trim().to_string()) != Some("LIVE".into())
     {
         if Instant::now() >= deadline || matches!(bench.child.try_wait(), Ok(Some(_))) {
-            give_up("envoy not ready within 90 s", &mut bench);
+            give_up(&format!("envoy not ready within {startup} s"), &mut bench);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -670,6 +699,8 @@ fn memory_allocated(admin_port: u16) -> u64 {
 
 struct WrkResult {
     rps: f64,
+    /// Requests completed.
+    requests: u64,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
@@ -743,6 +774,7 @@ fn wrk(
     let text = String::from_utf8_lossy(&out.stdout);
     let mut r = WrkResult {
         rps: 0.0,
+        requests: 0,
         p50_ms: 0.0,
         p99_ms: 0.0,
         max_ms: 0.0,
@@ -750,7 +782,9 @@ fn wrk(
     };
     for line in text.lines() {
         let t = line.trim();
-        if let Some(v) = t.strip_prefix("Requests/sec:") {
+        if let Some((n, _)) = t.split_once(" requests in ") {
+            r.requests = n.trim().parse().unwrap_or(0);
+        } else if let Some(v) = t.strip_prefix("Requests/sec:") {
             r.rps = v.trim().parse().unwrap_or(0.0);
         } else if t.starts_with("50%") {
             r.p50_ms = parse_latency(t);
@@ -1008,6 +1042,72 @@ fn many_users(bench: &Bench, scratch: &Path, rounds: u64, seconds: u64, connecti
     );
 }
 
+/// Envoy's instructions per request on its one worker, each variant on one keep-alive connection,
+/// counted by callgrind: what each costs, free of the machine's noise.
+fn instructions(idp: &MockIdp, slow_idp: &MockIdp, seconds: u64) {
+    if !callgrind::available() {
+        println!(
+            "\nInstructions per request: not counted (needs valgrind: apt-get install valgrind)."
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cold_port = free_port();
+    let bench = start_envoy(
+        1,
+        idp,
+        slow_idp,
+        (cold_port, "obo_cold", None),
+        200_000,
+        Some(dir.path()),
+    );
+    let pid = bench.child.id();
+    let mut counted = Vec::new();
+    for v in &bench.variants {
+        // The first request exchanges the token; a few more, and every cache is warm.
+        let _ = wrk(v.port, 2, 1, 1, None, &[]);
+        let mut requests = 0;
+        let instructions = callgrind::count(pid, dir.path(), || {
+            requests = wrk(v.port, seconds, 1, 1, None, &[]).requests;
+        });
+        counted.push((v.name, instructions / requests.max(1), requests));
+    }
+    let of = |name: &str| {
+        counted
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map_or(0, |(_, per, _)| *per)
+    };
+    println!(
+        "\n### Instructions per request (callgrind, Envoy's worker, `--concurrency 1`, one connection)\n"
+    );
+    println!("| variant | instructions | × no filter | more than no filter | requests counted |");
+    println!("|---|---|---|---|---|");
+    for (name, per, requests) in &counted {
+        let none = of(if name.starts_with("proxied") {
+            "proxied: no filter"
+        } else {
+            "direct: no filter"
+        });
+        println!(
+            "| {name} | {per} | {:.3} | {} | {requests} |",
+            none as f64 / (*per).max(1) as f64,
+            *per as i64 - none as i64
+        );
+    }
+    let (native, floor) = (of(NATIVE_HIT), of(BARE_NATIVE_FLOOR));
+    let (native_p, floor_p) = (of(NATIVE_HIT_PROXIED), of(BARE_NATIVE_FLOOR_PROXIED));
+    if native > 0 && floor > 0 {
+        println!(
+            "\nNative hit × the bare dynamic module making the same calls, in instructions: {:.3} direct, {:.3} proxied; its own work: {} and {} instructions.",
+            floor as f64 / native as f64,
+            floor_p as f64 / native_p.max(1) as f64,
+            native as i64 - floor as i64,
+            native_p as i64 - floor_p as i64
+        );
+    }
+}
+
 /// Refresh ahead under load: one user's requests across many expiries of short-lived tokens (usable
 /// 6 s, refreshed in their last half, the IdP answering in 300 ms), side by side with the same load
 /// on a token that stays warm. A request that waited for an exchange would take 300 ms or more.
@@ -1026,6 +1126,7 @@ fn refresh_ahead(idp: &MockIdp, rounds: u64, seconds: u64, connections: u64) {
         &refresh_idp,
         (refresh_port, "obo_refresh", None),
         200_000,
+        None,
     );
     let hit = bench.port_of("direct: entra-obo-filter, cache hit");
     let _ = wrk(hit, 1, 1, 1, None, &[]);
@@ -1087,8 +1188,8 @@ fn main() {
         std::fs::metadata(noop_wasm()).map(|m| m.len()).unwrap_or(0)
     );
 
-    let parts =
-        std::env::var("BENCH_PARTS").unwrap_or_else(|_| "hot,cold,users,refresh,memory".into());
+    let parts = std::env::var("BENCH_PARTS")
+        .unwrap_or_else(|_| "hot,instructions,cold,users,refresh,memory".into());
     let concurrencies: Vec<u32> = std::env::var("BENCH_CONCURRENCY")
         .unwrap_or_else(|_| "1,2".into())
         .split(',')
@@ -1109,6 +1210,7 @@ fn main() {
             &slow_idp,
             (cold_port, "obo_cold", None),
             200_000,
+            None,
         );
         // Warm the cache of the bench user on every worker's view (shared data: once is enough).
         for v in &bench.variants {
@@ -1163,7 +1265,8 @@ fn main() {
                     &key_idp.endpoint(),
                 );
                 let key_port = free_port();
-                let key_bench = start_envoy(1, &idp, &key_idp, (key_port, kind, None), 200_000);
+                let key_bench =
+                    start_envoy(1, &idp, &key_idp, (key_port, kind, None), 200_000, None);
                 let tokens = write_tokens(scratch.path(), users, kind, obo_e2e::user_token);
                 let r = wrk(
                     key_port,
@@ -1201,6 +1304,7 @@ fn main() {
                 &fetched_idp,
                 (fetched_port, kind, Some(&file)),
                 200_000,
+                None,
             );
             let tokens = write_tokens(scratch.path(), users, kind, obo_e2e::user_token);
             let r = wrk(
@@ -1224,6 +1328,9 @@ fn main() {
         }
     }
 
+    if parts.contains("instructions") {
+        instructions(&idp, &slow_idp, seconds);
+    }
     if parts.contains("refresh") {
         refresh_ahead(&idp, rounds, seconds, connections);
     }
@@ -1240,6 +1347,7 @@ fn main() {
         &big_idp,
         (cold_port, "obo_cold", None),
         200_000,
+        None,
     );
     std::thread::sleep(Duration::from_secs(1));
     let base = memory_allocated(bench.admin_port);
