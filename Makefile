@@ -177,7 +177,8 @@ fuzz: nightly cargo-fuzz
 	@echo "fuzz: $(words $(FUZZ_TARGETS)) passed, 0 failed"
 
 # The hot path against no filter, a no-op Wasm filter, Lua and credential_injector, in one Envoy;
-# the cold path; cache memory. The figures go to docs/performance.md by hand from target/bench.md.
+# the same counted in instructions under valgrind's callgrind (skipped without valgrind); the cold
+# path; cache memory. The figures go to docs/performance.md by hand from target/bench.md.
 # Its inputs beside the filter (e2e/bench/): a no-op Wasm filter, one with no SDK, a dynamic module
 # with no work of its own, a wrk script.
 NOOP_WASM := $(CURDIR)/e2e/bench/noop/target/wasm32-wasip1/release/noop_filter.wasm

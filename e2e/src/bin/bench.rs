@@ -3,8 +3,12 @@
 //! variant alike. Prints markdown for docs/performance.md.
 //!
 //! BENCH_ROUNDS (default 5), BENCH_SECONDS per listener and round (default 4), BENCH_CONNECTIONS
-//! (default 16), BENCH_PARTS (default `hot,cold,users,refresh,memory`), BENCH_CONCURRENCY (default
-//! `1,2`).
+//! (default 16), BENCH_PARTS (default `hot,instructions,cold,users,refresh,memory`),
+//! BENCH_CONCURRENCY (default `1,2`).
+//!
+//! The `instructions` part counts Envoy's instructions per request for the builds' hits, their
+//! floors and the alternatives (`COUNTED`), with valgrind's callgrind (`obo_e2e::callgrind`);
+//! without valgrind it is skipped.
 //!
 //! The native build's cache hit (`make native`) comes beside the Wasm build's, direct and proxied,
 //! where the Envoy loads it (1.38 and later), and so does the floor below it: the dynamic module
@@ -563,7 +567,12 @@ fn start_envoy(
         .chain(native)
         .chain(bare_native)
         .chain(hostcalls)
-        .filter(|(name, _, _)| callgrind.is_none() || COUNTED.contains(name))
+        .filter(|(name, _, _)| {
+            // BENCH_NATIVE_CALLS's variants are counted too.
+            callgrind.is_none()
+                || COUNTED.contains(name)
+                || name.starts_with("direct: bare dynamic module + ")
+        })
         .enumerate()
     {
         let port = free_port();
