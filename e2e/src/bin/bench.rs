@@ -431,6 +431,8 @@ const BARE_NATIVE_VARIANTS: &[(&str, &str, bool)] = &[
     (BARE_NATIVE_FLOOR_PROXIED, "bare_native:hit", true),
 ];
 const BARE_NATIVE_FLOOR: &str = "direct: bare dynamic module + the native hit's calls";
+/// The start of the name of each variant BENCH_NATIVE_CALLS prices.
+const BARE_NATIVE_PRICED: &str = "direct: bare dynamic module + ";
 const BARE_NATIVE_FLOOR_PROXIED: &str = "proxied: bare dynamic module + the native hit's calls";
 
 /// The hit with a target that names the cluster instead of the host: one hostcall more
@@ -528,7 +530,7 @@ fn start_envoy(
                 .filter(|c| !c.is_empty())
                 .map(|c| {
                     // Leaked: a handful of names that live as long as the benchmark.
-                    let name: &'static str = format!("direct: bare dynamic module + {c}").leak();
+                    let name: &'static str = format!("{BARE_NATIVE_PRICED}{c}").leak();
                     let filters: &'static str = format!("bare_native:{c}").leak();
                     (name, filters, false)
                 });
@@ -569,9 +571,7 @@ fn start_envoy(
         .chain(hostcalls)
         .filter(|(name, _, _)| {
             // BENCH_NATIVE_CALLS's variants are counted too.
-            callgrind.is_none()
-                || COUNTED.contains(name)
-                || name.starts_with("direct: bare dynamic module + ")
+            callgrind.is_none() || COUNTED.contains(name) || name.starts_with(BARE_NATIVE_PRICED)
         })
         .enumerate()
     {
