@@ -83,15 +83,33 @@ pub fn is_host(host: &str) -> bool {
     // One pass, as every request's authority goes through it: no label empty, the last included.
     let mut label = 0usize;
     for b in host.bytes() {
-        match b {
-            b'.' if label == 0 => return false,
-            b'.' => label = 0,
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => label += 1,
+        match HOST_BYTES[usize::from(b)] {
+            LABEL => label += 1,
+            DOT if label > 0 => label = 0,
             _ => return false,
         }
     }
     label > 0
 }
+
+const OTHER: u8 = 0;
+const LABEL: u8 = 1;
+const DOT: u8 = 2;
+
+/// What each byte may be in a host name: one lookup a byte instead of five ranges.
+static HOST_BYTES: [u8; 256] = {
+    let mut table = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' {
+            table[b] = LABEL;
+        }
+        b += 1;
+    }
+    table[b'.' as usize] = DOT;
+    table
+};
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@ use crate::config::{Config, Grant, Provider};
 use crate::drop_signal::{DropWatch, Dropped};
 use crate::error_reply::{reply_for, send_reply, Refusal, Reply};
 use crate::front_cache::{Fingerprint, FrontCache};
-use crate::host::{Host, LogLevel};
+use crate::host::{HeaderValues, Host, LogLevel};
 use crate::lease::{self, Lease};
 use crate::metrics::Counter;
 use crate::token_cache::TokenCache;
@@ -156,6 +156,8 @@ pub struct Worker {
     challenges: RecentDrops,
     /// When each provider's endpoint last answered this worker (ms): see `backoff_for`.
     answered_ms: Vec<u64>,
+    /// The buffer each request's headers are read into, kept for the next request.
+    header_buffer: HeaderValues,
 }
 
 struct Start {
@@ -187,6 +189,7 @@ impl Default for Worker {
             fetched: Vec::new(),
             challenges: RecentDrops::default(),
             answered_ms: Vec::new(),
+            header_buffer: HeaderValues::default(),
         }
     }
 }
@@ -208,6 +211,19 @@ impl Worker {
             .collect();
         self.answered_ms = vec![0; config.providers.len()];
         self.config = Some(Arc::new(config));
+    }
+
+    /// The buffer to read a request's headers into (`keep_header_buffer` gives it back).
+    pub fn take_header_buffer(&mut self) -> HeaderValues {
+        std::mem::take(&mut self.header_buffer)
+    }
+
+    /// Kept unless it grew past what a usual request needs, so one large request's headers do
+    /// not stay allocated.
+    pub fn keep_header_buffer(&mut self, buffer: HeaderValues) {
+        if buffer.capacity() <= HeaderValues::KEPT_CAPACITY {
+            self.header_buffer = buffer;
+        }
     }
 
     pub fn front(&mut self) -> &mut FrontCache {

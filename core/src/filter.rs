@@ -146,16 +146,30 @@ struct Matched<'a> {
     now: u64,
 }
 
-/// One request's way, step by step as the design document's "Where things are" tells it.
+/// The request headers the filter reads, in the worker's buffer, which goes back to it after.
 fn handle_request(
     host: &dyn Host,
     worker: &mut Worker,
     context_id: u32,
 ) -> Result<Handled, Refusal> {
+    let mut headers = worker.take_header_buffer();
+    let names = [":authority", ":path", "authorization", "x-request-id"];
+    host.request_headers(&names, &mut headers);
+    let handled = handle_headers(host, worker, context_id, &headers);
+    worker.keep_header_buffer(headers);
+    handled
+}
+
+/// One request's way, step by step as the design document's "Where things are" tells it.
+fn handle_headers(
+    host: &dyn Host,
+    worker: &mut Worker,
+    context_id: u32,
+    headers: &HeaderValues,
+) -> Result<Handled, Refusal> {
     let config = worker.config().ok_or(Refusal::NotConfigured)?;
-    let headers = host.request_headers(&[":authority", ":path", "authorization", "x-request-id"]);
     let authority = headers.text(0).unwrap_or_default();
-    let Some((target_index, target)) = match_target(host, &config, &headers, &authority)? else {
+    let Some((target_index, target)) = match_target(host, &config, headers, &authority)? else {
         return unmatched(host, config.unmatched, headers.bytes(2).is_some());
     };
     // Targets name providers by an index checked when the configuration was loaded.
@@ -169,7 +183,7 @@ fn handle_request(
         config: &config,
         target,
         provider,
-        headers: &headers,
+        headers,
         authority: &authority,
         fingerprint: worker.front().fingerprint(target_index, subject),
         now,

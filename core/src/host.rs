@@ -37,13 +37,14 @@ pub trait Host {
     fn log(&self, level: LogLevel, message: &str);
 
     fn request_header(&self, name: &str) -> Option<String>;
-    /// Up to `HeaderValues::MAX` request headers at once (a repeated header's values `,`-joined).
-    fn request_headers(&self, names: &[&str]) -> HeaderValues {
+    /// Up to `HeaderValues::MAX` request headers at once (a repeated header's values `,`-joined),
+    /// into `values`, whose buffer a host may fill again rather than allocate another.
+    fn request_headers(&self, names: &[&str], values: &mut HeaderValues) {
         debug_assert!(
             names.len() <= HeaderValues::MAX,
             "more names than HeaderValues holds"
         );
-        HeaderValues::copied(names.iter().map(|n| self.request_header(n)))
+        *values = HeaderValues::copied(names.iter().map(|n| self.request_header(n)));
     }
     fn response_header(&self, name: &str) -> Option<String>;
     /// Not a local reply (this filter's refusals, or another filter's).
@@ -99,10 +100,19 @@ pub struct HeaderValues {
 
 impl HeaderValues {
     pub const MAX: usize = 4;
+    /// The most room a worker keeps between requests (`Worker::keep_header_buffer`).
+    pub const KEPT_CAPACITY: usize = 16 * 1024;
 
     /// A span outside `bytes` reads as absent.
     pub fn new(bytes: Vec<u8>, spans: [Option<Range<usize>>; HeaderValues::MAX]) -> Self {
         HeaderValues { bytes, spans }
+    }
+
+    /// Its buffer and spans emptied to be filled again, the buffer keeping its room.
+    pub fn refill(&mut self) -> (&mut Vec<u8>, &mut [Option<Range<usize>>; HeaderValues::MAX]) {
+        self.bytes.clear();
+        self.spans = Default::default();
+        (&mut self.bytes, &mut self.spans)
     }
 
     /// The values, copied into one buffer (names past `MAX` are dropped).
@@ -116,6 +126,10 @@ impl HeaderValues {
             }
         }
         found
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
     }
 
     pub fn bytes(&self, i: usize) -> Option<&[u8]> {

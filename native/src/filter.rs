@@ -162,7 +162,7 @@ impl Filter {
 
     /// The stream is gone (the filter's destroy hook): an exchange it sent is sent again from the
     /// root for those still waiting, and no other thread reaches it any more.
-    pub fn end(self) {
+    pub fn end(&self) {
         let host = NativeHost::detached(self.state, self.context_id);
         self.core.borrow_mut().on_end(&host);
         if self.slot.borrow().is_some() {

@@ -5,7 +5,6 @@
 //! (`streams`, which says why).
 
 use std::cell::{Cell, RefCell};
-use std::ops::Range;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use obo_core::host::{Callout, DispatchError, HeaderValues, Host, LogLevel};
@@ -182,15 +181,14 @@ impl Host for NativeHost<'_> {
     }
 
     /// Into one buffer, as the core's hot path wants them: no value is copied twice or checked
-    /// before the core looks at it.
-    fn request_headers(&self, names: &[&str]) -> HeaderValues {
+    /// before the core looks at it, and the worker's buffer is filled again, not allocated.
+    fn request_headers(&self, names: &[&str], values: &mut HeaderValues) {
+        let (bytes, spans) = values.refill();
         let Some(stream) = self.running_stream() else {
-            return HeaderValues::default();
+            return;
         };
-        let mut bytes = Vec::with_capacity(2048);
-        let mut spans: [Option<Range<usize>>; HeaderValues::MAX] = Default::default();
-        stream.append_headers(HeaderType::REQUEST_HEADER, names, &mut bytes, &mut spans);
-        HeaderValues::new(bytes, spans)
+        bytes.reserve(2048);
+        stream.append_headers(HeaderType::REQUEST_HEADER, names, bytes, spans);
     }
 
     fn response_header(&self, name: &str) -> Option<String> {

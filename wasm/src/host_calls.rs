@@ -259,8 +259,9 @@ impl Host for ProxyHost {
         header_text(MapType::HttpRequestHeaders, name)
     }
 
-    fn request_headers(&self, names: &[&str]) -> HeaderValues {
-        request_header_values(names)
+    fn request_headers(&self, names: &[&str], values: &mut HeaderValues) {
+        // Envoy writes the header block into memory it has the VM allocate for it.
+        *values = request_header_values(names);
     }
 
     fn response_header(&self, name: &str) -> Option<String> {

@@ -76,8 +76,8 @@ impl Host for HitHost<'_> {
     fn request_header(&self, name: &str) -> Option<String> {
         self.fake.request_header(name)
     }
-    fn request_headers(&self, _names: &[&str]) -> HeaderValues {
-        self.headers.borrow_mut().take().unwrap_or_default()
+    fn request_headers(&self, _names: &[&str], values: &mut HeaderValues) {
+        *values = self.headers.borrow_mut().take().unwrap_or_default();
     }
     fn response_header(&self, _name: &str) -> Option<String> {
         None
