@@ -1211,7 +1211,9 @@ fn main() {
         Duration::from_millis(20),
         Box::new(Behaviour::issue()),
     ));
-    for &concurrency in &concurrencies {
+    // The timed Envoy, started only for the parts that use it.
+    let timed = ["hot", "users", "cold"].iter().any(|p| parts.contains(p));
+    for &concurrency in concurrencies.iter().filter(|_| timed) {
         let cold_port = free_port();
         let bench = start_envoy(
             concurrency,
