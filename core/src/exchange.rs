@@ -218,10 +218,12 @@ impl Worker {
         std::mem::take(&mut self.header_buffer)
     }
 
-    /// Kept unless it grew past what a usual request needs, so one large request's headers do
-    /// not stay allocated.
-    pub fn keep_header_buffer(&mut self, buffer: HeaderValues) {
+    /// Kept emptied (no later request reads this one's values, whatever its host does), unless
+    /// it grew past what a usual request needs, so one large request's headers do not stay
+    /// allocated.
+    pub fn keep_header_buffer(&mut self, mut buffer: HeaderValues) {
         if buffer.capacity() <= HeaderValues::KEPT_CAPACITY {
+            buffer.refill();
             self.header_buffer = buffer;
         }
     }

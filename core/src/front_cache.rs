@@ -140,13 +140,17 @@ impl FrontCache {
     }
 
     /// The entry of `subject_token` (whose fingerprint this is), while its token lasts. An entry
-    /// whose hash a token meets is served only if the target and the token compare equal.
+    /// whose hash a token meets is served only if the target and the token compare equal, and
+    /// none by another cache's fingerprint, whose target index may name another target.
     pub fn get(
         &self,
         fingerprint: &Fingerprint,
         subject_token: &[u8],
         now: u64,
     ) -> Option<&FrontEntry> {
+        if fingerprint.seed != self.seed {
+            return None;
+        }
         let target = fingerprint.target;
         let entry = match self.own_entry(fingerprint.hash, target, subject_token) {
             Some(entry) => entry,
@@ -377,6 +381,22 @@ mod tests {
         let stale = user(&old, 0, b"alice");
         put(&mut new, &stale, key(1), "Bearer a", (1_000, 900), 100);
         assert!(new.is_empty());
+    }
+
+    #[test]
+    fn a_cache_serves_no_entry_by_another_cache_s_fingerprint() {
+        // Its full-hash fallback would find the entry by the target index, which a configuration
+        // loaded again may give another target.
+        let old = FrontCache::new(10);
+        let mut new = FrontCache::new(10);
+        let (token, alike_token) = (alike(100, b'a'), alike(100, b'b'));
+        let first = user(&new, 0, &alike_token);
+        put(&mut new, &first, key(2), "Bearer b", (1_000, 900), 100);
+        // Its quick slot is the first token's: it is kept at its full one.
+        let mine = user(&new, 0, &token);
+        put(&mut new, &mine, key(1), "Bearer a", (1_000, 900), 100);
+        assert!(get(&new, &user(&old, 0, &token), 100).is_none());
+        assert!(get(&new, &mine, 100).is_some());
     }
 
     #[test]

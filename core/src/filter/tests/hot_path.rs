@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use crate::exchange::Worker;
 use crate::filter::{RequestFilter, Verdict};
+use crate::host::HeaderValues;
 use crate::testing::allocations::{allocations_in, hit_host};
 use crate::testing::{answer, configured, ok_answer, request_from, FakeHost, SUBJECT_1};
 
@@ -30,6 +31,14 @@ fn warm_worker(host: &FakeHost) -> Rc<RefCell<Worker>> {
     );
     assert!(warm_up.sent_expected.get());
     w
+}
+
+#[test]
+fn no_header_value_of_a_request_stays_in_the_worker_after_it() {
+    let fake = FakeHost::default();
+    let w = warm_worker(&fake);
+    let kept = w.borrow_mut().take_header_buffer();
+    assert!((0..HeaderValues::MAX).all(|i| kept.bytes(i).is_none()));
 }
 
 #[test]
