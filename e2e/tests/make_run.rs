@@ -20,6 +20,14 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// What the program's messages call it: `make run-native` with the native build.
+fn make_command() -> &'static str {
+    match obo_e2e::envoy::Build::under_test() {
+        obo_e2e::envoy::Build::Native => "make run-native",
+        obo_e2e::envoy::Build::Wasm => "make run",
+    }
+}
+
 /// `make run` with these ports, in a process group of its own that is stopped when dropped.
 struct Run {
     child: Child,
@@ -202,7 +210,7 @@ fn a_taken_envoy_port_is_one_line_and_a_failed_exit() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line, not Envoy's log: {stderr}");
     assert!(
-        lines[0].starts_with("make run: Envoy did not start: ")
+        lines[0].starts_with(&format!("{}: Envoy did not start: ", make_command()))
             && lines[0].contains("set PORT (now"),
         "{stderr}"
     );
@@ -218,8 +226,10 @@ fn a_taken_mock_idp_port_is_one_line_and_a_failed_exit() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr.contains("make run: the mock Entra ID cannot listen on")
-            && stderr.contains("set IDP_PORT"),
+        stderr.contains(&format!(
+            "{}: the mock Entra ID cannot listen on",
+            make_command()
+        )) && stderr.contains("set IDP_PORT"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");

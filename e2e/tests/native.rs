@@ -168,6 +168,30 @@ fn the_module_needs_no_shared_library_but_the_c_library() {
     assert!(memchr::memmem::find(&module, b"libc.so.6").is_some());
 }
 
+/// The newest glibc symbol version the module needs is the one docs/native.md names: 2.35, for
+/// `_dl_find_object`, which the linked-in unwinder uses. A newer one would refuse to load on
+/// systems the page says it runs on.
+#[test]
+fn the_module_needs_glibc_2_35_at_most() {
+    let module = std::fs::read(obo_e2e::envoy::native_path()).expect("the module");
+    let newest = memchr::memmem::find_iter(&module, b"GLIBC_2.")
+        .filter_map(|at| {
+            let digits = module[at + 8..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            std::str::from_utf8(&module[at + 8..at + 8 + digits])
+                .ok()?
+                .parse::<u32>()
+                .ok()
+        })
+        .max();
+    assert!(
+        newest.is_some_and(|minor| minor <= 35),
+        "the newest GLIBC_2.x minor version the module needs: {newest:?}"
+    );
+}
+
 /// What a user of Envoy 1.36 or 1.37 sees: Envoy refuses to start, naming the module. (1.37
 /// reports the module "not found in any search path": its loader tries a second path after the
 /// first failed on a callback 1.37 lacks, and reports the second failure.)

@@ -65,22 +65,35 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(why) => {
-            eprintln!("make run: {why}");
+            eprintln!("{}: {why}", make_target());
             ExitCode::FAILURE
         }
+    }
+}
+
+/// OBO_BUILD=native (`make run-native`): the native module instead of the .wasm.
+fn is_native() -> bool {
+    std::env::var("OBO_BUILD").is_ok_and(|b| b == "native")
+}
+
+/// The command that started this program, as its messages name it.
+fn make_target() -> &'static str {
+    match is_native() {
+        true => "make run-native",
+        false => "make run",
     }
 }
 
 fn run() -> Result<ExitCode, String> {
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let ports = Ports::from_env()?;
+    let make = make_target();
     let envoy_bin = std::env::var("ENVOY_BIN")
-        .map_err(|_| "ENVOY_BIN is not set: start it with `make run`".to_string())?;
-    // OBO_BUILD=native (`make run-native`): the native module instead of the .wasm.
-    let native = std::env::var("OBO_BUILD").is_ok_and(|b| b == "native");
-    let (filter, make) = match native {
-        true => ("target/native/libentra_obo_native.so", "make run-native"),
-        false => ("target/entra_obo_filter.wasm", "make run"),
+        .map_err(|_| format!("ENVOY_BIN is not set: start it with `{make}`"))?;
+    let native = is_native();
+    let filter = match native {
+        true => "target/native/libentra_obo_native.so",
+        false => "target/entra_obo_filter.wasm",
     };
     if !Path::new(&envoy_bin).exists() || !root.join(filter).exists() {
         return Err(format!(
@@ -94,7 +107,7 @@ fn run() -> Result<ExitCode, String> {
         std::env::var("WORKLOAD_IDENTITY").is_ok_and(|v| !v.is_empty() && v != "0");
     if native && (tenant || workload_identity) {
         return Err(
-            "`make run-native` runs the mock token endpoint only: unset the AZURE_* variables and WORKLOAD_IDENTITY, or use `make run`"
+            "it runs the mock token endpoint only: unset the AZURE_* variables and WORKLOAD_IDENTITY, or use `make run`"
                 .into(),
         );
     }
