@@ -196,8 +196,9 @@ bench: build native $(ENVOY)
 	cargo bench -p obo-core --bench logic
 	cargo run --release --quiet -p obo-e2e --bin bench | tee target/bench.md
 
-# A bounded load run with many users against a flapping mock IdP (SOAK_SECONDS, default 60).
-soak: build $(ENVOY)
+# A bounded load run with many users against a flapping mock IdP (SOAK_SECONDS, default 60);
+# OBO_BUILD=native runs it against the native build.
+soak: build native $(ENVOY)
 	$(WRK_NEEDED)
 	cargo run --release --quiet -p obo-e2e --bin soak
 
