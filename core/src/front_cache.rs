@@ -180,9 +180,8 @@ impl FrontCache {
         let (quick, full) = (fingerprint.hash, self.full_hash(target, subject_token));
         // The quick slot, unless another token's live entry holds it; the other slot keeps no
         // older entry of this token's.
-        let quick_is_another_s = self.entries.get(&quick).is_some_and(|e| {
-            now < e.until && !(e.target == target && same_bytes(&e.subject, subject_token))
-        });
+        let quick_is_another_s = self.entries.get(&quick).is_some_and(|e| now < e.until)
+            && self.own_entry(quick, target, subject_token).is_none();
         let (slot, other) = match quick_is_another_s {
             true => (full, quick),
             false => (quick, full),
@@ -302,6 +301,11 @@ mod tests {
         c.get(&u.0, &u.1, now)
     }
 
+    /// The `Authorization` the entry found would set.
+    fn served<'c>(c: &'c FrontCache, u: &User, now: u64) -> Option<&'c str> {
+        get(c, u, now).map(|e| &*e.authorization)
+    }
+
     /// Keeps an entry for the subject token `subject` (target 0), usable until `until`, at `now`.
     fn put_user(c: &mut FrontCache, subject: &[u8], until: u64, now: u64) -> User {
         let u = user(c, 0, subject);
@@ -314,10 +318,7 @@ mod tests {
         let mut c = FrontCache::new(10);
         let u = user(&c, 0, b"subject");
         put(&mut c, &u, key(1), "Bearer a", (1_000, 900), 100);
-        assert_eq!(
-            get(&c, &u, 999).map(|e| &*e.authorization),
-            Some("Bearer a")
-        );
+        assert_eq!(served(&c, &u, 999), Some("Bearer a"));
         assert!(get(&c, &u, 1_000).is_none());
     }
 
@@ -406,10 +407,7 @@ mod tests {
             let u = user(&c, 0, i.to_string().as_bytes());
             put(&mut c, &u, key(1), "Bearer a", (10_000, 10_000), 100);
             assert!(c.len() <= 8);
-            assert_eq!(
-                get(&c, &u, 100).map(|e| &*e.authorization),
-                Some("Bearer a")
-            );
+            assert_eq!(served(&c, &u, 100), Some("Bearer a"));
         }
     }
 
@@ -528,24 +526,15 @@ mod tests {
         put(&mut c, &a, key(1), "Bearer for-a", (10_000, 10_000), 100);
         put(&mut c, &b, key(2), "Bearer for-b", (10_000, 10_000), 100);
         for _ in 0..3 {
-            assert_eq!(
-                get(&c, &a, 200).map(|e| &*e.authorization),
-                Some("Bearer for-a")
-            );
-            assert_eq!(
-                get(&c, &b, 200).map(|e| &*e.authorization),
-                Some("Bearer for-b")
-            );
+            assert_eq!(served(&c, &a, 200), Some("Bearer for-a"));
+            assert_eq!(served(&c, &b, 200), Some("Bearer for-b"));
         }
         // Each token keeps one entry, wherever it is put again.
         put(&mut c, &b, key(2), "Bearer for-b2", (10_000, 10_000), 300);
         c.forget(&key(1));
         put(&mut c, &b, key(2), "Bearer for-b3", (10_000, 10_000), 400);
         assert_eq!(c.len(), 1);
-        assert_eq!(
-            get(&c, &b, 400).map(|e| &*e.authorization),
-            Some("Bearer for-b3")
-        );
+        assert_eq!(served(&c, &b, 400), Some("Bearer for-b3"));
         assert!(get(&c, &a, 400).is_none());
     }
 

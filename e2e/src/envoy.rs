@@ -31,6 +31,14 @@ impl Build {
         }
     }
 
+    /// The command that runs this build locally (`src/bin/local_stack.rs`), as its messages say.
+    pub fn make_run(self) -> &'static str {
+        match self {
+            Build::Wasm => "make run",
+            Build::Native => "make run-native",
+        }
+    }
+
     /// The filter's name in Envoy's filter chain (a route's `typed_per_filter_config` key).
     pub fn filter_name(self) -> &'static str {
         match self {

@@ -22,10 +22,7 @@ fn free_port() -> u16 {
 
 /// What the program's messages call it: `make run-native` with the native build.
 fn make_command() -> &'static str {
-    match obo_e2e::envoy::Build::under_test() {
-        obo_e2e::envoy::Build::Native => "make run-native",
-        obo_e2e::envoy::Build::Wasm => "make run",
-    }
+    obo_e2e::envoy::Build::under_test().make_run()
 }
 
 /// `make run` with these ports, in a process group of its own that is stopped when dropped.

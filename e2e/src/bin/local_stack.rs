@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use obo_e2e::envoy::Build;
 use obo_e2e::mock_idp::{MockIdp, CLIENT_ID, CLIENT_SECRET};
 use obo_e2e::upstream::Upstream;
 use obo_e2e::workload_identity::federated_token;
@@ -79,8 +80,8 @@ fn is_native() -> bool {
 /// The command that started this program, as its messages name it.
 fn make_target() -> &'static str {
     match is_native() {
-        true => "make run-native",
-        false => "make run",
+        true => Build::Native.make_run(),
+        false => Build::Wasm.make_run(),
     }
 }
 
